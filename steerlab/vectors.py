@@ -1,0 +1,217 @@
+"""``SteeringVector``: per-layer directions with provenance; difference of means and controls."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from steerlab import __version__, _io
+from steerlab.errors import (
+    EmptyInputError,
+    InvalidVectorError,
+    LayerError,
+    VectorMismatchError,
+)
+
+if TYPE_CHECKING:
+    from steerlab.cache import Activations
+    from steerlab.models import Model
+
+SITE = "resid_post"  # the residual stream after a decoder block
+
+
+@dataclass(frozen=True)
+class SteeringVector:
+    """One direction per layer, plus where it came from.
+
+    Attributes:
+        vectors: layer -> (d_model,) float32 direction.
+        model_id: hub id of the model it was made for.
+        d_model: residual width.
+        site: where it is added (``resid_post``: after the decoder block).
+        method: how it was made (``diff_means``, ``random``, ``shuffled``, ``learned``...).
+        prompt_hash: hash of the prompt sets it was extracted from.
+        seed: seed of any randomness involved, else None.
+        meta: free-form provenance (counts, reduction, training metadata...).
+    """
+
+    vectors: dict[int, torch.Tensor]
+    model_id: str
+    d_model: int
+    site: str = SITE
+    method: str = "diff_means"
+    prompt_hash: str = ""
+    seed: int | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+    version: str = __version__
+
+    def __post_init__(self) -> None:
+        if not self.vectors:
+            raise InvalidVectorError("A steering vector needs at least one layer.")
+        for layer, v in self.vectors.items():
+            if not isinstance(layer, int) or layer < 0:
+                raise LayerError(f"Layer keys must be non-negative ints, got {layer!r}.")
+            if v.ndim != 1 or v.shape[0] != self.d_model:
+                raise VectorMismatchError(
+                    f"Layer {layer}: vector has shape {tuple(v.shape)}, expected "
+                    f"({self.d_model},) for d_model={self.d_model}.")
+            if not torch.isfinite(v).all():
+                raise InvalidVectorError(
+                    f"Layer {layer}: vector holds NaN or inf values; recompute it (e.g. from "
+                    "non-empty prompt sets) or clean it with torch.nan_to_num.")
+
+    @property
+    def layers(self) -> list[int]:
+        return sorted(self.vectors)
+
+    def __getitem__(self, layer: int) -> torch.Tensor:
+        if layer not in self.vectors:
+            raise LayerError(f"This vector has no layer {layer}; it has layers {self.layers}.")
+        return self.vectors[layer]
+
+    def norms(self) -> dict[int, float]:
+        return {l: float(v.norm()) for l, v in sorted(self.vectors.items())}
+
+    def normalized(self) -> SteeringVector:
+        """A copy with every layer's vector scaled to unit norm."""
+        vecs = {l: v / v.norm().clamp_min(1e-12) for l, v in self.vectors.items()}
+        return replace(self, vectors=vecs, meta={**self.meta, "normalized": True})
+
+    def scaled(self, factor: float) -> SteeringVector:
+        return replace(self, vectors={l: v * factor for l, v in self.vectors.items()})
+
+    def only(self, layers: list[int] | int) -> SteeringVector:
+        """A copy restricted to ``layers``."""
+        layers = [layers] if isinstance(layers, int) else layers
+        return replace(self, vectors={l: self[l] for l in layers})
+
+    def stack(self) -> torch.Tensor:
+        """(n_layers, d_model) in :attr:`layers` order."""
+        return torch.stack([self.vectors[l] for l in self.layers])
+
+    def check_compatible(self, model: Model, strict_model: bool = True) -> None:
+        """Raise a clear error unless this vector fits ``model`` (same model, width, layers)."""
+        if self.d_model != model.d_model:
+            raise VectorMismatchError(
+                f"Vector width {self.d_model} does not match {model.name}'s d_model "
+                f"{model.d_model}: it was made for {self.model_id}. Extract a vector on this "
+                "model instead (steerlab extract --model ...).")
+        if strict_model and self.model_id != model.hf_id:
+            raise VectorMismatchError(
+                f"Vector was made for {self.model_id!r}, but the model is {model.hf_id!r}. "
+                "Extract a vector on this model, or pass strict_model=False if you really "
+                "mean to transfer it.")
+        bad = [l for l in self.layers if l >= model.n_layers]
+        if bad:
+            raise LayerError(f"Vector layers {bad} out of range: {model.name} has "
+                             f"{model.n_layers} layers (0..{model.n_layers - 1}).")
+
+    def save(self, path: str | Path) -> Path:
+        """Write a safetensors file (one tensor per layer) with JSON provenance; no pickle."""
+        meta = {"kind": "steering_vector", "model_id": self.model_id, "d_model": self.d_model,
+                "layers": self.layers, "site": self.site, "method": self.method,
+                "prompt_hash": self.prompt_hash, "seed": self.seed, "meta": self.meta,
+                "steerlab_version": self.version}
+        tensors = {f"layer.{l}": v.float() for l, v in self.vectors.items()}
+        return _io.save_tensors(path, tensors, meta)
+
+    @classmethod
+    def load(cls, path: str | Path, model: Model | None = None) -> SteeringVector:
+        """Read a vector file; with ``model``, also check that it fits that model."""
+        tensors, meta = _io.load_tensors(path, "steering_vector")
+        try:
+            vectors = {int(k.split(".")[1]): v for k, v in tensors.items()}
+            expected = set(meta["layers"])
+            d_model = int(meta["d_model"])
+        except (KeyError, IndexError, ValueError) as err:
+            raise InvalidVectorError(f"{path}: malformed steering-vector file ({err}).") from err
+        if set(vectors) != expected:
+            raise InvalidVectorError(f"{path}: metadata lists layers {sorted(expected)} but the "
+                                     f"file holds {sorted(vectors)}; the file is corrupt.")
+        vec = cls(vectors, meta["model_id"], d_model, meta["site"], meta["method"],
+                  meta["prompt_hash"], meta["seed"], meta.get("meta", {}),
+                  meta.get("steerlab_version", "?"))
+        if model is not None:
+            vec.check_compatible(model)
+        return vec
+
+
+def _hash_sets(*sets: Activations) -> str:
+    h = hashlib.sha256()
+    for s in sets:
+        h.update("|".join(s.prompt_hashes).encode())
+        h.update(b"#")
+    return h.hexdigest()[:16]
+
+
+def _check_pair(pos: Activations, neg: Activations) -> None:
+    if pos.n_prompts == 0 or neg.n_prompts == 0:
+        raise EmptyInputError("Difference of means needs at least one prompt in each set.")
+    if pos.model_id != neg.model_id:
+        raise VectorMismatchError(f"The two sets come from different models: "
+                                  f"{pos.model_id} vs {neg.model_id}.")
+    if pos.layers != neg.layers:
+        raise LayerError(f"The two sets cached different layers: {pos.layers} vs {neg.layers}.")
+    if pos.reduction != neg.reduction:
+        raise VectorMismatchError(f"The two sets used different reductions: "
+                                  f"{pos.reduction} vs {neg.reduction}.")
+
+
+def diff_of_means(pos: Activations, neg: Activations, normalize: bool = False,
+                  method: str = "diff_means") -> SteeringVector:
+    """Per layer, mean(pos) - mean(neg): e.g. reasoning minus memorisation.
+
+    Args:
+        pos: activations of the set the vector points towards.
+        neg: activations of the set it points away from.
+        normalize: scale each layer's vector to unit norm.
+
+    Returns:
+        :class:`SteeringVector` over the cached layers.
+    """
+    _check_pair(pos, neg)
+    diff = pos.acts.mean(1) - neg.acts.mean(1)  # (n_layers, d_model)
+    vec = SteeringVector(
+        {l: diff[i].clone() for i, l in enumerate(pos.layers)}, pos.model_id, pos.d_model,
+        method=method, prompt_hash=_hash_sets(pos, neg),
+        meta={"n_pos": pos.n_prompts, "n_neg": neg.n_prompts, "reduction": pos.reduction,
+              "chat": pos.chat, "normalized": False})
+    return vec.normalized() if normalize else vec
+
+
+def shuffled_diff_of_means(pos: Activations, neg: Activations, seed: int = 0,
+                           normalize: bool = False) -> SteeringVector:
+    """Control: difference of means after randomly permuting the pos/neg labels (same sizes)."""
+    _check_pair(pos, neg)
+    both = torch.cat([pos.acts, neg.acts], dim=1)
+    gen = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(both.shape[1], generator=gen)
+    a, b = perm[:pos.n_prompts], perm[pos.n_prompts:]
+    diff = both[:, a].mean(1) - both[:, b].mean(1)
+    vec = SteeringVector({l: diff[i].clone() for i, l in enumerate(pos.layers)}, pos.model_id,
+                         pos.d_model, method="shuffled", prompt_hash=_hash_sets(pos, neg),
+                         seed=seed, meta={"n_pos": pos.n_prompts, "n_neg": neg.n_prompts,
+                                          "reduction": pos.reduction, "normalized": False})
+    return vec.normalized() if normalize else vec
+
+
+def random_like(vector: SteeringVector, seed: int = 0) -> SteeringVector:
+    """Control: a random Gaussian direction per layer with the same norm as ``vector``'s."""
+    gen = torch.Generator().manual_seed(seed)
+    vecs = {}
+    for l in vector.layers:
+        r = torch.randn(vector.d_model, generator=gen)
+        vecs[l] = r / r.norm() * vector[l].norm()
+    return replace(vector, vectors=vecs, method="random", seed=seed,
+                   meta={**vector.meta, "matched_to": vector.method})
+
+
+def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Cosine similarity of two 1-D tensors."""
+    denom = float(a.norm() * b.norm())
+    return float(a.float() @ b.float()) / denom if denom > 0 else math.nan
