@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -164,10 +165,8 @@ def cache_activations(model: Model, prompts: Sequence[str], layers: Sequence[int
                 stop = be.supports_early_stop and layer == layers[-1]
                 fn = _make_capture_fn(store, layer, enc["attention_mask"], reduction, stop)
                 handles.append(be.add_edit(layer, fn))
-            try:
+            with contextlib.suppress(StopForward):
                 be.forward(enc)
-            except StopForward:
-                pass
         finally:
             for handle in handles:
                 handle.remove()

@@ -131,7 +131,7 @@ def parse_dtype(dtype: str | torch.dtype) -> torch.dtype:
         raise ValueError(f"Unknown dtype {dtype!r}; use one of {sorted(_DTYPES)}.") from None
 
 
-def find_layers(hf: nn.Module) -> nn.ModuleList:
+def find_layers(hf: Any) -> nn.ModuleList:
     """The decoder blocks of any HF causal LM (Llama/Gemma/Qwen2 ``model.layers``, GPT-2 ``h``,
     RWKV ``blocks``...): the ModuleList whose length is the config's layer count."""
     n = hf.config.num_hidden_layers
@@ -268,7 +268,7 @@ def convert_embedded(name: str, force: bool = False) -> Path:
     cfg = quant.config.to_dict()
     cfg.pop("quantization_config", None)
     cfg["_name_or_path"] = spec.hf_id
-    plain = type(quant)(type(quant.config).from_dict(cfg))
+    plain: Any = type(quant)(type(quant.config).from_dict(cfg))
     plain.load_state_dict(quant.state_dict())
     plain = plain.to(torch.bfloat16)
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")

@@ -7,7 +7,6 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 import torch
-from torch import nn
 
 # An edit sees the residual stream after a block, (B, T, d_model), and returns a replacement
 # tensor of the same shape, or None to leave it unchanged (a read-only observer).
@@ -39,7 +38,7 @@ class Backend(ABC):
 
     name: str
     #: the transformers module that every forward of this backend goes through
-    top: nn.Module
+    top: Any
     #: True when forward() may be cut short after the last captured layer
     supports_early_stop: bool = False
 

@@ -1,0 +1,173 @@
+"""The ``steerlab`` command: thin wrappers over the library functions."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+
+from steerlab.errors import SteerlabError
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected integers like 3,6,9, got {text!r}") from None
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers like 0,4, got {text!r}") from None
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from steerlab.models import EMBEDDED, cache_root, converted_dir, default_dtype, is_converted
+
+    print(f"model cache: {cache_root()}  (set STEERLAB_CACHE to move it)")
+    print(f"default dtype on this CPU: {str(default_dtype()).removeprefix('torch.')}")
+    print(f"{'name':24} {'converted':10} {'chat':5} description")
+    for name, spec in EMBEDDED.items():
+        conv = "yes" if is_converted(name) else "no"
+        print(f"{name:24} {conv:10} {'yes' if spec.chat else 'no':5} {spec.description}")
+        if is_converted(name):
+            print(f"{'':24} -> {converted_dir(name)}")
+    print("Any Hugging Face causal-LM id or local directory also works where the hub is "
+          "reachable (e.g. meta-llama/Llama-3.2-1B-Instruct).")
+    return 0
+
+
+def _extract(model, args: argparse.Namespace):
+    from steerlab.cache import cache_activations
+    from steerlab.data import questions
+    from steerlab.vectors import diff_of_means, random_like, shuffled_diff_of_means
+
+    pos_q = questions(args.positive, "extract", args.n)
+    neg_q = questions(args.negative, "extract", args.n)
+    kw = {"layers": args.layers, "reduction": args.reduction, "batch_size": args.batch_size,
+          "chat": args.chat, "backend": args.backend}
+    pos = cache_activations(model, pos_q, **kw)
+    neg = cache_activations(model, neg_q, **kw)
+    if args.method == "diff_means":
+        vec = diff_of_means(pos, neg, normalize=args.normalize)
+    elif args.method == "shuffled":
+        vec = shuffled_diff_of_means(pos, neg, seed=args.seed, normalize=args.normalize)
+    else:
+        vec = random_like(diff_of_means(pos, neg, normalize=args.normalize), seed=args.seed)
+    return vec
+
+
+def cmd_extract(args: argparse.Namespace) -> int:
+    from steerlab.models import load_model
+
+    t0 = time.perf_counter()
+    model = load_model(args.model, dtype=args.dtype)
+    vec = _extract(model, args)
+    path = vec.save(args.out)
+    norms = vec.norms()
+    print(f"{vec.method} vector for {vec.model_id}: {len(norms)} layers, d_model={vec.d_model}, "
+          f"{vec.meta.get('n_pos')} {args.positive} vs {vec.meta.get('n_neg')} {args.negative} "
+          f"prompts, {time.perf_counter() - t0:.1f} s")
+    print("norm per layer: " + ", ".join(f"{l}:{n:.1f}" for l, n in norms.items()))
+    print(f"saved {path}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """The main job on the embedded defaults: cache, extract, steer one prompt."""
+    from steerlab.inference import generate
+    from steerlab.models import load_model
+    from steerlab.steering import steer
+
+    t0 = time.perf_counter()
+    model = load_model(args.model, dtype=args.dtype)
+    print(f"loaded {model.name} ({model.hf_id}): {model.n_layers} layers, d_model "
+          f"{model.d_model}, {str(model.dtype).removeprefix('torch.')}, "
+          f"{time.perf_counter() - t0:.1f} s")
+    layer = args.layer if args.layer is not None else round(0.4 * model.n_layers)
+    args.layers = None
+    t1 = time.perf_counter()
+    vec = _extract(model, args)
+    print(f"cached {vec.meta['n_pos']} {args.positive} + {vec.meta['n_neg']} {args.negative} "
+          f"prompts at all layers and took the difference of means in "
+          f"{time.perf_counter() - t1:.1f} s; |v| at layer {layer} = {vec[layer].norm():.1f}")
+    if args.out:
+        print(f"saved vector to {vec.save(args.out)}")
+    for prompt in args.prompt:
+        print(f"\n=== prompt: {prompt}")
+        base = generate(model, [prompt], args.max_new_tokens, chat=args.chat,
+                        backend=args.backend)[0]
+        print(f"--- unsteered:\n{base.strip()}")
+        for coeff in args.coeffs:
+            with steer(model, vec, layers=layer, coeff=coeff, backend=args.backend):
+                out = generate(model, [prompt], args.max_new_tokens, chat=args.chat,
+                               backend=args.backend)[0]
+            print(f"--- steered (layer {layer}, coeff {coeff:+g} x {args.positive}-minus-"
+                  f"{args.negative} vector):\n{out.strip()}")
+    print(f"\ntotal {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+def _add_extract_args(p: argparse.ArgumentParser, default_n: int | None) -> None:
+    from steerlab.models import DEFAULT_MODEL
+
+    p.add_argument("--model", default=DEFAULT_MODEL, help="embedded name, hub id or directory")
+    p.add_argument("--dtype", default=None, help="bf16 or fp32 (default: bf16 on fast-bf16 CPUs)")
+    p.add_argument("--backend", default="hf", choices=["hf", "tlens", "nnsight"])
+    p.add_argument("--positive", default="reasoning", help="set the vector points towards")
+    p.add_argument("--negative", default="memorisation", help="set it points away from")
+    p.add_argument("--n", type=int, default=default_n, help="prompts per set (default: all)")
+    p.add_argument("--reduction", default="last", choices=["last", "mean"])
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--method", default="diff_means", choices=["diff_means", "random", "shuffled"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--normalize", action="store_true", help="unit-normalise each layer")
+    p.add_argument("--no-chat", dest="chat", action="store_false",
+                   help="do not apply the chat template (base models never get one)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="steerlab", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("models", help="list the embedded models and whether each is converted")
+    p.set_defaults(fn=cmd_models)
+
+    p = sub.add_parser("extract", help="build a difference-of-means vector and save it")
+    _add_extract_args(p, default_n=None)
+    p.add_argument("--layers", type=_ints, default=None, help="e.g. 3,6,9 (default: all)")
+    p.add_argument("--out", required=True, help="output .safetensors file")
+    p.set_defaults(fn=cmd_extract)
+
+    p = sub.add_parser("demo", help="cache, extract and print steered vs unsteered generations")
+    _add_extract_args(p, default_n=100)
+    p.add_argument("--layer", type=int, default=None, help="default: 40%% of the depth")
+    p.add_argument("--coeffs", type=_floats, default=[2.0, 4.0, -4.0])
+    p.add_argument("--prompt", action="append", default=None)
+    p.add_argument("--max-new-tokens", type=int, default=48)
+    p.add_argument("--out", default=None, help="also save the vector here")
+    p.set_defaults(fn=cmd_demo)
+    return parser
+
+
+DEMO_PROMPTS = ["What is the capital of Japan?",
+                "Sam has 4 boxes with 6 pens in each box. He gives away 5 pens. How many pens "
+                "does he have left?"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "prompt", "absent") is None:
+        args.prompt = DEMO_PROMPTS
+    try:
+        return int(args.fn(args))
+    except (SteerlabError, FileNotFoundError) as err:
+        print(f"steerlab: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

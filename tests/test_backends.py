@@ -1,0 +1,61 @@
+"""The three backends give the same activations, steered logits and steered generations on the
+real embedded SmolLM2 (fp32). Tolerances: TransformerLens runs eager attention, so its numbers
+differ from sdpa's in the last bits; we allow 1e-3 absolute on activations and logits."""
+
+import pytest
+import torch
+from conftest import no_hooks
+
+from steerlab.cache import cache_activations
+from steerlab.inference import generate
+from steerlab.steering import steer
+from steerlab.vectors import SteeringVector
+
+pytestmark = pytest.mark.slow
+BACKENDS = ["hf", "tlens", "nnsight"]
+PROMPTS = ["What is the capital of France?", "Tom has 3 apples and buys 5 more. How many?",
+           "Which is larger, 37 or 52?"]
+TOL = {"atol": 1e-3, "rtol": 1e-3}
+
+
+@pytest.fixture(scope="module")
+def vector(smollm):
+    gen = torch.Generator().manual_seed(0)
+    return SteeringVector({8: 20.0 * torch.randn(576, generator=gen) / 24.0}, smollm.hf_id, 576)
+
+
+def _steered_logits(model, vector, backend):
+    enc = model.encode(PROMPTS)
+    with torch.no_grad(), steer(model, vector, coeff=3.0, backend=backend):
+        logits = model.backend(backend).forward(enc)
+    return logits[enc["attention_mask"].bool()]  # real (non-pad) positions only
+
+
+def test_same_activations(smollm):
+    ref = cache_activations(smollm, PROMPTS, layers=[0, 8, 29], reduction="mean")
+    for backend in BACKENDS[1:]:
+        got = cache_activations(smollm, PROMPTS, layers=[0, 8, 29], reduction="mean",
+                                backend=backend)
+        torch.testing.assert_close(got.acts, ref.acts, **TOL)
+
+
+def test_same_steered_logits(smollm, vector):
+    ref = _steered_logits(smollm, vector, "hf")
+    enc = smollm.encode(PROMPTS)
+    with torch.no_grad():
+        plain = smollm.backend("hf").forward(enc)[enc["attention_mask"].bool()]
+    assert (ref - plain).abs().max() > 1.0  # the steering really changes the logits
+    for backend in BACKENDS[1:]:
+        torch.testing.assert_close(_steered_logits(smollm, vector, backend), ref, **TOL)
+    assert no_hooks(smollm)
+
+
+def test_same_steered_generation(smollm, vector):
+    outs = {}
+    for backend in BACKENDS:
+        with steer(smollm, vector, coeff=3.0, positions="generated", backend=backend):
+            outs[backend] = generate(smollm, PROMPTS[:2], max_new_tokens=10, chat=True,
+                                     backend=backend)
+    assert outs["tlens"] == outs["hf"] == outs["nnsight"]
+    assert generate(smollm, PROMPTS[:2], max_new_tokens=10, chat=True) != outs["hf"]
+    assert no_hooks(smollm)

@@ -1,0 +1,39 @@
+import subprocess
+import sys
+
+import pytest
+
+from steerlab.cli import main
+from steerlab.vectors import SteeringVector
+
+
+def test_models_lists_embedded(capsys):
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "smollm2-135m-instruct" in out and "gemma-3-270m" in out and "converted" in out
+
+
+def test_unknown_model_is_a_clean_error(capsys, monkeypatch):
+    from steerlab import models
+
+    monkeypatch.setattr(models, "_hub_reachable", lambda timeout=2.0: False)
+    assert main(["extract", "--model", "nobody/nothing", "--out", "x.safetensors"]) == 2
+    err = capsys.readouterr().err
+    assert "smollm2-135m-instruct" in err and "Traceback" not in err
+
+
+def test_console_script_installed():
+    out = subprocess.run([sys.executable, "-m", "steerlab.cli", "--help"], capture_output=True,
+                         text=True, check=True).stdout
+    assert "extract" in out and "demo" in out
+
+
+@pytest.mark.slow
+def test_extract_writes_a_loadable_vector(tmp_path, smollm, capsys):
+    out = tmp_path / "reasoning.safetensors"
+    assert main(["extract", "--model", "smollm2-135m-instruct", "--dtype", "fp32", "--n", "12",
+                 "--layers", "3,12", "--out", str(out)]) == 0
+    vec = SteeringVector.load(out, model=smollm)
+    assert vec.layers == [3, 12] and vec.method == "diff_means"
+    assert vec.meta["n_pos"] == 12 and vec.meta["chat"] is True
+    assert "saved" in capsys.readouterr().out
