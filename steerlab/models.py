@@ -287,6 +287,29 @@ def convert_embedded(name: str, force: bool = False) -> Path:
     return target
 
 
+_SPECIAL_TOKENS = ("bos_token", "eos_token", "pad_token", "unk_token", "mask_token")
+
+
+def _load_converted_tokenizer(path: Path) -> Any:
+    """The tokenizer of a converted embedded model, built straight from ``tokenizer.json``.
+
+    ``AutoTokenizer`` parses the file with Python's json module first (2-3 s for Gemma's 33 MB
+    file); the Rust parser alone is several times faster. Same ids (checked by a test).
+    """
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    cfg = json.loads((path / "tokenizer_config.json").read_text())
+    special = {k: cfg[k] for k in _SPECIAL_TOKENS if isinstance(cfg.get(k), str)}
+    raw = Tokenizer.from_file(str(path / "tokenizer.json"))
+    tok = PreTrainedTokenizerFast(tokenizer_object=raw,
+                                  model_max_length=cfg.get("model_max_length"), **special)
+    template = path / "chat_template.jinja"
+    if template.is_file():
+        tok.chat_template = template.read_text()
+    return tok
+
+
 def load_model(name: str = DEFAULT_MODEL, dtype: str | torch.dtype | None = None,
                chat: bool | None = None) -> Model:
     """Load a model by embedded name, local directory or hub id.
@@ -325,7 +348,10 @@ def load_model(name: str = DEFAULT_MODEL, dtype: str | torch.dtype | None = None
         if Path(name).suffix or name.startswith((".", "/", "~")):
             raise _unknown(name, "no such directory.")
     try:  # the local HF cache first: it needs no network
-        tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        if name in EMBEDDED:
+            tok = _load_converted_tokenizer(Path(path))
+        else:
+            tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
     except Exception as err:  # noqa: BLE001 - transformers raises many kinds here
         if local_only:
             raise _unknown(name, f"the directory has no loadable tokenizer ({err}).") from err
