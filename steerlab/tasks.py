@@ -1,0 +1,239 @@
+"""Evaluation tasks: items with gold answers, how to prompt them, and where they come from.
+
+A :class:`Task` is either multiple choice (``kind="mc"``: options scored by log-probability) or
+generative (``kind="gen"``: decode, extract the final answer, verify it). Each task also names
+the prompt sets its steering vectors are extracted from; :func:`extraction_prompts` returns
+them and checks they share no question with the task's evaluation items.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+
+from steerlab.data import PromptItem, load_prompt_set
+from steerlab.errors import OptionError, SteerlabError
+
+LETTERS = "ABCDEFGHIJ"
+
+
+@dataclass(frozen=True)
+class Item:
+    """One evaluation item.
+
+    Attributes:
+        id: stable identifier.
+        question: the question text, before any option list or template.
+        answer: gold answer (for multiple choice: the correct option's text).
+        aliases: other accepted answers (generative text answers).
+        options: option texts (multiple choice), in display order; empty for generative.
+        answer_type: ``number`` (checked with math-verify) or ``text`` (alias match).
+    """
+
+    id: str
+    question: str
+    answer: str
+    aliases: tuple[str, ...] = ()
+    options: tuple[str, ...] = ()
+    answer_type: str = "number"
+
+    @property
+    def answer_index(self) -> int:
+        return self.options.index(self.answer)
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    kind: str  # "mc" or "gen"
+    description: str
+    source: str
+    load_items: Callable[[], list[Item]] = lambda: []  # noqa: E731 - evaluation items
+    extract_from: str = "shipped"  # which pair of prompt sets vectors come from
+    max_new_tokens: int = 48
+
+    def items(self, n: int | None = None, seed: int = 0) -> list[Item]:
+        """Evaluation items: all, or a seeded sample of ``n`` (fixed for a given seed)."""
+        items = self.load_items()
+        if n is None or n >= len(items):
+            return list(items)
+        rng = random.Random(f"{self.name}:{seed}")
+        return sorted(rng.sample(items, n), key=lambda it: it.id)
+
+    def chance(self, items: list[Item]) -> float | None:
+        """Expected accuracy of uniform guessing (multiple choice only)."""
+        if self.kind != "mc" or not items:
+            return None
+        return sum(1 / len(it.options) for it in items) / len(items)
+
+
+# ---- shipped prompt sets as tasks -----------------------------------------------------------
+
+
+def _numeric_distractors(answer: str, rng: random.Random, k: int = 3) -> list[str]:
+    """Plausible wrong numbers near the gold one (off by small amounts, or by a factor)."""
+    x = float(answer)
+    integral = x == int(x)
+    cands = [x + 1, x - 1, x + 2, x - 2, x + 10, x - 10, x * 2, x / 2, x + 5, x * 10, x / 10]
+    out: list[str] = []
+    rng.shuffle(cands)
+    for c in cands:
+        if c <= 0 or c == x or (integral and c != int(c)):
+            continue
+        text = str(int(c)) if c == int(c) else f"{c:g}"
+        if text not in out:
+            out.append(text)
+        if len(out) == k:
+            break
+    return out
+
+
+def _as_mc(item: PromptItem, pool: dict[str, list[str]]) -> Item:
+    """Turn a shipped item into multiple choice with deterministically shuffled options."""
+    rng = random.Random(item.id)
+    if item.choices:
+        options = list(item.choices)
+    elif item.answer_type == "number":
+        options = [item.answer, *_numeric_distractors(item.answer, rng)]
+    else:
+        others = sorted({a for a in pool[item.category] if a != item.answer})
+        options = [item.answer, *rng.sample(others, 3)]
+    rng.shuffle(options)
+    return Item(item.id, item.question, item.answer, item.aliases, tuple(options),
+                "text" if item.answer_type != "number" else "number")
+
+
+def _shipped(kind: str, mc: bool) -> Callable[[], list[Item]]:
+    @cache
+    def load() -> tuple[Item, ...]:
+        items = load_prompt_set(kind, "eval")
+        pool: dict[str, list[str]] = {}
+        for it in load_prompt_set(kind):
+            pool.setdefault(it.category, []).append(it.answer)
+        if mc:
+            return tuple(_as_mc(it, pool) for it in items)
+        return tuple(Item(it.id, it.question, it.answer, it.aliases, (),
+                          "number" if it.answer_type == "number" else "text") for it in items)
+
+    return lambda: list(load())
+
+
+# ---- real benchmarks ------------------------------------------------------------------------
+
+
+@cache
+def _mmlu_split() -> tuple[tuple[Item, ...], tuple[str, ...], tuple[str, ...]]:
+    """MMLU-Pro: half of the reasoning-category questions (seeded) are held out for evaluation;
+    the other half (vs the knowledge categories) is the extraction pool."""
+    from steerlab.benchmarks import MMLU_PRO_KNOWLEDGE, MMLU_PRO_REASONING, load_mmlu_pro
+
+    reasoning = load_mmlu_pro(MMLU_PRO_REASONING)
+    knowledge = load_mmlu_pro(MMLU_PRO_KNOWLEDGE)
+    rng = random.Random("mmlu-pro-split")
+    idx = list(range(len(reasoning)))
+    rng.shuffle(idx)
+    half = len(idx) // 2
+    eval_rows = [reasoning[i] for i in sorted(idx[:half])]
+    extract_rows = [reasoning[i] for i in sorted(idx[half:])]
+    items = tuple(Item(f"mmlu-pro-{r['id']}", r["question"], r["options"][r["answer_index"]],
+                       (), tuple(r["options"]), "text") for r in eval_rows)
+    rng2 = random.Random("mmlu-pro-extract")
+    know = [r["question"] for r in knowledge]
+    rng2.shuffle(know)
+    reason_q = [r["question"] for r in extract_rows]
+    rng2.shuffle(reason_q)
+    return items, tuple(reason_q), tuple(know)
+
+
+def _mmlu_items() -> list[Item]:
+    return list(_mmlu_split()[0])
+
+
+def _gsm8k_items() -> list[Item]:
+    from steerlab.benchmarks import load_gsm8k
+
+    return [Item(r["id"], r["question"], r["answer"]) for r in load_gsm8k("test")]
+
+
+def _gsm_symbolic_items() -> list[Item]:
+    from steerlab.benchmarks import load_gsm_symbolic
+
+    return [Item(r["id"], r["question"], r["answer"]) for r in load_gsm_symbolic("p2")]
+
+
+def _popqa_items() -> list[Item]:
+    from steerlab.benchmarks import load_popqa
+
+    return [Item(r["id"], r["question"], r["answers"][0], tuple(r["answers"][1:]), (), "text")
+            for r in load_popqa()]
+
+
+SHIPPED_SRC = "data/{}.jsonl, eval split (made by data/make_prompt_sets.py)"
+TASKS: dict[str, Task] = {t.name: t for t in [
+    Task("reasoning-mc", "mc", "Shipped reasoning questions (arithmetic word problems, "
+         "comparisons, unit conversions, logic, sequences) as 2-4-way multiple choice",
+         SHIPPED_SRC.format("reasoning"), _shipped("reasoning", mc=True)),
+    Task("memorisation-mc", "mc", "Shipped recall questions (capitals, chemical symbols, "
+         "authors, years, facts) as 4-way multiple choice",
+         SHIPPED_SRC.format("memorisation"), _shipped("memorisation", mc=True)),
+    Task("reasoning-gen", "gen", "Shipped reasoning questions, free answer (last number / "
+         "boxed / ####), verified with math-verify", SHIPPED_SRC.format("reasoning"),
+         _shipped("reasoning", mc=False), max_new_tokens=48),
+    Task("memorisation-gen", "gen", "Shipped recall questions, free answer (alias match)",
+         SHIPPED_SRC.format("memorisation"), _shipped("memorisation", mc=False),
+         max_new_tokens=24),
+    Task("mmlu-pro-reasoning", "mc", "MMLU-Pro test, reasoning categories (math, physics, "
+         "chemistry, engineering, computer science), 10-way; held-out half",
+         "MMLU-Pro test ($STEERLAB_DATA_DIR/mmlu_pro or hub TIGER-Lab/MMLU-Pro)", _mmlu_items,
+         extract_from="mmlu-pro"),
+    Task("gsm8k", "gen", "GSM8K test, free answer verified with math-verify",
+         "GSM8K test ($STEERLAB_DATA_DIR/gsm8k or hub openai/gsm8k)", _gsm8k_items,
+         max_new_tokens=160),
+    Task("gsm-symbolic-p2", "gen", "GSM-Symbolic P2 (harder GSM8K variants), free answer",
+         "GSM-Symbolic P2 ($STEERLAB_DATA_DIR/gsm_symbolic or hub apple/GSM-Symbolic)",
+         _gsm_symbolic_items, max_new_tokens=200),
+    Task("popqa", "gen", "PopQA factual recall (1000-question sample), alias match",
+         "PopQA ($STEERLAB_DATA_DIR/popqa or hub akariasai/PopQA)", _popqa_items,
+         max_new_tokens=24),
+]}
+
+EXTRACT_SOURCES = ("shipped", "mmlu-pro", "gsm8k-popqa")
+
+
+def get_task(name: str) -> Task:
+    if name not in TASKS:
+        raise OptionError(f"Unknown task {name!r}; available: {', '.join(TASKS)} "
+                          "(`steerlab tasks` describes them).")
+    return TASKS[name]
+
+
+def extraction_prompts(source: str, n: int | None = None) -> tuple[list[str], list[str]]:
+    """(reasoning, memorisation) question lists to extract vectors from.
+
+    ``shipped``: the shipped sets' extract split; ``mmlu-pro``: the non-held-out reasoning
+    categories vs the knowledge categories; ``gsm8k-popqa``: GSM8K train vs PopQA.
+    """
+    from steerlab.data import questions
+
+    if source == "shipped":
+        return questions("reasoning", "extract", n), questions("memorisation", "extract", n)
+    if source == "mmlu-pro":
+        _, reason, know = _mmlu_split()
+        return list(reason[:n]), list(know[:n])
+    if source == "gsm8k-popqa":
+        from steerlab.benchmarks import load_gsm8k, load_popqa
+
+        return ([r["question"] for r in load_gsm8k("train")][:n],
+                [r["question"] for r in load_popqa()][:n])
+    raise OptionError(f"Unknown extraction source {source!r}; use one of {EXTRACT_SOURCES}.")
+
+
+def check_disjoint(extract: list[str], items: list[Item]) -> None:
+    """Refuse extraction prompts that share a question with the evaluation items."""
+    norm = {q.strip().lower() for q in extract}
+    shared = [it.id for it in items if it.question.strip().lower() in norm]
+    if shared:
+        raise SteerlabError(f"{len(shared)} evaluation items (e.g. {shared[:3]}) also appear in "
+                            "the extraction prompts: vectors must come from a disjoint split.")
