@@ -111,6 +111,40 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tasks(args: argparse.Namespace) -> int:
+    from steerlab.benchmarks import data_dir
+    from steerlab.tasks import TASKS
+
+    where = data_dir()
+    print(f"benchmark directory: {where or 'none found'} (set STEERLAB_DATA_DIR; else the hub)")
+    print(f"{'task':20} {'kind':5} {'scoring':8} {'vectors from':12} description / source")
+    for t in TASKS.values():
+        scoring = t.scoring if t.kind == "mc" else "-"
+        print(f"{t.name:20} {t.kind:5} {scoring:8} {t.extract_from:12} {t.description}")
+        print(f"{'':20} {'':5} {'':8} {'':12} source: {t.source}")
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from steerlab.models import load_model
+    from steerlab.sweep import summary, sweep
+
+    model = load_model(args.model, dtype=args.dtype)
+    n = None if args.n == 0 else args.n
+    table = sweep(model, args.task, args.layers, args.coeffs, args.methods, n=n,
+                  seed=args.seed, out=args.out, scale=args.scale,
+                  extract_from=args.extract_from, extract_n=args.extract_n,
+                  scoring=args.scoring, backend=args.backend, batch_size=args.batch_size)
+    import pandas as pd
+
+    with pd.option_context("display.max_rows", 500, "display.width", 200,
+                           "display.float_format", "{:.3f}".format):
+        print(summary(table).to_string(index=False))
+    if args.out:
+        print(f"results: {args.out}")
+    return 0
+
+
 def _add_extract_args(p: argparse.ArgumentParser, default_n: int | None) -> None:
     from steerlab.models import DEFAULT_MODEL
 
@@ -133,6 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="steerlab", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
+    from steerlab.models import DEFAULT_MODEL
+
     p = sub.add_parser("models", help="list the embedded models and whether each is converted")
     p.set_defaults(fn=cmd_models)
 
@@ -141,6 +177,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", type=_ints, default=None, help="e.g. 3,6,9 (default: all)")
     p.add_argument("--out", required=True, help="output .safetensors file")
     p.set_defaults(fn=cmd_extract)
+
+    p = sub.add_parser("tasks", help="list the evaluation tasks and where their data comes from")
+    p.set_defaults(fn=cmd_tasks)
+
+    p = sub.add_parser("sweep", help="accuracy over layers x coefficients x vector methods")
+    p.add_argument("--model", default=DEFAULT_MODEL)
+    p.add_argument("--dtype", default=None)
+    p.add_argument("--task", default="memorisation-mc")
+    p.add_argument("--layers", type=_ints, required=True, help="e.g. 3,6,9")
+    p.add_argument("--coeffs", type=_floats, required=True, help="e.g. -0.2,0.1,0.2")
+    p.add_argument("--methods", type=lambda t: t.split(","), default=["diff_means", "random",
+                                                                        "shuffled"],
+                   help="any of diff_means,random,shuffled,memorisation")
+    p.add_argument("--n", type=int, default=200, help="evaluation items (0: all)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--scale", default="norm", choices=["norm", "unit", "raw"],
+                   help="coeff units: fraction of the layer's residual norm (default), unit "
+                        "vector, or raw difference of means")
+    p.add_argument("--extract-from", default=None, help="shipped, mmlu-pro or gsm8k-popqa")
+    p.add_argument("--extract-n", type=int, default=None)
+    p.add_argument("--scoring", default=None, choices=["letter", "text", "cloze"])
+    p.add_argument("--backend", default="hf", choices=["hf", "tlens", "nnsight"])
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--out", default=None, help="results .jsonl or .parquet (resumable)")
+    p.set_defaults(fn=cmd_sweep)
 
     p = sub.add_parser("demo", help="cache, extract and print steered vs unsteered generations")
     _add_extract_args(p, default_n=100)

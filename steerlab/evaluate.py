@@ -2,7 +2,8 @@
 
 Steering is whatever is active on the model when :func:`evaluate` runs (wrap it in
 :func:`steerlab.steering.steer`). Every result carries per-item correctness, so steered and
-unsteered runs on the same items give a paired difference (:func:`steerlab.stats.paired_difference`).
+unsteered runs on the same items give a paired difference
+(:func:`steerlab.stats.paired_difference`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from steerlab.tasks import LETTERS, Item, Task
 if TYPE_CHECKING:
     from steerlab.models import Model
 
-SCORINGS = ("letter", "text")
+SCORINGS = ("letter", "text", "cloze")
 
 
 @dataclass
@@ -77,36 +78,49 @@ def _mc_letter_scores(model: Model, prompts: list[str], n_opts: list[int], chat:
     """Log-probability of each option letter as the next token (one forward per prompt)."""
     be = model.backend(backend)
     enc = model.encode(prompts, chat=chat)
-    logp = torch.log_softmax(be.forward(enc)[:, -1].float(), dim=-1)  # (B, vocab)
+    logp = torch.log_softmax(be.forward(enc, keep=1)[:, -1].float(), dim=-1)  # (B, vocab)
     letter_ids = _letter_ids(model, max(n_opts), chat and model.is_chat)
     return [logp[i, letter_ids[:k]].numpy() for i, k in enumerate(n_opts)]
 
 
 @torch.no_grad()
-def _mc_text_scores(model: Model, items: list[Item], chat: bool,
+def _mc_text_scores(model: Model, prompts: list[str], items: list[Item], chat: bool,
                     backend: str) -> list[np.ndarray]:
-    """Mean log-probability per token of each option's text after the prompt."""
+    """Mean log-probability per token of each option's text after its prompt; all options of
+    all items in one right-padded forward."""
     be = model.backend(backend)
-    out = []
-    for item in items:
-        prompt = model.format([mc_prompt(item, chat)], chat)[0]
-        templated = chat and model.is_chat
+    templated = chat and model.is_chat
+    formatted = model.format(prompts, chat)
+    seqs, spans = [], []
+    for prompt, item in zip(formatted, items, strict=True):
         p_ids = model.tokenizer(prompt, add_special_tokens=not templated)["input_ids"]
-        seqs = [p_ids + model.tokenizer.encode(" " + o, add_special_tokens=False)
-                for o in item.options]
-        width = max(map(len, seqs))
-        pad = model.tokenizer.pad_token_id
-        ids = torch.tensor([s + [pad] * (width - len(s)) for s in seqs], device=model.device)
-        mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs],
-                            device=model.device)
-        logp = torch.log_softmax(be.forward({"input_ids": ids, "attention_mask": mask}).float(),
-                                 -1)
-        scores = []
-        for j, s in enumerate(seqs):
-            pos = torch.arange(len(p_ids), len(s))
-            scores.append(float(logp[j, pos - 1, ids[j, pos]].mean()))
-        out.append(np.array(scores))
+        for o in item.options:
+            o_ids = model.tokenizer.encode(" " + o, add_special_tokens=False)
+            spans.append((len(p_ids), len(p_ids) + len(o_ids)))
+            seqs.append(p_ids + o_ids)
+    width = max(map(len, seqs))
+    pad = model.tokenizer.pad_token_id
+    ids = torch.tensor([s + [pad] * (width - len(s)) for s in seqs], device=model.device)
+    mask = (torch.arange(width)[None, :] < torch.tensor([len(s) for s in seqs])[:, None]).long()
+    # logits only where an option token is predicted: positions a-1 .. b-2 of each span
+    need = sorted({p for a, b in spans for p in range(a - 1, b - 1)})
+    col = {p: i for i, p in enumerate(need)}
+    logits = be.forward({"input_ids": ids, "attention_mask": mask}, keep=torch.tensor(need))
+    logp = torch.log_softmax(logits.float(), -1)  # (n_seqs, len(need), vocab)
+    flat = []
+    for j, (a, b) in enumerate(spans):
+        cols = torch.tensor([col[p] for p in range(a - 1, b - 1)])
+        flat.append(float(logp[j, cols, ids[j, a:b]].mean()))
+    out, k = [], 0
+    for item in items:
+        out.append(np.array(flat[k:k + len(item.options)]))
+        k += len(item.options)
     return out
+
+
+def cloze_prompt(item: Item, chat: bool) -> str:
+    """The question alone (no option list): options are scored as its continuation."""
+    return item.question if chat else f"Q: {item.question}\nA:"
 
 
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
@@ -145,6 +159,11 @@ def judge(item: Item, completion: str) -> tuple[bool, str]:
         except Exception:  # noqa: BLE001 - an unparsable answer is a wrong answer
             return False, pred
     text = f" {_norm(completion)} "
+    if item.answer_type == "choice":  # the option named first is the model's answer
+        found = [(text.find(f" {_norm(o)} "), o) for o in item.options]
+        named = sorted((pos, o) for pos, o in found if pos >= 0)
+        pred = named[0][1] if named else ""
+        return pred == item.answer, pred
     ok = any(f" {_norm(a)} " in text for a in (item.answer, *item.aliases) if _norm(a))
     return ok, completion.strip().split("\n")[0][:80]
 
@@ -163,7 +182,7 @@ def gen_prompt(item: Item, shots: Sequence[tuple[str, str]], chat: bool) -> str:
 
 def evaluate(model: Model, task: Task, items: Sequence[Item] | None = None,
              n: int | None = None, seed: int = 0, chat: bool | None = None,
-             backend: str = "hf", batch_size: int = 16, scoring: str = "letter",
+             backend: str = "hf", batch_size: int = 16, scoring: str | None = None,
              shots: Sequence[tuple[str, str]] = (), progress: bool | None = None) -> EvalResult:
     """Accuracy of ``model`` (with any active steering) on ``task``.
 
@@ -171,12 +190,15 @@ def evaluate(model: Model, task: Task, items: Sequence[Item] | None = None,
         items: the items to score (default: ``task.items(n, seed)``).
         chat: apply the chat template (default: when the model is a chat model).
         scoring: multiple choice only: ``letter`` (log-prob of the option letter after the
-            prompt) or ``text`` (mean log-prob per token of the option text).
+            question and its lettered options), ``text`` (mean log-prob per token of the
+            option text after the same prompt) or ``cloze`` (mean log-prob per token of the
+            option text after the question alone); default: the task's.
         shots: (question, answer) examples prepended for base models on generative tasks.
     """
     items = list(items) if items is not None else task.items(n, seed)
     if not items:
         raise EmptyInputError(f"No items to evaluate for task {task.name}.")
+    scoring = scoring or task.scoring
     if scoring not in SCORINGS:
         raise OptionError(f"Unknown scoring {scoring!r}: use one of {SCORINGS}.")
     chat = model.is_chat if chat is None else chat
@@ -191,7 +213,9 @@ def evaluate(model: Model, task: Task, items: Sequence[Item] | None = None,
                 scores = _mc_letter_scores(model, [mc_prompt(it, chat) for it in batch],
                                            [len(it.options) for it in batch], chat, backend)
             else:
-                scores = _mc_text_scores(model, batch, chat, backend)
+                fmt = mc_prompt if scoring == "text" else cloze_prompt
+                scores = _mc_text_scores(model, [fmt(it, chat) for it in batch], batch, chat,
+                                         backend)
             for it, s in zip(batch, scores, strict=True):
                 choice = it.options[int(np.argmax(s))]
                 preds.append(choice)

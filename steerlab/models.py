@@ -303,7 +303,8 @@ def _load_converted_tokenizer(path: Path) -> Any:
     special = {k: cfg[k] for k in _SPECIAL_TOKENS if isinstance(cfg.get(k), str)}
     raw = Tokenizer.from_file(str(path / "tokenizer.json"))
     tok = PreTrainedTokenizerFast(tokenizer_object=raw,
-                                  model_max_length=cfg.get("model_max_length"), **special)
+                                  model_max_length=cfg.get("model_max_length"),
+                                  name_or_path=str(path), **special)
     template = path / "chat_template.jinja"
     if template.is_file():
         tok.chat_template = template.read_text()

@@ -28,8 +28,10 @@ class Item:
         question: the question text, before any option list or template.
         answer: gold answer (for multiple choice: the correct option's text).
         aliases: other accepted answers (generative text answers).
-        options: option texts (multiple choice), in display order; empty for generative.
-        answer_type: ``number`` (checked with math-verify) or ``text`` (alias match).
+        options: option texts (multiple choice) in display order; for generative ``choice``
+            items, the candidate answers; else empty.
+        answer_type: ``number`` (checked with math-verify), ``text`` (alias match) or
+            ``choice`` (generative: the option named first in the completion must be gold).
     """
 
     id: str
@@ -53,6 +55,7 @@ class Task:
     load_items: Callable[[], list[Item]] = lambda: []  # noqa: E731 - evaluation items
     extract_from: str = "shipped"  # which pair of prompt sets vectors come from
     max_new_tokens: int = 48
+    scoring: str = "letter"  # multiple choice: letter, text or cloze (see evaluate.evaluate)
 
     def items(self, n: int | None = None, seed: int = 0) -> list[Item]:
         """Evaluation items: all, or a seeded sample of ``n`` (fixed for a given seed)."""
@@ -114,8 +117,8 @@ def _shipped(kind: str, mc: bool) -> Callable[[], list[Item]]:
             pool.setdefault(it.category, []).append(it.answer)
         if mc:
             return tuple(_as_mc(it, pool) for it in items)
-        return tuple(Item(it.id, it.question, it.answer, it.aliases, (),
-                          "number" if it.answer_type == "number" else "text") for it in items)
+        return tuple(Item(it.id, it.question, it.answer, it.aliases, it.choices,
+                          it.answer_type) for it in items)
 
     return lambda: list(load())
 
@@ -174,10 +177,11 @@ SHIPPED_SRC = "data/{}.jsonl, eval split (made by data/make_prompt_sets.py)"
 TASKS: dict[str, Task] = {t.name: t for t in [
     Task("reasoning-mc", "mc", "Shipped reasoning questions (arithmetic word problems, "
          "comparisons, unit conversions, logic, sequences) as 2-4-way multiple choice",
-         SHIPPED_SRC.format("reasoning"), _shipped("reasoning", mc=True)),
+         SHIPPED_SRC.format("reasoning"), _shipped("reasoning", mc=True), scoring="cloze"),
     Task("memorisation-mc", "mc", "Shipped recall questions (capitals, chemical symbols, "
          "authors, years, facts) as 4-way multiple choice",
-         SHIPPED_SRC.format("memorisation"), _shipped("memorisation", mc=True)),
+         SHIPPED_SRC.format("memorisation"), _shipped("memorisation", mc=True),
+         scoring="cloze"),
     Task("reasoning-gen", "gen", "Shipped reasoning questions, free answer (last number / "
          "boxed / ####), verified with math-verify", SHIPPED_SRC.format("reasoning"),
          _shipped("reasoning", mc=False), max_new_tokens=48),

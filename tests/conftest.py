@@ -85,6 +85,14 @@ def smollm() -> Model:
     return load_model("smollm2-135m-instruct", dtype="fp32")
 
 
+@pytest.fixture(scope="session")
+def smollm_bf16() -> Model:
+    """The embedded SmolLM2 in bf16 (the default dtype here): for accuracy checks."""
+    from steerlab.models import load_model
+
+    return load_model("smollm2-135m-instruct", dtype="bf16")
+
+
 def no_hooks(model: Model) -> bool:
     return not any(m._forward_hooks or m._forward_pre_hooks for m in model.hf.modules())
 

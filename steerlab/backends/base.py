@@ -48,8 +48,14 @@ class Backend(ABC):
         until the returned handle's ``remove()`` is called."""
 
     @abstractmethod
-    def forward(self, enc: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Logits (B, T, vocab) for a padded batch ``enc`` (input_ids, attention_mask)."""
+    def forward(self, enc: dict[str, torch.Tensor],
+                keep: int | torch.Tensor | None = None) -> torch.Tensor:
+        """Logits (B, T, vocab) for a padded batch ``enc`` (input_ids, attention_mask).
+
+        ``keep``: only the last ``keep`` positions (an int) or the given sorted positions (a 1-D
+        tensor), (B, P, vocab); the HF backend then skips the unembedding elsewhere, which
+        matters for large vocabularies (Gemma's 262k rows).
+        """
 
     @abstractmethod
     def generate(self, enc: dict[str, torch.Tensor], **kwargs: Any) -> torch.Tensor:
@@ -59,3 +65,12 @@ class Backend(ABC):
 def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
     """(B, T) positions counted over real tokens, so left padding does not shift them."""
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def keep_positions(logits: torch.Tensor, keep: int | torch.Tensor | None) -> torch.Tensor:
+    """Slice full (B, T, vocab) logits like ``keep`` in :meth:`Backend.forward`."""
+    if keep is None:
+        return logits
+    if isinstance(keep, int):
+        return logits[:, -keep:]
+    return logits[:, keep]

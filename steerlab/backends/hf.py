@@ -6,7 +6,15 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from steerlab.backends.base import Backend, EditFn, Handle, hidden_of, position_ids, replace_hidden
+from steerlab.backends.base import (
+    Backend,
+    EditFn,
+    Handle,
+    hidden_of,
+    keep_positions,
+    position_ids,
+    replace_hidden,
+)
 
 if TYPE_CHECKING:
     from steerlab.models import Model
@@ -29,16 +37,22 @@ class HFBackend(Backend):
         self.top = model.hf
         self._layers = model.layers
         # RWKV and other recurrent models take no position ids
-        self._takes_positions = "position_ids" in _forward_params(model.hf)
+        params = _forward_params(model.hf)
+        self._takes_positions = "position_ids" in params
+        self._takes_keep = "logits_to_keep" in params
 
     def add_edit(self, layer: int, fn: EditFn) -> Handle:
         return self._layers[layer].register_forward_hook(_make_edit_hook(fn))
 
-    def forward(self, enc: dict[str, torch.Tensor]) -> torch.Tensor:
+    def forward(self, enc: dict[str, torch.Tensor],
+                keep: int | torch.Tensor | None = None) -> torch.Tensor:
         kwargs: dict[str, Any] = dict(enc, use_cache=False)
         if self._takes_positions:
             kwargs["position_ids"] = position_ids(enc["attention_mask"])
-        return self.top(**kwargs).logits
+        if keep is not None and self._takes_keep:
+            kwargs["logits_to_keep"] = keep
+            return self.top(**kwargs).logits
+        return keep_positions(self.top(**kwargs).logits, keep)
 
     def generate(self, enc: dict[str, torch.Tensor], **kwargs: Any) -> torch.Tensor:
         return self.top.generate(**enc, **kwargs)

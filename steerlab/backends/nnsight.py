@@ -12,7 +12,14 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from steerlab.backends.base import Backend, EditFn, Handle, hidden_of, replace_hidden
+from steerlab.backends.base import (
+    Backend,
+    EditFn,
+    Handle,
+    hidden_of,
+    keep_positions,
+    replace_hidden,
+)
 
 if TYPE_CHECKING:
     from steerlab.models import Model
@@ -60,11 +67,12 @@ class NNsightBackend(Backend):
             if new is not None:
                 envoy.output = replace_hidden(out, new)
 
-    def forward(self, enc: dict[str, torch.Tensor]) -> torch.Tensor:
+    def forward(self, enc: dict[str, torch.Tensor],
+                keep: int | torch.Tensor | None = None) -> torch.Tensor:
         with self.lm.trace(dict(enc)):
             self._apply_edits()
             logits = self.lm.output.logits.save()
-        return logits
+        return keep_positions(logits, keep)
 
     def generate(self, enc: dict[str, torch.Tensor], **kwargs: Any) -> torch.Tensor:
         with warnings.catch_warnings():

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from steerlab.backends.base import Backend, EditFn, Handle
+from steerlab.backends.base import Backend, EditFn, Handle, keep_positions
 
 if TYPE_CHECKING:
     from steerlab.models import Model
@@ -57,9 +57,11 @@ class TLensBackend(Backend):
         hook_point = self._hook_point(layer)
         return _LensHandle(hook_point, hook_point.add_hook(_make_lens_hook(fn)))
 
-    def forward(self, enc: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.bridge(enc["input_ids"], attention_mask=enc["attention_mask"],
-                           return_type="logits")
+    def forward(self, enc: dict[str, torch.Tensor],
+                keep: int | torch.Tensor | None = None) -> torch.Tensor:
+        logits = self.bridge(enc["input_ids"], attention_mask=enc["attention_mask"],
+                             return_type="logits")
+        return keep_positions(logits, keep)
 
     def generate(self, enc: dict[str, torch.Tensor], **kwargs: Any) -> torch.Tensor:
         # The booted HF model runs through the bridge's components, so its hook points fire

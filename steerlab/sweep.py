@@ -1,0 +1,243 @@
+"""Layer x coefficient x method sweeps with controls, resumable, as a tidy DataFrame.
+
+Coefficients are in units of the layer's typical residual norm by default (``scale="norm"``):
+every vector is unit-normalised and multiplied by ``coeff * mean ||h_l||`` (measured on the
+extraction prompts), so ``coeff=0.2`` means "a fifth of the residual stream's size" at any
+layer of any model. ``scale="unit"`` uses ``coeff`` times the unit vector; ``scale="raw"`` the
+raw difference of means (controls matched to its norm).
+
+Each finished cell is appended to a JSON-lines journal at once (and, for ``.parquet`` outputs,
+the parquet file is rewritten atomically), so a killed sweep resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from steerlab.cache import cache_activations, check_layers
+from steerlab.errors import OptionError
+from steerlab.evaluate import EvalResult, evaluate
+from steerlab.stats import paired_difference
+from steerlab.steering import steer
+from steerlab.tasks import Task, check_disjoint, extraction_prompts, get_task
+from steerlab.vectors import SteeringVector, diff_of_means, random_like, shuffled_diff_of_means
+
+if TYPE_CHECKING:
+    from steerlab.models import Model
+
+METHODS = ("diff_means", "random", "shuffled", "memorisation")
+SCALES = ("norm", "unit", "raw")
+COLUMNS = ["model", "task", "method", "layer", "coeff", "scale", "added_norm", "n", "accuracy",
+           "ci_low", "ci_high", "baseline", "delta", "delta_low", "delta_high", "p_mcnemar",
+           "chance", "seconds"]
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """Everything that decides a sweep's numbers (its hash keys the resumable journal)."""
+
+    model_id: str
+    dtype: str
+    task: str
+    n: int
+    seed: int
+    scale: str
+    extract_from: str
+    extract_n: int | None
+    reduction: str
+    chat: bool
+    scoring: str | None
+    backend: str
+
+    def key(self) -> str:
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+
+
+@dataclass
+class SweepVectors:
+    """The vectors a sweep adds, per method, and each layer's typical residual norm."""
+
+    vectors: dict[str, SteeringVector]
+    layer_norms: dict[int, float]
+
+    def added(self, method: str, layer: int, coeff: float, scale: str) -> tuple[Any, float]:
+        """(vector to add with coeff 1, its norm) for one cell."""
+        v = self.vectors[method][layer]
+        if scale == "raw":
+            return v * coeff, float(v.norm()) * abs(coeff)
+        unit = v / v.norm()
+        factor = coeff * (self.layer_norms[layer] if scale == "norm" else 1.0)
+        return unit * factor, abs(factor)
+
+
+def build_vectors(model: Model, task: Task, layers: Sequence[int], methods: Sequence[str],
+                  seed: int = 0, extract_from: str | None = None, extract_n: int | None = None,
+                  reduction: str = "last", chat: bool | None = None, batch_size: int = 16,
+                  backend: str = "hf", eval_items: Sequence[Any] = ()) -> SweepVectors:
+    """Extract the steering vector and its controls on prompts disjoint from ``eval_items``.
+
+    ``diff_means``: reasoning minus memorisation; ``random``: seeded Gaussian direction with the
+    same norm; ``shuffled``: difference of means under permuted labels; ``memorisation``: the
+    opposite direction (memorisation minus reasoning).
+    """
+    chat = model.is_chat if chat is None else chat
+    pos_q, neg_q = extraction_prompts(extract_from or task.extract_from, extract_n)
+    check_disjoint(pos_q + neg_q, list(eval_items))
+    kw: dict[str, Any] = {"layers": list(layers), "reduction": reduction, "chat": chat,
+          "batch_size": batch_size, "backend": backend}
+    pos = cache_activations(model, pos_q, **kw)
+    neg = cache_activations(model, neg_q, **kw)
+    dm = diff_of_means(pos, neg)
+    make = {
+        "diff_means": lambda: dm,
+        "random": lambda: random_like(dm, seed=seed),
+        "shuffled": lambda: shuffled_diff_of_means(pos, neg, seed=seed),
+        "memorisation": lambda: diff_of_means(neg, pos, method="memorisation"),
+    }
+    norms = {l: float((pos.at(l).norm(dim=-1).sum() + neg.at(l).norm(dim=-1).sum())
+                      / (pos.n_prompts + neg.n_prompts)) for l in pos.layers}
+    return SweepVectors({m: make[m]() for m in methods}, norms)
+
+
+def _read_journal(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # a line cut short by a kill: that cell is simply redone
+    return rows
+
+
+def _append(path: Path, row: dict) -> None:
+    with path.open("a") as f:
+        f.write(json.dumps(row) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _write_parquet(rows: list[dict], path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        pd.DataFrame(rows).drop(columns=["correct"], errors="ignore").to_parquet(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def journal_path(out: str | Path) -> Path:
+    out = Path(out)
+    return out if out.suffix == ".jsonl" else out.with_name(out.name + ".journal.jsonl")
+
+
+def _row(cfg: SweepConfig, method: str, layer: int, coeff: float, added_norm: float,
+         res: EvalResult, base: EvalResult, seconds: float) -> dict:
+    acc = res.accuracy
+    pd_ = paired_difference(base.correct, res.correct, seed=cfg.seed)
+    return {"model": cfg.model_id, "task": cfg.task, "method": method, "layer": layer,
+            "coeff": coeff, "scale": cfg.scale, "added_norm": added_norm, "n": acc.n,
+            "accuracy": acc.acc, "ci_low": acc.lo, "ci_high": acc.hi,
+            "baseline": base.accuracy.acc, "delta": pd_.delta, "delta_low": pd_.lo,
+            "delta_high": pd_.hi, "p_mcnemar": pd_.p_value, "chance": res.chance,
+            "seconds": seconds, "config": cfg.key(),
+            "correct": "".join("1" if c else "0" for c in res.correct)}
+
+
+def _from_row(row: dict, task: str, model_id: str, item_ids: list[str]) -> EvalResult:
+    correct = np.array([c == "1" for c in row["correct"]])
+    return EvalResult(task, model_id, item_ids, correct, [], row["seconds"], row["chance"])
+
+
+def sweep(model: Model, task: Task | str, layers: Sequence[int], coeffs: Sequence[float],
+          methods: Sequence[str] = ("diff_means", "random", "shuffled"), n: int | None = 200,
+          seed: int = 0, out: str | Path | None = None, scale: str = "norm",
+          extract_from: str | None = None, extract_n: int | None = None,
+          reduction: str = "last", chat: bool | None = None, scoring: str | None = None,
+          backend: str = "hf", batch_size: int = 16, progress: bool = True) -> pd.DataFrame:
+    """Accuracy for every (method, layer, coeff) cell against the unsteered baseline.
+
+    Args:
+        model: the model.
+        task: a :class:`Task` or its name (``steerlab tasks`` lists them).
+        layers: steering layers; coeffs: coefficients (see the module doc for ``scale``).
+        methods: any of ``diff_means``, ``random``, ``shuffled``, ``memorisation``.
+        n: evaluation items (a seeded sample; None for all).
+        out: ``.jsonl`` or ``.parquet`` results file; finished cells are appended at once and
+            skipped when the same sweep is run again.
+
+    Returns:
+        One row per cell (plus the ``baseline`` row): accuracy with its 95% Wilson interval,
+        and the paired difference to the baseline on the same items with its 95% bootstrap
+        interval and McNemar p-value.
+    """
+    task = get_task(task) if isinstance(task, str) else task
+    layers = check_layers(model, layers)
+    bad = [m for m in methods if m not in METHODS]
+    if bad:
+        raise OptionError(f"Unknown method(s) {bad}: use any of {METHODS}.")
+    if scale not in SCALES:
+        raise OptionError(f"Unknown scale {scale!r}: use one of {SCALES}.")
+    chat = model.is_chat if chat is None else chat
+    items = task.items(n, seed)
+    cfg = SweepConfig(model.hf_id, str(model.dtype).removeprefix("torch."), task.name,
+                      len(items), seed, scale, extract_from or task.extract_from, extract_n,
+                      reduction, chat and model.is_chat, scoring, backend)
+    journal = journal_path(out) if out is not None else None
+    rows = [r for r in _read_journal(journal) if r.get("config") == cfg.key()] if journal else []
+    done = {(r["method"], r["layer"], r["coeff"]): r for r in rows}
+    ids = [it.id for it in items]
+    ev: dict[str, Any] = {"items": items, "chat": chat, "scoring": scoring, "backend": backend,
+          "batch_size": batch_size, "progress": False}
+
+    def record(row: dict) -> None:
+        rows.append(row)
+        done[(row["method"], row["layer"], row["coeff"])] = row
+        if journal is not None:
+            _append(journal, row)
+            if Path(out).suffix == ".parquet":  # type: ignore[arg-type]
+                _write_parquet(rows, Path(out))  # type: ignore[arg-type]
+
+    if ("baseline", -1, 0.0) in done:
+        base = _from_row(done[("baseline", -1, 0.0)], task.name, model.hf_id, ids)
+    else:
+        t0 = time.perf_counter()
+        base = evaluate(model, task, **ev)
+        record(_row(cfg, "baseline", -1, 0.0, 0.0, base, base, time.perf_counter() - t0))
+    vecs = build_vectors(model, task, layers, methods, seed, extract_from, extract_n, reduction,
+                         chat, batch_size, backend, items)
+    cells = [(m, l, float(c)) for m in methods for l in layers for c in coeffs
+             if (m, l, float(c)) not in done]
+    bar = tqdm(cells, desc=f"sweep {task.name}", disable=not progress)
+    for method, layer, coeff in bar:
+        bar.set_postfix_str(f"{method} L{layer} c{coeff:g}")
+        vec, norm = vecs.added(method, layer, coeff, scale)
+        t0 = time.perf_counter()
+        if coeff == 0.0:  # adding 0 leaves the logits bit-for-bit unchanged (tested)
+            res = base
+        else:
+            with steer(model, vec, layers=layer, coeff=1.0, backend=backend):
+                res = evaluate(model, task, **ev)
+        record(_row(cfg, method, layer, coeff, norm, res, base, time.perf_counter() - t0))
+    table = pd.DataFrame(rows)
+    order = {m: i for i, m in enumerate(("baseline", *methods))}
+    table = table.sort_values(["method", "layer", "coeff"],
+                              key=lambda s: s.map(order) if s.name == "method" else s)
+    return table.reset_index(drop=True)
+
+
+def summary(table: pd.DataFrame) -> pd.DataFrame:
+    """The table's readable columns (accuracies and deltas with their intervals)."""
+    return table[[c for c in COLUMNS if c in table.columns]]
