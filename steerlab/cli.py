@@ -145,6 +145,26 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_notebooks(args: argparse.Namespace) -> int:
+    import os
+
+    from steerlab import notebooks
+
+    if args.smoke:
+        os.environ["STEERLAB_SMOKE"] = "1"  # read by the notebook kernels we start
+    if args.sync or args.check:
+        stale = notebooks.sync(check=args.check)
+        for path in stale:
+            print(f"{'out of date' if args.check else 'wrote'}: {path}")
+        return 1 if (args.check and stale) else 0
+    t0 = time.perf_counter()
+    done = notebooks.run(args.names or None)
+    mode = "smoke" if notebooks.smoke() else "full"
+    print(f"ran {len(done)} notebooks ({mode}) in {time.perf_counter() - t0:.0f} s; executed "
+          f"copies in notebooks/executed/, figures in {notebooks.figures_dir()}")
+    return 0
+
+
 def _add_extract_args(p: argparse.ArgumentParser, default_n: int | None) -> None:
     from steerlab.models import DEFAULT_MODEL
 
@@ -202,6 +222,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--out", default=None, help="results .jsonl or .parquet (resumable)")
     p.set_defaults(fn=cmd_sweep)
+
+    p = sub.add_parser("notebooks", help="run the numbered notebooks in order (writes figures/)")
+    p.add_argument("names", nargs="*", help="e.g. 00 02 (default: all)")
+    p.add_argument("--smoke", action="store_true", help="small data and sweeps (same code)")
+    p.add_argument("--sync", action="store_true", help="rewrite .ipynb files from the .py sources")
+    p.add_argument("--check", action="store_true", help="fail if an .ipynb is out of date")
+    p.set_defaults(fn=cmd_notebooks)
 
     p = sub.add_parser("demo", help="cache, extract and print steered vs unsteered generations")
     _add_extract_args(p, default_n=100)

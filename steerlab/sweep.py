@@ -123,6 +123,7 @@ def _read_journal(path: Path) -> list[dict]:
 
 
 def _append(path: Path, row: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a") as f:
         f.write(json.dumps(row) + "\n")
         f.flush()
@@ -241,3 +242,36 @@ def sweep(model: Model, task: Task | str, layers: Sequence[int], coeffs: Sequenc
 def summary(table: pd.DataFrame) -> pd.DataFrame:
     """The table's readable columns (accuracies and deltas with their intervals)."""
     return table[[c for c in COLUMNS if c in table.columns]]
+
+
+def verdict(table: pd.DataFrame) -> str:
+    """Plain-language summary: how many cells of each method moved accuracy (paired 95%
+    interval excluding 0), and whether the difference-of-means vector beat the controls."""
+    base = table[table["method"] == "baseline"].iloc[0]
+    lines = [f"{base.model} on {base.task}: unsteered accuracy {base.accuracy:.3f} "
+             f"[{base.ci_low:.3f}, {base.ci_high:.3f}] (n={int(base.n)})"
+             + (f", chance {base.chance:.3f}" if pd.notna(base.chance) else "")]
+    steered = table[(table["method"] != "baseline") & (table["coeff"] != 0)]
+    for method, g in steered.groupby("method", sort=False):
+        up = int((g["delta_low"] > 0).sum())
+        down = int((g["delta_high"] < 0).sum())
+        best = g.loc[g["delta"].idxmax()]
+        lines.append(f"  {method}: {len(g)} cells, {up} significantly up, {down} significantly "
+                     f"down; best {best.delta:+.3f} [{best.delta_low:+.3f}, "
+                     f"{best.delta_high:+.3f}] at layer {best.layer}, coeff {best.coeff:g}")
+    dm = steered[steered["method"] == "diff_means"]
+    ctrl = steered[steered["method"].isin(["random", "shuffled"])]
+    if len(dm) and len(ctrl):
+        dm_up = dm[dm["delta_low"] > 0]
+        ctrl_best_low = ctrl["delta_low"].max()
+        beat = dm_up[dm_up["delta_low"] > ctrl["delta_high"].max()]
+        if len(dm_up) == 0:
+            lines.append("  => steering with the difference-of-means vector did not raise "
+                         "accuracy significantly anywhere.")
+        elif len(beat):
+            lines.append(f"  => the vector raised accuracy in {len(dm_up)} cells; in {len(beat)} "
+                         "its interval lies above every control cell's.")
+        else:
+            lines.append(f"  => the vector raised accuracy in {len(dm_up)} cells, but not "
+                         f"beyond the controls (best control lower bound {ctrl_best_low:+.3f}).")
+    return "\n".join(lines)

@@ -1,0 +1,82 @@
+# %% [markdown]
+# # 00 · Quickstart: steer a language model in five steps
+#
+# A 30-minute bootcamp slot. We take a small instruction-tuned model that runs on a laptop CPU
+# (SmolLM2-135M-Instruct, shipped on PyPI), find a **reasoning direction** in its residual
+# stream, and add it back while the model writes.
+#
+# 1. two prompt sets: questions that need *reasoning* vs questions answered from *memory*;
+# 2. cache the residual stream after every layer, at each prompt's last token;
+# 3. difference of means per layer = the steering vector (Hong et al. 2025);
+# 4. add `coeff * vector` after one layer while generating;
+# 5. explore layer and coefficient with sliders.
+#
+# `STEERLAB_SMOKE=1` shrinks everything for slow machines; the code path is the same.
+
+# %%
+from steerlab.cache import cache_activations
+from steerlab.data import questions
+from steerlab.models import load_model
+from steerlab.notebooks import settings
+from steerlab.vectors import diff_of_means
+from steerlab.widgets import steered_text, steering_explorer
+
+S = settings()
+MODEL = "smollm2-135m-instruct" if "smollm2-135m-instruct" in S.models else S.models[0]
+model = load_model(MODEL)
+print(model.name, model.n_layers, "layers, d_model", model.d_model, model.dtype)
+
+# %% [markdown]
+# ## 1. Two prompt sets
+# Shipped in `data/` (made by `data/make_prompt_sets.py`); we use their *extract* split and
+# keep the *eval* split for measuring accuracy later.
+
+# %%
+reasoning = questions("reasoning", "extract", S.n_extract)
+memorisation = questions("memorisation", "extract", S.n_extract)
+print(len(reasoning), "reasoning, e.g.", reasoning[:2])
+print(len(memorisation), "memorisation, e.g.", memorisation[:2])
+
+# %% [markdown]
+# ## 2. Cache the residual stream
+# `cache_activations` returns an `Activations` object: `acts` has shape
+# `(n_layers, n_prompts, d_model)`. The chat template is applied, as the model will see it.
+
+# %%
+R = cache_activations(model, reasoning, chat=True)
+M = cache_activations(model, memorisation, chat=True)
+R.acts.shape, M.acts.shape
+
+# %% [markdown]
+# ## 3. Difference of means
+# One vector per layer: mean(reasoning) - mean(memorisation). Its norm grows with depth, like
+# the residual stream itself.
+
+# %%
+vec = diff_of_means(R, M)
+{layer: round(norm, 1) for layer, norm in vec.norms().items()}
+
+# %% [markdown]
+# ## 4. Steer one generation
+# `steered_text` wraps `with steer(model, vec, layers=layer, coeff=coeff): generate(...)`;
+# the hooks come off when the block ends, whatever happens.
+
+# %%
+PROMPT = "What is the capital of Japan?"
+LAYER = round(0.4 * model.n_layers)
+print("unsteered:", steered_text(model, vec, PROMPT, LAYER, 0.0, S.max_new_tokens))
+print("coeff +4: ", steered_text(model, vec, PROMPT, LAYER, 4.0, S.max_new_tokens))
+print("coeff -4: ", steered_text(model, vec, PROMPT, LAYER, -4.0, S.max_new_tokens))
+
+# %% [markdown]
+# ## 5. Explore
+# Move the sliders: the generation re-runs for the chosen layer and coefficient. Things to
+# try: which layers change the *style* (step-by-step talk) without breaking the text? What
+# does a negative coefficient do? Where does the output collapse?
+
+# %%
+steering_explorer(model, vec, PROMPT, layer=LAYER, coeff=4.0, max_new_tokens=S.max_new_tokens)
+
+# %% [markdown]
+# Steering changes *how* the model talks. Whether it changes *accuracy* is measured, with
+# intervals and controls, in `02_steering_accuracy_by_layer`.

@@ -1,0 +1,124 @@
+"""Running the numbered notebooks, and the settings they share (smoke switch, models).
+
+The notebooks live in ``notebooks/`` as jupytext percent scripts (``NN_name.py``, the source of
+truth, readable diffs) paired with output-free ``.ipynb`` files made from them
+(``steerlab notebooks --sync``). ``steerlab notebooks`` executes them in order, writes executed
+copies to ``notebooks/executed/`` and the figures to ``figures/``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from steerlab.figures import figures_dir
+from steerlab.models import EMBEDDED
+
+__all__ = ["figures_dir", "run", "settings", "smoke", "sync"]
+
+
+def smoke() -> bool:
+    """True when ``STEERLAB_SMOKE=1``: smaller data and sweeps, same code paths."""
+    return os.environ.get("STEERLAB_SMOKE", "0") not in ("", "0", "false", "False")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the notebooks run on; every size shrinks under the smoke switch."""
+
+    models: list[str] = field(default_factory=lambda: list(EMBEDDED))
+    n_extract: int = 200  # prompts per set for vectors and PCA
+    n_eval: int = 200  # evaluation items per sweep cell
+    n_sweep_extract: int | None = None  # prompts per set for sweep vectors (None: all)
+    n_layers: int = 6  # steering layers per model in sweeps
+    coeffs: tuple[float, ...] = (-0.4, -0.2, 0.2, 0.4)
+    max_new_tokens: int = 40
+    smoke: bool = False
+
+
+def settings() -> Settings:
+    models = os.environ.get("STEERLAB_MODELS")
+    names = [m.strip() for m in models.split(",")] if models else list(EMBEDDED)
+    if smoke():
+        return Settings(names, n_extract=24, n_eval=24, n_sweep_extract=24, n_layers=2,
+                        coeffs=(-0.3, 0.3), max_new_tokens=12, smoke=True)
+    return Settings(names)
+
+
+def spread_layers(n_layers: int, k: int) -> list[int]:
+    """``k`` layers spread over the depth (skipping the first and last)."""
+    if k >= n_layers:
+        return list(range(n_layers))
+    step = (n_layers - 1) / (k + 1)
+    return sorted({round(step * (i + 1)) for i in range(k)})
+
+
+SHORT_NAMES = {"smollm2-135m-instruct": "smollm2", "gemma-3-270m": "gemma3"}
+
+
+def results_path(model: str, task: str) -> Path:
+    """Where notebooks keep sweep results: ``results/sweep_<model>_<task>.parquet`` (the same
+    files the CLI commands in the README write, so a finished sweep is reused), or
+    ``results/smoke/`` under the smoke switch; ``$STEERLAB_RESULTS`` moves the root."""
+    short = SHORT_NAMES.get(model, model.replace("/", "--"))
+    root = Path(os.environ.get("STEERLAB_RESULTS",
+                               Path(__file__).resolve().parent.parent / "results"))
+    return (root / "smoke" if smoke() else root) / f"sweep_{short}_{task}.parquet"
+
+
+def notebooks_dir() -> Path:
+    return Path(__file__).resolve().parent.parent / "notebooks"
+
+
+def sources() -> list[Path]:
+    return sorted(notebooks_dir().glob("[0-9][0-9]_*.py"))
+
+
+def sync(check: bool = False) -> list[Path]:
+    """Write ``NN_name.ipynb`` (no outputs) from each ``NN_name.py``; with ``check``, only
+    report the notebooks that are out of date."""
+    import jupytext
+    import nbformat
+
+    stale = []
+    for src in sources():
+        nb = jupytext.read(src)
+        for i, cell in enumerate(nb.cells):
+            cell.id = f"{src.stem[:2]}-{i:02d}"  # stable ids keep the .ipynb reproducible
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                     "language": "python"}
+        text = nbformat.writes(nb) + "\n"
+        target = src.with_suffix(".ipynb")
+        if not target.is_file() or target.read_text() != text:
+            stale.append(target)
+            if not check:
+                target.write_text(text)
+    return stale
+
+
+def run(names: list[str] | None = None, out_dir: Path | None = None,
+        timeout: int = 3600) -> list[tuple[str, float]]:
+    """Execute the notebooks in order (each in its own kernel, cwd = notebooks/); print one
+    progress line per notebook; return (name, seconds)."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    sync()
+    out = out_dir or notebooks_dir() / "executed"
+    out.mkdir(parents=True, exist_ok=True)
+    done = []
+    todo = [p.with_suffix(".ipynb") for p in sources()
+            if names is None or p.stem in names or p.stem[:2] in names]
+    for i, path in enumerate(todo, start=1):
+        t0 = time.perf_counter()
+        print(f"[{i}/{len(todo)}] {path.stem} ...", flush=True)
+        nb = nbformat.read(path, as_version=4)
+        NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                       resources={"metadata": {"path": str(notebooks_dir())}}).execute()
+        nbformat.write(nb, out / path.name)
+        sec = time.perf_counter() - t0
+        done.append((path.stem, sec))
+        print(f"[{i}/{len(todo)}] {path.stem} done in {sec:.0f} s", flush=True)
+    return done

@@ -1,0 +1,155 @@
+"""Figures: every function returns a ``plotly.graph_objects.Figure`` and never shows or saves it
+(saving is :func:`steerlab.figures.save_figure`). Titles say which model and data made them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from steerlab.analysis import LayerPCA
+
+POS_COLOR, NEG_COLOR = "#d62728", "#1f77b4"
+METHOD_STYLE = {"diff_means": ("#d62728", "solid"), "random": ("#7f7f7f", "dot"),
+                "shuffled": ("#2ca02c", "dash"), "memorisation": ("#1f77b4", "dashdot")}
+
+
+def _pca_traces(p: LayerPCA, show_legend: bool, pos_name: str, neg_name: str) -> list:
+    return [
+        go.Scatter(x=p.neg[:, 0], y=p.neg[:, 1], mode="markers", name=neg_name,
+                   marker={"color": NEG_COLOR, "size": 5, "opacity": 0.6},
+                   showlegend=show_legend, legendgroup="neg"),
+        go.Scatter(x=p.pos[:, 0], y=p.pos[:, 1], mode="markers", name=pos_name,
+                   marker={"color": POS_COLOR, "size": 5, "opacity": 0.6},
+                   showlegend=show_legend, legendgroup="pos"),
+    ]
+
+
+def pca_panels(pcas: dict[str, LayerPCA], pos_name: str = "reasoning",
+               neg_name: str = "memorisation", data: str = "") -> go.Figure:
+    """One PCA panel per model (the seed's Figure 1), with an arrow from the memorisation
+    centroid to the reasoning centroid."""
+    names = list(pcas)
+    fig = make_subplots(rows=1, cols=len(names), subplot_titles=[
+        f"{n} (layer {pcas[n].layer}; 2-D probe acc {pcas[n].heldout_accuracy:.2f})"
+        for n in names])
+    for i, name in enumerate(names, start=1):
+        for tr in _pca_traces(pcas[name], i == 1, pos_name, neg_name):
+            fig.add_trace(tr, row=1, col=i)
+        p = pcas[name]
+        fig.add_annotation(x=p.pos_centroid[0], y=p.pos_centroid[1], ax=p.neg_centroid[0],
+                           ay=p.neg_centroid[1], xref=f"x{i if i > 1 else ''}",
+                           yref=f"y{i if i > 1 else ''}", axref=f"x{i if i > 1 else ''}",
+                           ayref=f"y{i if i > 1 else ''}", showarrow=True, arrowhead=3,
+                           arrowwidth=2, arrowcolor="black", text="")
+        fig.update_xaxes(title_text="PC1", row=1, col=i)
+        fig.update_yaxes(title_text="PC2", row=1, col=i)
+    fig.update_layout(title=f"PCA of last-token residuals: {pos_name} vs {neg_name} "
+                      f"prompts{' (' + data + ')' if data else ''}", height=420,
+                      width=max(500, 430 * len(names)), template="plotly_white")
+    return fig
+
+
+def pca_boundary(p: LayerPCA, model: str, pos_name: str = "reasoning",
+                 neg_name: str = "memorisation", data: str = "") -> go.Figure:
+    """Detailed PCA view with the fitted linear decision boundary (the seed's Figure 2)."""
+    fig = go.Figure(_pca_traces(p, True, pos_name, neg_name))
+    pts = np.vstack([p.pos, p.neg])
+    xs = np.linspace(pts[:, 0].min(), pts[:, 0].max(), 50)
+    w0, w1, b = p.boundary
+    if abs(w1) > 1e-9:
+        ys = -(w0 * xs + b) / w1
+        keep = (ys >= pts[:, 1].min() - 1) & (ys <= pts[:, 1].max() + 1)
+        fig.add_trace(go.Scatter(x=xs[keep], y=ys[keep], mode="lines", name="decision boundary",
+                                 line={"color": "black", "dash": "dash"}))
+    fig.add_annotation(x=p.pos_centroid[0], y=p.pos_centroid[1], ax=p.neg_centroid[0],
+                       ay=p.neg_centroid[1], xref="x", yref="y", axref="x", ayref="y",
+                       showarrow=True, arrowhead=3, arrowwidth=2, text="")
+    fig.update_layout(
+        title=f"{model}, layer {p.layer}: held-out accuracy of the boundary "
+              f"{p.heldout_accuracy:.2f} (PC1 {p.explained[0]:.0%}, PC2 {p.explained[1]:.0%} "
+              f"of variance){'<br>' + data if data else ''}",
+        xaxis_title="PC1", yaxis_title="PC2", template="plotly_white", height=480, width=640)
+    return fig
+
+
+def accuracy_by_layer(table: pd.DataFrame, coeff: float, title: str = "") -> go.Figure:
+    """Accuracy vs steering layer at one coefficient, per method, with 95% intervals, the
+    unsteered baseline (band = its interval) and chance as reference lines (Figure 3)."""
+    fig = go.Figure()
+    base = table[table["method"] == "baseline"].iloc[0]
+    cells = table[(table["method"] != "baseline") & np.isclose(table["coeff"], coeff)]
+    layers = sorted(cells["layer"].unique())
+    if layers:
+        fig.add_trace(go.Scatter(x=[layers[0], layers[-1], layers[-1], layers[0]],
+                                 y=[base.ci_low, base.ci_low, base.ci_high, base.ci_high],
+                                 fill="toself", fillcolor="rgba(0,0,0,0.08)", line={"width": 0},
+                                 name="baseline 95% CI", hoverinfo="skip"))
+    fig.add_hline(y=base.accuracy, line={"color": "black"},
+                  annotation_text=f"unsteered {base.accuracy:.3f}")
+    if pd.notna(base.get("chance")):
+        fig.add_hline(y=base.chance, line={"color": "gray", "dash": "dot"},
+                      annotation_text=f"chance {base.chance:.2f}",
+                      annotation_position="bottom right")
+    for method, group in cells.groupby("method", sort=False):
+        g = group.sort_values("layer")
+        color, dash = METHOD_STYLE.get(str(method), ("#9467bd", "solid"))
+        fig.add_trace(go.Scatter(
+            x=g["layer"], y=g["accuracy"], mode="lines+markers", name=str(method),
+            line={"color": color, "dash": dash},
+            error_y={"type": "data", "symmetric": False, "array": g["ci_high"] - g["accuracy"],
+                     "arrayminus": g["accuracy"] - g["ci_low"]}))
+    fig.update_layout(title=title or f"Accuracy vs steering layer (coeff {coeff:g})",
+                      xaxis_title="steering layer", yaxis_title="accuracy (95% Wilson CI)",
+                      template="plotly_white", height=450, width=760)
+    return fig
+
+
+def delta_heatmap(table: pd.DataFrame, method: str = "diff_means", title: str = "") -> go.Figure:
+    """Layer x coefficient heatmap of the paired accuracy change vs the unsteered baseline;
+    cells whose 95% paired interval excludes zero are marked with *."""
+    cells = table[table["method"] == method]
+    piv = cells.pivot_table(index="coeff", columns="layer", values="delta")
+    sig = cells.assign(sig=(cells["delta_low"] > 0) | (cells["delta_high"] < 0)).pivot_table(
+        index="coeff", columns="layer", values="sig")
+    text = [[f"{v:+.3f}{'*' if s else ''}" for v, s in zip(row, srow, strict=True)]
+            for row, srow in zip(piv.values, sig.values, strict=True)]
+    lim = float(np.nanmax(np.abs(piv.values))) if piv.size else 1.0
+    fig = go.Figure(go.Heatmap(z=piv.values, x=[str(c) for c in piv.columns],
+                               y=[f"{c:g}" for c in piv.index], text=text,
+                               texttemplate="%{text}", colorscale="RdBu", zmid=0, zmin=-lim,
+                               zmax=lim, colorbar={"title": "Δ accuracy"}))
+    fig.update_layout(title=title or f"Δ accuracy vs unsteered ({method}); * = 95% paired CI "
+                      "excludes 0", xaxis_title="steering layer", yaxis_title="coefficient",
+                      template="plotly_white", height=420, width=760)
+    return fig
+
+
+def cosine_profiles(profiles: dict[str, tuple[np.ndarray, np.ndarray]],
+                    vector_layer: int | dict[str, int], title: str = "") -> go.Figure:
+    """Mean cosine (± sd) between the reasoning vector and each layer's activations of
+    reasoning and memorisation prompts, one panel per model (Figure 4).
+
+    ``profiles``: model -> ((L, n_pos) cosines, (L, n_neg) cosines).
+    """
+    names = list(profiles)
+    vl = vector_layer if isinstance(vector_layer, dict) else dict.fromkeys(names, vector_layer)
+    fig = make_subplots(rows=1, cols=len(names),
+                        subplot_titles=[f"{n} (vector from layer {vl[n]})" for n in names])
+    for i, name in enumerate(names, start=1):
+        for cos, label, color in zip(profiles[name], ("reasoning", "memorisation"),
+                                     (POS_COLOR, NEG_COLOR), strict=True):
+            m, s = cos.mean(1), cos.std(1)
+            fig.add_trace(go.Scatter(x=list(range(cos.shape[0])), y=m, mode="lines+markers",
+                                     name=label,
+                                     line={"color": color}, showlegend=i == 1,
+                                     legendgroup=label,
+                                     error_y={"type": "data", "array": s, "thickness": 1}),
+                          row=1, col=i)
+        fig.update_xaxes(title_text="layer", row=1, col=i)
+        fig.update_yaxes(title_text="cosine with vector", row=1, col=i)
+    fig.update_layout(title=title or "Cosine similarity of the reasoning vector with each "
+                      "layer's activations", template="plotly_white", height=420,
+                      width=max(520, 460 * len(names)))
+    return fig
