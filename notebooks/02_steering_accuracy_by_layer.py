@@ -18,7 +18,7 @@ from ipywidgets import SelectionSlider
 
 from steerlab.figures import save_figure
 from steerlab.models import load_model
-from steerlab.notebooks import results_path, settings, spread_layers
+from steerlab.notebooks import results_path, settings, sweep_layers
 from steerlab.plots import accuracy_by_layer, delta_heatmap
 from steerlab.sweep import summary, sweep, verdict
 from steerlab.widgets import slider_figure
@@ -28,7 +28,7 @@ TASK = "memorisation-mc"
 tables = {}
 for name in S.models:
     model = load_model(name)
-    layers = spread_layers(model.n_layers, S.n_layers)
+    layers = sweep_layers(name, model.n_layers, S.n_layers)
     tables[name] = sweep(model, TASK, layers, S.coeffs, ("diff_means", "random", "shuffled"),
                          n=S.n_eval, extract_n=S.n_sweep_extract, out=results_path(name, TASK))
     print(verdict(tables[name]))

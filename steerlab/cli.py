@@ -125,6 +125,25 @@ def cmd_tasks(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from steerlab.evaluate import evaluate
+    from steerlab.models import load_model
+    from steerlab.tasks import get_task, shots
+
+    model = load_model(args.model, dtype=args.dtype)
+    for name in args.task:
+        task = get_task(name)
+        few = [] if (model.is_chat or task.kind == "mc") else shots(task, args.shots)
+        res = evaluate(model, task, n=args.n or None, seed=args.seed, scoring=args.scoring,
+                       shots=few, batch_size=args.batch_size, progress=True)
+        chance = f", chance {res.chance:.3f}" if res.chance is not None else ""
+        print(f"{model.name} {name}: accuracy {res.accuracy}{chance}, {res.seconds:.0f} s "
+              f"({'chat template' if res.extra['chat'] else f'{len(few)}-shot, no template'}"
+              f"{', ' + res.extra['scoring'] + ' scoring' if task.kind == 'mc' else ''})",
+              flush=True)
+    return 0
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     from steerlab.models import load_model
     from steerlab.sweep import summary, sweep
@@ -200,6 +219,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("tasks", help="list the evaluation tasks and where their data comes from")
     p.set_defaults(fn=cmd_tasks)
+
+    p = sub.add_parser("eval", help="unsteered accuracy with a 95% interval on task(s)")
+    p.add_argument("--model", default=DEFAULT_MODEL)
+    p.add_argument("--dtype", default=None)
+    p.add_argument("--task", type=lambda t: t.split(","), default=["memorisation-mc"])
+    p.add_argument("--n", type=int, default=200, help="items (0: all)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--shots", type=int, default=3, help="few-shot examples for base models")
+    p.add_argument("--scoring", default=None, choices=["letter", "text", "cloze"])
+    p.add_argument("--batch-size", type=int, default=16)
+    p.set_defaults(fn=cmd_eval)
 
     p = sub.add_parser("sweep", help="accuracy over layers x coefficients x vector methods")
     p.add_argument("--model", default=DEFAULT_MODEL)

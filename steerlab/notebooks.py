@@ -47,6 +47,19 @@ def settings() -> Settings:
     return Settings(names)
 
 
+# the grids of the sweeps recorded in results/ (README): the notebooks reuse those cells
+RECORDED_LAYERS = {"smollm2-135m-instruct": [3, 8, 12, 16, 20, 25],
+                   "gemma-3-270m": [2, 5, 8, 11, 14, 16]}
+
+
+def sweep_layers(model: str, n_layers: int, k: int) -> list[int]:
+    """Steering layers for a sweep: the recorded grid for the embedded models in a full run,
+    else ``k`` layers spread over the depth."""
+    if not smoke() and model in RECORDED_LAYERS:
+        return RECORDED_LAYERS[model]
+    return spread_layers(n_layers, k)
+
+
 def spread_layers(n_layers: int, k: int) -> list[int]:
     """``k`` layers spread over the depth (skipping the first and last)."""
     if k >= n_layers:

@@ -142,10 +142,12 @@ def _mmlu_split() -> tuple[tuple[Item, ...], tuple[str, ...], tuple[str, ...]]:
     extract_rows = [reasoning[i] for i in sorted(idx[half:])]
     items = tuple(Item(f"mmlu-pro-{r['id']}", r["question"], r["options"][r["answer_index"]],
                        (), tuple(r["options"]), "text") for r in eval_rows)
+    # MMLU-Pro repeats some question texts under other ids: keep those out of the pool
+    held = {r["question"].strip().lower() for r in eval_rows}
     rng2 = random.Random("mmlu-pro-extract")
-    know = [r["question"] for r in knowledge]
+    know = [r["question"] for r in knowledge if r["question"].strip().lower() not in held]
     rng2.shuffle(know)
-    reason_q = [r["question"] for r in extract_rows]
+    reason_q = [r["question"] for r in extract_rows if r["question"].strip().lower() not in held]
     rng2.shuffle(reason_q)
     return items, tuple(reason_q), tuple(know)
 
@@ -232,6 +234,19 @@ def extraction_prompts(source: str, n: int | None = None) -> tuple[list[str], li
         return ([r["question"] for r in load_gsm8k("train")][:n],
                 [r["question"] for r in load_popqa()][:n])
     raise OptionError(f"Unknown extraction source {source!r}; use one of {EXTRACT_SOURCES}.")
+
+
+def shots(task: Task, k: int = 3) -> list[tuple[str, str]]:
+    """(question, answer) examples for few-shot prompts of base models, never from the task's
+    evaluation items: the shipped extract split, or GSM8K train with worked solutions."""
+    if task.name in ("gsm8k", "gsm-symbolic-p2"):
+        from steerlab.benchmarks import load_gsm8k
+
+        return [(r["question"], r["solution"]) for r in load_gsm8k("train")[:k]]
+    kind = "memorisation" if task.name in ("memorisation-gen", "popqa") else "reasoning"
+    items = load_prompt_set(kind, "extract")
+    step = max(1, len(items) // k)
+    return [(it.question, it.answer) for it in items[::step][:k]]
 
 
 def check_disjoint(extract: list[str], items: list[Item]) -> None:

@@ -100,3 +100,31 @@ def test_smollm2_recalls_above_chance(smollm_bf16):
     """Real weights: SmolLM2 answers recall questions (cloze scoring) well above chance."""
     res = evaluate(smollm_bf16, get_task("memorisation-mc"), n=80)
     assert res.accuracy.lo > res.chance
+
+
+def test_shots_never_come_from_eval_items():
+    from steerlab.tasks import shots
+
+    for name in ["reasoning-gen", "memorisation-gen"]:
+        task = get_task(name)
+        few = shots(task, 3)
+        assert len(few) == 3
+        assert not {q for q, _ in few} & {it.question for it in task.items()}
+
+
+def test_real_benchmark_tasks_use_disjoint_splits():
+    from steerlab.benchmarks import data_dir
+    from steerlab.tasks import check_disjoint, extraction_prompts
+
+    if data_dir() is None:
+        pytest.skip("needs ../shared/data or $STEERLAB_DATA_DIR (real benchmark files)")
+    task = get_task("mmlu-pro-reasoning")
+    items = task.items()
+    reason, know = extraction_prompts("mmlu-pro")
+    check_disjoint(reason + know, items)
+    assert len(items) == 5161 // 2 and 2500 < len(reason) <= 5161 - 5161 // 2
+    assert task.chance(items) == pytest.approx(sum(1 / len(i.options) for i in items) / len(items))
+    gsm = get_task("gsm8k").items()
+    assert len(gsm) == 1319
+    train, _ = extraction_prompts("gsm8k-popqa")
+    check_disjoint(train, gsm)
