@@ -1,0 +1,104 @@
+"""Figure functions return plotly figures built from real tables; widgets wrap plain functions."""
+
+import shutil
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import pytest
+import torch
+from conftest import PROMPTS
+
+from steerlab.analysis import cosine_profile, layer_pca
+from steerlab.cache import cache_activations
+from steerlab.figures import save_figure
+from steerlab.plots import (
+    accuracy_by_layer,
+    cosine_profiles,
+    delta_heatmap,
+    pca_boundary,
+    pca_panels,
+)
+from steerlab.vectors import diff_of_means
+from steerlab.widgets import steered_text, steering_explorer
+
+
+@pytest.fixture(scope="module")
+def sets(tiny_llama):
+    pos = cache_activations(tiny_llama, PROMPTS * 3)
+    neg = cache_activations(tiny_llama, [p[::-1] for p in PROMPTS] * 3)
+    return pos, neg
+
+
+def _table() -> pd.DataFrame:
+    rows = [{"method": "baseline", "layer": -1, "coeff": 0.0, "accuracy": 0.5, "ci_low": 0.4,
+             "ci_high": 0.6, "chance": 0.25, "delta": 0.0, "delta_low": 0.0, "delta_high": 0.0,
+             "n": 100, "model": "m", "task": "t"}]
+    for method in ["diff_means", "random"]:
+        for layer in [1, 2]:
+            for coeff in [-0.2, 0.2]:
+                d = 0.1 if (method == "diff_means" and coeff > 0) else -0.01
+                rows.append({"method": method, "layer": layer, "coeff": coeff,
+                             "accuracy": 0.5 + d, "ci_low": 0.4 + d, "ci_high": 0.6 + d,
+                             "chance": 0.25, "delta": d, "delta_low": d - 0.05,
+                             "delta_high": d + 0.05, "n": 100, "model": "m", "task": "t"})
+    return pd.DataFrame(rows)
+
+
+def test_pca_figures(sets):
+    pos, neg = sets
+    p = layer_pca(pos, neg, 2)
+    assert p.pos.shape == (pos.n_prompts, 2) and 0 <= p.heldout_accuracy <= 1
+    np.testing.assert_allclose(p.pos_centroid, p.pos.mean(0))
+    fig = pca_panels({"a": p, "b": p}, data="test data")
+    assert isinstance(fig, go.Figure) and len(fig.data) == 4 and len(fig.layout.annotations) >= 2
+    assert "test data" in fig.layout.title.text
+    fig2 = pca_boundary(p, "tiny")
+    assert any(tr.name == "decision boundary" for tr in fig2.data)
+
+
+def test_accuracy_and_heatmap_figures():
+    table = _table()
+    fig = accuracy_by_layer(table, 0.2)
+    names = [tr.name for tr in fig.data]
+    assert "diff_means" in names and "random" in names and "baseline 95% CI" in names
+    dm = next(tr for tr in fig.data if tr.name == "diff_means")
+    assert list(dm.y) == [0.6, 0.6]
+    heat = delta_heatmap(table)
+    assert heat.data[0].z.shape == (2, 2)
+    assert any("*" in t for row in heat.data[0].text for t in row)  # significant cells marked
+
+
+def test_cosine_profile(sets):
+    pos, neg = sets
+    vec = diff_of_means(pos, neg)
+    cos = cosine_profile(vec, 2, pos)
+    assert cos.shape == (4, pos.n_prompts)
+    expected = torch.nn.functional.cosine_similarity(pos.acts[1], vec[2][None], dim=-1)
+    np.testing.assert_allclose(cos[1], expected.numpy(), rtol=1e-5, atol=1e-6)
+    fig = cosine_profiles({"tiny": (cos, cosine_profile(vec, 2, neg))}, 2)
+    assert len(fig.data) == 2
+
+
+def test_save_figure(tmp_path):
+    fig = accuracy_by_layer(_table(), 0.2)
+    paths = save_figure(fig, "99", "test", out_dir=tmp_path)
+    assert (tmp_path / "99_test.html").is_file()
+    if shutil.which("chromium"):
+        assert (tmp_path / "99_test.png").stat().st_size > 1000 and len(paths) == 2
+
+
+def test_widget_wraps_the_plain_function(tiny_llama, sets):
+    vec = diff_of_means(*sets)
+    box = steering_explorer(tiny_llama, vec, "Hi", layer=1, coeff=40.0, max_new_tokens=4,
+                            chat=False)
+    (layer_slider, coeff_slider), status, output = box.children[0].children, *box.children[1:]
+    assert output.value.startswith("<pre") and "layer 1" in status.value
+    first = output.value
+    expected = steered_text(tiny_llama, vec, "Hi", 1, 40.0, 4, chat=False)
+    assert expected in first or expected.replace("<", "&lt;") in first
+    layer_slider.value = 3
+    assert "layer 3" in status.value and "computing" not in status.value
+    coeff_slider.value = 0.0
+    assert steered_text(tiny_llama, vec, "Hi", 3, 0.0, 4, chat=False) == \
+        steered_text(tiny_llama, vec, "Hi", 1, 0.0, 4, chat=False)  # coeff 0 = unsteered
