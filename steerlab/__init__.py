@@ -1,3 +1,40 @@
-"""steerlab: a Jupyter-first workbench for activation steering of language models."""
+"""steerlab: a Jupyter-first workbench for activation steering of language models.
+
+The public API (imported lazily, so ``import steerlab`` stays cheap)::
+
+    from steerlab import load_model, cache_activations, diff_of_means, steer, generate
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
+
+_API = {
+    "load_model": "steerlab.models",
+    "Model": "steerlab.models",
+    "cache_activations": "steerlab.cache",
+    "Activations": "steerlab.cache",
+    "SteeringVector": "steerlab.vectors",
+    "diff_of_means": "steerlab.vectors",
+    "random_like": "steerlab.vectors",
+    "shuffled_diff_of_means": "steerlab.vectors",
+    "steer": "steerlab.steering",
+    "add_steering": "steerlab.steering",
+    "generate": "steerlab.inference",
+    "forward_logits": "steerlab.inference",
+    "evaluate": "steerlab.evaluate",
+    "get_task": "steerlab.tasks",
+    "sweep": "steerlab.sweep",
+    "questions": "steerlab.data",
+}
+
+__all__ = ["__version__", *_API]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _API:
+        return getattr(importlib.import_module(_API[name]), name)
+    raise AttributeError(f"module 'steerlab' has no attribute {name!r}")
