@@ -220,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("tasks", help="list the evaluation tasks and where their data comes from")
     p.set_defaults(fn=cmd_tasks)
 
-    p = sub.add_parser("eval", help="unsteered accuracy with a 95% interval on task(s)")
+    p = sub.add_parser("eval", help="unsteered accuracy with a 95%% interval on task(s)")
     p.add_argument("--model", default=DEFAULT_MODEL)
     p.add_argument("--dtype", default=None)
     p.add_argument("--task", type=lambda t: t.split(","), default=["memorisation-mc"])
