@@ -32,7 +32,7 @@ def pca_panels(pcas: dict[str, LayerPCA], pos_name: str = "reasoning",
     centroid to the reasoning centroid."""
     names = list(pcas)
     fig = make_subplots(rows=1, cols=len(names), subplot_titles=[
-        f"{n} (layer {pcas[n].layer}; 2-D probe acc {pcas[n].heldout_accuracy:.2f})"
+        f"{n}<br>layer {pcas[n].layer}, held-out 2-D boundary acc {pcas[n].heldout_accuracy:.2f}"
         for n in names])
     for i, name in enumerate(names, start=1):
         for tr in _pca_traces(pcas[name], i == 1, pos_name, neg_name):
@@ -46,7 +46,8 @@ def pca_panels(pcas: dict[str, LayerPCA], pos_name: str = "reasoning",
         fig.update_xaxes(title_text="PC1", row=1, col=i)
         fig.update_yaxes(title_text="PC2", row=1, col=i)
     fig.update_layout(title=f"PCA of last-token residuals: {pos_name} vs {neg_name} "
-                      f"prompts{' (' + data + ')' if data else ''}", height=420,
+                      f"prompts{'<br><sup>' + data + '</sup>' if data else ''}", height=460,
+                      margin={"t": 120},
                       width=max(500, 430 * len(names)), template="plotly_white")
     return fig
 
@@ -85,6 +86,7 @@ def accuracy_by_layer(table: pd.DataFrame, coeff: float, title: str = "") -> go.
         fig.add_trace(go.Scatter(x=[layers[0], layers[-1], layers[-1], layers[0]],
                                  y=[base.ci_low, base.ci_low, base.ci_high, base.ci_high],
                                  fill="toself", fillcolor="rgba(0,0,0,0.08)", line={"width": 0},
+                                 mode="lines",
                                  name="baseline 95% CI", hoverinfo="skip"))
     fig.add_hline(y=base.accuracy, line={"color": "black"},
                   annotation_text=f"unsteered {base.accuracy:.3f}")
