@@ -61,7 +61,8 @@ slider_figure(lambda coeff: accuracy_by_layer(tables[FIRST], coeff,
 # %%
 for name, table in tables.items():
     fig = delta_heatmap(table, "diff_means", title=f"{name}, {TASK}: Δ accuracy vs unsteered "
-                        "(reasoning vector); * = paired 95% CI excludes 0")
+                        f"(reasoning vector, n={int(table.n.iloc[0])})<br><sup>* = paired 95% "
+                        "bootstrap CI excludes 0</sup>")
     save_figure(fig, "02", f"heatmap_{name}")
     fig.show()
 
