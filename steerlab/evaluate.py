@@ -8,11 +8,13 @@ unsteered runs on the same items give a paired difference
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -72,23 +74,42 @@ def _letter_ids(model: Model, k: int, chat: bool) -> list[int]:
     return ids
 
 
-@torch.no_grad()
-def _mc_letter_scores(model: Model, prompts: list[str], n_opts: list[int], chat: bool,
-                      backend: str) -> list[np.ndarray]:
+@dataclass
+class _MCBatch:
+    """One batch of multiple-choice items ready for a forward: inputs, which logit positions
+    to keep, and how to turn those logits into per-option scores."""
+
+    items: list[Item]
+    enc: dict[str, torch.Tensor]
+    keep: int | torch.Tensor
+    finish: Callable[[torch.Tensor], list[np.ndarray]]
+
+    def choose(self, logits: torch.Tensor) -> tuple[list[str], list[bool]]:
+        """(chosen option, correct) per item from this batch's logits."""
+        preds, correct = [], []
+        for it, s in zip(self.items, self.finish(logits), strict=True):
+            choice = it.options[int(np.argmax(s))]
+            preds.append(choice)
+            correct.append(choice == it.answer)
+        return preds, correct
+
+
+def _mc_letter_batch(model: Model, items: list[Item], chat: bool) -> _MCBatch:
     """Log-probability of each option letter as the next token (one forward per prompt)."""
-    be = model.backend(backend)
-    enc = model.encode(prompts, chat=chat)
-    logp = torch.log_softmax(be.forward(enc, keep=1)[:, -1].float(), dim=-1)  # (B, vocab)
+    enc = model.encode([mc_prompt(it, chat) for it in items], chat=chat)
+    n_opts = [len(it.options) for it in items]
     letter_ids = _letter_ids(model, max(n_opts), chat and model.is_chat)
-    return [logp[i, letter_ids[:k]].numpy() for i, k in enumerate(n_opts)]
+
+    def finish(logits: torch.Tensor) -> list[np.ndarray]:
+        logp = torch.log_softmax(logits[:, -1].float(), dim=-1)  # (B, vocab)
+        return [logp[i, letter_ids[:k]].numpy() for i, k in enumerate(n_opts)]
+
+    return _MCBatch(items, enc, 1, finish)
 
 
-@torch.no_grad()
-def _mc_text_scores(model: Model, prompts: list[str], items: list[Item], chat: bool,
-                    backend: str) -> list[np.ndarray]:
+def _mc_text_batch(model: Model, prompts: list[str], items: list[Item], chat: bool) -> _MCBatch:
     """Mean log-probability per token of each option's text after its prompt; all options of
     all items in one right-padded forward."""
-    be = model.backend(backend)
     templated = chat and model.is_chat
     formatted = model.format(prompts, chat)
     seqs, spans = [], []
@@ -105,17 +126,28 @@ def _mc_text_scores(model: Model, prompts: list[str], items: list[Item], chat: b
     # logits only where an option token is predicted: positions a-1 .. b-2 of each span
     need = sorted({p for a, b in spans for p in range(a - 1, b - 1)})
     col = {p: i for i, p in enumerate(need)}
-    logits = be.forward({"input_ids": ids, "attention_mask": mask}, keep=torch.tensor(need))
-    logp = torch.log_softmax(logits.float(), -1)  # (n_seqs, len(need), vocab)
-    flat = []
-    for j, (a, b) in enumerate(spans):
-        cols = torch.tensor([col[p] for p in range(a - 1, b - 1)])
-        flat.append(float(logp[j, cols, ids[j, a:b]].mean()))
-    out, k = [], 0
-    for item in items:
-        out.append(np.array(flat[k:k + len(item.options)]))
-        k += len(item.options)
-    return out
+
+    def finish(logits: torch.Tensor) -> list[np.ndarray]:
+        logp = torch.log_softmax(logits.float(), -1)  # (n_seqs, len(need), vocab)
+        flat = []
+        for j, (a, b) in enumerate(spans):
+            cols = torch.tensor([col[p] for p in range(a - 1, b - 1)])
+            flat.append(float(logp[j, cols, ids[j, a:b]].mean()))
+        out, k = [], 0
+        for item in items:
+            out.append(np.array(flat[k:k + len(item.options)]))
+            k += len(item.options)
+        return out
+
+    return _MCBatch(items, {"input_ids": ids, "attention_mask": mask}, torch.tensor(need),
+                    finish)
+
+
+def _mc_batch(model: Model, items: list[Item], scoring: str, chat: bool) -> _MCBatch:
+    if scoring == "letter":
+        return _mc_letter_batch(model, items, chat)
+    fmt = mc_prompt if scoring == "text" else cloze_prompt
+    return _mc_text_batch(model, [fmt(it, chat) for it in items], items, chat)
 
 
 def cloze_prompt(item: Item, chat: bool) -> str:
@@ -209,17 +241,12 @@ def evaluate(model: Model, task: Task, items: Sequence[Item] | None = None,
     show = progress if progress is not None else len(batches) > 4
     for batch in tqdm(batches, desc=f"{task.name}", disable=not show, leave=False):
         if task.kind == "mc":
-            if scoring == "letter":
-                scores = _mc_letter_scores(model, [mc_prompt(it, chat) for it in batch],
-                                           [len(it.options) for it in batch], chat, backend)
-            else:
-                fmt = mc_prompt if scoring == "text" else cloze_prompt
-                scores = _mc_text_scores(model, [fmt(it, chat) for it in batch], batch, chat,
-                                         backend)
-            for it, s in zip(batch, scores, strict=True):
-                choice = it.options[int(np.argmax(s))]
-                preds.append(choice)
-                correct.append(choice == it.answer)
+            mc = _mc_batch(model, batch, scoring, chat)
+            with torch.no_grad():
+                logits = model.backend(backend).forward(mc.enc, keep=mc.keep)
+            p, c = mc.choose(logits)
+            preds += p
+            correct += c
         else:
             prompts = [gen_prompt(it, shots, chat) for it in batch]
             outs = generate(model, prompts, task.max_new_tokens, chat=chat, backend=backend,
@@ -231,3 +258,111 @@ def evaluate(model: Model, task: Task, items: Sequence[Item] | None = None,
     return EvalResult(task.name, model.hf_id, [it.id for it in items], np.array(correct),
                       preds, time.perf_counter() - t0, task.chance(items),
                       {"chat": chat and model.is_chat, "scoring": scoring, "backend": backend})
+
+
+@contextmanager
+def _replay(model: Model, layer: int, output: Any) -> Iterator[None]:
+    """Blocks ``0..layer`` return ``output`` (block ``layer``'s recorded output) without
+    computing anything; their forward hooks still run, so steering at ``layer`` applies to it
+    exactly as it would to a freshly computed output."""
+    blocks = list(model.layers)[:layer + 1]
+
+    def recorded(*args: Any, **kwargs: Any) -> Any:
+        return output
+
+    try:
+        for block in blocks:
+            block.forward = recorded
+        yield
+    finally:
+        for block in blocks:
+            block.__dict__.pop("forward", None)
+
+
+def _record_block(model: Model, enc: dict[str, torch.Tensor], layer: int) -> Any:
+    """Run the model on ``enc`` up to block ``layer`` only and return that block's output."""
+    from steerlab.backends.base import StopForward
+
+    seen: dict[str, Any] = {}
+
+    def hook(module: torch.nn.Module, args: Any, output: Any) -> None:
+        seen["out"] = output
+        raise StopForward
+
+    handle = model.layers[layer].register_forward_hook(hook)
+    try:
+        with contextlib.suppress(StopForward):
+            model.backend("hf").forward(enc)
+    finally:
+        handle.remove()
+    return seen["out"]
+
+
+def _has_block_hooks(model: Model) -> bool:
+    return any(b._forward_hooks or b._forward_pre_hooks for b in model.layers)
+
+
+def can_share_prefix(task: Task, backend: str, model: Model) -> bool:
+    """True when :func:`evaluate_cells` takes its fast path: a multiple-choice task, the plain
+    ``hf`` backend, and no other hooks on the model's blocks."""
+    return task.kind == "mc" and backend == "hf" and not _has_block_hooks(model)
+
+
+@torch.no_grad()
+def evaluate_cells(model: Model, task: Task, layer: int, vectors: Sequence[torch.Tensor],
+                   items: Sequence[Item] | None = None, n: int | None = None, seed: int = 0,
+                   chat: bool | None = None, backend: str = "hf", batch_size: int = 16,
+                   scoring: str | None = None, progress: bool | None = None
+                   ) -> list[EvalResult]:
+    """Results of steering at one ``layer`` with each of ``vectors`` (added with coefficient 1
+    at every position), the same as ``evaluate`` under ``steer(model, v, layers=layer)`` for
+    each ``v`` in turn, but cheaper.
+
+    Fast path (multiple-choice tasks, ``hf`` backend): nothing before block ``layer`` depends
+    on the vector, so each batch runs blocks ``0..layer`` once, records block ``layer``'s
+    output, and every vector then runs only the blocks after it (plus the unembedding at the
+    scored positions). Same batches, shapes and operations as the one-pass-per-vector loop, so
+    the logits are the same bit for bit. Generative tasks, the ``tlens``/``nnsight`` backends
+    and models that already carry hooks fall back to that loop.
+    """
+    from steerlab.steering import steer
+
+    items = list(items) if items is not None else task.items(n, seed)
+    if not items:
+        raise EmptyInputError(f"No items to evaluate for task {task.name}.")
+    chat = model.is_chat if chat is None else chat
+    kw: dict[str, Any] = {"items": items, "chat": chat, "backend": backend,
+                          "batch_size": batch_size, "scoring": scoring, "progress": progress}
+    if not can_share_prefix(task, backend, model):
+        results = []
+        for v in vectors:
+            with steer(model, v, layers=layer, coeff=1.0, backend=backend):
+                results.append(evaluate(model, task, **kw))
+        return results
+    scoring = scoring or task.scoring
+    if scoring not in SCORINGS:
+        raise OptionError(f"Unknown scoring {scoring!r}: use one of {SCORINGS}.")
+    be = model.backend("hf")
+    preds: list[list[str]] = [[] for _ in vectors]
+    correct: list[list[bool]] = [[] for _ in vectors]
+    seconds = [0.0] * len(vectors)
+    batches = [items[i:i + batch_size] for i in range(0, len(items), batch_size)]
+    show = progress if progress is not None else len(batches) > 4
+    for batch in tqdm(batches, desc=f"{task.name} L{layer}", disable=not show, leave=False):
+        t0 = time.perf_counter()
+        mc = _mc_batch(model, batch, scoring, chat)
+        recorded = _record_block(model, mc.enc, layer)
+        shared = (time.perf_counter() - t0) / max(len(vectors), 1)
+        for k, v in enumerate(vectors):
+            t1 = time.perf_counter()
+            with _replay(model, layer, recorded), steer(model, v, layers=layer, coeff=1.0):
+                logits = be.forward(mc.enc, keep=mc.keep)
+            p, c = mc.choose(logits)
+            preds[k] += p
+            correct[k] += c
+            seconds[k] += shared + time.perf_counter() - t1
+    ids = [it.id for it in items]
+    extra = {"chat": chat and model.is_chat, "scoring": scoring, "backend": backend,
+             "shared_prefix": True}
+    return [EvalResult(task.name, model.hf_id, ids, np.array(correct[k]), preds[k], seconds[k],
+                       task.chance(items), dict(extra)) for k in range(len(vectors))]

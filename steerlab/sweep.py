@@ -7,7 +7,15 @@ layer of any model. ``scale="unit"`` uses ``coeff`` times the unit vector; ``sca
 raw difference of means (controls matched to its norm).
 
 Each finished cell is appended to a JSON-lines journal at once (and, for ``.parquet`` outputs,
-the parquet file is rewritten atomically), so a killed sweep resumes where it stopped.
+the parquet file is rewritten atomically), so a killed sweep resumes where it stopped. The
+vectors are saved next to the journal (keyed by the sweep's config hash), so a resumed sweep
+does not extract them again, and a finished one extracts nothing.
+
+Speed (``fast=True``, the default): cells are run one layer at a time, and for multiple-choice
+tasks on the ``hf`` backend each batch runs the blocks before the steering layer once for all
+of that layer's (method, coeff) cells (:func:`steerlab.evaluate.evaluate_cells`): same items,
+same logits bit for bit, less work. Generative tasks and the ``tlens``/``nnsight`` backends run
+one full pass per cell (``fast=False`` forces that everywhere).
 """
 
 from __future__ import annotations
@@ -17,7 +25,7 @@ import json
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,8 +34,8 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from steerlab.cache import cache_activations, check_layers
-from steerlab.errors import OptionError
-from steerlab.evaluate import EvalResult, evaluate
+from steerlab.errors import OptionError, SteerlabError
+from steerlab.evaluate import EvalResult, evaluate, evaluate_cells
 from steerlab.stats import paired_difference
 from steerlab.steering import steer
 from steerlab.tasks import Task, check_disjoint, extraction_prompts, get_task
@@ -79,6 +87,48 @@ class SweepVectors:
         unit = v / v.norm()
         factor = coeff * (self.layer_norms[layer] if scale == "norm" else 1.0)
         return unit * factor, abs(factor)
+
+
+def _vector_file(journal: Path, key: str, method: str) -> Path:
+    return journal.with_name(f"{journal.name}.vectors") / f"{key}_{method}.safetensors"
+
+
+def save_vectors(vecs: SweepVectors, journal: Path, key: str) -> None:
+    """Write each method's vector (with the layer norms in its metadata) next to the journal."""
+    norms = {str(l): v for l, v in vecs.layer_norms.items()}
+    for method, vec in vecs.vectors.items():
+        path = _vector_file(journal, key, method)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tagged = replace(vec, meta={**vec.meta, "sweep_config": key, "layer_norms": norms})
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        try:
+            tagged.save(tmp)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+
+def load_vectors(journal: Path, key: str, layers: Sequence[int],
+                 methods: Sequence[str]) -> SweepVectors | None:
+    """The vectors a previous run of the same sweep saved, or None when any is missing, made
+    for another config or another layer set, or unreadable."""
+    vectors: dict[str, SteeringVector] = {}
+    norms: dict[int, float] = {}
+    for method in methods:
+        path = _vector_file(journal, key, method)
+        if not path.is_file():
+            return None
+        try:
+            vec = SteeringVector.load(path)
+        except SteerlabError:
+            return None
+        saved = vec.meta.get("layer_norms", {})
+        if vec.meta.get("sweep_config") != key or vec.layers != list(layers) \
+                or sorted(int(l) for l in saved) != list(layers):
+            return None
+        vectors[method] = vec
+        norms = {int(l): float(v) for l, v in saved.items()}
+    return SweepVectors(vectors, norms)
 
 
 def build_vectors(model: Model, task: Task, layers: Sequence[int], methods: Sequence[str],
@@ -167,7 +217,8 @@ def sweep(model: Model, task: Task | str, layers: Sequence[int], coeffs: Sequenc
           seed: int = 0, out: str | Path | None = None, scale: str = "norm",
           extract_from: str | None = None, extract_n: int | None = None,
           reduction: str = "last", chat: bool | None = None, scoring: str | None = None,
-          backend: str = "hf", batch_size: int = 16, progress: bool = True) -> pd.DataFrame:
+          backend: str = "hf", batch_size: int = 16, progress: bool = True,
+          fast: bool = True) -> pd.DataFrame:
     """Accuracy for every (method, layer, coeff) cell against the unsteered baseline.
 
     Args:
@@ -177,7 +228,9 @@ def sweep(model: Model, task: Task | str, layers: Sequence[int], coeffs: Sequenc
         methods: any of ``diff_means``, ``random``, ``shuffled``, ``memorisation``.
         n: evaluation items (a seeded sample; None for all).
         out: ``.jsonl`` or ``.parquet`` results file; finished cells are appended at once and
-            skipped when the same sweep is run again.
+            skipped when the same sweep is run again; the vectors are kept next to it.
+        fast: share the work before the steering layer among a layer's cells (see the module
+            doc); ``False`` runs one full evaluation pass per cell. Same results either way.
 
     Returns:
         One row per cell (plus the ``baseline`` row): accuracy with its 95% Wilson interval,
@@ -217,21 +270,52 @@ def sweep(model: Model, task: Task | str, layers: Sequence[int], coeffs: Sequenc
         t0 = time.perf_counter()
         base = evaluate(model, task, **ev)
         record(_row(cfg, "baseline", -1, 0.0, 0.0, base, base, time.perf_counter() - t0))
-    vecs = build_vectors(model, task, layers, methods, seed, extract_from, extract_n, reduction,
-                         chat, batch_size, backend, items)
     cells = [(m, l, float(c)) for m in methods for l in layers for c in coeffs
              if (m, l, float(c)) not in done]
-    bar = tqdm(cells, desc=f"sweep {task.name}", disable=not progress)
-    for method, layer, coeff in bar:
-        bar.set_postfix_str(f"{method} L{layer} c{coeff:g}")
-        vec, norm = vecs.added(method, layer, coeff, scale)
-        t0 = time.perf_counter()
-        if coeff == 0.0:  # adding 0 leaves the logits bit-for-bit unchanged (tested)
-            res = base
-        else:
-            with steer(model, vec, layers=layer, coeff=1.0, backend=backend):
-                res = evaluate(model, task, **ev)
-        record(_row(cfg, method, layer, coeff, norm, res, base, time.perf_counter() - t0))
+    if not cells:  # a finished sweep: nothing to extract or evaluate
+        return _table(rows, methods)
+    vecs = load_vectors(journal, cfg.key(), layers, methods) if journal else None
+    if vecs is None:
+        vecs = build_vectors(model, task, layers, methods, seed, extract_from, extract_n,
+                             reduction, chat, batch_size, backend, items)
+        if journal is not None:
+            save_vectors(vecs, journal, cfg.key())
+    bar = tqdm(total=len(cells), desc=f"sweep {task.name}", disable=not progress)
+    if not fast:
+        for method, layer, coeff in cells:
+            bar.set_postfix_str(f"{method} L{layer} c{coeff:g}")
+            vec, norm = vecs.added(method, layer, coeff, scale)
+            t0 = time.perf_counter()
+            if coeff == 0.0:  # adding 0 leaves the logits bit-for-bit unchanged (tested)
+                res = base
+            else:
+                with steer(model, vec, layers=layer, coeff=1.0, backend=backend):
+                    res = evaluate(model, task, **ev)
+            record(_row(cfg, method, layer, coeff, norm, res, base, time.perf_counter() - t0))
+            bar.update()
+    else:
+        for layer in layers:  # one layer's cells at a time: they share the blocks before it
+            group = [c for c in cells if c[1] == layer]
+            steered = [c for c in group if c[2] != 0.0]
+            bar.set_postfix_str(f"layer {layer}: {len(group)} cells")
+            added = [vecs.added(m, l, c, scale) for m, l, c in steered]
+            results = evaluate_cells(model, task, layer, [v for v, _ in added], **ev) \
+                if steered else []
+            by_cell = {c: (r, norm) for c, r, (_, norm) in zip(steered, results, added,
+                                                                strict=True)}
+            for cell in group:  # in the naive loop's order
+                method, _, coeff = cell
+                if coeff == 0.0:
+                    record(_row(cfg, method, layer, coeff, 0.0, base, base, 0.0))
+                else:
+                    res, norm = by_cell[cell]
+                    record(_row(cfg, method, layer, coeff, norm, res, base, res.seconds))
+            bar.update(len(group))
+    bar.close()
+    return _table(rows, methods)
+
+
+def _table(rows: list[dict], methods: Sequence[str]) -> pd.DataFrame:
     table = pd.DataFrame(rows)
     order = {m: i for i, m in enumerate(("baseline", *methods))}
     table = table.sort_values(["method", "layer", "coeff"],

@@ -2,10 +2,14 @@ import json
 
 import pandas as pd
 import pytest
+import torch
+from conftest import no_hooks, tiny_model
 
 import steerlab.sweep as sweep_mod
 from steerlab.errors import OptionError, SteerlabError
-from steerlab.sweep import journal_path, sweep
+from steerlab.evaluate import evaluate, evaluate_cells
+from steerlab.steering import steer
+from steerlab.sweep import build_vectors, journal_path, load_vectors, save_vectors, sweep
 from steerlab.tasks import Task, check_disjoint, extraction_prompts, get_task
 
 METHODS = ["diff_means", "random", "shuffled", "memorisation"]
@@ -35,7 +39,7 @@ def test_same_seed_same_table(tiny_llama):
     pd.testing.assert_frame_equal(_stable(a), _stable(b))
 
 
-def test_killed_sweep_resumes_without_recomputing(tiny_llama, tmp_path, monkeypatch):
+def test_killed_naive_sweep_resumes_without_recomputing(tiny_llama, tmp_path, monkeypatch):
     out = tmp_path / "results.parquet"
     full = sweep(tiny_llama, "memorisation-mc", **KW)
     calls = {"n": 0}
@@ -49,7 +53,7 @@ def test_killed_sweep_resumes_without_recomputing(tiny_llama, tmp_path, monkeypa
 
     monkeypatch.setattr(sweep_mod, "evaluate", dying)
     with pytest.raises(KeyboardInterrupt):
-        sweep(tiny_llama, "memorisation-mc", out=out, **KW)
+        sweep(tiny_llama, "memorisation-mc", out=out, fast=False, **KW)
     finished = [json.loads(line) for line in journal_path(out).read_text().splitlines()]
     # baseline, two steered cells, and the coeff-0 cells before the kill (they cost nothing)
     assert [r["method"] for r in finished] == ["baseline"] + ["diff_means"] * 4 + ["random"]
@@ -57,7 +61,7 @@ def test_killed_sweep_resumes_without_recomputing(tiny_llama, tmp_path, monkeypa
     calls["n"] = -1000  # no more deaths
     monkeypatch.setattr(sweep_mod, "evaluate", lambda *a, **k: (calls.__setitem__(
         "n", calls["n"] + 1), real(*a, **k))[1])
-    resumed = sweep(tiny_llama, "memorisation-mc", out=out, **KW)
+    resumed = sweep(tiny_llama, "memorisation-mc", out=out, fast=False, **KW)
     steered_cells = 4 * 2  # methods x layers with coeff 0.5
     assert calls["n"] + 1000 == steered_cells - 2  # only the unfinished cells were evaluated
     pd.testing.assert_frame_equal(_stable(resumed), _stable(full))
@@ -83,3 +87,128 @@ def test_bad_sweep_options(tiny_llama):
         sweep(tiny_llama, "memorisation-mc", [1], [1.0], methods=["magic"], progress=False)
     with pytest.raises(OptionError, match="scale"):
         sweep(tiny_llama, "memorisation-mc", [1], [1.0], scale="huge", progress=False)
+
+
+def _naive_cells(model, task, layers, coeffs, methods, vecs, scale, items, scoring=None):
+    """The reference: one full evaluation pass per cell, steering with a plain hook."""
+    out = {}
+    for m in methods:
+        for l in layers:
+            for c in coeffs:
+                vec, _ = vecs.added(m, l, c, scale)
+                with steer(model, vec, layers=l, coeff=1.0):
+                    out[(m, l, c)] = evaluate(model, task, items=items, scoring=scoring,
+                                              batch_size=4, progress=False)
+    return out
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma3", "gpt2", "rwkv"])
+@pytest.mark.parametrize("scoring", ["letter", "text", "cloze"])
+def test_fast_sweep_matches_naive_loop_item_by_item(arch, scoring):
+    model = tiny_model(arch)
+    task = get_task("memorisation-mc")
+    layers, coeffs, methods = [0, 2], [-3.0, 3.0], ["diff_means", "random"]
+    items = task.items(12, 0)
+    vecs = build_vectors(model, task, layers, methods, extract_n=6, batch_size=4,
+                         eval_items=items)
+    naive = _naive_cells(model, task, layers, coeffs, methods, vecs, "norm", items, scoring)
+    table = sweep(model, task, layers, coeffs, methods, n=12, extract_n=6, scoring=scoring,
+                  batch_size=4, progress=False)
+    moved = 0
+    for (m, l, c), ref in naive.items():
+        row = table[(table.method == m) & (table.layer == l) & (table.coeff == c)].iloc[0]
+        assert row["correct"] == "".join("1" if x else "0" for x in ref.correct), (m, l, c)
+        assert row["accuracy"] == ref.accuracy.acc
+        moved += row["correct"] != table[table.method == "baseline"].iloc[0]["correct"]
+    assert moved > 0  # the steering really changed answers, so the comparison means something
+    assert no_hooks(model)
+
+
+def test_evaluate_cells_predictions_equal_steered_evaluate(tiny_llama):
+    task = get_task("reasoning-mc")
+    items = task.items(10, 1)
+    gen = torch.Generator().manual_seed(1)
+    vecs = [torch.randn(tiny_llama.d_model, generator=gen) * s for s in (0.3, 4.0)]
+    fast = evaluate_cells(tiny_llama, task, 1, vecs, items=items, batch_size=3)
+    for v, f in zip(vecs, fast, strict=True):
+        assert f.extra["shared_prefix"]
+        with steer(tiny_llama, v, layers=1, coeff=1.0):
+            ref = evaluate(tiny_llama, task, items=items, batch_size=3)
+        assert f.predictions == ref.predictions
+        assert (f.correct == ref.correct).all()
+    assert no_hooks(tiny_llama)
+
+
+def test_generative_tasks_fall_back_to_one_pass_per_vector(tiny_llama):
+    task = get_task("reasoning-gen")
+    items = task.items(2, 0)
+    v = torch.ones(tiny_llama.d_model)
+    (fast,) = evaluate_cells(tiny_llama, task, 1, [v], items=items)
+    assert "shared_prefix" not in fast.extra
+    with steer(tiny_llama, v, layers=1, coeff=1.0):
+        ref = evaluate(tiny_llama, task, items=items)
+    assert fast.predictions == ref.predictions
+
+
+def test_killed_fast_sweep_resumes_and_reuses_vectors(tiny_llama, tmp_path, monkeypatch):
+    out = tmp_path / "results.parquet"
+    full = sweep(tiny_llama, "memorisation-mc", **KW)
+    real_cells = sweep_mod.evaluate_cells
+    real_build = sweep_mod.build_vectors
+    calls = {"cells": [], "build": 0}
+
+    def cells(model, task, layer, vectors, **kw):
+        calls["cells"].append(layer)
+        if calls["cells"] == [1, 2]:
+            raise KeyboardInterrupt  # killed while the second layer's cells were running
+        return real_cells(model, task, layer, vectors, **kw)
+
+    def build(*a, **k):
+        calls["build"] += 1
+        return real_build(*a, **k)
+
+    monkeypatch.setattr(sweep_mod, "evaluate_cells", cells)
+    monkeypatch.setattr(sweep_mod, "build_vectors", build)
+    with pytest.raises(KeyboardInterrupt):
+        sweep(tiny_llama, "memorisation-mc", out=out, **KW)
+    finished = [json.loads(line) for line in journal_path(out).read_text().splitlines()]
+    assert {r["layer"] for r in finished} == {-1, 1}  # layer 1 done, layer 2 not
+    assert calls["build"] == 1
+    vec_files = sorted(p.name for p in journal_path(out).with_name(
+        journal_path(out).name + ".vectors").iterdir())
+    assert len(vec_files) == len(METHODS)
+    resumed = sweep(tiny_llama, "memorisation-mc", out=out, **KW)
+    assert calls["cells"] == [1, 2, 2]  # only layer 2 was evaluated again
+    assert calls["build"] == 1  # the saved vectors were reused
+    pd.testing.assert_frame_equal(_stable(resumed), _stable(full))
+    again = sweep(tiny_llama, "memorisation-mc", out=out, **KW)  # finished: no work at all
+    assert calls["cells"] == [1, 2, 2] and calls["build"] == 1
+    pd.testing.assert_frame_equal(_stable(again), _stable(full))
+
+
+def test_saved_vectors_are_ignored_for_another_layer_set(tiny_llama, tmp_path):
+    task = get_task("memorisation-mc")
+    vecs = build_vectors(tiny_llama, task, [1, 2], ["diff_means", "random"], extract_n=6,
+                         eval_items=task.items(8, 0))
+    journal = tmp_path / "j.jsonl"
+    save_vectors(vecs, journal, "abc")
+    back = load_vectors(journal, "abc", [1, 2], ["diff_means", "random"])
+    assert back is not None and back.layer_norms == pytest.approx(vecs.layer_norms)
+    assert torch.equal(back.vectors["random"][2], vecs.vectors["random"][2])
+    assert load_vectors(journal, "abc", [1], ["diff_means"]) is None  # random differs by set
+    assert load_vectors(journal, "other", [1, 2], ["diff_means"]) is None
+    assert load_vectors(journal, "abc", [1, 2], ["shuffled"]) is None
+
+
+@pytest.mark.slow
+def test_fast_sweep_matches_naive_loop_on_smollm2(smollm_bf16):
+    task = get_task("memorisation-mc")
+    layers, coeffs, methods = [3, 15], [-0.4, 0.4], ["diff_means", "random"]
+    items = task.items(48, 0)
+    vecs = build_vectors(smollm_bf16, task, layers, methods, extract_n=40, eval_items=items)
+    naive = _naive_cells(smollm_bf16, task, layers, coeffs, methods, vecs, "norm", items)
+    table = sweep(smollm_bf16, task, layers, coeffs, methods, n=48, extract_n=40,
+                  batch_size=4, progress=False)
+    for (m, l, c), ref in naive.items():
+        row = table[(table.method == m) & (table.layer == l) & (table.coeff == c)].iloc[0]
+        assert row["correct"] == "".join("1" if x else "0" for x in ref.correct), (m, l, c)
