@@ -184,6 +184,29 @@ def cmd_notebooks(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_teach(args: argparse.Namespace) -> int:
+    import os
+    from pathlib import Path
+
+    from steerlab.teach import build
+
+    if args.action == "build":
+        out = Path(args.out) if args.out else None
+        changed = build.build(check=args.check, out_dir=out)
+        for path in changed:
+            print(f"{'out of date' if args.check else 'wrote'}: {path}")
+        if not changed:
+            print("every lesson notebook is up to date")
+        return 1 if (args.check and changed) else 0
+    if args.smoke:
+        os.environ["STEERLAB_SMOKE"] = "1"  # read by the notebook kernels we start
+    variant = "exercises" if args.exercises else "solutions"
+    done = build.run(args.names, variant)
+    print(f"ran {len(done)} {variant} notebooks ({'smoke' if args.smoke else 'full'}) in "
+          f"{sum(s for _, s in done):.0f} s")
+    return 0
+
+
 def _add_extract_args(p: argparse.ArgumentParser, default_n: int | None) -> None:
     from steerlab.models import DEFAULT_MODEL
 
@@ -259,6 +282,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sync", action="store_true", help="rewrite .ipynb files from the .py sources")
     p.add_argument("--check", action="store_true", help="fail if an .ipynb is out of date")
     p.set_defaults(fn=cmd_notebooks)
+
+    p = sub.add_parser("teach", help="bootcamp lessons: build exercise + solution notebooks, run")
+    p.add_argument("action", choices=["build", "run"])
+    p.add_argument("names", nargs="*", help="run: lessons by number or name (default: all)")
+    p.add_argument("--check", action="store_true", help="build: fail if a notebook is stale")
+    p.add_argument("--out", default=None, help="build: write the notebooks into this folder")
+    p.add_argument("--smoke", action="store_true", help="run: small data (same code)")
+    p.add_argument("--exercises", action="store_true", help="run: the exercise notebooks")
+    p.set_defaults(fn=cmd_teach)
 
     p = sub.add_parser("demo", help="cache, extract and print steered vs unsteered generations")
     _add_extract_args(p, default_n=100)
