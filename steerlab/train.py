@@ -1,0 +1,450 @@
+"""Learned steering vectors: one trainable vector per layer, the model frozen, trained with RLOO.
+
+Sinii et al. 2025 ("Steering LLM Reasoning Through Bias-Only Adaptation") add a trainable
+d_model vector ``s_l`` to the residual stream after every layer, at every position, freeze all
+weights, and train the vectors with REINFORCE Leave-One-Out on a verifiable reward:
+
+* for each prompt draw ``N`` completions at temperature 1;
+* reward 1 when the final answer (``\\boxed{}``, ``####`` or the last number) is right, else 0;
+* advantage of sample ``i`` = its reward minus the mean reward of the *other* ``N - 1``;
+* loss = - mean over samples of advantage x log-probability of the completion.
+
+:func:`train_rloo` does exactly that on any :class:`~steerlab.models.Model`, journals every step,
+checkpoints the vectors (a :class:`~steerlab.vectors.SteeringVector`, safetensors) and the Adam
+state (safetensors, no pickle) after every step, and resumes from them. Steps are seeded by
+``(seed, step)``, so a resumed run draws the same prompts and samples as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from steerlab import _io
+from steerlab.backends.base import position_ids
+from steerlab.cache import check_layers
+from steerlab.errors import OptionError, SteerlabError
+from steerlab.evaluate import judge
+from steerlab.vectors import SteeringVector
+
+if TYPE_CHECKING:
+    from steerlab.models import Model
+    from steerlab.tasks import Item
+
+ADAPTERS = ("vectors", "lora")
+RewardFn = Callable[["Item", str], float]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines a training run (its hash names the run's checkpoints).
+
+    Attributes:
+        task: ``arithmetic`` (synthetic a +/- b) or ``gsm8k`` (GSM8K train).
+        steps: optimizer steps.
+        prompts_per_step: prompts drawn (without replacement within an epoch) per step.
+        samples: completions per prompt (RLOO's N, >= 2).
+        lr: Adam learning rate.
+        max_new_tokens: completion budget while training.
+        temperature: sampling temperature of the rollouts (the paper: 1.0).
+        seed: seeds prompt order and sampling.
+        layers: layers that get a vector (default: all).
+        chat: apply the chat template (default: when the model is a chat model).
+        eval_every: greedy accuracy on the dev split every this many steps (0: never).
+        eval_n: dev items used for those curves.
+        grad_clip: clip the gradient norm (0: no clipping).
+        adapter: ``vectors`` (the paper's bias-only method) or ``lora`` (rank-r adapters on
+            each MLP down-projection via ``peft``, the paper's comparison).
+        lora_rank: rank of the LoRA adapters.
+    """
+
+    task: str = "arithmetic"
+    steps: int = 100
+    prompts_per_step: int = 8
+    samples: int = 4
+    lr: float = 3e-3
+    max_new_tokens: int = 32
+    temperature: float = 1.0
+    seed: int = 0
+    layers: tuple[int, ...] | None = None
+    chat: bool | None = None
+    eval_every: int = 20
+    eval_n: int = 100
+    grad_clip: float = 1.0
+    adapter: str = "vectors"
+    lora_rank: int = 8
+
+    def __post_init__(self) -> None:
+        checks = [(self.steps >= 1, "steps must be >= 1"),
+                  (self.prompts_per_step >= 1, "prompts_per_step must be >= 1"),
+                  (self.samples >= 2, "samples (RLOO's N) must be >= 2: the baseline of a "
+                   "sample is the mean reward of the others"),
+                  (self.lr > 0, "lr must be > 0"),
+                  (self.max_new_tokens >= 1, "max_new_tokens must be >= 1"),
+                  (self.temperature > 0, "temperature must be > 0"),
+                  (self.eval_every >= 0 and self.eval_n >= 1, "eval_every >= 0, eval_n >= 1"),
+                  (self.adapter in ADAPTERS, f"adapter must be one of {ADAPTERS}")]
+        for ok, msg in checks:
+            if not ok:
+                raise OptionError(f"Bad training config: {msg} (got {self}).")
+
+    def key(self) -> str:
+        """Hash of every field that changes the result (not steps: a run can be extended)."""
+        d = {k: v for k, v in asdict(self).items() if k not in ("steps", "eval_every")}
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+
+
+class LearnedVectors(nn.Module):
+    """One trainable (d_model,) float32 vector per chosen layer, added after that layer."""
+
+    def __init__(self, model: Model, layers: Sequence[int] | None = None) -> None:
+        super().__init__()
+        self.layer_ids = check_layers(model, list(layers) if layers is not None else None)
+        self.model_id = model.hf_id
+        self.vectors = nn.Parameter(torch.zeros(len(self.layer_ids), model.d_model))
+
+    @contextmanager
+    def attached(self, model: Model) -> Iterator[None]:
+        """Add the vectors to ``model``'s residual stream inside the block (gradients flow to
+        them); the hooks come off on exit, whatever happens."""
+        be = model.backend("hf")
+        handles = []
+        try:
+            for i, layer in enumerate(self.layer_ids):
+                handles.append(be.add_edit(layer, self._edit(i)))
+            yield
+        finally:
+            for h in reversed(handles):
+                h.remove()
+
+    def _edit(self, i: int):
+        def fn(h: torch.Tensor) -> torch.Tensor:
+            return h + self.vectors[i].to(h.dtype)
+
+        return fn
+
+    def to_steering_vector(self, model: Model, meta: dict[str, Any] | None = None,
+                           seed: int | None = None) -> SteeringVector:
+        vecs = {l: self.vectors[i].detach().clone() for i, l in enumerate(self.layer_ids)}
+        return SteeringVector(vecs, model.hf_id, model.d_model, method="learned", seed=seed,
+                              meta=meta or {})
+
+    def load_vector(self, vec: SteeringVector) -> None:
+        if vec.layers != self.layer_ids:
+            raise SteerlabError(f"Checkpoint has layers {vec.layers}, run wants "
+                                f"{self.layer_ids}.")
+        with torch.no_grad():
+            self.vectors.copy_(vec.stack())
+
+
+class LoraAdapter(nn.Module):
+    """The paper's comparison: rank-r LoRA on every MLP down-projection (``peft``), the base
+    weights frozen. Wraps the model's HF module in place while attached."""
+
+    def __init__(self, model: Model, rank: int = 8) -> None:
+        super().__init__()
+        try:
+            from peft import LoraConfig, get_peft_model
+        except ImportError as err:
+            raise OptionError("adapter='lora' needs peft: pip install 'steerlab[lora]' "
+                              "(or pip install peft).") from err
+        targets = sorted({n.split(".")[-1] for n, _ in model.hf.named_modules()
+                          if n.endswith(("down_proj", "c_proj", "fc2", "dense_4h_to_h"))})
+        if not targets:
+            raise OptionError(f"No MLP down-projection found in {model.name} for LoRA.")
+        cfg = LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=targets, lora_dropout=0.0)
+        self.peft = get_peft_model(model.hf, cfg)
+        self.peft.disable_adapter_layers()
+        self.model_id = model.hf_id
+
+    @contextmanager
+    def attached(self, model: Model) -> Iterator[None]:
+        self.peft.enable_adapter_layers()
+        try:
+            yield
+        finally:
+            self.peft.disable_adapter_layers()
+
+
+@dataclass
+class TrainRun:
+    """What :func:`train_rloo` returns: the learned vector, the per-step history and where the
+    checkpoints are."""
+
+    vector: SteeringVector | None
+    history: pd.DataFrame
+    config: TrainConfig
+    out_dir: Path | None
+    adapter: nn.Module = field(repr=False, default=None)  # type: ignore[assignment]
+
+
+def freeze(model: Model) -> None:
+    """All model weights to ``requires_grad=False`` (steering vectors train alone)."""
+    for p in model.hf.parameters():
+        p.requires_grad_(False)
+
+
+def _eos_ids(model: Model) -> list[int]:
+    ids = model.hf.generation_config.eos_token_id
+    ids = ids if isinstance(ids, list) else [ids]
+    if model.tokenizer.eos_token_id is not None:
+        ids.append(model.tokenizer.eos_token_id)
+    return sorted({int(i) for i in ids if i is not None})
+
+
+def verified_reward(item: Item, completion: str) -> float:
+    """1.0 when the completion's final answer is right (the evaluation's verifier), else 0."""
+    return float(judge(item, completion)[0])
+
+
+def rollout(model: Model, items: Sequence[Item], cfg: TrainConfig, seed: int,
+            chat: bool, reward_fn: RewardFn = verified_reward) -> dict[str, Any]:
+    """``cfg.samples`` sampled completions per item (grouped: item 0's samples first), their
+    token ids, the mask of real completion tokens (up to and including the first end-of-text)
+    and the 0/1 rewards from the verifier."""
+    prompts = [it.question for it in items for _ in range(cfg.samples)]
+    enc = model.encode(prompts, chat=chat)
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        seq = model.hf.generate(**enc, max_new_tokens=cfg.max_new_tokens, do_sample=True,
+                                temperature=cfg.temperature, top_k=0, top_p=1.0,
+                                pad_token_id=model.tokenizer.pad_token_id)
+    new = seq[:, enc["input_ids"].shape[1]:]
+    is_eos = torch.isin(new, torch.tensor(_eos_ids(model)))
+    mask = (is_eos.long().cumsum(1) - is_eos.long()) == 0  # before or at the first eos
+    texts = model.tokenizer.batch_decode(new, skip_special_tokens=True)
+    rewards = torch.tensor([float(reward_fn(it, t)) for it, t in
+                            zip((it for it in items for _ in range(cfg.samples)), texts,
+                                strict=True)])
+    return {"enc": enc, "new": new, "mask": mask, "texts": texts, "rewards": rewards}
+
+
+def completion_logprobs(model: Model, enc: dict[str, torch.Tensor], new: torch.Tensor,
+                        mask: torch.Tensor) -> torch.Tensor:
+    """(B,) summed log-probabilities of the completion tokens (with grad through any attached
+    adapter); the unembedding runs only on the completion positions."""
+    ids = torch.cat([enc["input_ids"], new], 1)
+    att = torch.cat([enc["attention_mask"], mask.long()], 1)
+    k = new.shape[1]
+    kwargs: dict[str, Any] = {"input_ids": ids, "attention_mask": att, "use_cache": False,
+                              "position_ids": position_ids(att)}
+    try:
+        logits = model.hf(**kwargs, logits_to_keep=k + 1).logits
+    except TypeError:  # models without logits_to_keep
+        logits = model.hf(**kwargs).logits[:, -(k + 1):]
+    lp = torch.log_softmax(logits[:, :-1].float(), -1).gather(-1, new.unsqueeze(-1))
+    return (lp.squeeze(-1) * mask).sum(1)
+
+
+def rloo_advantages(rewards: torch.Tensor, samples: int) -> torch.Tensor:
+    """Reward minus the mean reward of the other samples of the same prompt (flat, grouped)."""
+    r = rewards.view(-1, samples)
+    return (r - (r.sum(1, keepdim=True) - r) / (samples - 1)).flatten()
+
+
+def _dev_accuracy(model: Model, adapter: nn.Module, items: list[Item], task: str,
+                  chat: bool) -> float:
+    from steerlab.evaluate import evaluate
+    from steerlab.tasks import get_task
+
+    with adapter.attached(model):  # type: ignore[operator]
+        res = evaluate(model, get_task(task), items=items, chat=chat, batch_size=50,
+                       progress=False)
+    return float(res.correct.mean())
+
+
+def _save_checkpoint(out: Path, adapter: nn.Module, opt: torch.optim.Optimizer,
+                     model: Model, cfg: TrainConfig, step: int) -> None:
+    meta = {"config": asdict(cfg), "config_key": cfg.key(), "step": step,
+            "task": cfg.task, "trainer": "rloo"}
+    if isinstance(adapter, LearnedVectors):
+        adapter.to_steering_vector(model, meta, seed=cfg.seed).save(out / "vectors.safetensors")
+    else:
+        named = {n: p.detach() for n, p in adapter.named_parameters() if p.requires_grad}
+        _io.save_tensors(out / "lora.safetensors", named, {**meta, "kind": "lora_adapter"})
+    state: dict[str, torch.Tensor] = {}
+    for i, s in enumerate(opt.state_dict()["state"].values()):
+        for k, v in s.items():
+            state[f"{i}.{k}"] = torch.as_tensor(v)
+    _io.save_tensors(out / "optimizer.safetensors", state,
+                     {"kind": "adam_state", "step": step, "config_key": cfg.key()})
+
+
+def _load_checkpoint(out: Path, adapter: nn.Module, opt: torch.optim.Optimizer,
+                     model: Model, cfg: TrainConfig) -> int:
+    """The step of a matching checkpoint in ``out`` (its state loaded), or 0 for none."""
+    ckpt = out / ("vectors.safetensors" if isinstance(adapter, LearnedVectors)
+                  else "lora.safetensors")
+    if not ckpt.is_file():
+        return 0
+    _, ometa = _io.load_tensors(out / "optimizer.safetensors", "adam_state")
+    if isinstance(adapter, LearnedVectors):
+        vec = SteeringVector.load(ckpt, model)
+        key, step = vec.meta.get("config_key"), int(vec.meta.get("step", 0))
+    else:
+        tensors, meta = _io.load_tensors(ckpt, "lora_adapter")
+        key, step = meta.get("config_key"), int(meta.get("step", 0))
+    if key != cfg.key() or ometa.get("config_key") != key:
+        raise SteerlabError(f"{out} holds a run with another configuration (key {key}, this "
+                            f"run {cfg.key()}); use another out_dir or delete it.")
+    if isinstance(adapter, LearnedVectors):
+        adapter.load_vector(vec)
+    else:
+        params = dict(adapter.named_parameters())
+        with torch.no_grad():
+            for n, t in tensors.items():
+                params[n].copy_(t)
+    tensors_o, _ = _io.load_tensors(out / "optimizer.safetensors", "adam_state")
+    sd = opt.state_dict()
+    pids = sd["param_groups"][0]["params"]
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for name, t in tensors_o.items():
+        i, k = name.split(".", 1)
+        state.setdefault(pids[int(i)], {})[k] = t
+    sd["state"] = state
+    opt.load_state_dict(sd)
+    return step
+
+
+def _journal(out: Path | None) -> list[dict]:
+    if out is None or not (out / "journal.jsonl").is_file():
+        return []
+    rows = []
+    for line in (out / "journal.jsonl").read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:  # a line cut by a kill: drop it
+            continue
+    return rows
+
+
+def _write_journal(out: Path, rows: list[dict]) -> None:
+    tmp = out / ".journal.jsonl.tmp"
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    tmp.replace(out / "journal.jsonl")
+
+
+def history(out_dir: str | Path) -> pd.DataFrame:
+    """The per-step journal of a run directory as a DataFrame (step, reward, loss, ...)."""
+    return pd.DataFrame(_journal(Path(out_dir)))
+
+
+def train_rloo(model: Model, cfg: TrainConfig | None = None, out_dir: str | Path | None = None,
+               progress: bool = True, reward_fn: RewardFn = verified_reward,
+               **overrides: Any) -> TrainRun:
+    """Train steering vectors (or LoRA adapters) on ``cfg.task`` with RLOO, model frozen.
+
+    Args:
+        model: the model (its weights are set to ``requires_grad=False``).
+        cfg: the configuration; keyword ``overrides`` replace single fields.
+        out_dir: where the journal and checkpoints go; a run there with the same configuration
+            resumes from its last step (and extends it when ``steps`` grew).
+        progress: show a progress bar with the running reward.
+        reward_fn: ``(item, completion) -> reward``; default: 1 for a verified right answer.
+
+    Returns:
+        A :class:`TrainRun`: the learned :class:`SteeringVector` (``method="learned"``, its meta
+        holding the config and step), the history and the output directory.
+    """
+    from steerlab.tasks import training_items
+
+    cfg = cfg or TrainConfig()
+    if overrides:
+        cfg = TrainConfig(**{**asdict(cfg), **overrides})
+    chat = model.is_chat if cfg.chat is None else (cfg.chat and model.is_chat)
+    train = training_items(cfg.task, "train")
+    dev = training_items(cfg.task, "dev")[:cfg.eval_n]
+    freeze(model)
+    model.hf.eval()
+    adapter: nn.Module = (LearnedVectors(model, cfg.layers) if cfg.adapter == "vectors"
+                          else LoraAdapter(model, cfg.lora_rank))
+    params = [p for p in adapter.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=cfg.lr)
+    out = Path(out_dir) if out_dir is not None else None
+    start = 0
+    rows: list[dict] = []
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        start = _load_checkpoint(out, adapter, opt, model, cfg)
+        rows = [r for r in _journal(out) if r["step"] <= start]
+    try:
+        if not rows and cfg.eval_every:
+            rows.append({"step": 0, "dev_acc": _dev_accuracy(model, adapter, dev, cfg.task,
+                                                             chat)})
+            if out is not None:
+                _write_journal(out, rows)
+        bar = tqdm(range(start + 1, cfg.steps + 1), desc="RLOO", disable=not progress,
+                   initial=start, total=cfg.steps)
+        for step in bar:
+            row = _train_step(model, adapter, opt, params, cfg, train, step, chat, reward_fn)
+            if cfg.eval_every and step % cfg.eval_every == 0:
+                row["dev_acc"] = _dev_accuracy(model, adapter, dev, cfg.task, chat)
+            rows.append(row)
+            if out is not None:  # checkpoint first, then the journal that points at it
+                _save_checkpoint(out, adapter, opt, model, cfg, step)
+                _write_journal(out, rows)
+            recent = [r["reward"] for r in rows[-10:] if "reward" in r]
+            bar.set_postfix(reward=f"{sum(recent) / max(len(recent), 1):.3f}")
+    finally:
+        if isinstance(adapter, LoraAdapter):
+            adapter.peft.disable_adapter_layers()
+    meta = {"config": asdict(cfg), "config_key": cfg.key(), "step": cfg.steps,
+            "task": cfg.task, "trainer": "rloo"}
+    vec = (adapter.to_steering_vector(model, meta, seed=cfg.seed)
+           if isinstance(adapter, LearnedVectors) else None)
+    return TrainRun(vec, pd.DataFrame(rows), cfg, out, adapter)
+
+
+def _batch(train: list[Item], cfg: TrainConfig, step: int) -> list[Item]:
+    """The prompts of ``step``: epochs are seeded shuffles of the training split."""
+    per_epoch = max(1, len(train) // cfg.prompts_per_step)
+    epoch, k = divmod(step - 1, per_epoch)
+    order = list(range(len(train)))
+    random.Random(f"{cfg.seed}:{epoch}").shuffle(order)
+    return [train[i] for i in order[k * cfg.prompts_per_step:(k + 1) * cfg.prompts_per_step]]
+
+
+def _train_step(model: Model, adapter: nn.Module, opt: torch.optim.Optimizer,
+                params: list[torch.nn.Parameter], cfg: TrainConfig, train: list[Item],
+                step: int, chat: bool, reward_fn: RewardFn) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    items = _batch(train, cfg, step)
+    with adapter.attached(model):  # type: ignore[operator]
+        ro = rollout(model, items, cfg, seed=cfg.seed * 1_000_003 + step, chat=chat,
+                     reward_fn=reward_fn)
+        t_gen = time.perf_counter() - t0
+        adv = rloo_advantages(ro["rewards"], cfg.samples)
+        loss_val = 0.0
+        grad_norm = 0.0
+        # groups whose samples all got the same reward have zero advantage: only the others
+        # need a forward and backward (the gradient is the same, at a fraction of the cost)
+        keep = adv != 0
+        if keep.any():
+            enc = {k: v[keep] for k, v in ro["enc"].items()}
+            lp = completion_logprobs(model, enc, ro["new"][keep], ro["mask"][keep])
+            loss = -(adv[keep] * lp).sum() / len(adv)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip:
+                grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip))
+            opt.step()
+            loss_val = float(loss.detach())
+    r = ro["rewards"].view(-1, cfg.samples)
+    return {"step": step, "reward": float(r.mean()), "loss": loss_val, "grad_norm": grad_norm,
+            "groups_with_signal": int(((r.max(1).values - r.min(1).values) > 0).sum()),
+            "mean_tokens": float(ro["mask"].sum(1).float().mean()),
+            "vector_norm": float(sum(p.detach().float().norm() ** 2 for p in params) ** 0.5),
+            "seconds": time.perf_counter() - t0, "gen_seconds": t_gen,
+            "sample": ro["texts"][0][:120]}

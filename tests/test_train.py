@@ -1,0 +1,122 @@
+"""RLOO training of per-layer steering vectors with the model frozen (tiny random models)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from steerlab.errors import OptionError, SteerlabError
+from steerlab.tasks import arithmetic_items, get_task, training_items
+from steerlab.train import (
+    LearnedVectors,
+    TrainConfig,
+    completion_logprobs,
+    rloo_advantages,
+    rollout,
+    train_rloo,
+)
+from steerlab.vectors import SteeringVector
+from tests.conftest import no_hooks, tiny_model
+
+FAST = {"prompts_per_step": 3, "samples": 4, "max_new_tokens": 6, "eval_every": 0,
+        "lr": 0.05}
+
+
+def has_seven(item, completion: str) -> float:
+    """A reward a random tiny model earns sometimes, so RLOO has signal to learn from."""
+    return float("7" in completion)
+
+
+def test_arithmetic_splits_are_disjoint_and_the_task_uses_test():
+    test, dev, train = (arithmetic_items(s) for s in ("test", "dev", "train"))
+    assert (len(test), len(dev)) == (400, 100) and len(train) > 3000
+    qs = [{it.question for it in s} for s in (test, dev, train)]
+    assert not (qs[0] & qs[1]) and not (qs[0] & qs[2]) and not (qs[1] & qs[2])
+    assert [it.id for it in get_task("arithmetic").items()] == [it.id for it in test]
+    for it in test[:50]:
+        a, op, b = it.question.removeprefix("What is ").removesuffix("?").split()
+        assert int(it.answer) == (int(a) + int(b) if op == "+" else int(a) - int(b))
+    with pytest.raises(OptionError, match="split"):
+        training_items("arithmetic", "valid")
+
+
+def test_rloo_advantage_is_reward_minus_mean_of_the_others():
+    r = torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0])
+    adv = rloo_advantages(r, samples=4)
+    torch.testing.assert_close(adv, torch.tensor([1, -1 / 3, -1 / 3, -1 / 3, 0, 0, 0, 0.0]))
+    assert float(rloo_advantages(torch.tensor([1.0, 0.0]), 2).sum()) == 0.0
+
+
+def test_completion_logprobs_match_unpadded_forward():
+    model = tiny_model("llama")
+    items = arithmetic_items("train")[:2]
+    cfg = TrainConfig(**FAST)
+    ro = rollout(model, items, cfg, seed=0, chat=False, reward_fn=has_seven)
+    lp = completion_logprobs(model, ro["enc"], ro["new"], ro["mask"])
+    for i in range(len(lp)):  # each row alone, no padding, full logits
+        prompt = ro["enc"]["input_ids"][i][ro["enc"]["attention_mask"][i].bool()]
+        new = ro["new"][i][ro["mask"][i]]
+        ids = torch.cat([prompt, new]).unsqueeze(0)
+        with torch.no_grad():
+            logp = torch.log_softmax(model.hf(ids).logits[0].float(), -1)
+        ref = logp[len(prompt) - 1:-1].gather(-1, new.unsqueeze(-1)).sum()
+        assert float(lp[i].detach()) == pytest.approx(float(ref), abs=1e-4)
+
+
+def test_vectors_train_alone_and_hooks_come_off():
+    model = tiny_model("llama")
+    before = {n: p.detach().clone() for n, p in model.hf.named_parameters()}
+    run = train_rloo(model, TrainConfig(steps=3, **FAST), progress=False, reward_fn=has_seven)
+    assert all(not p.requires_grad for p in model.hf.parameters())
+    assert all(torch.equal(p, before[n]) for n, p in model.hf.named_parameters())
+    assert no_hooks(model)
+    assert run.vector is not None and run.vector.method == "learned"
+    assert run.vector.layers == list(range(model.n_layers))
+    assert sum(run.vector.norms().values()) > 0  # the vectors moved
+    assert list(run.history.step) == [1, 2, 3]
+    assert run.vector.meta["config"]["samples"] == 4
+
+
+def test_hooks_come_off_when_a_forward_fails():
+    model = tiny_model("llama")
+    vecs = LearnedVectors(model)
+    with pytest.raises(RuntimeError), vecs.attached(model):
+        model.hf(torch.zeros(1, 3, 3, dtype=torch.long))  # wrong rank -> error inside
+    assert no_hooks(model)
+
+
+def test_rloo_raises_the_reward_it_is_trained_on():
+    model = tiny_model("llama")
+    with torch.no_grad():  # random init gives near-uniform logits that no vector can move
+        model.hf.lm_head.weight.mul_(6)
+    cfg = TrainConfig(steps=24, prompts_per_step=4, samples=4, max_new_tokens=8, lr=0.1,
+                      eval_every=0)
+    hist = train_rloo(model, cfg, progress=False, reward_fn=has_seven).history
+    first, last = hist.reward[:6].mean(), hist.reward[-6:].mean()
+    assert last > first + 0.2, (first, last)
+
+
+def test_resume_gives_the_same_vectors_as_one_run(tmp_path):
+    cfg = TrainConfig(steps=4, **FAST)
+    one = train_rloo(tiny_model("llama"), cfg, progress=False, reward_fn=has_seven).vector
+    train_rloo(tiny_model("llama"), cfg, tmp_path, progress=False, reward_fn=has_seven,
+               steps=2)
+    run = train_rloo(tiny_model("llama"), cfg, tmp_path, progress=False, reward_fn=has_seven)
+    two = run.vector
+    assert one is not None and two is not None
+    for l in one.layers:
+        torch.testing.assert_close(one[l], two[l])
+    assert list(run.history.step) == [1, 2, 3, 4]
+    saved = SteeringVector.load(tmp_path / "vectors.safetensors")
+    assert saved.meta["step"] == 4 and saved.meta["config_key"] == cfg.key()
+    with pytest.raises(SteerlabError, match="another configuration"):
+        train_rloo(tiny_model("llama"), cfg, tmp_path, progress=False, lr=0.5)
+
+
+def test_bad_configs_are_refused():
+    with pytest.raises(OptionError, match="samples"):
+        TrainConfig(samples=1)
+    with pytest.raises(OptionError, match="adapter"):
+        TrainConfig(adapter="prefix")
+    with pytest.raises(OptionError, match="No training split"):
+        train_rloo(tiny_model("llama"), TrainConfig(task="popqa", **FAST), progress=False)
