@@ -164,6 +164,28 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from steerlab.models import load_model
+    from steerlab.train import TrainConfig, train_rloo
+
+    model = load_model(args.model, dtype=args.dtype)
+    cfg = TrainConfig(task=args.task, steps=args.steps, prompts_per_step=args.prompts,
+                      samples=args.samples, lr=args.lr, max_new_tokens=args.max_new_tokens,
+                      temperature=args.temperature, seed=args.seed,
+                      layers=tuple(args.layers) if args.layers else None,
+                      eval_every=args.eval_every, eval_n=args.eval_n, adapter=args.adapter,
+                      lora_rank=args.lora_rank)
+    t0 = time.perf_counter()
+    run = train_rloo(model, cfg, args.out)
+    hist = run.history
+    print(f"{cfg.steps} steps in {time.perf_counter() - t0:.0f} s this session -> {args.out}")
+    if "dev_acc" in hist:
+        curve = hist.dropna(subset=["dev_acc"])
+        print("dev accuracy by step: " + ", ".join(
+            f"{int(s)}: {a:.3f}" for s, a in zip(curve.step, curve.dev_acc, strict=True)))
+    return 0
+
+
 def cmd_notebooks(args: argparse.Namespace) -> int:
     import os
 
@@ -275,6 +297,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--out", default=None, help="results .jsonl or .parquet (resumable)")
     p.set_defaults(fn=cmd_sweep)
+
+    p = sub.add_parser("train", help="learn one steering vector per layer with RLOO (model "
+                       "frozen); resumes a run in --out")
+    p.add_argument("--model", default=DEFAULT_MODEL, help="embedded name, hub id or directory")
+    p.add_argument("--dtype", default=None, help="bf16 or fp32 (default: bf16 on fast-bf16 CPUs)")
+    p.add_argument("--task", default="arithmetic", choices=["arithmetic", "gsm8k"])
+    p.add_argument("--steps", type=int, default=60)
+    p.add_argument("--prompts", type=int, default=8, help="prompts per step")
+    p.add_argument("--samples", type=int, default=8, help="completions per prompt (RLOO's N)")
+    p.add_argument("--lr", type=float, default=1e-2)
+    p.add_argument("--max-new-tokens", type=int, default=32)
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--layers", type=_ints, default=None, help="e.g. 3,6,9 (default: all)")
+    p.add_argument("--eval-every", type=int, default=10, help="dev accuracy every N steps")
+    p.add_argument("--eval-n", type=int, default=100)
+    p.add_argument("--adapter", default="vectors", choices=["vectors", "lora"])
+    p.add_argument("--lora-rank", type=int, default=8)
+    p.add_argument("--out", required=True, help="run directory (checkpoints + journal)")
+    p.set_defaults(fn=cmd_train)
 
     p = sub.add_parser("notebooks", help="run the numbered notebooks in order (writes figures/)")
     p.add_argument("names", nargs="*", help="e.g. 00 02 (default: all)")

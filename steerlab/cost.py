@@ -59,18 +59,50 @@ def measure(fn: Callable[[], Any], interval: float = 0.005) -> Measured:
     return Measured(sec, max(peak[0], rss_bytes()), start, result)
 
 
-def full_finetune_steps(model: Model, prompts: list[str], steps: int = 3, lr: float = 1e-5,
-                        chat: bool = True) -> dict[str, float]:
-    """A few real AdamW steps of full fine-tuning (next-token loss on ``prompts``) on a copy of
-    the model: trainable parameters, optimizer-state bytes, seconds per step, peak RSS."""
-    import copy
+def training_step_costs(model: Model, prompts: list[str], method: str = "full",
+                        steps: int = 3, lr: float = 1e-5, chat: bool = True,
+                        lora_rank: int = 8) -> dict[str, Any]:
+    """A few real optimizer steps (next-token loss on ``prompts``, one batch) and what they
+    cost: trainable parameters, optimizer-state bytes, seconds per step, peak RSS.
 
-    hf = copy.deepcopy(model.hf).train()
-    for p in hf.parameters():
-        p.requires_grad_(True)
-    opt = torch.optim.AdamW(hf.parameters(), lr=lr)
+    ``method``: ``full`` (AdamW on every weight of a copy of the model), ``vectors`` (Adam on
+    one vector per layer added to the residual stream, the model frozen: Sinii et al.'s
+    bias-only adaptation) or ``lora`` (rank-``lora_rank`` adapters on each MLP down-projection
+    of a copy, via ``peft``).
+    """
+    import copy
+    from contextlib import nullcontext
+
+    from steerlab.errors import OptionError
+
+    if method not in ("full", "vectors", "lora"):
+        raise OptionError(f"Unknown method {method!r}: full, vectors or lora.")
     enc = model.encode(prompts, chat=chat, padding_side="right")
     labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
+    ctx: Any = nullcontext()
+    if method == "vectors":
+        from steerlab.train import LearnedVectors, freeze
+
+        hf = model.hf
+        grads = [p.requires_grad for p in hf.parameters()]
+        freeze(model)
+        adapter = LearnedVectors(model)
+        params = list(adapter.parameters())
+        ctx = adapter.attached(model)
+    else:
+        hf = copy.deepcopy(model.hf).train()
+        if method == "full":
+            for p in hf.parameters():
+                p.requires_grad_(True)
+        else:
+            try:
+                from peft import LoraConfig, get_peft_model
+            except ImportError as err:
+                raise OptionError("method='lora' needs peft (pip install peft).") from err
+            hf = get_peft_model(hf, LoraConfig(r=lora_rank, lora_alpha=2 * lora_rank,
+                                               target_modules=["down_proj"]))
+        params = [p for p in hf.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr)
 
     def step() -> None:
         loss = hf(**enc, labels=labels).loss
@@ -78,15 +110,27 @@ def full_finetune_steps(model: Model, prompts: list[str], steps: int = 3, lr: fl
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    step()  # warm-up (allocates the optimizer state)
     def run() -> None:
         for _ in range(steps):
             step()
 
-    m = measure(run)
+    try:
+        with ctx:
+            step()  # warm-up (allocates the optimizer state)
+            m = measure(run)
+    finally:
+        if method == "vectors":
+            for p, g in zip(model.hf.parameters(), grads, strict=True):
+                p.requires_grad_(g)
     state = sum(t.numel() * t.element_size() for s in opt.state.values() for t in s.values()
-                if torch.is_tensor(t))
-    n_params = sum(p.numel() for p in hf.parameters())
-    return {"trainable_params": n_params, "optimizer_state_bytes": state,
-            "seconds_per_step": m.seconds / steps, "peak_rss_bytes": m.peak_rss,
-            "tokens_per_step": int(enc["attention_mask"].sum())}
+                if torch.is_tensor(t) and t.ndim > 0)
+    return {"method": method, "trainable_params": sum(p.numel() for p in params),
+            "total_params": sum(p.numel() for p in model.hf.parameters()),
+            "optimizer_state_bytes": state, "seconds_per_step": m.seconds / steps,
+            "peak_rss_bytes": m.peak_rss, "tokens_per_step": int(enc["attention_mask"].sum())}
+
+
+def full_finetune_steps(model: Model, prompts: list[str], steps: int = 3, lr: float = 1e-5,
+                        chat: bool = True) -> dict[str, Any]:
+    """A few real AdamW steps of full fine-tuning (see :func:`training_step_costs`)."""
+    return training_step_costs(model, prompts, "full", steps, lr, chat)

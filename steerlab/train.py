@@ -71,16 +71,16 @@ class TrainConfig:
     """
 
     task: str = "arithmetic"
-    steps: int = 100
+    steps: int = 60
     prompts_per_step: int = 8
-    samples: int = 4
-    lr: float = 3e-3
+    samples: int = 8
+    lr: float = 1e-2
     max_new_tokens: int = 32
     temperature: float = 1.0
     seed: int = 0
     layers: tuple[int, ...] | None = None
     chat: bool | None = None
-    eval_every: int = 20
+    eval_every: int = 10
     eval_n: int = 100
     grad_clip: float = 1.0
     adapter: str = "vectors"
@@ -151,31 +151,29 @@ class LearnedVectors(nn.Module):
 
 class LoraAdapter(nn.Module):
     """The paper's comparison: rank-r LoRA on every MLP down-projection (``peft``), the base
-    weights frozen. Wraps the model's HF module in place while attached."""
+    weights frozen. Works on a private copy of the model (``.model``), so the caller's model is
+    never rewritten by peft."""
 
     def __init__(self, model: Model, rank: int = 8) -> None:
         super().__init__()
+        import copy
+        from dataclasses import replace
+
         try:
             from peft import LoraConfig, get_peft_model
         except ImportError as err:
-            raise OptionError("adapter='lora' needs peft: pip install 'steerlab[lora]' "
-                              "(or pip install peft).") from err
+            raise OptionError("adapter='lora' needs peft (pip install peft).") from err
         targets = sorted({n.split(".")[-1] for n, _ in model.hf.named_modules()
                           if n.endswith(("down_proj", "c_proj", "fc2", "dense_4h_to_h"))})
         if not targets:
             raise OptionError(f"No MLP down-projection found in {model.name} for LoRA.")
         cfg = LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=targets, lora_dropout=0.0)
-        self.peft = get_peft_model(model.hf, cfg)
-        self.peft.disable_adapter_layers()
-        self.model_id = model.hf_id
+        self.peft = get_peft_model(copy.deepcopy(model.hf), cfg)
+        self.model = replace(model, hf=self.peft, _backends={})
 
     @contextmanager
     def attached(self, model: Model) -> Iterator[None]:
-        self.peft.enable_adapter_layers()
-        try:
-            yield
-        finally:
-            self.peft.disable_adapter_layers()
+        yield  # the adapters live in self.model, always on
 
 
 @dataclass
@@ -370,6 +368,8 @@ def train_rloo(model: Model, cfg: TrainConfig | None = None, out_dir: str | Path
     model.hf.eval()
     adapter: nn.Module = (LearnedVectors(model, cfg.layers) if cfg.adapter == "vectors"
                           else LoraAdapter(model, cfg.lora_rank))
+    if isinstance(adapter, LoraAdapter):
+        model = adapter.model  # train and evaluate the private, adapted copy
     params = [p for p in adapter.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=cfg.lr)
     out = Path(out_dir) if out_dir is not None else None
@@ -379,27 +379,23 @@ def train_rloo(model: Model, cfg: TrainConfig | None = None, out_dir: str | Path
         out.mkdir(parents=True, exist_ok=True)
         start = _load_checkpoint(out, adapter, opt, model, cfg)
         rows = [r for r in _journal(out) if r["step"] <= start]
-    try:
-        if not rows and cfg.eval_every:
-            rows.append({"step": 0, "dev_acc": _dev_accuracy(model, adapter, dev, cfg.task,
-                                                             chat)})
-            if out is not None:
-                _write_journal(out, rows)
-        bar = tqdm(range(start + 1, cfg.steps + 1), desc="RLOO", disable=not progress,
-                   initial=start, total=cfg.steps)
-        for step in bar:
-            row = _train_step(model, adapter, opt, params, cfg, train, step, chat, reward_fn)
-            if cfg.eval_every and step % cfg.eval_every == 0:
-                row["dev_acc"] = _dev_accuracy(model, adapter, dev, cfg.task, chat)
-            rows.append(row)
-            if out is not None:  # checkpoint first, then the journal that points at it
-                _save_checkpoint(out, adapter, opt, model, cfg, step)
-                _write_journal(out, rows)
-            recent = [r["reward"] for r in rows[-10:] if "reward" in r]
-            bar.set_postfix(reward=f"{sum(recent) / max(len(recent), 1):.3f}")
-    finally:
-        if isinstance(adapter, LoraAdapter):
-            adapter.peft.disable_adapter_layers()
+    if not rows and cfg.eval_every:
+        rows.append({"step": 0, "dev_acc": _dev_accuracy(model, adapter, dev, cfg.task,
+                                                         chat)})
+        if out is not None:
+            _write_journal(out, rows)
+    bar = tqdm(range(start + 1, cfg.steps + 1), desc="RLOO", disable=not progress,
+               initial=start, total=cfg.steps)
+    for step in bar:
+        row = _train_step(model, adapter, opt, params, cfg, train, step, chat, reward_fn)
+        if cfg.eval_every and step % cfg.eval_every == 0:
+            row["dev_acc"] = _dev_accuracy(model, adapter, dev, cfg.task, chat)
+        rows.append(row)
+        if out is not None:  # checkpoint first, then the journal that points at it
+            _save_checkpoint(out, adapter, opt, model, cfg, step)
+            _write_journal(out, rows)
+        recent = [r["reward"] for r in rows[-10:] if "reward" in r]
+        bar.set_postfix(reward=f"{sum(recent) / max(len(recent), 1):.3f}")
     meta = {"config": asdict(cfg), "config_key": cfg.key(), "step": cfg.steps,
             "task": cfg.task, "trainer": "rloo"}
     vec = (adapter.to_steering_vector(model, meta, seed=cfg.seed)

@@ -120,3 +120,16 @@ def test_bad_configs_are_refused():
         TrainConfig(adapter="prefix")
     with pytest.raises(OptionError, match="No training split"):
         train_rloo(tiny_model("llama"), TrainConfig(task="popqa", **FAST), progress=False)
+
+
+def test_lora_variant_trains_a_private_copy(tmp_path):
+    model = tiny_model("llama")
+    before = {n: p.detach().clone() for n, p in model.hf.named_parameters()}
+    cfg = TrainConfig(steps=2, adapter="lora", lora_rank=2, **FAST)
+    run = train_rloo(model, cfg, tmp_path, progress=False, reward_fn=has_seven)
+    assert run.vector is None and (tmp_path / "lora.safetensors").is_file()
+    assert set(dict(model.hf.named_parameters())) == set(before)  # caller's model untouched
+    trainable = [n for n, p in run.adapter.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n and "down_proj" in n for n in trainable)
+    assert sum(p.numel() for n, p in run.adapter.named_parameters() if p.requires_grad) == (
+        model.n_layers * 2 * (64 + 32))  # rank 2 x (in 64 + out 32) per down_proj
