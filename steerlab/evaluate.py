@@ -312,8 +312,8 @@ def can_share_prefix(task: Task, backend: str, model: Model) -> bool:
 def evaluate_cells(model: Model, task: Task, layer: int, vectors: Sequence[torch.Tensor],
                    items: Sequence[Item] | None = None, n: int | None = None, seed: int = 0,
                    chat: bool | None = None, backend: str = "hf", batch_size: int = 16,
-                   scoring: str | None = None, progress: bool | None = None
-                   ) -> list[EvalResult]:
+                   scoring: str | None = None, progress: bool | None = None,
+                   reuse: dict[int, tuple[int, Any]] | None = None) -> list[EvalResult]:
     """Results of steering at one ``layer`` with each of ``vectors`` (added with coefficient 1
     at every position), the same as ``evaluate`` under ``steer(model, v, layers=layer)`` for
     each ``v`` in turn, but cheaper.
@@ -324,6 +324,10 @@ def evaluate_cells(model: Model, task: Task, layer: int, vectors: Sequence[torch
     scored positions). Same batches, shapes and operations as the one-pass-per-vector loop, so
     the logits are the same bit for bit. Generative tasks, the ``tlens``/``nnsight`` backends
     and models that already carry hooks fall back to that loop.
+
+    ``reuse``: pass the same (initially empty) dict to successive calls with increasing
+    ``layer`` on the same items: each batch's recorded output is kept there, and the next call
+    runs only the blocks between the two layers to reach its own.
     """
     from steerlab.steering import steer
 
@@ -348,10 +352,18 @@ def evaluate_cells(model: Model, task: Task, layer: int, vectors: Sequence[torch
     seconds = [0.0] * len(vectors)
     batches = [items[i:i + batch_size] for i in range(0, len(items), batch_size)]
     show = progress if progress is not None else len(batches) > 4
-    for batch in tqdm(batches, desc=f"{task.name} L{layer}", disable=not show, leave=False):
+    for b, batch in enumerate(tqdm(batches, desc=f"{task.name} L{layer}", disable=not show,
+                                   leave=False)):
         t0 = time.perf_counter()
         mc = _mc_batch(model, batch, scoring, chat)
-        recorded = _record_block(model, mc.enc, layer)
+        prev = reuse.get(b) if reuse is not None else None
+        if prev is not None and prev[0] < layer:  # continue from an earlier layer's output
+            with _replay(model, prev[0], prev[1]):
+                recorded = _record_block(model, mc.enc, layer)
+        else:
+            recorded = _record_block(model, mc.enc, layer)
+        if reuse is not None:
+            reuse[b] = (layer, recorded)
         shared = (time.perf_counter() - t0) / max(len(vectors), 1)
         for k, v in enumerate(vectors):
             t1 = time.perf_counter()

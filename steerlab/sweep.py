@@ -294,13 +294,14 @@ def sweep(model: Model, task: Task | str, layers: Sequence[int], coeffs: Sequenc
             record(_row(cfg, method, layer, coeff, norm, res, base, time.perf_counter() - t0))
             bar.update()
     else:
+        reuse: dict[int, tuple[int, Any]] = {}  # batch -> (layer, output) of the last layer
         for layer in layers:  # one layer's cells at a time: they share the blocks before it
             group = [c for c in cells if c[1] == layer]
             steered = [c for c in group if c[2] != 0.0]
             bar.set_postfix_str(f"layer {layer}: {len(group)} cells")
             added = [vecs.added(m, l, c, scale) for m, l, c in steered]
-            results = evaluate_cells(model, task, layer, [v for v, _ in added], **ev) \
-                if steered else []
+            results = evaluate_cells(model, task, layer, [v for v, _ in added], reuse=reuse,
+                                     **ev) if steered else []
             by_cell = {c: (r, norm) for c, r, (_, norm) in zip(steered, results, added,
                                                                 strict=True)}
             for cell in group:  # in the naive loop's order

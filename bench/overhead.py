@@ -1,0 +1,117 @@
+"""Overheads against plain PyTorch, measured side by side in one run.
+
+1. Caching: caching every layer's residual stream (last token) with each backend (hf plain
+   hooks, TransformerLens, nnsight) vs a plain HF forward of the same model, dtype, batches
+   and padding. Ratio = plain time / caching time (goal >= 0.95).
+2. Steering: a steered vs an unsteered forward (logits of a batch) and generation (greedy,
+   batch of 16), same settings, hf backend (goal: overhead <= 3%).
+
+Timings are the best of several interleaved repeats (a b a b ...).
+
+Usage: python bench/overhead.py [--quick] [--model NAME] [--dtypes bf16,fp32]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+from _common import env_setup, extraction_sets, interleaved, machine, record, table
+from foundation import plain_forward
+
+from steerlab.cache import cache_activations
+from steerlab.models import load_model
+from steerlab.steering import steer
+
+PART = "overhead"
+CACHING_GOAL = 0.95
+STEERING_GOAL = 0.03
+
+
+def bench_caching(name: str, dtype: str, n: int, repeats: int, batch_size: int,
+                  backends: list[str]) -> None:
+    model = load_model(name, dtype=dtype)
+    pos, neg = extraction_sets(n // 2)
+    prompts = pos + neg
+    tokens = sum(len(ids) for ids in model.tokenizer(model.format(prompts, True))["input_ids"])
+    for b in backends:
+        model.backend(b)  # built once, outside the timing
+    fns = {"plain": lambda: plain_forward(model, prompts, batch_size)}
+    for b in backends:
+        fns[b] = lambda b=b: cache_activations(model, prompts, batch_size=batch_size, chat=True,
+                                               backend=b, progress=False)
+    best = interleaved(fns, repeats)
+    rows = [["plain HF forward (sdpa)", tokens / best["plain"], 1.0, "-"]]
+    record(PART, figure="plain_forward_tok_s", model=name, dtype=dtype,
+           value=tokens / best["plain"], n_prompts=len(prompts), tokens=tokens)
+    for b in backends:
+        ratio = best["plain"] / best[b]
+        record(PART, figure="caching_ratio", model=name, dtype=dtype, backend=b, value=ratio,
+               tok_s=tokens / best[b], goal=CACHING_GOAL, met=ratio >= CACHING_GOAL)
+        rows.append([f"cache all {model.n_layers} layers, {b}", tokens / best[b], ratio,
+                     "yes" if ratio >= CACHING_GOAL else "no"])
+    print(f"\n-- caching overhead: {name} {dtype}, {len(prompts)} prompts, {tokens} tokens, "
+          f"batch {batch_size}, best of {repeats}")
+    print(table(["what", "tok/s", "ratio vs plain", f">= {CACHING_GOAL}?"], rows))
+
+
+@torch.no_grad()
+def bench_steering(name: str, dtype: str, repeats: int, new_tokens: int) -> None:
+    model = load_model(name, dtype=dtype)
+    pos, neg = extraction_sets(8)
+    prompts = pos + neg  # 16 prompts, one batch
+    layer = model.n_layers // 2
+    vec = torch.randn(model.d_model, generator=torch.Generator().manual_seed(0))
+    be = model.backend("hf")
+    enc = model.encode(prompts, chat=True)
+    gen_kw = {"max_new_tokens": new_tokens, "min_new_tokens": new_tokens, "do_sample": False,
+              "temperature": None, "top_k": None, "top_p": None,
+              "pad_token_id": model.tokenizer.pad_token_id}
+
+    def steered(fn):
+        def run():
+            with steer(model, vec, layers=layer, coeff=1.0):
+                fn()
+        return run
+
+    def fwd():
+        be.forward(enc)
+
+    def gen():
+        be.generate(enc, **gen_kw)
+
+    rows = []
+    for what, fn, tokens in (("forward", fwd, int(enc["attention_mask"].sum())),
+                             (f"generate {new_tokens} tokens", gen, new_tokens * len(prompts))):
+        best = interleaved({"plain": fn, "steered": steered(fn)}, repeats)
+        overhead = best["steered"] / best["plain"] - 1
+        record(PART, figure="steering_overhead", model=name, dtype=dtype, what=what,
+               value=overhead, plain_s=best["plain"], steered_s=best["steered"],
+               tok_s_plain=tokens / best["plain"], goal=STEERING_GOAL,
+               met=overhead <= STEERING_GOAL)
+        rows.append([what, best["plain"], best["steered"], f"{overhead:+.1%}",
+                     "yes" if overhead <= STEERING_GOAL else "no"])
+    print(f"\n-- steering overhead: {name} {dtype}, batch of {len(prompts)}, add at layer "
+          f"{layer}, hf backend, best of {repeats} interleaved")
+    print(table(["what", "plain s", "steered s", "overhead", f"<= {STEERING_GOAL:.0%}?"], rows))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--model", default="smollm2-135m-instruct")
+    p.add_argument("--dtypes", default=None, help="default: bf16,fp32 (bf16 with --quick)")
+    p.add_argument("--backends", default="hf,tlens,nnsight")
+    args = p.parse_args()
+    env_setup()
+    dtypes = (args.dtypes or ("bf16" if args.quick else "bf16,fp32")).split(",")
+    repeats = 3 if args.quick else 5
+    print(f"== overhead vs plain PyTorch ({machine()})")
+    for dtype in dtypes:
+        bench_caching(args.model, dtype, 32 if args.quick else 64, repeats, 16,
+                      args.backends.split(","))
+    bench_steering(args.model, dtypes[0], repeats, 16 if args.quick else 32)
+
+
+if __name__ == "__main__":
+    main()

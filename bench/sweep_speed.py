@@ -1,0 +1,82 @@
+"""Sweep speed: a layers x coefficients x methods accuracy sweep done naively (one full
+evaluation pass per cell, ``sweep(..., fast=False)``) vs steerlab's sweep (``fast=True``:
+each batch runs the blocks before the steering layer once for all of that layer's cells).
+Same model, items, vectors and cells; both include extracting the vectors and the baseline.
+Checks that every cell's per-item correctness is identical (goal: >= 2x, identical).
+
+Usage: python bench/sweep_speed.py [--quick] [--model NAME] [--task T] [--n N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from _common import env_setup, machine, record, table
+
+from steerlab.models import load_model
+from steerlab.sweep import sweep
+from steerlab.tasks import get_task
+
+PART = "sweep"
+GOAL = 2.0
+
+
+def layer_set(n_layers: int) -> list[int]:
+    """The README's sweep layers for SmolLM2 (3, 8, 12, 16, 20, 25 of 30), scaled to depth."""
+    return sorted({round(f * n_layers) for f in (0.1, 0.27, 0.4, 0.53, 0.67, 0.83)})
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--model", default="smollm2-135m-instruct")
+    p.add_argument("--task", default="memorisation-mc")
+    p.add_argument("--n", type=int, default=None, help="items (default 100; 24 with --quick)")
+    p.add_argument("--coeffs", default="-0.4,0.4")
+    p.add_argument("--methods", default="diff_means,random")
+    args = p.parse_args()
+    env_setup()
+    model = load_model(args.model)
+    n = args.n or (24 if args.quick else 100)
+    layers = layer_set(model.n_layers)
+    if args.quick:
+        layers = layers[1::2]
+    coeffs = [float(c) for c in args.coeffs.split(",")]
+    methods = args.methods.split(",")
+    kw = {"layers": layers, "coeffs": coeffs, "methods": methods, "n": n, "extract_n": 100,
+          "progress": True}
+    cells = len(layers) * len(coeffs) * len(methods)
+    print(f"== sweep speed ({machine()})\n{args.model} {str(model.dtype)[6:]}, {args.task}, "
+          f"{n} items, layers {layers}, coeffs {coeffs}, methods {methods}: {cells} cells")
+    sweep(model, args.task, **{**kw, "layers": layers[:1], "coeffs": coeffs[:1],
+                               "methods": methods[:1], "n": 8, "progress": False})  # warm-up
+    t0 = time.perf_counter()
+    naive = sweep(model, args.task, fast=False, **kw)
+    t_naive = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    fast = sweep(model, args.task, **kw)
+    t_fast = time.perf_counter() - t0
+    same = bool((naive["correct"].to_numpy() == fast["correct"].to_numpy()).all())
+    moved = int((naive["correct"] != naive["correct"].iloc[0]).sum())
+    speedup = t_naive / t_fast
+    scoring = get_task(args.task).scoring
+    common = {"model": args.model, "task": args.task, "n": n, "layers": layers,
+              "coeffs": coeffs, "methods": methods, "cells": cells, "scoring": scoring}
+    record(PART, figure="sweep_seconds", variant="naive", value=t_naive, **common)
+    record(PART, figure="sweep_seconds", variant="steerlab", value=t_fast, **common)
+    record(PART, figure="sweep_speedup", value=speedup, identical=same, goal=GOAL,
+           met=speedup >= GOAL and same, cells_changed_by_steering=moved, **common)
+    print(table(["sweep", "seconds", "s / cell", "speed-up", "same per-item correctness"],
+                [["naive: one full pass per cell", t_naive, t_naive / cells, 1.0, "-"],
+                 ["steerlab sweep (shared prefix)", t_fast, t_fast / cells, speedup,
+                  "yes" if same else "NO"]]))
+    verdict = "met" if speedup >= GOAL and same else "missed"
+    print(f"goal >= {GOAL}x with identical accuracies: {verdict}"
+          f" ({moved} of {cells} cells changed some answer, so the comparison is not vacuous)")
+    acc = fast[fast.method != "baseline"][["method", "layer", "coeff", "accuracy", "delta"]]
+    print(acc.to_string(index=False))
+
+
+if __name__ == "__main__":
+    main()
