@@ -31,8 +31,10 @@ test: setup
 	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
+# peers for bench/peers.py only, --no-deps: their pins would downgrade transformers and numpy
 bench: setup
-	$(BIN)/python bench/run_all.py
+	$(BIN)/pip install -q --no-deps -r bench/requirements.txt
+	$(BIN)/python bench/run_all.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
