@@ -81,6 +81,21 @@ def results_path(model: str, task: str) -> Path:
     return (root / "smoke" if smoke() else root) / f"sweep_{short}_{task}.parquet"
 
 
+def run_dir(model: str, task: str) -> Path:
+    """Where notebooks keep a learned-vector training run (checkpoints + journal):
+    ``results/train_<model>_<task>/`` (``results/smoke/...`` under the smoke switch)."""
+    return results_path(model, task).with_name(
+        f"train_{SHORT_NAMES.get(model, model.replace('/', '--'))}_{task}")
+
+
+def recorded_run(model: str, task: str) -> Path:
+    """The training run recorded in the repository (``results/train_<model>_<task>/``),
+    whatever ``$STEERLAB_RESULTS`` and the smoke switch say: notebooks that only read a
+    learned vector use it when it is there."""
+    short = SHORT_NAMES.get(model, model.replace("/", "--"))
+    return Path(__file__).resolve().parent.parent / "results" / f"train_{short}_{task}"
+
+
 def notebooks_dir() -> Path:
     return Path(__file__).resolve().parent.parent / "notebooks"
 

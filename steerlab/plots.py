@@ -155,3 +155,76 @@ def cosine_profiles(profiles: dict[str, tuple[np.ndarray, np.ndarray]],
                       "layer's activations", template="plotly_white", height=420,
                       width=max(520, 460 * len(names)))
     return fig
+
+
+# ---- learned vectors (notebooks 05 and 06) ----------------------------------------------------
+
+
+def training_curves(history: pd.DataFrame, dev_n: int, title: str = "",
+                    window: int = 5) -> go.Figure:
+    """RLOO training: mean reward per step (and its running mean) and greedy dev accuracy with
+    95% Wilson intervals, on one shared step axis."""
+    from steerlab.stats import wilson_interval
+
+    fig = make_subplots(rows=1, cols=2, subplot_titles=(
+        "rollout reward (sampled, temperature 1)", f"greedy dev accuracy (n={dev_n})"))
+    steps = history.dropna(subset=["reward"]) if "reward" in history else history.iloc[:0]
+    if len(steps):
+        fig.add_trace(go.Scatter(x=steps.step, y=steps.reward, mode="markers", name="reward",
+                                 marker={"color": "#aaaaaa", "size": 5}), 1, 1)
+        fig.add_trace(go.Scatter(x=steps.step, y=steps.reward.rolling(window, 1).mean(),
+                                 mode="lines", name=f"running mean ({window} steps)",
+                                 line={"color": "#d62728"}), 1, 1)
+    dev = history.dropna(subset=["dev_acc"]) if "dev_acc" in history else history.iloc[:0]
+    if len(dev):
+        k = (dev.dev_acc * dev_n).round().astype(int)
+        lo, hi = zip(*(wilson_interval(int(x), dev_n) for x in k), strict=True)
+        fig.add_trace(go.Scatter(
+            x=dev.step, y=dev.dev_acc, mode="lines+markers", name="dev accuracy",
+            line={"color": "#1f77b4"},
+            error_y={"type": "data", "symmetric": False,
+                     "array": np.array(hi) - dev.dev_acc.to_numpy(),
+                     "arrayminus": dev.dev_acc.to_numpy() - np.array(lo)}), 1, 2)
+    fig.update_xaxes(title_text="step")
+    fig.update_layout(title=title, template="plotly_white", height=420, width=1050)
+    return fig
+
+
+def condition_bars(table: pd.DataFrame, title: str = "", baseline: str = "base") -> go.Figure:
+    """Accuracy per condition with 95% Wilson intervals; each bar labelled with its paired
+    difference to the baseline (bootstrap 95% interval)."""
+    col = f"delta_vs_{baseline}"
+    text = [("baseline" if r.condition == baseline else
+             f"{r[col]:+.3f} [{r.delta_lo:+.3f}, {r.delta_hi:+.3f}]")
+            for _, r in table.iterrows()]
+    fig = go.Figure(go.Bar(
+        x=table.condition, y=table.accuracy, text=text, textposition="outside",
+        marker_color=["#7f7f7f" if c == baseline else "#1f77b4" for c in table.condition],
+        error_y={"type": "data", "symmetric": False, "array": table.hi - table.accuracy,
+                 "arrayminus": table.accuracy - table.lo}))
+    fig.update_layout(title=title, yaxis_title="accuracy (95% Wilson CI)",
+                      yaxis_range=[0, min(1.0, float(table.hi.max()) + 0.15)],
+                      template="plotly_white", height=450, width=800)
+    return fig
+
+
+def table_figure(df: pd.DataFrame, title: str = "", width: int = 1100,
+                 height: int | None = None) -> go.Figure:
+    """A DataFrame as a plotly table (for tables that belong in figures/)."""
+    cells = [[f"{v:.4g}" if isinstance(v, float) else str(v) for v in df[c]] for c in df]
+    fig = go.Figure(go.Table(header={"values": list(df.columns), "align": "left",
+                                     "fill_color": "#e8e8e8"},
+                             cells={"values": cells, "align": "left"}))
+    fig.update_layout(title=title, width=width, height=height or 120 + 28 * len(df),
+                      margin={"l": 10, "r": 10, "t": 60, "b": 10})
+    return fig
+
+
+def layer_cosine_figure(table: pd.DataFrame, title: str = "") -> go.Figure:
+    """Per-layer cosine between two vectors (:func:`steerlab.lens.layer_cosines`)."""
+    fig = go.Figure(go.Scatter(x=table.layer, y=table.cosine, mode="lines+markers",
+                               name="cosine"))
+    fig.add_hline(y=0, line={"color": "gray", "dash": "dot"})
+    fig.update_layout(title=title, xaxis_title="layer", yaxis_title="cosine similarity",
+                      template="plotly_white", height=420, width=760)
+    return fig

@@ -133,3 +133,18 @@ def test_lora_variant_trains_a_private_copy(tmp_path):
     assert trainable and all("lora_" in n and "down_proj" in n for n in trainable)
     assert sum(p.numel() for n, p in run.adapter.named_parameters() if p.requires_grad) == (
         model.n_layers * 2 * (64 + 32))  # rank 2 x (in 64 + out 32) per down_proj
+
+
+def test_compare_conditions_pairs_every_condition_with_the_baseline():
+    from steerlab.train import compare_conditions
+
+    model = tiny_model("llama")
+    items = arithmetic_items("test")[:4]
+    vec = LearnedVectors(model).to_steering_vector(model)  # zero vectors: same as base
+    table = compare_conditions(model, {"base": None, "zero": vec}, items=items)
+    assert list(table.condition) == ["base", "zero"] and (table.n == 4).all()
+    assert table.accuracy.iloc[0] == table.accuracy.iloc[1]
+    assert (table.delta_vs_base == 0).all() and (table.mcnemar_p == 1.0).all()
+    assert no_hooks(model)
+    with pytest.raises(OptionError, match="baseline"):
+        compare_conditions(model, {"zero": vec}, items=items)

@@ -1,0 +1,149 @@
+# %% [markdown]
+# # 05 · Learned steering vectors: bias-only RL (Sinii et al. 2025)
+#
+# One trainable vector per layer is added to the residual stream after every block, at every
+# position; **all weights stay frozen**. The vectors are trained with **RLOO**: for each
+# prompt, draw N completions at temperature 1, reward 1 when the final answer is right
+# (the evaluation's verifier: `\boxed{}`, `####` or the last number, checked with
+# math-verify), advantage = reward minus the mean reward of the other N-1 samples, policy
+# gradient on the vectors only.
+#
+# **Scale of this reproduction.** The paper trains 1.5B-8B models on GSM8K/MATH on GPUs. Here:
+# SmolLM2-135M-Instruct on a 2-core CPU, on synthetic arithmetic (`What is 37 - 27?`,
+# operands 1..50; disjoint train / dev / test splits made by `steerlab.tasks`), where the
+# unsteered model is right about a sixth to a quarter of the time (GSM8K: 1%, nothing to
+# learn from). Gemma-3-270M base copies the first operand on this task (0%, FIELD-NOTES), so
+# RLOO would get no reward: it is not trained here.
+#
+# **How this notebook runs.** By default it reuses the recorded run in
+# `results/train_smollm2_arithmetic/` (made with `steerlab train --out
+# results/train_smollm2_arithmetic`, 60 steps, ~20 min here); set `STEERLAB_TRAIN_FULL=1`
+# to train (or finish) it here. Under the smoke switch it trains a 2-step toy run instead.
+
+# %%
+import os
+
+import numpy as np
+import pandas as pd
+
+from steerlab.cache import cache_activations
+from steerlab.data import questions
+from steerlab.figures import save_figure
+from steerlab.inference import generate
+from steerlab.models import load_model
+from steerlab.notebooks import run_dir, settings
+from steerlab.plots import condition_bars, training_curves
+from steerlab.tasks import arithmetic_items
+from steerlab.train import TrainConfig, compare_conditions, train_rloo
+from steerlab.vectors import diff_of_means, random_like
+
+S = settings()
+MODEL = "smollm2-135m-instruct"
+FULL = os.environ.get("STEERLAB_TRAIN_FULL", "0") == "1"
+model = load_model(MODEL)
+if S.smoke:
+    cfg = TrainConfig(steps=2, prompts_per_step=2, samples=2, max_new_tokens=8, eval_every=1,
+                      eval_n=8)
+else:
+    cfg = TrainConfig()  # 60 steps x 8 prompts x 8 samples, lr 1e-2, 32 new tokens
+out = run_dir(MODEL, "arithmetic")
+recorded = (out / "vectors.safetensors").is_file()
+print(f"config: {cfg}\nrun directory: {out} ({'recorded run found' if recorded else 'new'})")
+if not (S.smoke or FULL or recorded):
+    print("No recorded run and STEERLAB_TRAIN_FULL is not set: training anyway (~20 min).")
+run = train_rloo(model, cfg, out)
+learned = run.vector
+hist = run.history
+hist.drop(columns=["sample"], errors="ignore").tail(8).round(3)
+
+# %% [markdown]
+# ## Training curves
+# Left: the mean reward of each step's 64 sampled completions (noisy: each step draws other
+# problems) and its running mean. Right: greedy accuracy on the 100 dev problems, measured
+# every 10 steps (the test problems are never looked at during training).
+
+# %%
+seconds = hist["seconds"].sum() if "seconds" in hist else float("nan")
+fig = training_curves(hist, cfg.eval_n, title=(
+    f"RLOO training of per-layer steering vectors · {MODEL} (frozen) · synthetic arithmetic "
+    f"train split · {cfg.prompts_per_step}x{cfg.samples} samples/step · "
+    f"{seconds / 60:.1f} min on this CPU"))
+save_figure(fig, "05", "training_curves")
+fig
+
+# %% [markdown]
+# ## Held-out test accuracy, with the controls
+# Four conditions on the same test problems (greedy decoding, 32 new tokens):
+# * **base**: the unsteered model;
+# * **learned**: the RLOO vectors at every layer (the final checkpoint, no selection);
+# * **random**: random directions with the learned vectors' per-layer norms (does any
+#   perturbation of this size help?);
+# * **diff-of-means**: the reasoning-minus-memorisation vector of notebooks 01-03 at one layer,
+#   its layer and coefficient (in units of that layer's mean residual norm) chosen on the dev
+#   split, so it gets the same tuning data the learned vectors had.
+
+# %%
+dev = arithmetic_items("dev")[:cfg.eval_n]
+test = arithmetic_items("test")[:S.n_eval if S.smoke else None]
+R_q = questions("reasoning", "extract", S.n_extract)
+M_q = questions("memorisation", "extract", S.n_extract)
+layers = [4, 10, 16, 22] if not S.smoke else [10]
+coeffs = [0.05, 0.1, 0.2] if not S.smoke else [0.1]
+acts_r = cache_activations(model, R_q, layers=layers, chat=True)
+dom = diff_of_means(acts_r, cache_activations(model, M_q, layers=layers, chat=True))
+norms = {l: float(acts_r.at(l).norm(dim=1).mean()) for l in layers}
+grid = {}
+for l in layers:
+    unit = dom.only(l).normalized()
+    for c in coeffs:
+        grid[f"L{l} x{c:+g}"] = unit.scaled(c * norms[l])
+tuning = compare_conditions(model, {"base": None, **grid}, items=dev)
+best = tuning.iloc[1:].sort_values("accuracy", ascending=False).iloc[0].condition
+print(f"diff-of-means picked on dev: {best}")
+tuning.round(3)
+
+# %%
+conditions = {"base": None, "learned": learned, "random (same norms)": random_like(learned),
+              f"diff-of-means ({best})": grid[best]}
+results = compare_conditions(model, conditions, items=test)
+results.round(3)
+
+# %%
+fig = condition_bars(results, title=(
+    f"Held-out synthetic arithmetic (test split, n={len(test)}) · {MODEL}, greedy · labels: "
+    "paired difference to base [95% bootstrap]"))
+save_figure(fig, "05", "test_accuracy")
+fig
+
+# %%
+row = results.set_index("condition").loc["learned"]
+gain = (f"{row.delta_vs_base:+.3f} [{row.delta_lo:+.3f}, {row.delta_hi:+.3f}], "
+        f"McNemar p={row.mcnemar_p:.2g}")
+if row.delta_lo > 0:
+    verdict = f"The learned vectors raise held-out accuracy: {gain}."
+elif row.delta_hi < 0:
+    verdict = f"The learned vectors lower held-out accuracy: {gain}."
+else:
+    verdict = f"No significant change from the learned vectors: {gain}."
+print(("[smoke run: toy sizes, not a result] " if S.smoke else "") + verdict)
+
+# %% [markdown]
+# ## What changed in the answers
+# Greedy answers of the base and the steered model to the first test problems.
+
+# %%
+from steerlab.steering import steer
+
+prompts = [it.question for it in test[:6]]
+base_out = generate(model, prompts, 32, chat=True, progress=False)
+with steer(model, learned):
+    steered_out = generate(model, prompts, 32, chat=True, progress=False)
+pd.DataFrame({"question": prompts, "gold": [it.answer for it in test[:6]],
+              "base": base_out, "learned vectors": steered_out})
+
+# %%
+lengths = pd.DataFrame({"base": [len(t) for t in base_out],
+                        "learned": [len(t) for t in steered_out]})
+print("mean answer length in characters:", lengths.mean().round(1).to_dict(),
+      "| learned vector norms by layer:",
+      np.round(list(learned.norms().values()), 2).tolist())
