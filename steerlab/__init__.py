@@ -29,6 +29,13 @@ _API = {
     "get_task": "steerlab.tasks",
     "sweep": "steerlab.sweep",
     "questions": "steerlab.data",
+    "train_rloo": "steerlab.train",
+    "TrainConfig": "steerlab.train",
+    "logit_lens": "steerlab.lens",
+    "cluster_tokens": "steerlab.lens",
+    "cluster_table": "steerlab.lens",
+    "layer_cosines": "steerlab.lens",
+    "from_state_dict": "steerlab.lens",
 }
 
 __all__ = ["__version__", *_API]
