@@ -34,11 +34,7 @@ def save_figure(fig: go.Figure, notebook: str, name: str, png: bool = True,
     stem = out / f"{notebook}_{name}"
     paths = [stem.with_suffix(".html")]
     fig.write_html(paths[0], include_plotlyjs="directory")  # one plotly.min.js beside them
-    if png:
-        chrome = _chromium()
-        if chrome and not os.environ.get("BROWSER_PATH"):
-            os.environ["BROWSER_PATH"] = chrome  # kaleido 1.x finds Chrome through this
-        if chrome:
-            fig.write_image(stem.with_suffix(".png"), scale=2)
-            paths.append(stem.with_suffix(".png"))
+    if png and _chromium():  # kaleido 1.x finds Debian's chromium on PATH by itself
+        fig.write_image(stem.with_suffix(".png"), scale=2)
+        paths.append(stem.with_suffix(".png"))
     return paths
