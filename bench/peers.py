@@ -129,7 +129,8 @@ def main() -> None:
           f"coeffs {coeffs}: {len(layers) * len(coeffs)} cells, diff-of-means direction")
     kw = {"layers": layers, "coeffs": coeffs, "methods": ["diff_means"], "n": n,
           "extract_n": extract_n, "progress": False}
-    sweep(model, task, **{**kw, "layers": layers[:1], "coeffs": coeffs[:1], "n": 8})  # warm-up
+    sweep(model, task, **{**kw, "layers": layers[:1], "coeffs": coeffs[:1], "n": 8,
+                           "extract_n": 8})  # warm-up
     t0 = time.perf_counter()
     ours = sweep(model, task, **kw)
     t_ours = time.perf_counter() - t0

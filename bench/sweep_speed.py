@@ -50,7 +50,8 @@ def main() -> None:
     print(f"== sweep speed ({machine()})\n{args.model} {str(model.dtype)[6:]}, {args.task}, "
           f"{n} items, layers {layers}, coeffs {coeffs}, methods {methods}: {cells} cells")
     sweep(model, args.task, **{**kw, "layers": layers[:1], "coeffs": coeffs[:1],
-                               "methods": methods[:1], "n": 8, "progress": False})  # warm-up
+                               "methods": methods[:1], "n": 8, "extract_n": 8,
+                               "progress": False})  # warm-up
     t0 = time.perf_counter()
     naive = sweep(model, args.task, fast=False, **kw)
     t_naive = time.perf_counter() - t0
