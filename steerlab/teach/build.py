@@ -84,12 +84,13 @@ def split_cell(source: str, where: str = "cell") -> dict[str, str]:
 
 
 def _banner(src: Path, variant: str) -> str:
-    what = ("Exercises: fill in each function that raises `NotDoneYet` (a hint is in the "
-            "comments above the stub), then run the check cell after it. Work in a copy: "
-            "`steerlab teach build --out my_lessons/`." if variant == "exercises" else
-            "Solutions: the reference answers; every check below should pass.")
-    return (f"*Generated from `lessons/{src.name}` by `steerlab teach build`; do not edit "
-            f"this file, edit the source.* {what}")
+    made = f"generated from `lessons/{src.name}` by `steerlab teach build`"
+    if variant == "exercises":
+        return (f"*Exercises, {made}. A rebuild overwrites this file: work in your own copy "
+                "(`steerlab teach build --out my_lessons/`).* Fill in each function that raises "
+                "`NotDoneYet` (the hint is in the comments above the stub), then run the check "
+                "cell after it.")
+    return f"*Solutions, {made}; edit the source, not this file.* Every check should pass."
 
 
 def render(src: Path) -> dict[str, str]:
