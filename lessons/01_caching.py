@@ -187,8 +187,9 @@ for layer in range(0, model.n_layers, 3):
 # %% [markdown]
 # ## Questions to discuss
 #
-# 1. Your function ran one prompt at a time. What goes wrong if you batch with the tokenizer's
-#    default **left** padding and read `h[:, -1]`? (Try it: the check tells you which rows
+# 1. Your function ran one prompt at a time. Batch the prompts instead, padded on the right
+#    (`model.encode(prompts, padding_side="right")`): what does `h[:, -1]` read for the
+#    shorter prompts? And with the default left padding? (Try both; the check says which rows
 #    differ.)
 # 2. `output_hidden_states=True` also returns residuals. Which index is "after block 12"?
 # 3. Is the direction already stable at layer 0? What would that say about *what* separates

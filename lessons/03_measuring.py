@@ -156,8 +156,10 @@ for m, d in deltas.items():
           f"{np.mean(d >= 0.1):.0%} of subsets show a gain of 10 points or more")
 
 # %% [markdown]
-# With 20 items, one item is 5 points. A "+10 points" result on 20 items is two items, and it
-# turns up for the random control about as often as for the real vector.
+# With 20 items, one item is 5 points: a "+10 points" result is two items. Compare how often a
+# subset shows such a gain with what all the items say about the same vector: when the full
+# paired interval includes 0, every one of those impressive small studies would have been
+# reporting noise -- and the controls produce them too.
 #
 # ## Questions to discuss
 #

@@ -87,8 +87,9 @@ check_top_tokens(top_tokens, model)
 # From here on we use the reference implementation (`steerlab.teach.reading`), so this runs
 # before you finish. For each layer: the largest cosine, and the tokens at both ends. The
 # random control matters: with 49,152 rows in 576 dimensions, *some* rows always line up with
-# *any* direction by chance (about 0.15-0.2 here). A reading means something only where the
-# real vector's cosines clearly beat the control's.
+# *any* direction by chance (about 0.1-0.15 here). A reading means something only where the
+# real vector's cosines clearly beat the control's. (`�` is a token holding part of a
+# multi-byte character.)
 
 # %%
 def ends(scores, k=10):

@@ -96,7 +96,7 @@ def _capture(model, prompts, layer, pick, batched=False, leak=False):
     handle = model.layers[layer].register_forward_hook(hook)
     with torch.no_grad():
         for batch in ([prompts] if batched else [[p] for p in prompts]):
-            model.hf(**model.encode(batch))
+            model.hf(**model.encode(batch, padding_side="right"))
     if not leak:
         handle.remove()
     return torch.cat(rows).float()

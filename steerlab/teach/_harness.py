@@ -196,24 +196,28 @@ def models_for(model: Model | None, embedded_too: bool, archs: tuple[str, ...] =
 
 # ---- hooks ----------------------------------------------------------------------------------
 
-def _hook_dicts(model: Model) -> list[tuple[str, dict]]:
-    return [(name, d) for name, m in model.hf.named_modules()
-            for d in (m._forward_hooks, m._forward_pre_hooks)]
+def _hooks(model: Model) -> list[tuple[str, dict, int]]:
+    """(module name, hook dict, key) of every forward hook and pre-hook on the model, except
+    the inactive output-capturing hooks transformers 5 installs once for good (the first time
+    anyone asks for ``output_hidden_states``): those are the library's, not a leak."""
+    return [(name, d, k) for name, m in model.hf.named_modules()
+            for d in (m._forward_hooks, m._forward_pre_hooks) for k, fn in d.items()
+            if not (getattr(fn, "__module__", None) or "").startswith("transformers.")]
 
 
 def count_hooks(model: Model) -> int:
-    """Forward hooks and pre-hooks currently registered anywhere on the model."""
-    return sum(len(d) for _, d in _hook_dicts(model))
+    """Forward hooks and pre-hooks currently registered on the model (not counting the
+    output-capturing ones transformers keeps for itself)."""
+    return len(_hooks(model))
 
 
 def remove_hooks(model: Model) -> int:
-    """Remove every forward hook and pre-hook on the model (a lesson's clean-up after it
-    leaked one on purpose); returns how many were removed."""
-    n = 0
-    for _, d in _hook_dicts(model):
-        n += len(d)
-        d.clear()
-    return n
+    """Remove every forward hook and pre-hook that :func:`count_hooks` counts (a lesson's
+    clean-up after it leaked one on purpose); returns how many were removed."""
+    found = _hooks(model)
+    for _, d, k in found:
+        del d[k]
+    return len(found)
 
 
 class HookGuard:
@@ -225,12 +229,11 @@ class HookGuard:
         self.leaked: list[str] = []
 
     def __enter__(self) -> HookGuard:
-        self._before = {(n, id(d)): set(d) for n, d in _hook_dicts(self.model)}
+        self._before = {(id(d), k) for _, d, k in _hooks(self.model)}
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        for name, d in _hook_dicts(self.model):
-            new = [k for k in d if k not in self._before.get((name, id(d)), set())]
-            for k in new:
+        for name, d, k in _hooks(self.model):
+            if (id(d), k) not in self._before:
                 del d[k]
                 self.leaked.append(name or "(top)")
