@@ -15,18 +15,10 @@ import sys
 import tempfile
 
 from _common import env_setup, machine, record, table
+from foundation import _LOAD_SNIPPET as _SNIPPET  # same timing snippet as the foundation bench
 
 PART = "loading"
 
-_SNIPPET = """
-import time, json
-t0 = time.perf_counter()
-import transformers.modeling_utils, steerlab.models as m
-t1 = time.perf_counter()
-model = m.load_model({name!r})
-t2 = time.perf_counter()
-print(json.dumps({{"import_s": t1 - t0, "load_s": t2 - t1}}))
-"""
 
 
 def timed_load(name: str, cache: str | None) -> dict:
