@@ -148,3 +148,19 @@ def test_compare_conditions_pairs_every_condition_with_the_baseline():
     assert no_hooks(model)
     with pytest.raises(OptionError, match="baseline"):
         compare_conditions(model, {"zero": vec}, items=items)
+
+
+@pytest.mark.slow
+def test_recorded_learned_vectors_beat_the_base_model(smollm_bf16):
+    """The vectors recorded in results/ (steerlab train, 60 steps) still load and still raise
+    held-out accuracy on real weights: a regression test of loading, hooks and evaluation."""
+    from steerlab.notebooks import recorded_run
+    from steerlab.train import compare_conditions
+
+    path = recorded_run("smollm2-135m-instruct", "arithmetic") / "vectors.safetensors"
+    vec = SteeringVector.load(path, smollm_bf16)
+    assert vec.method == "learned" and vec.meta["step"] == 60
+    table = compare_conditions(smollm_bf16, {"base": None, "learned": vec},
+                               items=arithmetic_items("test")[:100]).set_index("condition")
+    assert table.loc["learned", "delta_lo"] > 0, table
+    assert no_hooks(smollm_bf16)
