@@ -196,7 +196,7 @@ def freeze(model: Model) -> None:
 
 def _eos_ids(model: Model) -> list[int]:
     ids = model.hf.generation_config.eos_token_id
-    ids = ids if isinstance(ids, list) else [ids]
+    ids = list(ids) if isinstance(ids, list | tuple) else [ids]  # a copy: never edit the config
     if model.tokenizer.eos_token_id is not None:
         ids.append(model.tokenizer.eos_token_id)
     return sorted({int(i) for i in ids if i is not None})
@@ -273,9 +273,9 @@ def _save_checkpoint(out: Path, adapter: nn.Module, opt: torch.optim.Optimizer,
         named = {n: p.detach() for n, p in adapter.named_parameters() if p.requires_grad}
         _io.save_tensors(out / "lora.safetensors", named, {**meta, "kind": "lora_adapter"})
     state: dict[str, torch.Tensor] = {}
-    for i, s in enumerate(opt.state_dict()["state"].values()):
+    for pid, s in opt.state_dict()["state"].items():  # pid: the parameter's index
         for k, v in s.items():
-            state[f"{i}.{k}"] = torch.as_tensor(v)
+            state[f"{pid}.{k}"] = torch.as_tensor(v)
     _io.save_tensors(out / "optimizer.safetensors", state,
                      {"kind": "adam_state", "step": step, "config_key": cfg.key()})
 
@@ -306,11 +306,10 @@ def _load_checkpoint(out: Path, adapter: nn.Module, opt: torch.optim.Optimizer,
                 params[n].copy_(t)
     tensors_o, _ = _io.load_tensors(out / "optimizer.safetensors", "adam_state")
     sd = opt.state_dict()
-    pids = sd["param_groups"][0]["params"]
     state: dict[int, dict[str, torch.Tensor]] = {}
     for name, t in tensors_o.items():
         i, k = name.split(".", 1)
-        state.setdefault(pids[int(i)], {})[k] = t
+        state.setdefault(int(i), {})[k] = t
     sd["state"] = state
     opt.load_state_dict(sd)
     return step
