@@ -65,7 +65,7 @@ hist.drop(columns=["sample"], errors="ignore").tail(8).round(3)
 # %%
 seconds = hist["seconds"].sum() if "seconds" in hist else float("nan")
 fig = training_curves(hist, cfg.eval_n, title=(
-    f"RLOO training of per-layer steering vectors · {MODEL} (frozen) · synthetic arithmetic "
+    f"RLOO training of per-layer steering vectors · {MODEL} (frozen)<br>synthetic arithmetic "
     f"train split · {cfg.prompts_per_step}x{cfg.samples} samples/step · "
     f"{seconds / 60:.1f} min on this CPU"))
 save_figure(fig, "05", "training_curves")
@@ -110,7 +110,7 @@ results.round(3)
 
 # %%
 fig = condition_bars(results, title=(
-    f"Held-out synthetic arithmetic (test split, n={len(test)}) · {MODEL}, greedy · labels: "
+    f"Held-out synthetic arithmetic (test split, n={len(test)}) · {MODEL}, greedy<br>labels: "
     "paired difference to base [95% bootstrap]"))
 save_figure(fig, "05", "test_accuracy")
 fig

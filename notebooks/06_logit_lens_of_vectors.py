@@ -61,7 +61,7 @@ def lens_figure(layer: int):
                           "cos": top.cosine.round(3), "bottom token": bottom.token.map(repr),
                           "cos ": bottom.cosine.round(3)})
     return table_figure(table, title=f"Logit lens of the learned vector at layer {layer} · "
-                        f"{MODEL} · trained on synthetic arithmetic ({source})", width=760)
+                        f"{MODEL}<br>trained on synthetic arithmetic ({source})", width=760)
 
 
 from ipywidgets import IntSlider
@@ -82,7 +82,7 @@ show_layers = [2, model.n_layers // 2, model.n_layers - 3]
 clusters = cluster_table(learned, model, layers=show_layers, k=50 if not S.smoke else 12)
 view = clusters[["layer", "cluster", "size", "representative", "mean_score", "cohesion"]]
 fig = table_figure(view.round(3), title=(
-    f"Clusters of each layer's top-50 logit-lens tokens · learned vectors of {MODEL} "
+    f"Clusters of each layer's top-50 logit-lens tokens · learned vectors of {MODEL}<br>"
     f"(synthetic arithmetic, {source})"))
 save_figure(fig, "06", "cluster_table")
 view
@@ -99,7 +99,7 @@ save_figure(lens_figure(show_layers[1]), "06", "logit_lens_mid_layer")
 # %%
 cos = layer_cosines(learned, dom)
 fig = layer_cosine_figure(cos, title=(
-    f"cosine(learned vector, difference of means) per layer · {MODEL} · learned on synthetic "
+    f"cosine(learned vector, difference of means) per layer · {MODEL}<br>learned on synthetic "
     f"arithmetic, diff-of-means from {len(R_q)}+{len(M_q)} shipped prompts"))
 save_figure(fig, "06", "learned_vs_diff_of_means")
 cos.round(3).T
@@ -137,7 +137,7 @@ paper = pd.DataFrame([{"method": "vectors (paper: Llama-3.1-8B)", "trainable par
                        "optimizer state (MB)": 2 * 4 * 32 * 4096 / MB}])
 table = pd.concat([resources, paper], ignore_index=True)
 fig = table_figure(table.round(4), title=(
-    f"Training cost per step on this CPU · {MODEL} (bf16) · batch of 8 shipped prompts; "
+    f"Training cost per step on this CPU · {MODEL} (bf16) · batch of 8 shipped prompts<br>"
     "last row: the paper's model, computed from its architecture"))
 save_figure(fig, "06", "resource_table")
 table.round(4)

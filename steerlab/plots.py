@@ -186,7 +186,8 @@ def training_curves(history: pd.DataFrame, dev_n: int, title: str = "",
                      "array": np.array(hi) - dev.dev_acc.to_numpy(),
                      "arrayminus": dev.dev_acc.to_numpy() - np.array(lo)}), 1, 2)
     fig.update_xaxes(title_text="step")
-    fig.update_layout(title=title, template="plotly_white", height=420, width=1050)
+    fig.update_layout(title=title, template="plotly_white", height=460, width=1050,
+                      margin={"t": 120})
     return fig
 
 
@@ -204,19 +205,27 @@ def condition_bars(table: pd.DataFrame, title: str = "", baseline: str = "base")
                  "arrayminus": table.accuracy - table.lo}))
     fig.update_layout(title=title, yaxis_title="accuracy (95% Wilson CI)",
                       yaxis_range=[0, min(1.0, float(table.hi.max()) + 0.15)],
-                      template="plotly_white", height=450, width=800)
+                      template="plotly_white", height=470, width=900, margin={"t": 100})
     return fig
 
 
 def table_figure(df: pd.DataFrame, title: str = "", width: int = 1100,
                  height: int | None = None) -> go.Figure:
-    """A DataFrame as a plotly table (for tables that belong in figures/)."""
+    """A DataFrame as a plotly table (for tables that belong in figures/): columns as wide as
+    their longest entry (within reason), rows tall enough for wrapped text."""
     cells = [[f"{v:.4g}" if isinstance(v, float) else str(v) for v in df[c]] for c in df]
-    fig = go.Figure(go.Table(header={"values": list(df.columns), "align": "left",
+    widths = [min(max(len(str(c)), *(len(v) for v in col)) if col else len(str(c)), 60)
+              for c, col in zip(df.columns, cells, strict=True)]
+    chars_per_line = [max(8, w * 0.9) for w in widths]  # rough: a cell wraps past its width
+    lines = [max((len(v) / cpl for v, cpl in zip(row, chars_per_line, strict=True)), default=1)
+             for row in zip(*cells, strict=True)] if cells else []
+    rows_px = sum(22 * max(1, int(np.ceil(n))) + 12 for n in lines)
+    fig = go.Figure(go.Table(columnwidth=widths,
+                             header={"values": list(df.columns), "align": "left",
                                      "fill_color": "#e8e8e8"},
                              cells={"values": cells, "align": "left"}))
-    fig.update_layout(title=title, width=width, height=height or 120 + 28 * len(df),
-                      margin={"l": 10, "r": 10, "t": 60, "b": 10})
+    fig.update_layout(title=title, width=width, height=height or 130 + rows_px,
+                      margin={"l": 10, "r": 10, "t": 80, "b": 10})
     return fig
 
 
