@@ -99,8 +99,10 @@ def training_step_costs(model: Model, prompts: list[str], method: str = "full",
                 from peft import LoraConfig, get_peft_model
             except ImportError as err:
                 raise OptionError("method='lora' needs peft (pip install peft).") from err
+            from steerlab.train import lora_targets
+
             hf = get_peft_model(hf, LoraConfig(r=lora_rank, lora_alpha=2 * lora_rank,
-                                               target_modules=["down_proj"]))
+                                               target_modules=lora_targets(model)))
         params = [p for p in hf.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr)
 

@@ -95,8 +95,10 @@ def logit_lens(vector: SteeringVector | torch.Tensor, model: Model,
         Columns ``layer, side ("top"/"bottom"), rank (1 = most extreme), token_id, token,
         cosine``.
     """
-    if k < 1:
-        raise OptionError(f"k must be >= 1, got {k}.")
+    vocab = unembedding(model).shape[0]
+    if not 1 <= k <= vocab // 2:
+        raise OptionError(f"k must be in 1..{vocab // 2} ({model.name} has {vocab} tokens), "
+                          f"got {k}.")
     per_layer = _directions(vector, model, layers)
     bad = _excluded(model) if skip_special else None
     rows = []

@@ -149,6 +149,15 @@ class LearnedVectors(nn.Module):
             self.vectors.copy_(vec.stack())
 
 
+def lora_targets(model: Model) -> list[str]:
+    """Module names of the MLP down-projections, where the paper's LoRA comparison goes."""
+    targets = sorted({n.split(".")[-1] for n, _ in model.hf.named_modules()
+                      if n.endswith(("down_proj", "c_proj", "fc2", "dense_4h_to_h"))})
+    if not targets:
+        raise OptionError(f"No MLP down-projection found in {model.name} for LoRA.")
+    return targets
+
+
 class LoraAdapter(nn.Module):
     """The paper's comparison: rank-r LoRA on every MLP down-projection (``peft``), the base
     weights frozen. Works on a private copy of the model (``.model``), so the caller's model is
@@ -163,11 +172,8 @@ class LoraAdapter(nn.Module):
             from peft import LoraConfig, get_peft_model
         except ImportError as err:
             raise OptionError("adapter='lora' needs peft (pip install peft).") from err
-        targets = sorted({n.split(".")[-1] for n, _ in model.hf.named_modules()
-                          if n.endswith(("down_proj", "c_proj", "fc2", "dense_4h_to_h"))})
-        if not targets:
-            raise OptionError(f"No MLP down-projection found in {model.name} for LoRA.")
-        cfg = LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=targets, lora_dropout=0.0)
+        cfg = LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=lora_targets(model),
+                         lora_dropout=0.0)
         self.peft = get_peft_model(copy.deepcopy(model.hf), cfg)
         self.model = replace(model, hf=self.peft, _backends={})
 

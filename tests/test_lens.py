@@ -61,6 +61,8 @@ def test_lens_rejects_bad_vectors(tiny):
         logit_lens(torch.zeros(tiny.d_model), tiny)
     with pytest.raises(OptionError, match="k must be"):
         logit_lens(torch.ones(tiny.d_model), tiny, k=0)
+    with pytest.raises(OptionError, match="has 128 tokens"):
+        logit_lens(torch.ones(tiny.d_model), tiny, k=500)
 
 
 def _two_theme_model():
