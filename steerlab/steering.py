@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from steerlab.backends.base import Handle
+from steerlab.backends.base import WHEN, Handle
 from steerlab.cache import check_layers
 from steerlab.errors import InvalidVectorError, OptionError, VectorMismatchError
 from steerlab.vectors import SteeringVector
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from steerlab.models import Model
 
 MODES = ("add", "project", "ablate")
-POSITIONS = ("all", "prompt", "generated")
+POSITIONS = WHEN  # the backend decides which forward reads the prompt
 
 
 class SteeringHandle:
@@ -47,33 +47,11 @@ class SteeringHandle:
         self.remove()
 
 
-def _is_prefill(kwargs: dict[str, Any]) -> bool:
-    """A forward processes the prompt unless it continues a KV cache or recurrent state."""
-    past = kwargs.get("past_key_values")
-    if past is not None:
-        length = past.get_seq_length() if hasattr(past, "get_seq_length") else len(past)
-        if length > 0:
-            return False
-    return kwargs.get("state") is None and kwargs.get("cache_params") is None
-
-
-def _make_phase_hook(phase: dict[str, bool]):
-    def hook(module: torch.nn.Module, args: Any, kwargs: dict[str, Any]) -> None:
-        phase["prefill"] = _is_prefill(kwargs)
-
-    return hook
-
-
-def _make_steer_fn(v: torch.Tensor, coeff: float, mode: str, positions: str,
-                   phase: dict[str, bool]):
+def _make_steer_fn(v: torch.Tensor, coeff: float, mode: str):
     cache: dict[tuple[torch.dtype, torch.device], torch.Tensor] = {}
     unit = v / v.norm().clamp_min(1e-12)
 
-    def fn(h: torch.Tensor) -> torch.Tensor | None:
-        if positions == "prompt" and not phase["prefill"]:
-            return None
-        if positions == "generated" and phase["prefill"]:
-            return None
+    def fn(h: torch.Tensor) -> torch.Tensor:
         key = (h.dtype, h.device)
         if key not in cache:
             cache[key] = (v if mode == "add" else unit).to(device=h.device, dtype=h.dtype)
@@ -121,7 +99,8 @@ def add_steering(model: Model, vector: SteeringVector | torch.Tensor,
         coeff: ``add``: h + coeff * v. ``project``: h + coeff * (h . v̂) v̂ (Hong et al.'s
             projection scaling). ``ablate``: h - (h . v̂) v̂ (coeff unused).
         positions: ``all`` tokens; ``prompt`` only (the forward that reads the prompt);
-            ``generated`` only (forwards that continue a KV cache during generation).
+            ``generated`` only (the decoding steps of a generation). The backend tells them
+            apart by counting the forwards of its own ``generate``, not by a library keyword.
         mode: ``add``, ``project`` or ``ablate``.
         backend: ``hf``, ``tlens`` or ``nnsight``.
         strict_model: refuse vectors made for another model (width is always checked).
@@ -134,15 +113,11 @@ def add_steering(model: Model, vector: SteeringVector | torch.Tensor,
         raise OptionError(f"coeff must be a finite number, got {coeff!r}.")
     per_layer = _resolve(model, vector, layers, strict_model)
     be = model.backend(backend)
-    phase = {"prefill": True}
     handles: list[Handle] = []
     try:
-        if positions != "all":
-            handles.append(be.top.register_forward_pre_hook(_make_phase_hook(phase),
-                                                            with_kwargs=True))
         for layer, v in per_layer.items():
-            handles.append(be.add_edit(layer, _make_steer_fn(v.float(), float(coeff), mode,
-                                                             positions, phase)))
+            handles.append(be.add_edit(layer, _make_steer_fn(v.float(), float(coeff), mode),
+                                       when=positions))
     except BaseException:
         for handle in reversed(handles):
             handle.remove()

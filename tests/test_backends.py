@@ -50,12 +50,23 @@ def test_same_steered_logits(smollm, vector):
     assert no_hooks(smollm)
 
 
-def test_same_steered_generation(smollm, vector):
+@pytest.mark.parametrize("positions", ["generated", "prompt"])
+def test_same_steered_generation(smollm, vector, positions):
+    """Each backend tells the prompt's forward from the decoding steps the same way."""
     outs = {}
     for backend in BACKENDS:
-        with steer(smollm, vector, coeff=3.0, positions="generated", backend=backend):
+        with steer(smollm, vector, coeff=3.0, positions=positions, backend=backend):
             outs[backend] = generate(smollm, PROMPTS[:2], max_new_tokens=10, chat=True,
                                      backend=backend)
     assert outs["tlens"] == outs["hf"] == outs["nnsight"]
     assert generate(smollm, PROMPTS[:2], max_new_tokens=10, chat=True) != outs["hf"]
     assert no_hooks(smollm)
+
+
+def test_same_plain_generation(smollm):
+    """Unsteered KV-cached generation agrees across backends: catches a library that stops
+    handing the cache to its layers (TransformerLens 4.3's bridge on transformers 5.24 did)."""
+    outs = {b: generate(smollm, PROMPTS, max_new_tokens=12, chat=True, backend=b)
+            for b in BACKENDS}
+    assert outs["tlens"] == outs["hf"] == outs["nnsight"]
+    assert outs["hf"][0].startswith("The capital of France is Paris")

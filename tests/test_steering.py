@@ -118,11 +118,11 @@ def test_hooks_removed_when_registration_fails_half_way(tiny_llama, monkeypatch)
     real = backend.add_edit
     calls = {"n": 0}
 
-    def flaky(layer, fn):
+    def flaky(layer, fn, **kw):
         calls["n"] += 1
         if calls["n"] == 3:
             raise RuntimeError("registration failed")
-        return real(layer, fn)
+        return real(layer, fn, **kw)
 
     monkeypatch.setattr(backend, "add_edit", flaky)
     with pytest.raises(RuntimeError, match="registration failed"):

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, Protocol
 
 import torch
@@ -15,6 +16,11 @@ EditFn = Callable[[torch.Tensor], "torch.Tensor | None"]
 
 class Handle(Protocol):
     def remove(self) -> None: ...
+
+
+#: When an edit applies during generation: every forward, only the forward that reads the
+#: prompt (prefill), or only the decoding steps after it.
+WHEN = ("all", "prompt", "generated")
 
 
 class StopForward(Exception):
@@ -33,6 +39,87 @@ def hidden_of(output: Any) -> torch.Tensor:
     return output[0] if isinstance(output, tuple) else output
 
 
+class Phase:
+    """Whether the forward running now reads the prompt or continues a generation.
+
+    The backend's own :meth:`Backend.generate` is the authority: it counts the forwards of
+    its generation (the first reads the prompt, each later one decodes a token), which
+    depends on no keyword a library may rename. A forward outside it (a plain forward, or a
+    generation the caller started on the HF module directly) falls back to
+    :func:`continues_cache` on the forward's own arguments.
+    """
+
+    def __init__(self) -> None:
+        self.generating = False
+        self.forwards = 0  # forwards seen in the current generation
+        self.prefill = True
+
+    @contextmanager
+    def generation(self) -> Iterator[None]:
+        """Count the forwards of one ``generate`` call (nested calls are refused)."""
+        if self.generating:
+            raise RuntimeError("A generation is already running on this backend.")
+        self.generating, self.forwards = True, 0
+        try:
+            yield
+        finally:
+            self.generating, self.forwards, self.prefill = False, 0, True
+
+    def enter_forward(self, args: tuple, kwargs: dict[str, Any]) -> None:
+        """Called before every forward of the model's top module."""
+        if self.generating:
+            self.prefill = self.forwards == 0
+            self.forwards += 1
+        else:
+            self.prefill = not continues_cache(args, kwargs)
+
+    def admits(self, when: str) -> bool:
+        return when == "all" or (when == "prompt") == self.prefill
+
+
+def continues_cache(args: tuple, kwargs: dict[str, Any]) -> bool:
+    """True when a forward's arguments carry a non-empty KV cache or a recurrent state.
+
+    Found by what the values are, not by keyword: any argument with a ``get_seq_length()``
+    (a transformers ``Cache``; ``past_key_values=`` before transformers 5.24, ``cache=``
+    since) holding tokens, a legacy tuple-of-layers cache, or a recurrent model's state
+    (RWKV's ``state``, Mamba's ``cache_params``).
+    """
+    for key, value in (*enumerate(args), *kwargs.items()):
+        if value is None or isinstance(value, torch.Tensor | bool | int | float | str):
+            continue
+        if hasattr(value, "get_seq_length"):
+            if value.get_seq_length() > 0:
+                return True
+        elif key in ("state", "cache_params", "past_key_values"):
+            return True
+    return False
+
+
+def gated(fn: EditFn, when: str, phase: Phase) -> EditFn:
+    """``fn`` where ``phase`` admits ``when``, a no-op (None) elsewhere."""
+    if when not in WHEN:
+        raise ValueError(f"Unsupported edit phase {when!r}: use one of {WHEN}.")
+    if when == "all":
+        return fn
+
+    def edit(h: torch.Tensor) -> torch.Tensor | None:
+        return fn(h) if phase.admits(when) else None
+
+    return edit
+
+
+class Handles:
+    """Several handles removed as one (last registered first; idempotent)."""
+
+    def __init__(self, handles: list[Handle]) -> None:
+        self._handles = handles
+
+    def remove(self) -> None:
+        while self._handles:
+            self._handles.pop().remove()
+
+
 class Backend(ABC):
     """One way of running a model with edits on its residual stream."""
 
@@ -43,9 +130,11 @@ class Backend(ABC):
     supports_early_stop: bool = False
 
     @abstractmethod
-    def add_edit(self, layer: int, fn: EditFn) -> Handle:
-        """Run ``fn`` on the residual stream after block ``layer`` in every later forward,
-        until the returned handle's ``remove()`` is called."""
+    def add_edit(self, layer: int, fn: EditFn, when: str = "all") -> Handle:
+        """Run ``fn`` on the residual stream after block ``layer`` in every later forward
+        (``when="all"``), only in the forward that reads the prompt (``"prompt"``) or only in
+        the decoding steps of a generation (``"generated"``), until the returned handle's
+        ``remove()`` is called."""
 
     @abstractmethod
     def forward(self, enc: dict[str, torch.Tensor],

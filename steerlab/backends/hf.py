@@ -10,6 +10,9 @@ from steerlab.backends.base import (
     Backend,
     EditFn,
     Handle,
+    Handles,
+    Phase,
+    gated,
     hidden_of,
     keep_positions,
     position_ids,
@@ -18,6 +21,30 @@ from steerlab.backends.base import (
 
 if TYPE_CHECKING:
     from steerlab.models import Model
+
+
+def phase_hook(phase: Phase):
+    """A forward pre-hook (with kwargs) that tells ``phase`` which forward is starting."""
+    def hook(module: torch.nn.Module, args: Any, kwargs: dict[str, Any]) -> None:
+        phase.enter_forward(args, kwargs)
+
+    return hook
+
+
+def add_module_edit(top: torch.nn.Module, block: torch.nn.Module, fn: EditFn, when: str,
+                    phase: Phase) -> Handle:
+    """``fn`` on ``block``'s output; for ``when != "all"`` a pre-hook on ``top`` keeps
+    ``phase`` current. Both hooks come off together (also if the second fails)."""
+    edit = gated(fn, when, phase)
+    handles: list[Handle] = []
+    try:
+        if when != "all":
+            handles.append(top.register_forward_pre_hook(phase_hook(phase), with_kwargs=True))
+        handles.append(block.register_forward_hook(_make_edit_hook(edit)))
+    except BaseException:
+        Handles(handles).remove()
+        raise
+    return Handles(handles)
 
 
 def _make_edit_hook(fn: EditFn):
@@ -40,9 +67,10 @@ class HFBackend(Backend):
         params = _forward_params(model.hf)
         self._takes_positions = "position_ids" in params
         self._takes_keep = "logits_to_keep" in params
+        self.phase = Phase()
 
-    def add_edit(self, layer: int, fn: EditFn) -> Handle:
-        return self._layers[layer].register_forward_hook(_make_edit_hook(fn))
+    def add_edit(self, layer: int, fn: EditFn, when: str = "all") -> Handle:
+        return add_module_edit(self.top, self._layers[layer], fn, when, self.phase)
 
     def forward(self, enc: dict[str, torch.Tensor],
                 keep: int | torch.Tensor | None = None) -> torch.Tensor:
@@ -55,7 +83,8 @@ class HFBackend(Backend):
         return keep_positions(self.top(**kwargs).logits, keep)
 
     def generate(self, enc: dict[str, torch.Tensor], **kwargs: Any) -> torch.Tensor:
-        return self.top.generate(**enc, **kwargs)
+        with self.phase.generation():
+            return self.top.generate(**enc, **kwargs)
 
 
 def _forward_params(module: torch.nn.Module) -> set[str]:

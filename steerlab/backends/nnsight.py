@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from steerlab.backends.base import (
+    WHEN,
     Backend,
     EditFn,
     Handle,
@@ -26,7 +27,8 @@ if TYPE_CHECKING:
 
 
 class _EditHandle:
-    def __init__(self, edits: list[tuple[int, EditFn]], item: tuple[int, EditFn]) -> None:
+    def __init__(self, edits: list[tuple[int, EditFn, str]], item: tuple[int, EditFn, str]
+                 ) -> None:
         self._edits, self._item = edits, item
 
     def remove(self) -> None:
@@ -43,7 +45,7 @@ class NNsightBackend(Backend):
         self.model = model
         self.top = model.hf
         self.lm = TransformersModel(model.hf, tokenizer=model.tokenizer)
-        self._edits: list[tuple[int, EditFn]] = []
+        self._edits: list[tuple[int, EditFn, str]] = []
         layers = model.layers
         self._layers_path = next(name for name, m in model.hf.named_modules() if m is layers)
 
@@ -53,14 +55,24 @@ class NNsightBackend(Backend):
             envoy = getattr(envoy, part)
         return envoy[layer]
 
-    def add_edit(self, layer: int, fn: EditFn) -> Handle:
-        item = (layer, fn)
+    def add_edit(self, layer: int, fn: EditFn, when: str = "all") -> Handle:
+        if when not in WHEN:
+            raise ValueError(f"Unsupported edit phase {when!r}: use one of {WHEN}.")
+        item = (layer, fn, when)
         self._edits.append(item)
         return _EditHandle(self._edits, item)
 
-    def _apply_edits(self) -> None:
+    def _apply_edits(self, prefill: bool = True) -> None:
+        """Apply the edits this forward admits: ``prefill`` is True for a plain forward and
+        for the first step of ``tracer.iter`` (the one that reads the prompt)."""
         # nnsight needs modules visited in execution order
-        for layer, fn in sorted(self._edits, key=lambda e: e[0]):
+        edits = sorted(self._edits, key=lambda e: e[0])
+        admitted = [e for e in edits if e[2] == "all" or (e[2] == "prompt") == prefill]
+        if not admitted and edits:
+            # a step with nothing to edit must still wait on a module, or tracer.iter[:]
+            # never advances to the next step (it would spin until a timeout)
+            _ = self._layer_envoy(edits[0][0]).output
+        for layer, fn, _when in admitted:
             envoy = self._layer_envoy(layer)
             out = envoy.output
             new = fn(hidden_of(out))
@@ -81,8 +93,17 @@ class NNsightBackend(Backend):
             with self.lm.generate(**kwargs) as tracer:
                 with tracer.invoke(dict(enc)):
                     if self._edits:
-                        for _ in tracer.iter[:]:
-                            self._apply_edits()
+                        for step in tracer.iter[:]:
+                            self._apply_edits(prefill=_step_index(step) == 0)
                 with tracer.invoke():
                     ids = tracer.result.save()
         return ids
+
+
+def _step_index(step: Any) -> int:
+    """The generation step ``tracer.iter`` yields (an int in nnsight 0.8)."""
+    if isinstance(step, int):
+        return step
+    raise TypeError(f"nnsight's tracer.iter yielded {type(step).__name__}, not a step index: "
+                    "this nnsight version changed its iteration API; pin nnsight to the "
+                    "range in pyproject.toml.")

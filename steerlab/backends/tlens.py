@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from steerlab.backends.base import Backend, EditFn, Handle, keep_positions
+from steerlab.backends.base import Backend, EditFn, Handle, Handles, Phase, gated, keep_positions
+from steerlab.backends.hf import phase_hook
 
 if TYPE_CHECKING:
     from steerlab.models import Model
@@ -36,6 +37,25 @@ def _make_lens_hook(fn: EditFn):
     return hook
 
 
+def _pass_cache_to_bridge_attention(bridge: Any) -> None:
+    """Hand the KV cache to the bridge's attention under the name it reads.
+
+    transformers >= 5.24 passes a layer its cache as ``cache=`` (``past_key_values=`` before);
+    TransformerLens 4.3's bridge attention reads only ``past_key_values`` (or ``layer_past``),
+    so on 5.24 every decoding step attended to itself alone and generation went to garbage.
+    A pre-hook on each bridge attention component (of this backend's private copy) copies
+    the cache across. ``tests/test_backends.py`` checks the bridge generates what HF does.
+    """
+    def hook(module: torch.nn.Module, args: Any, kwargs: dict[str, Any]) -> Any:
+        if kwargs.get("cache") is not None and kwargs.get("past_key_values") is None:
+            return args, {**kwargs, "past_key_values": kwargs["cache"]}
+        return None
+
+    for module in bridge.modules():
+        if hasattr(module, "_update_kv_cache"):
+            module.register_forward_pre_hook(hook, with_kwargs=True)
+
+
 class TLensBackend(Backend):
     name = "tlens"
 
@@ -48,14 +68,26 @@ class TLensBackend(Backend):
             model.hf_id, hf_model=hf_copy, tokenizer=model.tokenizer
         )
         self.top = hf_copy
+        self.phase = Phase()
+        _pass_cache_to_bridge_attention(self.bridge)
 
     def _hook_point(self, layer: int) -> Any:
         block = self.bridge.blocks[layer]
         return getattr(block, "hook_resid_post", None) or block.hook_out
 
-    def add_edit(self, layer: int, fn: EditFn) -> Handle:
+    def add_edit(self, layer: int, fn: EditFn, when: str = "all") -> Handle:
         hook_point = self._hook_point(layer)
-        return _LensHandle(hook_point, hook_point.add_hook(_make_lens_hook(fn)))
+        edit = gated(fn, when, self.phase)
+        handles: list[Handle] = []
+        try:
+            if when != "all":  # the booted HF module still runs every forward of generate
+                handles.append(self.top.register_forward_pre_hook(phase_hook(self.phase),
+                                                                  with_kwargs=True))
+            handles.append(_LensHandle(hook_point, hook_point.add_hook(_make_lens_hook(edit))))
+        except BaseException:
+            Handles(handles).remove()
+            raise
+        return Handles(handles)
 
     def forward(self, enc: dict[str, torch.Tensor],
                 keep: int | torch.Tensor | None = None) -> torch.Tensor:
@@ -66,4 +98,5 @@ class TLensBackend(Backend):
     def generate(self, enc: dict[str, torch.Tensor], **kwargs: Any) -> torch.Tensor:
         # The booted HF model runs through the bridge's components, so its hook points fire
         # at every decoding step; HF's generate handles left padding and the KV cache.
-        return self.top.generate(**enc, **kwargs)
+        with self.phase.generation():
+            return self.top.generate(**enc, **kwargs)
