@@ -9,7 +9,6 @@ unsteered runs on the same items give a paired difference
 from __future__ import annotations
 
 import contextlib
-import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -20,6 +19,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from steerlab.answers import extract_answer as extract_answer  # re-exported (older imports)
+from steerlab.answers import first_answer, judge
 from steerlab.errors import EmptyInputError, OptionError
 from steerlab.inference import generate
 from steerlab.stats import Accuracy, accuracy
@@ -38,6 +39,8 @@ class EvalResult:
     Attributes:
         correct: (n,) bool, per item, in ``item_ids`` order.
         predictions: the chosen option text (mc) or the extracted answer (gen), per item.
+        completions: generative tasks: each item's decoded completion as generated (before
+            any cut at a new few-shot example), to audit the extraction; empty for mc.
     """
 
     task: str
@@ -48,6 +51,7 @@ class EvalResult:
     seconds: float
     chance: float | None = None
     extra: dict = field(default_factory=dict)
+    completions: list[str] = field(default_factory=list)
 
     @property
     def accuracy(self) -> Accuracy:
@@ -155,56 +159,6 @@ def cloze_prompt(item: Item, chat: bool) -> str:
     return item.question if chat else f"Q: {item.question}\nA:"
 
 
-_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
-
-
-def extract_answer(text: str) -> str | None:
-    """The final answer in a completion: ``\\boxed{...}``, else after ``####``, else the last
-    number. None when there is none."""
-    boxed = re.findall(r"\\boxed\{([^{}]*)\}", text)
-    if boxed:
-        return boxed[-1].strip()
-    if "####" in text:
-        return text.split("####")[-1].strip().split("\n")[0].replace(",", "").strip()
-    nums = _NUMBER.findall(text)
-    return nums[-1].replace(",", "").rstrip(".") if nums else None
-
-
-def _norm(text: str) -> str:
-    return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
-
-
-def judge(item: Item, completion: str) -> tuple[bool, str]:
-    """(correct, extracted answer) for a generative completion.
-
-    Numbers are compared with math-verify (``4.50`` = ``4.5``, ``1/2`` = ``0.5``); text answers
-    count when the gold answer or an alias appears as whole words in the completion.
-    """
-    if item.answer_type == "number":
-        from math_verify import parse, verify
-
-        pred = extract_answer(completion)
-        if pred is None:
-            return False, ""
-        try:
-            return bool(verify(parse(item.answer), parse(pred))), pred
-        except Exception:  # noqa: BLE001 - an unparsable answer is a wrong answer
-            return False, pred
-    text = f" {_norm(completion)} "
-    if item.answer_type == "choice":  # the option named first is the model's answer
-        found = [(text.find(f" {_norm(o)} "), o) for o in item.options]
-        named = sorted((pos, o) for pos, o in found if pos >= 0)
-        pred = named[0][1] if named else ""
-        return pred == item.answer, pred
-    ok = any(f" {_norm(a)} " in text for a in (item.answer, *item.aliases) if _norm(a))
-    return ok, completion.strip().split("\n")[0][:80]
-
-
-def _first_answer(text: str) -> str:
-    """Cut a base model's continuation at the start of a new few-shot example."""
-    return re.split(r"\n\s*\n|\nQ:|\nQuestion:", text, maxsplit=1)[0]
-
-
 def gen_prompt(item: Item, shots: Sequence[tuple[str, str]], chat: bool) -> str:
     if chat:
         return item.question
@@ -237,6 +191,7 @@ def evaluate(model: Model, task: Task, items: Sequence[Item] | None = None,
     t0 = time.perf_counter()
     preds: list[str] = []
     correct: list[bool] = []
+    completions: list[str] = []
     batches = [items[i:i + batch_size] for i in range(0, len(items), batch_size)]
     show = progress if progress is not None else len(batches) > 4
     for batch in tqdm(batches, desc=f"{task.name}", disable=not show, leave=False):
@@ -252,12 +207,14 @@ def evaluate(model: Model, task: Task, items: Sequence[Item] | None = None,
             outs = generate(model, prompts, task.max_new_tokens, chat=chat, backend=backend,
                             batch_size=len(prompts), progress=False)
             for it, out in zip(batch, outs, strict=True):
-                ok, pred = judge(it, out if chat else _first_answer(out))
+                ok, pred = judge(it, out if chat else first_answer(out))
                 preds.append(pred)
                 correct.append(ok)
+                completions.append(out)
     return EvalResult(task.name, model.hf_id, [it.id for it in items], np.array(correct),
                       preds, time.perf_counter() - t0, task.chance(items),
-                      {"chat": chat and model.is_chat, "scoring": scoring, "backend": backend})
+                      {"chat": chat and model.is_chat, "scoring": scoring, "backend": backend},
+                      completions)
 
 
 @contextmanager

@@ -49,19 +49,27 @@ def _token_text(model: Model, ids: Sequence[int]) -> list[str]:
 
 
 def _excluded(model: Model) -> torch.Tensor:
-    """Vocabulary mask of tokens a lens should skip: special and unused/reserved tokens, and
-    rows beyond the tokenizer's vocabulary (padding rows of the matrix)."""
+    """(vocab,) bool mask of tokens a lens should skip: control tokens, unused/reserved tokens,
+    and rows beyond the tokenizer's vocabulary (padding rows of the matrix).
+
+    Control tokens are ``all_special_ids`` plus every token added with ``special=True``
+    (``all_special_ids`` misses most of them: SmolLM2's ``<repo_name>``, ``<jupyter_code>``...,
+    Gemma's ``<start_of_turn>``). Added tokens that are *not* special are kept: in the
+    tokenizers here they are ordinary text (Gemma's newline runs and HTML tags).
+    """
     w = unembedding(model)
     bad = torch.zeros(w.shape[0], dtype=torch.bool)
-    n_tok = len(model.tokenizer)
+    tok = model.tokenizer
+    n_tok = len(tok)
     if n_tok < w.shape[0]:
         bad[n_tok:] = True
-    for i in model.tokenizer.all_special_ids:
+    added = getattr(tok, "added_tokens_decoder", {})
+    control = {int(i) for i, t in added.items() if getattr(t, "special", False)}
+    for i in control | set(tok.all_special_ids):
         if 0 <= i < w.shape[0]:
             bad[i] = True
-    vocab = model.tokenizer.get_vocab()
-    for tok, i in vocab.items():
-        if i < w.shape[0] and _UNUSED.match(tok):
+    for text, i in tok.get_vocab().items():
+        if i < w.shape[0] and _UNUSED.match(text):
             bad[i] = True
     return bad
 

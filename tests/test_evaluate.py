@@ -83,6 +83,33 @@ def test_generative_runs(tiny_llama):
     assert res.n == 6 and res.chance is None
 
 
+def test_generative_results_keep_their_completions(tiny_llama):
+    from steerlab.answers import first_answer
+
+    task = _tiny_task("gen")
+    res = evaluate(tiny_llama, task, shots=[("What is 1 + 1?", "2")], batch_size=4)
+    assert len(res.completions) == res.n == 6 and all(isinstance(c, str) for c in res.completions)
+    for item, comp, ok, pred in zip(task.items(), res.completions, res.correct,
+                                    res.predictions, strict=True):  # the audit trail re-judges
+        assert judge(item, first_answer(comp)) == (ok, pred)
+    assert evaluate(tiny_llama, _tiny_task(), scoring="cloze").completions == []
+
+
+def test_eval_result_positional_fields_unchanged():
+    from steerlab.evaluate import EvalResult
+
+    res = EvalResult("t", "m", ["a"], np.array([True]), ["x"], 1.0, 0.5, {"chat": False})
+    assert res.completions == [] and res.extra == {"chat": False} and res.chance == 0.5
+
+
+def test_answer_functions_are_still_importable_from_evaluate():
+    import steerlab.answers
+    import steerlab.evaluate
+
+    assert steerlab.evaluate.extract_answer is steerlab.answers.extract_answer
+    assert steerlab.evaluate.judge is steerlab.answers.judge
+
+
 def test_bad_options(tiny_llama):
     with pytest.raises(OptionError, match="scoring"):
         evaluate(tiny_llama, _tiny_task(), scoring="vibes")

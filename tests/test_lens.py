@@ -54,6 +54,43 @@ def test_lens_skips_special_tokens(tiny):
     assert eos in set(logit_lens(w[eos].clone(), tiny, k=3, skip_special=False).token_id)
 
 
+def test_lens_skips_added_special_tokens_missing_from_all_special_ids():
+    """Tokens added as special (SmolLM2's ``<repo_name>``, Gemma's ``<start_of_turn>``) are not
+    all in ``all_special_ids``; the lens skips them anyway, but keeps non-special added tokens
+    (Gemma's newline runs and HTML tags are ordinary text)."""
+    from tokenizers import AddedToken
+
+    from steerlab.lens import _excluded
+
+    model = tiny_model("llama")  # its own copy: the tokenizer is changed below
+    tok = model.tokenizer
+    tok.add_tokens([AddedToken("<repo_name>", special=True),
+                    AddedToken("<jupyter_code>", special=True),
+                    AddedToken("\n\n", special=False)])
+    repo, code, nl = tok.convert_tokens_to_ids(["<repo_name>", "<jupyter_code>", "\n\n"])
+    assert repo not in tok.all_special_ids and code not in tok.all_special_ids
+    bad = _excluded(model)
+    assert bad[repo] and bad[code] and not bad[nl]
+    assert bad[tok.eos_token_id] and not bad[tok.convert_tokens_to_ids("a")]
+    w = unembedding(model)
+    assert repo not in set(logit_lens(w[repo].clone(), model, k=3).token_id)
+
+
+@pytest.mark.slow
+def test_lens_skips_every_smollm2_added_token(smollm):
+    from steerlab.lens import _excluded
+
+    tok = smollm.tokenizer
+    added = {i for i, t in tok.added_tokens_decoder.items() if t.special}
+    ids = tok.convert_tokens_to_ids(["<repo_name>", "<jupyter_code>", "<jupyter_start>",
+                                     "<file_sep>", "<empty_output>"])
+    assert set(ids) <= added and not set(ids) & set(tok.all_special_ids)
+    bad = _excluded(smollm)
+    assert all(bad[i] for i in added | set(tok.all_special_ids))
+    assert int(bad.sum()) == len(added)  # the 17 added tokens (ids 0-16), nothing else
+    assert not bad[tok.convert_tokens_to_ids("the")]
+
+
 def test_lens_rejects_bad_vectors(tiny):
     with pytest.raises(VectorMismatchError, match="width"):
         logit_lens(torch.ones(7), tiny)
