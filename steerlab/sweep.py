@@ -4,7 +4,12 @@ Coefficients are in units of the layer's typical residual norm by default (``sca
 every vector is unit-normalised and multiplied by ``coeff * mean ||h_l||`` (measured on the
 extraction prompts), so ``coeff=0.2`` means "a fifth of the residual stream's size" at any
 layer of any model. ``scale="unit"`` uses ``coeff`` times the unit vector; ``scale="raw"`` the
-raw difference of means (controls matched to its norm).
+raw difference of means. Under every scale each control (``random``, ``shuffled``) has the
+difference of means' norm at every layer, so controls differ from it in direction only.
+
+Generative tasks give base models :data:`SHOTS` few-shot examples (:func:`default_shots`, the
+same rule as ``steerlab eval``); their journal rows keep each item's completion when the
+evaluation returns them.
 
 Each finished cell is appended to a JSON-lines journal at once (and, for ``.parquet`` outputs,
 the parquet file is rewritten atomically), so a killed sweep resumes where it stopped. The
@@ -16,13 +21,16 @@ tasks on the ``hf`` backend each batch runs the blocks before the steering layer
 of that layer's (method, coeff) cells (:func:`steerlab.evaluate.evaluate_cells`): same items,
 same logits bit for bit, less work. Generative tasks and the ``tlens``/``nnsight`` backends run
 one full pass per cell (``fast=False`` forces that everywhere).
+
+The journal key (:meth:`SweepConfig.key`) holds everything that decides a cell's numbers,
+including the layer list, so sweeps over other layers never share rows; coefficients and
+methods are not in it, since each cell is looked up by its own (method, layer, coeff).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
@@ -33,13 +41,20 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from steerlab import _io
 from steerlab.cache import cache_activations, check_layers
 from steerlab.errors import OptionError, SteerlabError
 from steerlab.evaluate import EvalResult, evaluate, evaluate_cells
 from steerlab.stats import paired_difference
 from steerlab.steering import steer
-from steerlab.tasks import Task, check_disjoint, extraction_prompts, get_task
-from steerlab.vectors import SteeringVector, diff_of_means, random_like, shuffled_diff_of_means
+from steerlab.tasks import Task, check_disjoint, extraction_prompts, get_task, shots
+from steerlab.vectors import (
+    SteeringVector,
+    diff_of_means,
+    match_norms,
+    random_like,
+    shuffled_diff_of_means,
+)
 
 if TYPE_CHECKING:
     from steerlab.models import Model
@@ -49,11 +64,22 @@ SCALES = ("norm", "unit", "raw")
 COLUMNS = ["model", "task", "method", "layer", "coeff", "scale", "added_norm", "n", "accuracy",
            "ci_low", "ci_high", "baseline", "delta", "delta_low", "delta_high", "p_mcnemar",
            "chance", "seconds"]
+SHOTS = 3  # few-shot examples for base models on generative tasks (README: "get 3")
+
+
+def default_shots(model: Model, task: Task, k: int = SHOTS) -> list[tuple[str, str]]:
+    """The few-shot examples an evaluation of ``task`` gives ``model``: ``k`` (question,
+    answer) pairs from :func:`steerlab.tasks.shots` for a base model on a generative task,
+    none for chat models (the template frames the question) or multiple choice."""
+    return [] if model.is_chat or task.kind == "mc" else shots(task, k)
 
 
 @dataclass(frozen=True)
 class SweepConfig:
-    """Everything that decides a sweep's numbers (its hash keys the resumable journal)."""
+    """Everything that decides a sweep's numbers (its hash keys the resumable journal).
+
+    ``layers`` are the sorted steering layers, ``shots`` the few-shot examples per prompt.
+    """
 
     model_id: str
     dtype: str
@@ -67,8 +93,11 @@ class SweepConfig:
     chat: bool
     scoring: str | None
     backend: str
+    layers: tuple[int, ...]
+    shots: int
 
     def key(self) -> str:
+        """12 hex digits of the hash of every field."""
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -80,7 +109,9 @@ class SweepVectors:
     layer_norms: dict[int, float]
 
     def added(self, method: str, layer: int, coeff: float, scale: str) -> tuple[Any, float]:
-        """(vector to add with coeff 1, its norm) for one cell."""
+        """(vector to add with coeff 1, its norm) for one cell: ``coeff`` times the raw vector
+        (``raw``), times its unit vector (``unit``) or times its unit vector and the layer's
+        typical residual norm (``norm``)."""
         v = self.vectors[method][layer]
         if scale == "raw":
             return v * coeff, float(v.norm()) * abs(coeff)
@@ -97,15 +128,8 @@ def save_vectors(vecs: SweepVectors, journal: Path, key: str) -> None:
     """Write each method's vector (with the layer norms in its metadata) next to the journal."""
     norms = {str(l): v for l, v in vecs.layer_norms.items()}
     for method, vec in vecs.vectors.items():
-        path = _vector_file(journal, key, method)
-        path.parent.mkdir(parents=True, exist_ok=True)
         tagged = replace(vec, meta={**vec.meta, "sweep_config": key, "layer_norms": norms})
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        try:
-            tagged.save(tmp)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        tagged.save(_vector_file(journal, key, method))  # atomic (a temporary file + rename)
 
 
 def load_vectors(journal: Path, key: str, layers: Sequence[int],
@@ -137,9 +161,10 @@ def build_vectors(model: Model, task: Task, layers: Sequence[int], methods: Sequ
                   backend: str = "hf", eval_items: Sequence[Any] = ()) -> SweepVectors:
     """Extract the steering vector and its controls on prompts disjoint from ``eval_items``.
 
-    ``diff_means``: reasoning minus memorisation; ``random``: seeded Gaussian direction with the
-    same norm; ``shuffled``: difference of means under permuted labels; ``memorisation``: the
-    opposite direction (memorisation minus reasoning).
+    ``diff_means``: reasoning minus memorisation; ``random``: a Gaussian direction per layer,
+    seeded by ``(seed, layer)``; ``shuffled``: difference of means under permuted labels;
+    ``memorisation``: the opposite direction (memorisation minus reasoning). The controls are
+    rescaled to ``diff_means``' norm at every layer (``memorisation`` has it already).
     """
     chat = model.is_chat if chat is None else chat
     pos_q, neg_q = extraction_prompts(extract_from or task.extract_from, extract_n)
@@ -152,7 +177,7 @@ def build_vectors(model: Model, task: Task, layers: Sequence[int], methods: Sequ
     make = {
         "diff_means": lambda: dm,
         "random": lambda: random_like(dm, seed=seed),
-        "shuffled": lambda: shuffled_diff_of_means(pos, neg, seed=seed),
+        "shuffled": lambda: match_norms(shuffled_diff_of_means(pos, neg, seed=seed), dm),
         "memorisation": lambda: diff_of_means(neg, pos, method="memorisation"),
     }
     norms = {l: float((pos.at(l).norm(dim=-1).sum() + neg.at(l).norm(dim=-1).sum())
@@ -160,42 +185,28 @@ def build_vectors(model: Model, task: Task, layers: Sequence[int], methods: Sequ
     return SweepVectors({m: make[m]() for m in methods}, norms)
 
 
-def _read_journal(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue  # a line cut short by a kill: that cell is simply redone
-    return rows
-
-
-def _append(path: Path, row: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as f:
-        f.write(json.dumps(row) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-
-
 def _write_parquet(rows: list[dict], path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        pd.DataFrame(rows).drop(columns=["correct"], errors="ignore").to_parquet(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """The rows without their per-item columns (those stay in the journal), atomically."""
+    with _io.atomic_path(path) as tmp:
+        pd.DataFrame(rows).drop(columns=["correct", "completions"],
+                                errors="ignore").to_parquet(tmp)
 
 
 def journal_path(out: str | Path) -> Path:
+    """The JSON-lines journal of the results file ``out`` (``out`` itself for ``.jsonl``)."""
     out = Path(out)
     return out if out.suffix == ".jsonl" else out.with_name(out.name + ".journal.jsonl")
 
 
+def _completions(res: EvalResult) -> list[str]:
+    """The result's per-item completions, where the evaluation records them."""
+    return list(getattr(res, "completions", None) or [])
+
+
 def _row(cfg: SweepConfig, method: str, layer: int, coeff: float, added_norm: float,
-         res: EvalResult, base: EvalResult, seconds: float) -> dict:
+         res: EvalResult, base: EvalResult, seconds: float,
+         completions: list[str] | None = None) -> dict:
+    """One journal row; ``completions`` (generative tasks) are kept with it when given."""
     acc = res.accuracy
     pd_ = paired_difference(base.correct, res.correct, seed=cfg.seed)
     return {"model": cfg.model_id, "task": cfg.task, "method": method, "layer": layer,
@@ -204,7 +215,8 @@ def _row(cfg: SweepConfig, method: str, layer: int, coeff: float, added_norm: fl
             "baseline": base.accuracy.acc, "delta": pd_.delta, "delta_low": pd_.lo,
             "delta_high": pd_.hi, "p_mcnemar": pd_.p_value, "chance": res.chance,
             "seconds": seconds, "config": cfg.key(),
-            "correct": "".join("1" if c else "0" for c in res.correct)}
+            "correct": "".join("1" if c else "0" for c in res.correct),
+            **({"completions": completions} if completions is not None else {})}
 
 
 def _from_row(row: dict, task: str, model_id: str, item_ids: list[str]) -> EvalResult:
@@ -246,11 +258,15 @@ def sweep(model: Model, task: Task | str, layers: Sequence[int], coeffs: Sequenc
         raise OptionError(f"Unknown scale {scale!r}: use one of {SCALES}.")
     chat = model.is_chat if chat is None else chat
     items = task.items(n, seed)
+    few = default_shots(model, task)
+    gen = task.kind != "mc"
     cfg = SweepConfig(model.hf_id, str(model.dtype).removeprefix("torch."), task.name,
                       len(items), seed, scale, extract_from or task.extract_from, extract_n,
-                      reduction, chat and model.is_chat, scoring, backend)
+                      reduction, chat and model.is_chat, scoring, backend,
+                      tuple(layers), len(few))
     journal = journal_path(out) if out is not None else None
-    rows = [r for r in _read_journal(journal) if r.get("config") == cfg.key()] if journal else []
+    rows = [r for r in _io.read_jsonl(journal) if r.get("config") == cfg.key()] if journal \
+        else []
     done = {(r["method"], r["layer"], r["coeff"]): r for r in rows}
     ids = [it.id for it in items]
     ev: dict[str, Any] = {"items": items, "chat": chat, "scoring": scoring, "backend": backend,
@@ -260,16 +276,20 @@ def sweep(model: Model, task: Task | str, layers: Sequence[int], coeffs: Sequenc
         rows.append(row)
         done[(row["method"], row["layer"], row["coeff"])] = row
         if journal is not None:
-            _append(journal, row)
+            _io.append_jsonl(journal, row)
             if Path(out).suffix == ".parquet":  # type: ignore[arg-type]
                 _write_parquet(rows, Path(out))  # type: ignore[arg-type]
 
     if ("baseline", -1, 0.0) in done:
-        base = _from_row(done[("baseline", -1, 0.0)], task.name, model.hf_id, ids)
+        base_row = done[("baseline", -1, 0.0)]
+        base = _from_row(base_row, task.name, model.hf_id, ids)
+        base_completions = base_row.get("completions") if gen else None
     else:
         t0 = time.perf_counter()
-        base = evaluate(model, task, **ev)
-        record(_row(cfg, "baseline", -1, 0.0, 0.0, base, base, time.perf_counter() - t0))
+        base = evaluate(model, task, shots=few, **ev)
+        base_completions = _completions(base) if gen else None
+        record(_row(cfg, "baseline", -1, 0.0, 0.0, base, base, time.perf_counter() - t0,
+                    base_completions))
     cells = [(m, l, float(c)) for m in methods for l in layers for c in coeffs
              if (m, l, float(c)) not in done]
     if not cells:  # a finished sweep: nothing to extract or evaluate
@@ -281,17 +301,19 @@ def sweep(model: Model, task: Task | str, layers: Sequence[int], coeffs: Sequenc
         if journal is not None:
             save_vectors(vecs, journal, cfg.key())
     bar = tqdm(total=len(cells), desc=f"sweep {task.name}", disable=not progress)
-    if not fast:
+    if not fast or gen:  # generation shares no work between cells: one pass per cell
         for method, layer, coeff in cells:
             bar.set_postfix_str(f"{method} L{layer} c{coeff:g}")
             vec, norm = vecs.added(method, layer, coeff, scale)
             t0 = time.perf_counter()
             if coeff == 0.0:  # adding 0 leaves the logits bit-for-bit unchanged (tested)
-                res = base
+                res, completions = base, base_completions
             else:
                 with steer(model, vec, layers=layer, coeff=1.0, backend=backend):
-                    res = evaluate(model, task, **ev)
-            record(_row(cfg, method, layer, coeff, norm, res, base, time.perf_counter() - t0))
+                    res = evaluate(model, task, shots=few, **ev)
+                completions = _completions(res) if gen else None
+            record(_row(cfg, method, layer, coeff, norm, res, base, time.perf_counter() - t0,
+                        completions))
             bar.update()
     else:
         reuse: dict[int, tuple[int, Any]] = {}  # batch -> (layer, output) of the last layer

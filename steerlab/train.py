@@ -13,6 +13,11 @@ weights, and train the vectors with REINFORCE Leave-One-Out on a verifiable rewa
 checkpoints the vectors (a :class:`~steerlab.vectors.SteeringVector`, safetensors) and the Adam
 state (safetensors, no pickle) after every step, and resumes from them. Steps are seeded by
 ``(seed, step)``, so a resumed run draws the same prompts and samples as an uninterrupted one.
+
+A run directory holds ``vectors.safetensors`` (or ``lora.safetensors``), ``optimizer.safetensors``
+and ``journal.jsonl``. Each step appends its journal row, then replaces the two checkpoint files
+in one commit (:func:`steerlab._io.commit`), so they are always of the same step; a resume
+checks that they are, and drops journal rows after that step (they are redone).
 """
 
 from __future__ import annotations
@@ -236,9 +241,12 @@ def rollout(model: Model, items: Sequence[Item], cfg: TrainConfig, seed: int,
 
 
 def completion_logprobs(model: Model, enc: dict[str, torch.Tensor], new: torch.Tensor,
-                        mask: torch.Tensor) -> torch.Tensor:
-    """(B,) summed log-probabilities of the completion tokens (with grad through any attached
-    adapter); the unembedding runs only on the completion positions."""
+                        mask: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """(B,) summed log-probabilities of the completion tokens under the distribution they were
+    sampled from, ``softmax(logits / temperature)`` (with grad through any attached adapter);
+    the unembedding runs only on the completion positions."""
+    if temperature <= 0:
+        raise OptionError(f"temperature must be > 0, got {temperature}.")
     ids = torch.cat([enc["input_ids"], new], 1)
     att = torch.cat([enc["attention_mask"], mask.long()], 1)
     k = new.shape[1]
@@ -248,7 +256,7 @@ def completion_logprobs(model: Model, enc: dict[str, torch.Tensor], new: torch.T
         logits = model.hf(**kwargs, logits_to_keep=k + 1).logits
     except TypeError:  # models without logits_to_keep
         logits = model.hf(**kwargs).logits[:, -(k + 1):]
-    lp = torch.log_softmax(logits[:, :-1].float(), -1).gather(-1, new.unsqueeze(-1))
+    lp = torch.log_softmax(logits[:, :-1].float() / temperature, -1).gather(-1, new.unsqueeze(-1))
     return (lp.squeeze(-1) * mask).sum(1)
 
 
@@ -269,31 +277,66 @@ def _dev_accuracy(model: Model, adapter: nn.Module, items: list[Item], task: str
     return float(res.correct.mean())
 
 
+JOURNAL = "journal.jsonl"
+OPTIMIZER = "optimizer.safetensors"
+
+
+def _adapter_file(adapter: nn.Module) -> str:
+    return "vectors.safetensors" if isinstance(adapter, LearnedVectors) else "lora.safetensors"
+
+
 def _save_checkpoint(out: Path, adapter: nn.Module, opt: torch.optim.Optimizer,
                      model: Model, cfg: TrainConfig, step: int) -> None:
+    """Replace the adapter and Adam-state files of ``out`` with ``step``'s, in one commit."""
     meta = {"config": asdict(cfg), "config_key": cfg.key(), "step": step,
             "task": cfg.task, "trainer": "rloo"}
     if isinstance(adapter, LearnedVectors):
-        adapter.to_steering_vector(model, meta, seed=cfg.seed).save(out / "vectors.safetensors")
+        vec = adapter.to_steering_vector(model, meta, seed=cfg.seed)
+
+        def write_adapter(path: Path) -> None:
+            vec.save(path)
     else:
         named = {n: p.detach() for n, p in adapter.named_parameters() if p.requires_grad}
-        _io.save_tensors(out / "lora.safetensors", named, {**meta, "kind": "lora_adapter"})
+
+        def write_adapter(path: Path) -> None:
+            _io.save_tensors(path, named, {**meta, "kind": "lora_adapter"})
     state: dict[str, torch.Tensor] = {}
     for pid, s in opt.state_dict()["state"].items():  # pid: the parameter's index
         for k, v in s.items():
             state[f"{pid}.{k}"] = torch.as_tensor(v)
-    _io.save_tensors(out / "optimizer.safetensors", state,
-                     {"kind": "adam_state", "step": step, "config_key": cfg.key()})
+
+    def write_optimizer(path: Path) -> None:
+        _io.save_tensors(path, state, {"kind": "adam_state", "step": step,
+                                       "config_key": cfg.key()})
+
+    _io.commit(out, {_adapter_file(adapter): write_adapter, OPTIMIZER: write_optimizer})
+
+
+def _checkpoint_step(out: Path) -> int | None:
+    """The step of the checkpoint in ``out`` (None when there is none); reads only."""
+    for name, kind in (("vectors.safetensors", "steering_vector"),
+                       ("lora.safetensors", "lora_adapter")):
+        if (out / name).is_file():
+            _, meta = _io.load_tensors(out / name, kind)
+            return int((meta.get("meta", meta)).get("step", 0))
+    return None
 
 
 def _load_checkpoint(out: Path, adapter: nn.Module, opt: torch.optim.Optimizer,
                      model: Model, cfg: TrainConfig) -> int:
-    """The step of a matching checkpoint in ``out`` (its state loaded), or 0 for none."""
-    ckpt = out / ("vectors.safetensors" if isinstance(adapter, LearnedVectors)
-                  else "lora.safetensors")
+    """The step of a matching checkpoint in ``out`` (its state loaded), or 0 for none.
+
+    Finishes or discards a commit a kill interrupted, then refuses a directory whose files do
+    not belong together (another configuration, or vectors and Adam state of different steps).
+    """
+    _io.recover(out)
+    ckpt = out / _adapter_file(adapter)
     if not ckpt.is_file():
         return 0
-    _, ometa = _io.load_tensors(out / "optimizer.safetensors", "adam_state")
+    if not (out / OPTIMIZER).is_file():
+        raise SteerlabError(f"{out} has {ckpt.name} but no {OPTIMIZER}: the checkpoint is "
+                            "incomplete; delete the directory to start the run again.")
+    tensors_o, ometa = _io.load_tensors(out / OPTIMIZER, "adam_state")
     if isinstance(adapter, LearnedVectors):
         vec = SteeringVector.load(ckpt, model)
         key, step = vec.meta.get("config_key"), int(vec.meta.get("step", 0))
@@ -303,6 +346,12 @@ def _load_checkpoint(out: Path, adapter: nn.Module, opt: torch.optim.Optimizer,
     if key != cfg.key() or ometa.get("config_key") != key:
         raise SteerlabError(f"{out} holds a run with another configuration (key {key}, this "
                             f"run {cfg.key()}); use another out_dir or delete it.")
+    if int(ometa.get("step", -1)) != step:
+        raise SteerlabError(f"{out} is inconsistent: {ckpt.name} is of step {step} but "
+                            f"{OPTIMIZER} of step {ometa.get('step')} (a run killed between "
+                            "the two writes by a steerlab that did not commit them together). "
+                            "Resuming would continue with the wrong Adam state: delete the "
+                            "directory and train again.")
     if isinstance(adapter, LearnedVectors):
         adapter.load_vector(vec)
     else:
@@ -310,7 +359,6 @@ def _load_checkpoint(out: Path, adapter: nn.Module, opt: torch.optim.Optimizer,
         with torch.no_grad():
             for n, t in tensors.items():
                 params[n].copy_(t)
-    tensors_o, _ = _io.load_tensors(out / "optimizer.safetensors", "adam_state")
     sd = opt.state_dict()
     state: dict[int, dict[str, torch.Tensor]] = {}
     for name, t in tensors_o.items():
@@ -321,27 +369,27 @@ def _load_checkpoint(out: Path, adapter: nn.Module, opt: torch.optim.Optimizer,
     return step
 
 
-def _journal(out: Path | None) -> list[dict]:
-    if out is None or not (out / "journal.jsonl").is_file():
-        return []
-    rows = []
-    for line in (out / "journal.jsonl").read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:  # a line cut by a kill: drop it
-            continue
-    return rows
-
-
-def _write_journal(out: Path, rows: list[dict]) -> None:
-    tmp = out / ".journal.jsonl.tmp"
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    tmp.replace(out / "journal.jsonl")
+def _resume_journal(out: Path, step: int) -> list[dict]:
+    """The journal rows up to the checkpoint's ``step``; later rows (appended before a kill
+    stopped their checkpoint) are dropped from the file too, as those steps are redone."""
+    rows = _io.read_jsonl(out / JOURNAL)
+    kept = [r for r in rows if r["step"] <= step]
+    if step and not any(r["step"] == step and "reward" in r for r in kept):
+        raise SteerlabError(f"{out}: the checkpoint is of step {step} but {JOURNAL} has no row "
+                            "for it; the directory was not written by one run of this code. "
+                            "Delete it and train again.")
+    if len(kept) != len(rows):
+        _io.write_jsonl(out / JOURNAL, kept)
+    return kept
 
 
 def history(out_dir: str | Path) -> pd.DataFrame:
-    """The per-step journal of a run directory as a DataFrame (step, reward, loss, ...)."""
-    return pd.DataFrame(_journal(Path(out_dir)))
+    """The per-step journal of a run directory as a DataFrame (step, reward, loss, ...), up to
+    its checkpoint's step."""
+    out = Path(out_dir)
+    rows = _io.read_jsonl(out / JOURNAL)
+    step = _checkpoint_step(out)
+    return pd.DataFrame([r for r in rows if step is None or r["step"] <= step])
 
 
 def train_rloo(model: Model, cfg: TrainConfig | None = None, out_dir: str | Path | None = None,
@@ -383,12 +431,12 @@ def train_rloo(model: Model, cfg: TrainConfig | None = None, out_dir: str | Path
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         start = _load_checkpoint(out, adapter, opt, model, cfg)
-        rows = [r for r in _journal(out) if r["step"] <= start]
+        rows = _resume_journal(out, start)
     if not rows and cfg.eval_every:
         rows.append({"step": 0, "dev_acc": _dev_accuracy(model, adapter, dev, cfg.task,
                                                          chat)})
         if out is not None:
-            _write_journal(out, rows)
+            _io.append_jsonl(out / JOURNAL, rows[-1])
     bar = tqdm(range(start + 1, cfg.steps + 1), desc="RLOO", disable=not progress,
                initial=start, total=cfg.steps)
     for step in bar:
@@ -396,9 +444,9 @@ def train_rloo(model: Model, cfg: TrainConfig | None = None, out_dir: str | Path
         if cfg.eval_every and step % cfg.eval_every == 0:
             row["dev_acc"] = _dev_accuracy(model, adapter, dev, cfg.task, chat)
         rows.append(row)
-        if out is not None:  # checkpoint first, then the journal that points at it
+        if out is not None:  # the row first: a checkpoint always has its journal row
+            _io.append_jsonl(out / JOURNAL, row)
             _save_checkpoint(out, adapter, opt, model, cfg, step)
-            _write_journal(out, rows)
         recent = [r["reward"] for r in rows[-10:] if "reward" in r]
         bar.set_postfix(reward=f"{sum(recent) / max(len(recent), 1):.3f}")
     meta = {"config": asdict(cfg), "config_key": cfg.key(), "step": cfg.steps,
@@ -434,7 +482,8 @@ def _train_step(model: Model, adapter: nn.Module, opt: torch.optim.Optimizer,
         keep = adv != 0
         if keep.any():
             enc = {k: v[keep] for k, v in ro["enc"].items()}
-            lp = completion_logprobs(model, enc, ro["new"][keep], ro["mask"][keep])
+            lp = completion_logprobs(model, enc, ro["new"][keep], ro["mask"][keep],
+                                     cfg.temperature)
             loss = -(adv[keep] * lp).sum() / len(adv)
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -200,15 +200,35 @@ def shuffled_diff_of_means(pos: Activations, neg: Activations, seed: int = 0,
     return vec.normalized() if normalize else vec
 
 
+def _layer_generator(seed: int, layer: int) -> torch.Generator:
+    """A generator seeded by ``(seed, layer)`` alone, whatever other layers are drawn."""
+    digest = hashlib.sha256(f"random_like:{seed}:{layer}".encode()).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") >> 1)
+
+
 def random_like(vector: SteeringVector, seed: int = 0) -> SteeringVector:
-    """Control: a random Gaussian direction per layer with the same norm as ``vector``'s."""
-    gen = torch.Generator().manual_seed(seed)
+    """Control: a random Gaussian direction per layer with the same norm as ``vector``'s.
+
+    Each layer's direction is drawn from a generator seeded by ``(seed, layer)``, so a layer
+    gets the same direction whichever other layers ``vector`` has.
+    """
     vecs = {}
     for l in vector.layers:
-        r = torch.randn(vector.d_model, generator=gen)
+        r = torch.randn(vector.d_model, generator=_layer_generator(seed, l))
         vecs[l] = r / r.norm() * vector[l].norm()
     return replace(vector, vectors=vecs, method="random", seed=seed,
                    meta={**vector.meta, "matched_to": vector.method})
+
+
+def match_norms(vector: SteeringVector, reference: SteeringVector) -> SteeringVector:
+    """A copy of ``vector`` with each layer rescaled to ``reference``'s norm at that layer
+    (a control then differs from the vector it controls for in direction only)."""
+    missing = [l for l in vector.layers if l not in reference.vectors]
+    if missing:
+        raise LayerError(f"Cannot match norms: the reference has no layer(s) {missing}.")
+    vecs = {l: v / v.norm().clamp_min(1e-12) * reference[l].norm()
+            for l, v in vector.vectors.items()}
+    return replace(vector, vectors=vecs, meta={**vector.meta, "matched_to": reference.method})
 
 
 def cosine(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -208,3 +208,79 @@ def test_fast_sweep_matches_naive_loop_on_smollm2(smollm_bf16):
     fast = sweep(smollm_bf16, "memorisation-mc", **kw)
     pd.testing.assert_frame_equal(_stable(fast), _stable(naive))  # incl. per-item correctness
     assert (naive["correct"] != naive["correct"].iloc[0]).any()  # steering changed answers
+
+
+def test_a_torn_journal_line_does_not_swallow_the_next_record(tiny_llama, tmp_path,
+                                                              monkeypatch):
+    out = tmp_path / "results.jsonl"
+    kw = {**KW, "layers": [1], "coeffs": [0.5, 1.0], "methods": ["diff_means"]}
+    full = sweep(tiny_llama, "memorisation-mc", out=out, **kw)
+    lines = out.read_text().splitlines(keepends=True)
+    out.write_text("".join(lines[:-1]) + lines[-1][:30])  # killed while writing the last cell
+    sweep(tiny_llama, "memorisation-mc", out=out, **kw)  # redoes that cell, appends it
+
+    def no_work(*a, **k):
+        raise AssertionError("a finished sweep evaluated a cell again")
+
+    monkeypatch.setattr(sweep_mod, "evaluate", no_work)
+    monkeypatch.setattr(sweep_mod, "evaluate_cells", no_work)
+    again = sweep(tiny_llama, "memorisation-mc", out=out, **kw)  # the redone cell was kept
+    pd.testing.assert_frame_equal(_stable(again), _stable(full))
+    assert [json.loads(line)["coeff"] for line in out.read_text().splitlines()] == [
+        0.0, 0.5, 1.0]  # the fragment is gone, every line is a whole record
+
+
+def test_every_control_matches_the_vectors_norm_per_layer_under_every_scale(tiny_llama):
+    task = get_task("memorisation-mc")
+    vecs = build_vectors(tiny_llama, task, [1, 2], METHODS, extract_n=6,
+                         eval_items=task.items(8, 0))
+    for scale in sweep_mod.SCALES:
+        for layer in (1, 2):
+            _, ref = vecs.added("diff_means", layer, 0.7, scale)
+            for method in METHODS:
+                vec, norm = vecs.added(method, layer, 0.7, scale)
+                assert norm == pytest.approx(ref, rel=1e-5), (scale, layer, method)
+                assert float(vec.norm()) == pytest.approx(norm, rel=1e-5), (scale, method)
+
+
+def test_sweeps_over_other_layers_do_not_share_journal_rows(tiny_llama, tmp_path,
+                                                            monkeypatch):
+    out = tmp_path / "results.jsonl"
+    kw = {**KW, "coeffs": [0.5], "methods": ["diff_means", "random"]}
+    sweep(tiny_llama, "memorisation-mc", out=out, **{**kw, "layers": [1, 2]})
+    calls = []
+    real = sweep_mod.evaluate_cells
+
+    def cells(model, task, layer, vectors, **k):
+        calls.append(layer)
+        return real(model, task, layer, vectors, **k)
+
+    monkeypatch.setattr(sweep_mod, "evaluate_cells", cells)
+    table = sweep(tiny_llama, "memorisation-mc", out=out, **{**kw, "layers": [2]})
+    assert calls == [2]  # its own cells: the [1, 2] sweep's rows are another config's
+    assert table["config"].nunique() == 1 and set(table["layer"]) == {-1, 2}
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_generative_sweep_gives_base_models_few_shot_examples(tiny_llama, tmp_path,
+                                                              monkeypatch, fast):
+    from steerlab.tasks import shots
+
+    task = get_task("reasoning-gen")
+    seen = []
+    real = sweep_mod.evaluate
+
+    def spy(*a, **k):
+        seen.append(k.get("shots"))
+        res = real(*a, **k)
+        res.completions = [f"completion {i}" for i in range(res.n)]
+        return res
+
+    monkeypatch.setattr(sweep_mod, "evaluate", spy)
+    out = tmp_path / "gen.jsonl"
+    sweep(tiny_llama, task, [1], [0.5], ["diff_means"], n=2, extract_n=6, out=out,
+          progress=False, fast=fast)
+    assert not tiny_llama.is_chat
+    assert seen == [shots(task)] * 2  # the baseline and the one steered cell
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["completions"] for r in rows] == [["completion 0", "completion 1"]] * 2

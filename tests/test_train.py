@@ -5,12 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
+from steerlab import _io
 from steerlab.errors import OptionError, SteerlabError
 from steerlab.tasks import arithmetic_items, get_task, training_items
 from steerlab.train import (
     LearnedVectors,
     TrainConfig,
     completion_logprobs,
+    history,
     rloo_advantages,
     rollout,
     train_rloo,
@@ -148,6 +150,65 @@ def test_compare_conditions_pairs_every_condition_with_the_baseline():
     assert no_hooks(model)
     with pytest.raises(OptionError, match="baseline"):
         compare_conditions(model, {"zero": vec}, items=items)
+
+
+def test_completion_logprobs_are_of_the_tempered_distribution_sampled_from():
+    model = tiny_model("llama")
+    cfg = TrainConfig(**{**FAST, "temperature": 0.5})
+    ro = rollout(model, arithmetic_items("train")[:2], cfg, seed=0, chat=False,
+                 reward_fn=has_seven)
+    lp = completion_logprobs(model, ro["enc"], ro["new"], ro["mask"], cfg.temperature)
+    for i in range(len(lp)):
+        prompt = ro["enc"]["input_ids"][i][ro["enc"]["attention_mask"][i].bool()]
+        new = ro["new"][i][ro["mask"][i]]
+        with torch.no_grad():
+            logits = model.hf(torch.cat([prompt, new]).unsqueeze(0)).logits[0].float()
+        logp = torch.log_softmax(logits / 0.5, -1)
+        ref = logp[len(prompt) - 1:-1].gather(-1, new.unsqueeze(-1)).sum()
+        assert float(lp[i].detach()) == pytest.approx(float(ref), abs=1e-4)
+
+
+def _stable_history(run) -> list[dict]:
+    return run.history.drop(columns=["seconds", "gen_seconds"]).to_dict("records")
+
+
+def test_a_kill_between_checkpoint_writes_resumes_like_one_run(tmp_path, monkeypatch):
+    cfg = TrainConfig(steps=4, **FAST)
+    one = train_rloo(tiny_model("llama"), cfg, progress=False, reward_fn=has_seven)
+    assert (one.history.loss.iloc[[1, 3]] != 0).all()  # steps 2 and 4 move the vectors
+    real = _io.save_tensors
+    calls = {"n": 0}
+
+    def dying(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 4:  # step 2's second file: its first one is already written
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(_io, "save_tensors", dying)
+    with pytest.raises(KeyboardInterrupt):
+        train_rloo(tiny_model("llama"), cfg, tmp_path, progress=False, reward_fn=has_seven)
+    monkeypatch.setattr(_io, "save_tensors", real)
+    run = train_rloo(tiny_model("llama"), cfg, tmp_path, progress=False, reward_fn=has_seven)
+    assert one.vector is not None and run.vector is not None
+    for l in one.vector.layers:
+        torch.testing.assert_close(run.vector[l], one.vector[l])
+    assert _stable_history(run) == _stable_history(one)
+    assert SteeringVector.load(tmp_path / "vectors.safetensors").meta["step"] == 4
+    assert list(history(tmp_path).step) == [1, 2, 3, 4]
+
+
+def test_vectors_and_adam_state_of_different_steps_are_refused(tmp_path):
+    import shutil
+
+    cfg = TrainConfig(steps=2, **FAST)
+    train_rloo(tiny_model("llama"), cfg, tmp_path / "one", progress=False,
+               reward_fn=has_seven, steps=1)
+    train_rloo(tiny_model("llama"), cfg, tmp_path / "two", progress=False, reward_fn=has_seven)
+    shutil.copy(tmp_path / "one" / "optimizer.safetensors", tmp_path / "two")  # the old bug
+    with pytest.raises(SteerlabError, match="inconsistent.*step 2.*step 1"):
+        train_rloo(tiny_model("llama"), cfg, tmp_path / "two", progress=False,
+                   reward_fn=has_seven, steps=3)
 
 
 @pytest.mark.slow

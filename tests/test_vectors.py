@@ -111,3 +111,12 @@ def test_empty_sets(sets):
     pos, neg = sets
     with pytest.raises(EmptyInputError, match="at least one prompt"):
         diff_of_means(pos.select([]), neg)
+
+
+def test_random_control_of_a_layer_does_not_depend_on_the_layer_list(sets):
+    vec = diff_of_means(*sets)
+    full = random_like(vec, seed=3)
+    for layer in vec.layers:
+        assert torch.equal(random_like(vec.only([layer]), seed=3)[layer], full[layer])
+    units = [full[l] / full[l].norm() for l in full.layers]
+    assert not torch.allclose(units[0], units[1])  # each layer draws its own direction
