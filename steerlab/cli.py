@@ -128,12 +128,13 @@ def cmd_tasks(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from steerlab.evaluate import evaluate
     from steerlab.models import load_model
-    from steerlab.tasks import get_task, shots
+    from steerlab.sweep import default_shots
+    from steerlab.tasks import get_task
 
     model = load_model(args.model, dtype=args.dtype)
     for name in args.task:
         task = get_task(name)
-        few = [] if (model.is_chat or task.kind == "mc") else shots(task, args.shots)
+        few = default_shots(model, task, args.shots)
         res = evaluate(model, task, n=args.n or None, seed=args.seed, scoring=args.scoring,
                        shots=few, batch_size=args.batch_size, progress=True)
         chance = f", chance {res.chance:.3f}" if res.chance is not None else ""

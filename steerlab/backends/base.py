@@ -74,7 +74,12 @@ class Phase:
             self.prefill = not continues_cache(args, kwargs)
 
     def admits(self, when: str) -> bool:
-        return when == "all" or (when == "prompt") == self.prefill
+        return admits(when, self.prefill)
+
+
+def admits(when: str, prefill: bool) -> bool:
+    """Whether an edit for ``when`` applies in a forward that does (not) read the prompt."""
+    return when == "all" or (when == "prompt") == prefill
 
 
 def continues_cache(args: tuple, kwargs: dict[str, Any]) -> bool:
@@ -107,6 +112,30 @@ def gated(fn: EditFn, when: str, phase: Phase) -> EditFn:
         return fn(h) if phase.admits(when) else None
 
     return edit
+
+
+def add_phased(top: torch.nn.Module, phase: Phase, fn: EditFn, when: str,
+               register: Callable[[EditFn], Handle]) -> Handle:
+    """Register ``fn`` gated by ``when`` through ``register``; for ``when != "all"`` a pre-hook
+    on ``top`` (the HF module every forward starts in) keeps ``phase`` current. Both come off
+    together, also when the second registration fails."""
+    edit = gated(fn, when, phase)
+    handles: list[Handle] = []
+    try:
+        if when != "all":
+            handles.append(top.register_forward_pre_hook(_phase_hook(phase), with_kwargs=True))
+        handles.append(register(edit))
+    except BaseException:
+        Handles(handles).remove()
+        raise
+    return Handles(handles)
+
+
+def _phase_hook(phase: Phase):
+    def hook(module: torch.nn.Module, args: Any, kwargs: dict[str, Any]) -> None:
+        phase.enter_forward(args, kwargs)
+
+    return hook
 
 
 class Handles:

@@ -10,9 +10,8 @@ from steerlab.backends.base import (
     Backend,
     EditFn,
     Handle,
-    Handles,
     Phase,
-    gated,
+    add_phased,
     hidden_of,
     keep_positions,
     position_ids,
@@ -21,30 +20,6 @@ from steerlab.backends.base import (
 
 if TYPE_CHECKING:
     from steerlab.models import Model
-
-
-def phase_hook(phase: Phase):
-    """A forward pre-hook (with kwargs) that tells ``phase`` which forward is starting."""
-    def hook(module: torch.nn.Module, args: Any, kwargs: dict[str, Any]) -> None:
-        phase.enter_forward(args, kwargs)
-
-    return hook
-
-
-def add_module_edit(top: torch.nn.Module, block: torch.nn.Module, fn: EditFn, when: str,
-                    phase: Phase) -> Handle:
-    """``fn`` on ``block``'s output; for ``when != "all"`` a pre-hook on ``top`` keeps
-    ``phase`` current. Both hooks come off together (also if the second fails)."""
-    edit = gated(fn, when, phase)
-    handles: list[Handle] = []
-    try:
-        if when != "all":
-            handles.append(top.register_forward_pre_hook(phase_hook(phase), with_kwargs=True))
-        handles.append(block.register_forward_hook(_make_edit_hook(edit)))
-    except BaseException:
-        Handles(handles).remove()
-        raise
-    return Handles(handles)
 
 
 def _make_edit_hook(fn: EditFn):
@@ -70,7 +45,9 @@ class HFBackend(Backend):
         self.phase = Phase()
 
     def add_edit(self, layer: int, fn: EditFn, when: str = "all") -> Handle:
-        return add_module_edit(self.top, self._layers[layer], fn, when, self.phase)
+        block = self._layers[layer]
+        return add_phased(self.top, self.phase, fn, when,
+                          lambda edit: block.register_forward_hook(_make_edit_hook(edit)))
 
     def forward(self, enc: dict[str, torch.Tensor],
                 keep: int | torch.Tensor | None = None) -> torch.Tensor:

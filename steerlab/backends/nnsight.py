@@ -17,6 +17,7 @@ from steerlab.backends.base import (
     Backend,
     EditFn,
     Handle,
+    admits,
     hidden_of,
     keep_positions,
     replace_hidden,
@@ -67,7 +68,7 @@ class NNsightBackend(Backend):
         for the first step of ``tracer.iter`` (the one that reads the prompt)."""
         # nnsight needs modules visited in execution order
         edits = sorted(self._edits, key=lambda e: e[0])
-        admitted = [e for e in edits if e[2] == "all" or (e[2] == "prompt") == prefill]
+        admitted = [e for e in edits if admits(e[2], prefill)]
         if not admitted and edits:
             # a step with nothing to edit must still wait on a module, or tracer.iter[:]
             # never advances to the next step (it would spin until a timeout)

@@ -12,8 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from steerlab.backends.base import Backend, EditFn, Handle, Handles, Phase, gated, keep_positions
-from steerlab.backends.hf import phase_hook
+from steerlab.backends.base import Backend, EditFn, Handle, Phase, add_phased, keep_positions
 
 if TYPE_CHECKING:
     from steerlab.models import Model
@@ -77,17 +76,9 @@ class TLensBackend(Backend):
 
     def add_edit(self, layer: int, fn: EditFn, when: str = "all") -> Handle:
         hook_point = self._hook_point(layer)
-        edit = gated(fn, when, self.phase)
-        handles: list[Handle] = []
-        try:
-            if when != "all":  # the booted HF module still runs every forward of generate
-                handles.append(self.top.register_forward_pre_hook(phase_hook(self.phase),
-                                                                  with_kwargs=True))
-            handles.append(_LensHandle(hook_point, hook_point.add_hook(_make_lens_hook(edit))))
-        except BaseException:
-            Handles(handles).remove()
-            raise
-        return Handles(handles)
+        # the booted HF module still runs every forward of generate: it carries the phase hook
+        return add_phased(self.top, self.phase, fn, when, lambda edit: _LensHandle(
+            hook_point, hook_point.add_hook(_make_lens_hook(edit))))
 
     def forward(self, enc: dict[str, torch.Tensor],
                 keep: int | torch.Tensor | None = None) -> torch.Tensor:
