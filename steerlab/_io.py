@@ -43,6 +43,14 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
+def write_text(path: str | Path, text: str) -> Path:
+    """Replace the file at ``path`` with ``text``, atomically."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+    return path
+
+
 def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> Path:
     """Write ``tensors`` + ``meta`` to ``path`` via a temporary file and an atomic rename, so an
     interrupted save never leaves a half-written file behind."""

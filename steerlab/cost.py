@@ -70,7 +70,6 @@ def training_step_costs(model: Model, prompts: list[str], method: str = "full",
     bias-only adaptation) or ``lora`` (rank-``lora_rank`` adapters on each MLP down-projection
     of a copy, via ``peft``).
     """
-    import copy
     from contextlib import nullcontext
 
     from steerlab.errors import OptionError
@@ -80,34 +79,29 @@ def training_step_costs(model: Model, prompts: list[str], method: str = "full",
     enc = model.encode(prompts, chat=chat, padding_side="right")
     labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
     ctx: Any = nullcontext()
+    run_on = model
     if method == "vectors":
-        from steerlab.train import LearnedVectors, freeze
+        from steerlab.train import LearnedVectors
 
-        hf = model.hf
-        grads = [p.requires_grad for p in hf.parameters()]
-        freeze(model)
+        grads = [p.requires_grad for p in model.parameters()]
+        model.freeze()
         adapter = LearnedVectors(model)
         params = list(adapter.parameters())
         ctx = adapter.attached(model)
+    elif method == "full":
+        run_on = model.trainable_copy()
+        params = run_on.parameters()
     else:
-        hf = copy.deepcopy(model.hf).train()
-        if method == "full":
-            for p in hf.parameters():
-                p.requires_grad_(True)
-        else:
-            try:
-                from peft import LoraConfig, get_peft_model
-            except ImportError as err:
-                raise OptionError("method='lora' needs peft (pip install peft).") from err
-            from steerlab.train import lora_targets
-
-            hf = get_peft_model(hf, LoraConfig(r=lora_rank, lora_alpha=2 * lora_rank,
-                                               target_modules=lora_targets(model)))
-        params = [p for p in hf.parameters() if p.requires_grad]
+        run_on, _ = model.lora_copy(lora_rank)
+        run_on.train_mode(True)
+        params = [p for p in run_on.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr)
+    be = run_on.backend("hf")
 
     def step() -> None:
-        loss = hf(**enc, labels=labels).loss
+        logits = be.forward(enc)
+        loss = torch.nn.functional.cross_entropy(  # next-token loss, as transformers' own
+            logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -122,12 +116,12 @@ def training_step_costs(model: Model, prompts: list[str], method: str = "full",
             m = measure(run)
     finally:
         if method == "vectors":
-            for p, g in zip(model.hf.parameters(), grads, strict=True):
+            for p, g in zip(model.parameters(), grads, strict=True):
                 p.requires_grad_(g)
     state = sum(t.numel() * t.element_size() for s in opt.state.values() for t in s.values()
                 if torch.is_tensor(t) and t.ndim > 0)
     return {"method": method, "trainable_params": sum(p.numel() for p in params),
-            "total_params": sum(p.numel() for p in model.hf.parameters()),
+            "total_params": sum(p.numel() for p in model.parameters()),
             "optimizer_state_bytes": state, "seconds_per_step": m.seconds / steps,
             "peak_rss_bytes": m.peak_rss, "tokens_per_step": int(enc["attention_mask"].sum())}
 

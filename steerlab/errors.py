@@ -29,3 +29,11 @@ class EmptyInputError(SteerlabError, ValueError):
 
 class OptionError(SteerlabError, ValueError):
     """An option outside its allowed set (position mode, reduction, backend, ...)."""
+
+
+class SiteError(SteerlabError, ValueError):
+    """A hook site the model does not have (the message names the sites it has)."""
+
+
+class BackendMismatchError(SteerlabError, RuntimeError):
+    """A call on one backend while edits (steering) are live on another of the same model."""

@@ -8,10 +8,8 @@ unsteered runs on the same items give a paired difference
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -217,52 +215,11 @@ def evaluate(model: Model, task: Task, items: Sequence[Item] | None = None,
                       completions)
 
 
-@contextmanager
-def _replay(model: Model, layer: int, output: Any) -> Iterator[None]:
-    """Blocks ``0..layer`` return ``output`` (block ``layer``'s recorded output) without
-    computing anything; their forward hooks still run, so steering at ``layer`` applies to it
-    exactly as it would to a freshly computed output."""
-    blocks = list(model.layers)[:layer + 1]
-
-    def recorded(*args: Any, **kwargs: Any) -> Any:
-        return output
-
-    try:
-        for block in blocks:
-            block.forward = recorded
-        yield
-    finally:
-        for block in blocks:
-            block.__dict__.pop("forward", None)
-
-
-def _record_block(model: Model, enc: dict[str, torch.Tensor], layer: int) -> Any:
-    """Run the model on ``enc`` up to block ``layer`` only and return that block's output."""
-    from steerlab.backends.base import StopForward
-
-    seen: dict[str, Any] = {}
-
-    def hook(module: torch.nn.Module, args: Any, output: Any) -> None:
-        seen["out"] = output
-        raise StopForward
-
-    handle = model.layers[layer].register_forward_hook(hook)
-    try:
-        with contextlib.suppress(StopForward):
-            model.backend("hf").forward(enc)
-    finally:
-        handle.remove()
-    return seen["out"]
-
-
-def _has_block_hooks(model: Model) -> bool:
-    return any(b._forward_hooks or b._forward_pre_hooks for b in model.layers)
-
-
 def can_share_prefix(task: Task, backend: str, model: Model) -> bool:
-    """True when :func:`evaluate_cells` takes its fast path: a multiple-choice task, the plain
-    ``hf`` backend, and no other hooks on the model's blocks."""
-    return task.kind == "mc" and backend == "hf" and not _has_block_hooks(model)
+    """True when :func:`evaluate_cells` takes its fast path: a multiple-choice task, a backend
+    that can replay a recorded prefix (``hf``), and no other hooks or edits on the model."""
+    be = model.backend(backend)
+    return task.kind == "mc" and be.supports_prefix_replay and not be.has_foreign_hooks()
 
 
 @torch.no_grad()
@@ -303,7 +260,7 @@ def evaluate_cells(model: Model, task: Task, layer: int, vectors: Sequence[torch
     scoring = scoring or task.scoring
     if scoring not in SCORINGS:
         raise OptionError(f"Unknown scoring {scoring!r}: use one of {SCORINGS}.")
-    be = model.backend("hf")
+    be = model.backend(backend)
     preds: list[list[str]] = [[] for _ in vectors]
     correct: list[list[bool]] = [[] for _ in vectors]
     seconds = [0.0] * len(vectors)
@@ -314,17 +271,16 @@ def evaluate_cells(model: Model, task: Task, layer: int, vectors: Sequence[torch
         t0 = time.perf_counter()
         mc = _mc_batch(model, batch, scoring, chat)
         prev = reuse.get(b) if reuse is not None else None
-        if prev is not None and prev[0] < layer:  # continue from an earlier layer's output
-            with _replay(model, prev[0], prev[1]):
-                recorded = _record_block(model, mc.enc, layer)
-        else:
-            recorded = _record_block(model, mc.enc, layer)
+        # continue from an earlier layer's output where there is one
+        start = prev if prev is not None and prev[0] < layer else None
+        recorded = be.record(mc.enc, layer, start)
         if reuse is not None:
             reuse[b] = (layer, recorded)
         shared = (time.perf_counter() - t0) / max(len(vectors), 1)
         for k, v in enumerate(vectors):
             t1 = time.perf_counter()
-            with _replay(model, layer, recorded), steer(model, v, layers=layer, coeff=1.0):
+            with be.replaying(layer, recorded), steer(model, v, layers=layer, coeff=1.0,
+                                                      backend=backend):
                 logits = be.forward(mc.enc, keep=mc.keep)
             p, c = mc.choose(logits)
             preds[k] += p

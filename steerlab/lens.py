@@ -33,7 +33,7 @@ _UNUSED = re.compile(r"^<unused\d+>$|^<\|?reserved|^\[multimodal\]$")
 
 def unembedding(model: Model) -> torch.Tensor:
     """(vocab, d_model) float32 unembedding rows (the LM head's weight)."""
-    return model.hf.get_output_embeddings().weight.detach().float()
+    return model.unembedding()
 
 
 def _embedding(model: Model, space: str) -> torch.Tensor:
@@ -41,7 +41,7 @@ def _embedding(model: Model, space: str) -> torch.Tensor:
         raise OptionError(f"Unknown token space {space!r}: use one of {SPACES}.")
     if space == "unembedding":
         return unembedding(model)
-    return model.hf.get_input_embeddings().weight.detach().float()
+    return model.embedding()
 
 
 def _token_text(model: Model, ids: Sequence[int]) -> list[str]:

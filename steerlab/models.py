@@ -16,12 +16,15 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
-from steerlab.errors import EmptyInputError, UnknownModelError
+from steerlab.errors import EmptyInputError, OptionError, UnknownModelError
+
+if TYPE_CHECKING:
+    from steerlab.backends.base import Backend
 
 HUB_HOST = "huggingface.co"
 
@@ -160,7 +163,9 @@ class Model:
     tokenizer: Any
     is_chat: bool
     hf_id: str
-    _backends: dict[str, Any] = field(default_factory=dict, repr=False)
+    _backends: dict[str, Backend] = field(default_factory=dict, repr=False)
+    #: live edits (steering, captures) per backend name: a call on another backend is refused
+    _live_edits: dict[str, int] = field(default_factory=dict, repr=False)
 
     @property
     def layers(self) -> nn.ModuleList:
@@ -206,13 +211,77 @@ class Model:
         return {"input_ids": enc["input_ids"].to(self.device),
                 "attention_mask": enc["attention_mask"].to(self.device)}
 
-    def backend(self, name: str = "hf") -> Any:
+    def backend(self, name: str = "hf") -> Backend:
         """The backend object (``hf``, ``tlens`` or ``nnsight``), created once and kept."""
         from steerlab.backends import make_backend
 
         if name not in self._backends:
             self._backends[name] = make_backend(name, self)
         return self._backends[name]
+
+    @property
+    def sites(self) -> tuple[str, ...]:
+        """The hook sites this model has (:data:`steerlab.backends.base.SITES`)."""
+        return self.backend("hf").sites
+
+    @property
+    def eos_ids(self) -> list[int]:
+        """Every token id that ends a generation (generation config and tokenizer)."""
+        ids = self.hf.generation_config.eos_token_id
+        ids = list(ids) if isinstance(ids, list | tuple) else [ids]  # a copy: never edit it
+        if self.tokenizer.eos_token_id is not None:
+            ids.append(self.tokenizer.eos_token_id)
+        return sorted({int(i) for i in ids if i is not None})
+
+    def unembedding(self) -> torch.Tensor:
+        """The unembedding matrix W_U as (vocab, d_model) float32, detached."""
+        return self.hf.get_output_embeddings().weight.detach().float()
+
+    def embedding(self) -> torch.Tensor:
+        """The token embedding matrix W_E as (vocab, d_model) float32, detached."""
+        return self.hf.get_input_embeddings().weight.detach().float()
+
+    def parameters(self) -> list[nn.Parameter]:
+        """The model's weights (for counting, freezing and memory accounting)."""
+        return list(self.hf.parameters())
+
+    def freeze(self) -> None:
+        """Every weight to ``requires_grad=False`` (steering vectors train alone)."""
+        for p in self.hf.parameters():
+            p.requires_grad_(False)
+
+    def train_mode(self, on: bool = True) -> None:
+        self.hf.train(on)
+
+    def trainable_copy(self) -> Model:
+        """A private copy whose every weight trains (full fine-tuning), in train mode."""
+        import copy
+        from dataclasses import replace
+
+        hf = copy.deepcopy(self.hf).train()
+        for p in hf.parameters():
+            p.requires_grad_(True)
+        return replace(self, hf=hf, _backends={}, _live_edits={})
+
+    def lora_copy(self, rank: int) -> tuple[Model, nn.Module]:
+        """A private copy of the model with rank-``rank`` LoRA (``peft``) on every MLP
+        down-projection (the learned-vector paper's comparison); the caller's model is never
+        rewritten. Returns the copy (a :class:`Model`) and the peft module."""
+        import copy
+        from dataclasses import replace
+
+        try:
+            from peft import LoraConfig, get_peft_model
+        except ImportError as err:
+            raise OptionError("adapter='lora' needs peft (pip install peft).") from err
+        targets = sorted({n.split(".")[-1] for n, _ in self.hf.named_modules()
+                          if n.endswith(("down_proj", "c_proj", "fc2", "dense_4h_to_h"))})
+        if not targets:
+            raise OptionError(f"No MLP down-projection found in {self.name} for LoRA.")
+        cfg = LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=targets,
+                         lora_dropout=0.0)
+        peft = get_peft_model(copy.deepcopy(self.hf), cfg)
+        return replace(self, hf=peft, _backends={}, _live_edits={}), peft
 
 
 def check_prompts(prompts: Sequence[str] | str) -> list[str]:

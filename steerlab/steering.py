@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from steerlab.backends.base import WHEN, Handle
+from steerlab.backends.base import WHEN, Handle, Site, check_site
 from steerlab.cache import check_layers
 from steerlab.errors import InvalidVectorError, OptionError, VectorMismatchError
-from steerlab.vectors import SteeringVector
+from steerlab.vectors import SITE, SteeringVector
 
 if TYPE_CHECKING:
     from steerlab.models import Model
@@ -66,15 +66,26 @@ def _make_steer_fn(v: torch.Tensor, coeff: float, mode: str):
     return fn
 
 
+#: Hong et al.'s intervention: the direction applied at every layer's block input, attention
+#: output and MLP output (their code, used verbatim by the seed replication)
+HONG_SITES: tuple[Site, ...] = ("resid_pre", "attn_out", "mlp_out")
+
+
 def _resolve(model: Model, vector: SteeringVector | torch.Tensor,
-             layers: Sequence[int] | int | None, strict_model: bool) -> dict[int, torch.Tensor]:
+             layers: Sequence[int] | int | None, strict_model: bool,
+             from_layer: int | None) -> dict[int, torch.Tensor]:
     if isinstance(vector, SteeringVector):
         vector.check_compatible(model, strict_model=strict_model)
+        if from_layer is not None:
+            if from_layer not in vector.vectors:
+                raise VectorMismatchError(f"from_layer={from_layer} is not in the vector; its "
+                                          f"layers are {vector.layers}.")
+            return {l: vector[from_layer] for l in check_layers(model, layers)}
         use = check_layers(model, layers if layers is not None else vector.layers)
         return {l: vector[l] for l in use}
     if not isinstance(vector, torch.Tensor):
         raise TypeError(f"vector must be a SteeringVector or a tensor, got {type(vector)}.")
-    if layers is None:
+    if layers is None and from_layer is None:
         raise OptionError("A raw tensor vector needs layers=...: which layer(s) to steer.")
     use = check_layers(model, layers)
     if vector.ndim != 1 or vector.shape[0] != model.d_model:
@@ -85,25 +96,54 @@ def _resolve(model: Model, vector: SteeringVector | torch.Tensor,
     return {l: vector for l in use}
 
 
+def _sites(vector: SteeringVector | torch.Tensor, site: str | Sequence[str] | None,
+           any_site: bool) -> tuple[str, ...]:
+    """The sites to steer: the vector's own unless ``site`` says otherwise; a SteeringVector
+    made at one site is refused at another unless ``any_site=True``."""
+    own = vector.site if isinstance(vector, SteeringVector) else SITE
+    sites = (own,) if site is None else (site,) if isinstance(site, str) else tuple(site)
+    if not sites:
+        raise OptionError("site= is empty: name at least one site.")
+    if "z" in sites:
+        raise OptionError("Steering vectors are (d_model,) directions and z is per head: to edit "
+                          "z, register an edit function with model.backend(...).add_edit("
+                          "layer, fn, site='z').")
+    other = [s for s in sites if s != own]
+    if isinstance(vector, SteeringVector) and other and not any_site:
+        raise VectorMismatchError(
+            f"This vector was made at site {own!r}, but steering asks for {other}: directions "
+            "of one site need not mean anything at another. Pass any_site=True to steer there "
+            "anyway.")
+    return sites
+
+
 def add_steering(model: Model, vector: SteeringVector | torch.Tensor,
                  layers: Sequence[int] | int | None = None, coeff: float = 1.0,
                  positions: str = "all", mode: str = "add", backend: str = "hf",
-                 strict_model: bool = True) -> SteeringHandle:
+                 strict_model: bool = True, site: str | Sequence[str] | None = None,
+                 from_layer: int | None = None, any_site: bool = False) -> SteeringHandle:
     """Register steering hooks and return their handle (call ``.remove()`` when done).
 
     Args:
         model: the model to steer.
         vector: a :class:`SteeringVector` (its layers are used unless ``layers`` is given) or a
             (d_model,) tensor (then ``layers`` is required).
-        layers: layer(s) whose output (the residual stream after the block) is changed.
+        layers: layer(s) whose ``site`` is changed (with ``from_layer``: default every layer).
         coeff: ``add``: h + coeff * v. ``project``: h + coeff * (h . v̂) v̂ (Hong et al.'s
             projection scaling). ``ablate``: h - (h . v̂) v̂ (coeff unused).
         positions: ``all`` tokens; ``prompt`` only (the forward that reads the prompt);
             ``generated`` only (the decoding steps of a generation). The backend tells them
             apart by counting the forwards of its own ``generate``, not by a library keyword.
         mode: ``add``, ``project`` or ``ablate``.
-        backend: ``hf``, ``tlens`` or ``nnsight``.
+        backend: ``hf``, ``tlens`` or ``nnsight``. Forwards on another backend of the same
+            model are refused while this steering is on.
         strict_model: refuse vectors made for another model (width is always checked).
+        site: where to steer (one site or several, :data:`~steerlab.backends.base.SITES`
+            but ``z``); default: the vector's own site (``resid_post`` for a raw tensor).
+        from_layer: take the direction from this layer of the vector and apply it at every
+            layer in ``layers`` (Hong et al.: ``from_layer=L``, ``site=HONG_SITES``,
+            ``mode="project"``; see :func:`hong_projection`).
+        any_site: allow steering a vector at a site other than the one it was made at.
     """
     if mode not in MODES:
         raise OptionError(f"Unknown steering mode {mode!r}: use one of {MODES}.")
@@ -111,13 +151,17 @@ def add_steering(model: Model, vector: SteeringVector | torch.Tensor,
         raise OptionError(f"Unsupported position mode {positions!r}: use one of {POSITIONS}.")
     if not isinstance(coeff, int | float) or not math.isfinite(coeff):
         raise OptionError(f"coeff must be a finite number, got {coeff!r}.")
-    per_layer = _resolve(model, vector, layers, strict_model)
+    sites = _sites(vector, site, any_site)
+    per_layer = _resolve(model, vector, layers, strict_model, from_layer)
     be = model.backend(backend)
+    for s in sites:
+        check_site(s, be.sites, model.name)
     handles: list[Handle] = []
     try:
         for layer, v in per_layer.items():
-            handles.append(be.add_edit(layer, _make_steer_fn(v.float(), float(coeff), mode),
-                                       when=positions))
+            for s in sites:
+                fn = _make_steer_fn(v.float(), float(coeff), mode)
+                handles.append(be.add_edit(layer, fn, when=positions, site=s))
     except BaseException:
         for handle in reversed(handles):
             handle.remove()
@@ -129,15 +173,31 @@ def add_steering(model: Model, vector: SteeringVector | torch.Tensor,
 def steer(model: Model, vector: SteeringVector | torch.Tensor,
           layers: Sequence[int] | int | None = None, coeff: float = 1.0,
           positions: str = "all", mode: str = "add", backend: str = "hf",
-          strict_model: bool = True) -> Iterator[SteeringHandle]:
+          strict_model: bool = True, site: str | Sequence[str] | None = None,
+          from_layer: int | None = None, any_site: bool = False
+          ) -> Iterator[SteeringHandle]:
     """Context manager form of :func:`add_steering`; hooks come off when the block exits.
 
     Example:
         >>> with steer(model, vec, layers=12, coeff=4.0):
         ...     print(generate(model, ["What is 17 + 25?"], chat=True))
     """
-    handle = add_steering(model, vector, layers, coeff, positions, mode, backend, strict_model)
+    handle = add_steering(model, vector, layers, coeff, positions, mode, backend, strict_model,
+                          site, from_layer, any_site)
     try:
         yield handle
     finally:
         handle.remove()
+
+
+def hong_projection(model: Model, vector: SteeringVector | torch.Tensor, from_layer: int,
+                    coeff: float, layers: Sequence[int] | int | None = None,
+                    sites: Sequence[str] = HONG_SITES, backend: str = "hf",
+                    strict_model: bool = True) -> SteeringHandle:
+    """Hong et al.'s intervention exactly: with r̂ the unit direction of ``vector`` at
+    ``from_layer``, ``h <- h + coeff (h . r̂) r̂`` at each of ``sites`` (default: the block
+    input, the attention output and the MLP output) of every layer in ``layers`` (default:
+    all), at every position including generated tokens. Their ``coeff`` is about
+    ±0.05..0.15. Returns the handle (use it as a context manager)."""
+    return add_steering(model, vector, layers, coeff, "all", "project", backend, strict_model,
+                        tuple(sites), from_layer, any_site=True)

@@ -38,7 +38,6 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from steerlab import _io
-from steerlab.backends.base import position_ids
 from steerlab.cache import check_layers
 from steerlab.errors import OptionError, SteerlabError
 from steerlab.evaluate import judge
@@ -154,15 +153,6 @@ class LearnedVectors(nn.Module):
             self.vectors.copy_(vec.stack())
 
 
-def lora_targets(model: Model) -> list[str]:
-    """Module names of the MLP down-projections, where the paper's LoRA comparison goes."""
-    targets = sorted({n.split(".")[-1] for n, _ in model.hf.named_modules()
-                      if n.endswith(("down_proj", "c_proj", "fc2", "dense_4h_to_h"))})
-    if not targets:
-        raise OptionError(f"No MLP down-projection found in {model.name} for LoRA.")
-    return targets
-
-
 class LoraAdapter(nn.Module):
     """The paper's comparison: rank-r LoRA on every MLP down-projection (``peft``), the base
     weights frozen. Works on a private copy of the model (``.model``), so the caller's model is
@@ -170,17 +160,7 @@ class LoraAdapter(nn.Module):
 
     def __init__(self, model: Model, rank: int = 8) -> None:
         super().__init__()
-        import copy
-        from dataclasses import replace
-
-        try:
-            from peft import LoraConfig, get_peft_model
-        except ImportError as err:
-            raise OptionError("adapter='lora' needs peft (pip install peft).") from err
-        cfg = LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=lora_targets(model),
-                         lora_dropout=0.0)
-        self.peft = get_peft_model(copy.deepcopy(model.hf), cfg)
-        self.model = replace(model, hf=self.peft, _backends={})
+        self.model, self.peft = model.lora_copy(rank)
 
     @contextmanager
     def attached(self, model: Model) -> Iterator[None]:
@@ -201,16 +181,7 @@ class TrainRun:
 
 def freeze(model: Model) -> None:
     """All model weights to ``requires_grad=False`` (steering vectors train alone)."""
-    for p in model.hf.parameters():
-        p.requires_grad_(False)
-
-
-def _eos_ids(model: Model) -> list[int]:
-    ids = model.hf.generation_config.eos_token_id
-    ids = list(ids) if isinstance(ids, list | tuple) else [ids]  # a copy: never edit the config
-    if model.tokenizer.eos_token_id is not None:
-        ids.append(model.tokenizer.eos_token_id)
-    return sorted({int(i) for i in ids if i is not None})
+    model.freeze()
 
 
 def verified_reward(item: Item, completion: str) -> float:
@@ -227,11 +198,12 @@ def rollout(model: Model, items: Sequence[Item], cfg: TrainConfig, seed: int,
     enc = model.encode(prompts, chat=chat)
     torch.manual_seed(seed)
     with torch.no_grad():
-        seq = model.hf.generate(**enc, max_new_tokens=cfg.max_new_tokens, do_sample=True,
-                                temperature=cfg.temperature, top_k=0, top_p=1.0,
-                                pad_token_id=model.tokenizer.pad_token_id)
+        seq = model.backend("hf").generate(
+            enc, max_new_tokens=cfg.max_new_tokens, do_sample=True,
+            temperature=cfg.temperature, top_k=0, top_p=1.0,
+            pad_token_id=model.tokenizer.pad_token_id)
     new = seq[:, enc["input_ids"].shape[1]:]
-    is_eos = torch.isin(new, torch.tensor(_eos_ids(model)))
+    is_eos = torch.isin(new, torch.tensor(model.eos_ids))
     mask = (is_eos.long().cumsum(1) - is_eos.long()) == 0  # before or at the first eos
     texts = model.tokenizer.batch_decode(new, skip_special_tokens=True)
     rewards = torch.tensor([float(reward_fn(it, t)) for it, t in
@@ -250,12 +222,7 @@ def completion_logprobs(model: Model, enc: dict[str, torch.Tensor], new: torch.T
     ids = torch.cat([enc["input_ids"], new], 1)
     att = torch.cat([enc["attention_mask"], mask.long()], 1)
     k = new.shape[1]
-    kwargs: dict[str, Any] = {"input_ids": ids, "attention_mask": att, "use_cache": False,
-                              "position_ids": position_ids(att)}
-    try:
-        logits = model.hf(**kwargs, logits_to_keep=k + 1).logits
-    except TypeError:  # models without logits_to_keep
-        logits = model.hf(**kwargs).logits[:, -(k + 1):]
+    logits = model.backend("hf").forward({"input_ids": ids, "attention_mask": att}, keep=k + 1)
     lp = torch.log_softmax(logits[:, :-1].float() / temperature, -1).gather(-1, new.unsqueeze(-1))
     return (lp.squeeze(-1) * mask).sum(1)
 
@@ -418,7 +385,7 @@ def train_rloo(model: Model, cfg: TrainConfig | None = None, out_dir: str | Path
     train = training_items(cfg.task, "train")
     dev = training_items(cfg.task, "dev")[:cfg.eval_n]
     freeze(model)
-    model.hf.eval()
+    model.train_mode(False)
     adapter: nn.Module = (LearnedVectors(model, cfg.layers) if cfg.adapter == "vectors"
                           else LoraAdapter(model, cfg.lora_rank))
     if isinstance(adapter, LoraAdapter):

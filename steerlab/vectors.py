@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from steerlab import __version__, _io
+from steerlab.backends.base import SITES
 from steerlab.errors import (
     EmptyInputError,
     InvalidVectorError,
@@ -23,6 +24,8 @@ if TYPE_CHECKING:
     from steerlab.models import Model
 
 SITE = "resid_post"  # the residual stream after a decoder block
+#: sites a (d_model,) direction can live at (z is per head)
+STEERABLE_SITES = tuple(s for s in SITES if s != "z")
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,9 @@ class SteeringVector:
     def __post_init__(self) -> None:
         if not self.vectors:
             raise InvalidVectorError("A steering vector needs at least one layer.")
+        if self.site not in STEERABLE_SITES:
+            raise InvalidVectorError(f"Unknown vector site {self.site!r}: a steering vector "
+                                     f"lives at one of {', '.join(STEERABLE_SITES)}.")
         for layer, v in self.vectors.items():
             if not isinstance(layer, int) or layer < 0:
                 raise LayerError(f"Layer keys must be non-negative ints, got {layer!r}.")
@@ -160,6 +166,14 @@ def _check_pair(pos: Activations, neg: Activations) -> None:
     if pos.reduction != neg.reduction:
         raise VectorMismatchError(f"The two sets used different reductions: "
                                   f"{pos.reduction} vs {neg.reduction}.")
+    if pos.reduction == "none" or pos.site == "z":
+        raise VectorMismatchError(
+            f"Difference of means needs one (d_model,) row per prompt; these are "
+            f"reduction={pos.reduction!r} at site {pos.site!r}. Cache with reduction 'last' or "
+            "'mean' at a residual, attention-output or MLP-output site.")
+    if pos.site != neg.site:
+        raise VectorMismatchError(f"The two sets were cached at different sites: "
+                                  f"{pos.site} vs {neg.site}.")
 
 
 def diff_of_means(pos: Activations, neg: Activations, normalize: bool = False,
@@ -178,7 +192,7 @@ def diff_of_means(pos: Activations, neg: Activations, normalize: bool = False,
     diff = pos.acts.mean(1) - neg.acts.mean(1)  # (n_layers, d_model)
     vec = SteeringVector(
         {l: diff[i].clone() for i, l in enumerate(pos.layers)}, pos.model_id, pos.d_model,
-        method=method, prompt_hash=_hash_sets(pos, neg),
+        site=pos.site, method=method, prompt_hash=_hash_sets(pos, neg),
         meta={"n_pos": pos.n_prompts, "n_neg": neg.n_prompts, "reduction": pos.reduction,
               "chat": pos.chat, "normalized": False})
     return vec.normalized() if normalize else vec
@@ -194,7 +208,8 @@ def shuffled_diff_of_means(pos: Activations, neg: Activations, seed: int = 0,
     a, b = perm[:pos.n_prompts], perm[pos.n_prompts:]
     diff = both[:, a].mean(1) - both[:, b].mean(1)
     vec = SteeringVector({l: diff[i].clone() for i, l in enumerate(pos.layers)}, pos.model_id,
-                         pos.d_model, method="shuffled", prompt_hash=_hash_sets(pos, neg),
+                         pos.d_model, site=pos.site, method="shuffled",
+                         prompt_hash=_hash_sets(pos, neg),
                          seed=seed, meta={"n_pos": pos.n_prompts, "n_neg": neg.n_prompts,
                                           "reduction": pos.reduction, "normalized": False})
     return vec.normalized() if normalize else vec

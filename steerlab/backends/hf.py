@@ -1,7 +1,16 @@
-"""Plain PyTorch forward hooks on the transformers modules: the fast path, any HF causal LM."""
+"""Plain PyTorch hooks on the transformers modules: the fast path, any HF causal LM.
+
+Points: ``block_in`` is a forward pre-hook on the decoder block, ``block_out`` a forward hook
+on it; ``attn_out`` and ``mlp_out`` are forward hooks on the attention and MLP modules;
+``o_in`` a pre-hook on the attention's output projection; ``mid_in`` a pre-hook on the norm
+before the MLP. This backend alone can replay a recorded prefix (the fast sweep).
+"""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -10,11 +19,16 @@ from steerlab.backends.base import (
     Backend,
     EditFn,
     Handle,
-    Phase,
-    add_phased,
+    Point,
+    StopForward,
+    When,
+    block_parts,
+    gated,
     hidden_of,
     keep_positions,
+    points_of,
     position_ids,
+    register_all,
     replace_hidden,
 )
 
@@ -22,7 +36,7 @@ if TYPE_CHECKING:
     from steerlab.models import Model
 
 
-def _make_edit_hook(fn: EditFn):
+def _output_hook(fn: EditFn):
     def hook(module: torch.nn.Module, args: Any, output: Any) -> Any:
         new = fn(hidden_of(output))
         return None if new is None else replace_hidden(output, new)
@@ -30,27 +44,57 @@ def _make_edit_hook(fn: EditFn):
     return hook
 
 
+def _input_hook(fn: EditFn):
+    """A pre-hook editing a module's first input, positional or ``hidden_states=``."""
+    def hook(module: torch.nn.Module, args: tuple, kwargs: dict[str, Any]) -> Any:
+        if args:
+            new = fn(args[0])
+            return None if new is None else ((new, *args[1:]), kwargs)
+        new = fn(kwargs["hidden_states"])
+        return None if new is None else (args, {**kwargs, "hidden_states": new})
+
+    return hook
+
+
 class HFBackend(Backend):
     name = "hf"
     supports_early_stop = True
+    supports_prefix_replay = True
 
     def __init__(self, model: Model) -> None:
-        self.model = model
         self.top = model.hf
         self._layers = model.layers
+        self._parts = [block_parts(b) for b in self._layers]
         # RWKV and other recurrent models take no position ids
         params = _forward_params(model.hf)
         self._takes_positions = "position_ids" in params
         self._takes_keep = "logits_to_keep" in params
-        self.phase = Phase()
+        super().__init__(model)
 
-    def add_edit(self, layer: int, fn: EditFn, when: str = "all") -> Handle:
-        block = self._layers[layer]
-        return add_phased(self.top, self.phase, fn, when,
-                          lambda edit: block.register_forward_hook(_make_edit_hook(edit)))
+    def _points(self) -> frozenset[Point]:
+        return points_of(self._parts[0])
+
+    def _register(self, layer: int, point: Point, fn: EditFn) -> Callable[[], Handle]:
+        block, parts = self._layers[layer], self._parts[layer]
+        if point == "block_in":
+            return lambda: block.register_forward_pre_hook(_input_hook(fn), with_kwargs=True)
+        if point == "block_out":
+            return lambda: block.register_forward_hook(_output_hook(fn))
+        module = parts[{"attn_out": "attn", "mlp_out": "mlp", "mid_norm": "mid_norm",
+                        "mid_in": "mid_norm", "o_in": "o_proj"}[point]]
+        if point in ("attn_out", "mlp_out"):
+            return lambda: module.register_forward_hook(_output_hook(fn))
+        return lambda: module.register_forward_pre_hook(_input_hook(fn), with_kwargs=True)
+
+    def _add_points(self, layer: int, points: list[tuple[Point, EditFn]], when: When
+                    ) -> Handle:
+        steps = [] if when == "all" else [lambda: self.phase.attach(self.top)]
+        steps += [self._register(layer, p, gated(fn, when, self.phase)) for p, fn in points]
+        return register_all(steps)
 
     def forward(self, enc: dict[str, torch.Tensor],
                 keep: int | torch.Tensor | None = None) -> torch.Tensor:
+        self.check_sole()
         kwargs: dict[str, Any] = dict(enc, use_cache=False)
         if self._takes_positions:
             kwargs["position_ids"] = position_ids(enc["attention_mask"])
@@ -59,9 +103,49 @@ class HFBackend(Backend):
             return self.top(**kwargs).logits
         return keep_positions(self.top(**kwargs).logits, keep)
 
-    def generate(self, enc: dict[str, torch.Tensor], **kwargs: Any) -> torch.Tensor:
+    def generate(self, enc: dict[str, torch.Tensor], **kwargs: Any) -> Any:
+        self.check_sole()
         with self.phase.generation():
             return self.top.generate(**enc, **kwargs)
+
+    def has_foreign_hooks(self) -> bool:
+        live = self.model._live_edits.get(self.name, 0)
+        return live > 0 or any(m._forward_hooks or m._forward_pre_hooks
+                               for m in self.top.modules())
+
+    def record(self, enc: dict[str, torch.Tensor], layer: int,
+               start: tuple[int, Any] | None = None) -> Any:
+        seen: dict[str, Any] = {}
+
+        def hook(module: torch.nn.Module, args: Any, output: Any) -> None:
+            seen["out"] = output
+            raise StopForward
+
+        with contextlib.ExitStack() as stack:
+            if start is not None:
+                if start[0] >= layer:
+                    raise ValueError(f"Cannot resume at layer {start[0]} to reach {layer}.")
+                stack.enter_context(self.replaying(*start))
+            handle = self._layers[layer].register_forward_hook(hook)
+            stack.callback(handle.remove)
+            with contextlib.suppress(StopForward):
+                self.forward(enc)
+        return seen["out"]
+
+    @contextmanager
+    def replaying(self, layer: int, output: Any) -> Iterator[None]:
+        blocks = list(self._layers)[:layer + 1]
+
+        def recorded(*args: Any, **kwargs: Any) -> Any:
+            return output
+
+        try:
+            for block in blocks:
+                block.forward = recorded
+            yield
+        finally:
+            for block in blocks:
+                block.__dict__.pop("forward", None)
 
 
 def _forward_params(module: torch.nn.Module) -> set[str]:

@@ -2,17 +2,33 @@
 
 The bridge swaps the model's blocks for its own components and forces eager attention, so it
 gets its own deep copy: booting it never slows down or changes the plain-HF path.
-Edits are TransformerLens hooks on ``blocks.{layer}.hook_resid_post`` (alias of ``hook_out``).
+Points are TransformerLens hook points of the bridge's block: ``hook_in`` (``hook_resid_pre``),
+``hook_out`` (``hook_resid_post``), ``attn.hook_out`` (``hook_attn_out``), ``mlp.hook_out``
+(``hook_mlp_out``), ``attn.o.hook_in`` (``attn.hook_z``, flattened over heads) and
+``ln2.hook_in``. The last is TransformerLens's ``hook_resid_mid``: editing it alone changes
+what the MLP reads but not the residual it is added to, so steerlab's ``resid_mid`` also adds
+the change at ``hook_out`` (see :mod:`steerlab.backends.base`).
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import torch
 
-from steerlab.backends.base import Backend, EditFn, Handle, Phase, add_phased, keep_positions
+from steerlab.backends.base import (
+    POINTS,
+    Backend,
+    EditFn,
+    Handle,
+    Point,
+    When,
+    gated,
+    keep_positions,
+    register_all,
+)
 
 if TYPE_CHECKING:
     from steerlab.models import Model
@@ -55,39 +71,64 @@ def _pass_cache_to_bridge_attention(bridge: Any) -> None:
             module.register_forward_pre_hook(hook, with_kwargs=True)
 
 
+#: the bridge block's hook point for each point (dotted path from ``blocks[layer]``)
+_HOOKS: dict[str, str] = {"block_in": "hook_in", "o_in": "attn.o.hook_in",
+                          "attn_out": "attn.hook_out", "mid_in": "ln2.hook_in",
+                          "mlp_out": "mlp.hook_out", "block_out": "hook_out"}
+
+
+def _find(root: Any, path: str) -> Any:
+    for part in path.split("."):
+        root = getattr(root, part, None)
+        if root is None:
+            return None
+    return root
+
+
 class TLensBackend(Backend):
     name = "tlens"
 
     def __init__(self, model: Model) -> None:
         from transformer_lens.model_bridge import TransformerBridge
 
-        self.model = model
         hf_copy = copy.deepcopy(model.hf)
         self.bridge = TransformerBridge.boot_transformers(
             model.hf_id, hf_model=hf_copy, tokenizer=model.tokenizer
         )
         self.top = hf_copy
-        self.phase = Phase()
         _pass_cache_to_bridge_attention(self.bridge)
+        super().__init__(model)
 
-    def _hook_point(self, layer: int) -> Any:
-        block = self.bridge.blocks[layer]
-        return getattr(block, "hook_resid_post", None) or block.hook_out
+    def _points(self) -> frozenset[Point]:
+        block = self.bridge.blocks[0]
+        return frozenset(p for p in POINTS if _find(block, _HOOKS[p]) is not None)
 
-    def add_edit(self, layer: int, fn: EditFn, when: str = "all") -> Handle:
-        hook_point = self._hook_point(layer)
+    def hook_point(self, layer: int, point: Point) -> Any:
+        return _find(self.bridge.blocks[layer], _HOOKS[point])
+
+    def _add_points(self, layer: int, points: list[tuple[Point, EditFn]], when: When
+                    ) -> Handle:
         # the booted HF module still runs every forward of generate: it carries the phase hook
-        return add_phased(self.top, self.phase, fn, when, lambda edit: _LensHandle(
-            hook_point, hook_point.add_hook(_make_lens_hook(edit))))
+        steps: list[Callable[[], Handle]] = (
+            [] if when == "all" else [lambda: self.phase.attach(self.top)])
+        for point, fn in points:
+            steps.append(self._register(self.hook_point(layer, point), gated(fn, when, self.phase)))
+        return register_all(steps)
+
+    @staticmethod
+    def _register(hp: Any, edit: EditFn) -> Callable[[], Handle]:
+        return lambda: _LensHandle(hp, hp.add_hook(_make_lens_hook(edit)))
 
     def forward(self, enc: dict[str, torch.Tensor],
                 keep: int | torch.Tensor | None = None) -> torch.Tensor:
+        self.check_sole()
         logits = self.bridge(enc["input_ids"], attention_mask=enc["attention_mask"],
                              return_type="logits")
         return keep_positions(logits, keep)
 
-    def generate(self, enc: dict[str, torch.Tensor], **kwargs: Any) -> torch.Tensor:
+    def generate(self, enc: dict[str, torch.Tensor], **kwargs: Any) -> Any:
         # The booted HF model runs through the bridge's components, so its hook points fire
         # at every decoding step; HF's generate handles left padding and the KV cache.
+        self.check_sole()
         with self.phase.generation():
             return self.top.generate(**enc, **kwargs)
