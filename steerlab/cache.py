@@ -411,7 +411,10 @@ class ShardedActivations:
         """All of it in memory, as :class:`Activations`."""
         acts = torch.zeros(len(self.layers), self.n_prompts, *self._shape())
         for index, got in self.shards():
-            self._place(acts.transpose(0, 1), index, got.transpose(0, 1))
+            if self.reduction == "none":
+                acts[:, index, :got.shape[2]] = got
+            else:
+                acts[:, index] = got
         return Activations(acts, self.layers, self.model_id, self.reduction,
                            self.prompt_hashes, self.chat, dict(self.meta), self.site,
                            self.mask)

@@ -94,7 +94,11 @@ def smollm_bf16() -> Model:
 
 
 def no_hooks(model: Model) -> bool:
-    return not any(m._forward_hooks or m._forward_pre_hooks for m in model.hf.modules())
+    """No forward (pre-)hook on any module, but transformers' own output recorders (which
+    ``output_hidden_states=True`` installs for good since transformers 5, and which only read)."""
+    return not any(not getattr(h, "__module__", "").startswith("transformers.")
+                   for m in model.hf.modules()
+                   for h in (*m._forward_hooks.values(), *m._forward_pre_hooks.values()))
 
 
 PROMPTS = ["Tom has 3 apples and buys 5 more.", "What is 2+2?", "Paris is the capital of",

@@ -110,8 +110,7 @@ class HFBackend(Backend):
 
     def has_foreign_hooks(self) -> bool:
         live = self.model._live_edits.get(self.name, 0)
-        return live > 0 or any(m._forward_hooks or m._forward_pre_hooks
-                               for m in self.top.modules())
+        return live > 0 or any(_user_hooks(m) for m in self.top.modules())
 
     def record(self, enc: dict[str, torch.Tensor], layer: int,
                start: tuple[int, Any] | None = None) -> Any:
@@ -146,6 +145,14 @@ class HFBackend(Backend):
         finally:
             for block in blocks:
                 block.__dict__.pop("forward", None)
+
+
+def _user_hooks(module: torch.nn.Module) -> list[Any]:
+    """The forward (pre-)hooks on ``module`` that may change what it computes: all but
+    transformers' own output recorders (installed for good by ``output_hidden_states=True``
+    since transformers 5; they only read)."""
+    hooks = [*module._forward_hooks.values(), *module._forward_pre_hooks.values()]
+    return [h for h in hooks if not getattr(h, "__module__", "").startswith("transformers.")]
 
 
 def _forward_params(module: torch.nn.Module) -> set[str]:
