@@ -6,7 +6,7 @@ import pytest
 import torch
 from conftest import no_hooks
 
-from steerlab.cache import cache_activations
+from steerlab.cache import cache_activations, cache_sites
 from steerlab.inference import generate
 from steerlab.steering import steer
 from steerlab.vectors import SteeringVector
@@ -70,3 +70,44 @@ def test_same_plain_generation(smollm):
             for b in BACKENDS}
     assert outs["tlens"] == outs["hf"] == outs["nnsight"]
     assert outs["hf"][0].startswith("The capital of France is Paris")
+
+
+def test_same_at_every_site(smollm):
+    """Captures at every site and steering at every steerable site agree across the three
+    backends on the real model (TransformerLens's hook names mapped to steerlab's sites)."""
+    sites = list(smollm.sites)
+    assert sites == ["resid_pre", "z", "attn_out", "resid_mid", "mlp_out", "resid_post"]
+    ref = cache_sites(smollm, PROMPTS, sites, layers=[3, 17], reduction="none")
+    for backend in BACKENDS[1:]:
+        got = cache_sites(smollm, PROMPTS, sites, layers=[3, 17], reduction="none",
+                          backend=backend)
+        for site in sites:
+            torch.testing.assert_close(got[site].acts, ref[site].acts, **TOL)
+    gen = torch.Generator().manual_seed(1)
+    v = 4.0 * torch.randn(smollm.d_model, generator=gen)
+    enc = smollm.encode(PROMPTS)
+    for site in set(sites) - {"z"}:
+        outs = {}
+        for backend in BACKENDS:
+            with torch.no_grad(), steer(smollm, v, layers=8, site=site, backend=backend):
+                outs[backend] = smollm.backend(backend).forward(enc)[enc["attention_mask"].bool()]
+        for backend in BACKENDS[1:]:
+            torch.testing.assert_close(outs[backend], outs["hf"], **TOL)
+
+    def knock_out_head_3(z):  # (B, T, n_heads, d_head) on every backend
+        z = z.clone()
+        z[..., 3, :] = 0
+        return z
+
+    outs = {}
+    for backend in BACKENDS:
+        be = smollm.backend(backend)
+        handle = be.add_edit(8, knock_out_head_3, site="z")
+        try:
+            with torch.no_grad():
+                outs[backend] = be.forward(enc)[enc["attention_mask"].bool()]
+        finally:
+            handle.remove()
+    for backend in BACKENDS[1:]:
+        torch.testing.assert_close(outs[backend], outs["hf"], **TOL)
+    assert no_hooks(smollm)

@@ -87,9 +87,11 @@ def site_points(site: Site, fn: EditFn, heads: tuple[int, int] | None
 
 
 def _per_head(fn: EditFn, heads: tuple[int, int]) -> EditFn:
-    """``fn`` on (B, T, n_heads, d_head), for a point that holds (B, T, n_heads * d_head)."""
+    """``fn`` on (B, T, n_heads, d_head), for a point that holds (B, T, n_heads * d_head)
+    (the HF output projection's input) or already (B, T, n_heads, d_head) (the bridge's)."""
     def edit(h: torch.Tensor) -> torch.Tensor | None:
-        new = fn(h.view(*h.shape[:-1], *heads))
+        split = tuple(h.shape[-2:]) != heads
+        new = fn(h.view(*h.shape[:-1], *heads) if split else h)
         return None if new is None else new.reshape(h.shape)
 
     return edit
