@@ -1,7 +1,11 @@
 """TransformerLens 4: a ``TransformerBridge`` around a private copy of the HF model.
 
 The bridge swaps the model's blocks for its own components and forces eager attention, so it
-gets its own deep copy: booting it never slows down or changes the plain-HF path.
+gets its own copy of the module tree: booting it never slows down or changes the plain-HF
+path. The copy shares the weight tensors with the HF model (a deep copy with the parameters
+and buffers memoised), so the bridge costs module objects, not a second set of weights
+(``bench/memory.py`` measures both). steerlab never asks the bridge to fold or process
+weights, which would write into the shared tensors.
 Points are TransformerLens hook points of the bridge's block: ``hook_in`` (``hook_resid_pre``),
 ``hook_out`` (``hook_resid_post``), ``attn.hook_out`` (``hook_attn_out``), ``mlp.hook_out``
 (``hook_mlp_out``), ``attn.o.hook_in`` (``attn.hook_z``, flattened over heads) and
@@ -91,7 +95,9 @@ class TLensBackend(Backend):
     def __init__(self, model: Model) -> None:
         from transformer_lens.model_bridge import TransformerBridge
 
-        hf_copy = copy.deepcopy(model.hf)
+        hf = model.hf
+        shared = {id(t): t for t in (*hf.parameters(), *hf.buffers())}
+        hf_copy = copy.deepcopy(hf, shared)  # new modules, the same weight tensors
         self.bridge = TransformerBridge.boot_transformers(
             model.hf_id, hf_model=hf_copy, tokenizer=model.tokenizer
         )
