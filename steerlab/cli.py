@@ -154,7 +154,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     table = sweep(model, args.task, args.layers, args.coeffs, args.methods, n=n,
                   seed=args.seed, out=args.out, scale=args.scale,
                   extract_from=args.extract_from, extract_n=args.extract_n,
-                  scoring=args.scoring, backend=args.backend, batch_size=args.batch_size)
+                  scoring=args.scoring, backend=args.backend, batch_size=args.batch_size,
+                  mode=args.mode, scope=args.scope)
     import pandas as pd
 
     with pd.option_context("display.max_rows", 500, "display.width", 200,
@@ -277,6 +278,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=16)
     p.set_defaults(fn=cmd_eval)
 
+    from steerlab.steering import MODES
+    from steerlab.sweep import SCOPES
+
     p = sub.add_parser("sweep", help="accuracy over layers x coefficients x vector methods")
     p.add_argument("--model", default=DEFAULT_MODEL)
     p.add_argument("--dtype", default=None)
@@ -296,6 +300,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scoring", default=None, choices=["letter", "text", "cloze"])
     p.add_argument("--backend", default="hf", choices=["hf", "tlens", "nnsight"])
     p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--mode", default="add", choices=list(MODES),
+                   help="add (coeff in --scale units), project (Hong et al.'s h + a(h.v)v, "
+                        "coeff = a) or ablate (coeffs ignored)")
+    p.add_argument("--scope", default="layer", choices=list(SCOPES),
+                   help="layer: steer each swept layer; all: the direction of each swept layer "
+                        "at every layer's block input, attention and MLP outputs (Hong et al.)")
     p.add_argument("--out", default=None, help="results .jsonl or .parquet (resumable)")
     p.set_defaults(fn=cmd_sweep)
 

@@ -22,6 +22,14 @@ of that layer's (method, coeff) cells (:func:`steerlab.evaluate.evaluate_cells`)
 same logits bit for bit, less work. Generative tasks and the ``tlens``/``nnsight`` backends run
 one full pass per cell (``fast=False`` forces that everywhere).
 
+Modes (``mode=``): ``add`` (the default; coefficients in ``scale`` units), ``project`` (Hong
+et al.'s ``h + coeff (h . v̂) v̂``: ``coeff`` is their dimensionless ``a``, ``scale`` does not
+apply) and ``ablate`` (``h - (h . v̂) v̂``: one cell per method and layer, recorded as coeff
+1). Scope (``scope=``): ``layer`` steers the residual stream after each swept layer; ``all`` is
+Hong et al.'s all-sites form: the direction extracted at the swept layer is applied at every
+layer's block input, attention output and MLP output (:func:`steerlab.steering.hong_projection`).
+Only ``add`` at ``layer`` scope takes the fast shared-prefix path.
+
 The journal key (:meth:`SweepConfig.key`) holds everything that decides a cell's numbers,
 including the layer list, so sweeps over other layers never share rows; coefficients and
 methods are not in it, since each cell is looked up by its own (method, layer, coeff).
@@ -46,7 +54,7 @@ from steerlab.cache import cache_activations, check_layers
 from steerlab.errors import OptionError, SteerlabError
 from steerlab.evaluate import EvalResult, evaluate, evaluate_cells
 from steerlab.stats import paired_difference
-from steerlab.steering import steer
+from steerlab.steering import HONG_SITES, MODES, steer
 from steerlab.tasks import Task, check_disjoint, extraction_prompts, get_task, shots
 from steerlab.vectors import (
     SteeringVector,
@@ -61,6 +69,7 @@ if TYPE_CHECKING:
 
 METHODS = ("diff_means", "random", "shuffled", "memorisation")
 SCALES = ("norm", "unit", "raw")
+SCOPES = ("layer", "all")
 COLUMNS = ["model", "task", "method", "layer", "coeff", "scale", "added_norm", "n", "accuracy",
            "ci_low", "ci_high", "baseline", "delta", "delta_low", "delta_high", "p_mcnemar",
            "chance", "seconds"]
@@ -95,10 +104,16 @@ class SweepConfig:
     backend: str
     layers: tuple[int, ...]
     shots: int
+    mode: str = "add"
+    scope: str = "layer"
 
     def key(self) -> str:
-        """12 hex digits of the hash of every field."""
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+        """12 hex digits of the hash of every field (``mode``/``scope`` only when not the
+        defaults, so sweeps recorded before they existed keep their keys)."""
+        d = asdict(self)
+        if d["mode"] == "add" and d["scope"] == "layer":
+            del d["mode"], d["scope"]
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
 
 @dataclass
@@ -230,7 +245,7 @@ def sweep(model: Model, task: Task | str, layers: Sequence[int], coeffs: Sequenc
           extract_from: str | None = None, extract_n: int | None = None,
           reduction: str = "last", chat: bool | None = None, scoring: str | None = None,
           backend: str = "hf", batch_size: int = 16, progress: bool = True,
-          fast: bool = True) -> pd.DataFrame:
+          fast: bool = True, mode: str = "add", scope: str = "layer") -> pd.DataFrame:
     """Accuracy for every (method, layer, coeff) cell against the unsteered baseline.
 
     Args:
@@ -243,6 +258,8 @@ def sweep(model: Model, task: Task | str, layers: Sequence[int], coeffs: Sequenc
             skipped when the same sweep is run again; the vectors are kept next to it.
         fast: share the work before the steering layer among a layer's cells (see the module
             doc); ``False`` runs one full evaluation pass per cell. Same results either way.
+        mode: ``add``, ``project`` or ``ablate``; scope: ``layer`` or ``all`` (Hong et al.'s
+            all-sites form); see the module doc.
 
     Returns:
         One row per cell (plus the ``baseline`` row): accuracy with its 95% Wilson interval,
@@ -256,6 +273,12 @@ def sweep(model: Model, task: Task | str, layers: Sequence[int], coeffs: Sequenc
         raise OptionError(f"Unknown method(s) {bad}: use any of {METHODS}.")
     if scale not in SCALES:
         raise OptionError(f"Unknown scale {scale!r}: use one of {SCALES}.")
+    if mode not in MODES:
+        raise OptionError(f"Unknown mode {mode!r}: use one of {MODES}.")
+    if scope not in SCOPES:
+        raise OptionError(f"Unknown scope {scope!r}: use one of {SCOPES}.")
+    if mode == "ablate":
+        coeffs = [1.0]  # ablation has no strength
     chat = model.is_chat if chat is None else chat
     items = task.items(n, seed)
     few = default_shots(model, task)
@@ -263,7 +286,7 @@ def sweep(model: Model, task: Task | str, layers: Sequence[int], coeffs: Sequenc
     cfg = SweepConfig(model.hf_id, str(model.dtype).removeprefix("torch."), task.name,
                       len(items), seed, scale, extract_from or task.extract_from, extract_n,
                       reduction, chat and model.is_chat, scoring, backend,
-                      tuple(layers), len(few))
+                      tuple(layers), len(few), mode, scope)
     journal = journal_path(out) if out is not None else None
     rows = [r for r in _io.read_jsonl(journal) if r.get("config") == cfg.key()] if journal \
         else []
@@ -301,15 +324,25 @@ def sweep(model: Model, task: Task | str, layers: Sequence[int], coeffs: Sequenc
         if journal is not None:
             save_vectors(vecs, journal, cfg.key())
     bar = tqdm(total=len(cells), desc=f"sweep {task.name}", disable=not progress)
-    if not fast or gen:  # generation shares no work between cells: one pass per cell
+    if not fast or gen or (mode, scope) != ("add", "layer"):
+        # generation shares no work between cells, nor do projections: one pass per cell
         for method, layer, coeff in cells:
             bar.set_postfix_str(f"{method} L{layer} c{coeff:g}")
-            vec, norm = vecs.added(method, layer, coeff, scale)
+            if mode == "add":
+                vec, norm = vecs.added(method, layer, coeff, scale)
+                how: dict[str, Any] = {"coeff": 1.0}
+            else:  # a direction: its norm does not enter, coeff is the projection's own
+                vec, norm = vecs.vectors[method][layer], float("nan")
+                how = {"coeff": coeff, "mode": mode}
+            if scope == "all":
+                how.update(layers=None, from_layer=layer, site=HONG_SITES, any_site=True)
+            else:
+                how.update(layers=layer)
             t0 = time.perf_counter()
-            if coeff == 0.0:  # adding 0 leaves the logits bit-for-bit unchanged (tested)
+            if coeff == 0.0 and mode != "ablate":  # leaves the logits bit-for-bit unchanged
                 res, completions = base, base_completions
             else:
-                with steer(model, vec, layers=layer, coeff=1.0, backend=backend):
+                with steer(model, vec, backend=backend, **how):
                     res = evaluate(model, task, shots=few, **ev)
                 completions = _completions(res) if gen else None
             record(_row(cfg, method, layer, coeff, norm, res, base, time.perf_counter() - t0,

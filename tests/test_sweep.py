@@ -284,3 +284,34 @@ def test_generative_sweep_gives_base_models_few_shot_examples(tiny_llama, tmp_pa
     assert seen == [shots(task)] * 2  # the baseline and the one steered cell
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["completions"] for r in rows] == [["completion 0", "completion 1"]] * 2
+
+
+@pytest.mark.parametrize("mode,scope", [("project", "all"), ("project", "layer"),
+                                        ("ablate", "all")])
+def test_projection_sweeps_equal_steered_evaluations(tiny_llama, mode, scope):
+    """Each projection cell is the evaluation under the steering it names: Hong et al.'s
+    all-sites form (direction of the swept layer at every layer's block input, attention and
+    MLP outputs) or one layer's residual; a different key from the additive sweep's."""
+    from steerlab.steering import HONG_SITES
+
+    task = get_task("memorisation-mc")
+    items = task.items(8, 0)
+    methods = ["diff_means", "random"]
+    table = sweep(tiny_llama, task, [1, 2], [-0.1, 3.0], methods, n=8, extract_n=6,
+                  mode=mode, scope=scope, progress=False)
+    vecs = build_vectors(tiny_llama, task, [1, 2], methods, extract_n=6, eval_items=items)
+    steered = table[table.method != "baseline"]
+    assert len(steered) == 2 * 2 * (1 if mode == "ablate" else 2)
+    assert steered["added_norm"].isna().all()
+    for row in steered.itertuples():
+        how = ({"layers": None, "from_layer": row.layer, "site": HONG_SITES, "any_site": True}
+               if scope == "all" else {"layers": row.layer})
+        with steer(tiny_llama, vecs.vectors[row.method][row.layer], mode=mode,
+                   coeff=row.coeff, **how):
+            ref = evaluate(tiny_llama, task, items=items)
+        assert row.correct == "".join("1" if x else "0" for x in ref.correct)
+    keys = {sweep_mod.SweepConfig("m", "f", "t", 1, 0, "norm", "s", None, "last", False, None,
+                                  "hf", (1,), 0, m, s).key()
+            for m, s in (("add", "layer"), ("project", "all"), ("project", "layer"))}
+    assert len(keys) == 3
+    assert no_hooks(tiny_llama)
