@@ -147,7 +147,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from steerlab.models import load_model
-    from steerlab.sweep import summary, sweep
+    from steerlab.sweep import summary, sweep, verdict
 
     model = load_model(args.model, dtype=args.dtype)
     n = None if args.n == 0 else args.n
@@ -161,6 +161,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     with pd.option_context("display.max_rows", 500, "display.width", 200,
                            "display.float_format", "{:.3f}".format):
         print(summary(table).to_string(index=False))
+    print(verdict(table))
     if args.out:
         print(f"results: {args.out}")
     return 0
