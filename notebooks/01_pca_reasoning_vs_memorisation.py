@@ -8,10 +8,9 @@
 # scored on the other half. A layer slider moves through the depth.
 
 # %%
-import pandas as pd
 from ipywidgets import IntSlider
 
-from steerlab.analysis import layer_pca, linear_probe_accuracy
+from steerlab.analysis import chat_model, depth_layer, depth_pcas, layer_pca, separability_table
 from steerlab.cache import cache_activations
 from steerlab.data import questions
 from steerlab.figures import save_figure
@@ -29,15 +28,13 @@ acts = {}
 for name in S.models:
     model = load_model(name)
     acts[name] = (cache_activations(model, reasoning, chat=model.is_chat),
-                  cache_activations(model, memorisation, chat=model.is_chat), model.n_layers,
-                  model.is_chat)
+                  cache_activations(model, memorisation, chat=model.is_chat))
 
 # %% [markdown]
 # ## Figure 1: one panel per model, at 40% of the depth
 
 # %%
-pcas = {n: layer_pca(r, m, round(0.4 * L)) for n, (r, m, L, _) in acts.items()}
-fig1 = pca_panels(pcas, data=DATA)
+fig1 = pca_panels(depth_pcas(acts, frac=0.4), data=DATA)
 save_figure(fig1, "01", "pca_panels")
 fig1
 
@@ -46,24 +43,20 @@ fig1
 # Held-out accuracy of a logistic regression on the 2-D PCA plane and on the full width.
 
 # %%
-rows = []
-for n, (r, m, L, _) in acts.items():
-    for layer in range(0, L, max(1, L // 10)):
-        rows.append({"model": n, "layer": layer, "pca2d_heldout": layer_pca(r, m, layer)
-                     .heldout_accuracy, "full_width_heldout": linear_probe_accuracy(r, m, layer)})
-separability = pd.DataFrame(rows)
+separability = separability_table(acts, n_points=10)
 separability
 
 # %% [markdown]
 # ## Figure 2: the instruction-tuned model in detail, with a layer slider
 
 # %%
-CHAT = next((n for n, a in acts.items() if a[3]), S.models[0])
-r, m, L, _ = acts[CHAT]
-fig2 = pca_boundary(layer_pca(r, m, round(0.4 * L)), CHAT, data=DATA)
+CHAT = chat_model(acts)
+r, m = acts[CHAT]
+fig2 = pca_boundary(layer_pca(r, m, depth_layer(r.layers, 0.4)), CHAT, data=DATA)
 save_figure(fig2, "01", "pca_boundary")
 fig2
 
 # %%
 slider_figure(lambda layer: pca_boundary(layer_pca(r, m, layer), CHAT, data=DATA),
-              layer=IntSlider(value=round(0.4 * L), min=0, max=L - 1, continuous_update=False))
+              layer=IntSlider(value=depth_layer(r.layers, 0.4), min=min(r.layers),
+                              max=max(r.layers), continuous_update=False))

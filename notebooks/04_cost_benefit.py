@@ -10,6 +10,7 @@
 # %%
 import pandas as pd
 
+from steerlab.analysis import cost_table
 from steerlab.cache import cache_activations
 from steerlab.cost import full_finetune_steps, measure
 from steerlab.data import questions
@@ -22,8 +23,7 @@ from steerlab.tasks import get_task
 from steerlab.vectors import diff_of_means
 
 S = settings()
-MB = 2**20
-rows = []
+parts = []
 for name in S.models:
     model = load_model(name)
     chat = model.is_chat
@@ -42,32 +42,16 @@ for name in S.models:
     cell = measure(one_cell)
     ft_batch = questions("reasoning", "extract", 8)
     ft = full_finetune_steps(model, ft_batch, steps=1 if S.smoke else 3, chat=chat)
-    steps_epoch = 7473 / len(ft_batch)
-    rows += [
-        {"model": name, "what": f"extract vector ({2 * len(R_q)} prompts, all layers)",
-         "kind": "measured", "seconds": ext.seconds, "peak_rss_MB": ext.peak_rss / MB,
-         "trainable_params": 0, "optimizer_state_MB": 0},
-        {"model": name, "what": f"one sweep cell ({cell.result.n} items, steered)",
-         "kind": "measured", "seconds": cell.seconds, "peak_rss_MB": cell.peak_rss / MB,
-         "trainable_params": 0, "optimizer_state_MB": 0},
-        {"model": name, "what": f"full fine-tuning step (batch {len(ft_batch)}, AdamW)",
-         "kind": "measured", "seconds": ft["seconds_per_step"],
-         "peak_rss_MB": ft["peak_rss_bytes"] / MB, "trainable_params": ft["trainable_params"],
-         "optimizer_state_MB": ft["optimizer_state_bytes"] / MB},
-        {"model": name, "what": "full fine-tuning, 1 epoch of GSM8K train (7,473 problems)",
-         "kind": "extrapolated", "seconds": ft["seconds_per_step"] * steps_epoch,
-         "peak_rss_MB": ft["peak_rss_bytes"] / MB, "trainable_params": ft["trainable_params"],
-         "optimizer_state_MB": ft["optimizer_state_bytes"] / MB},
-    ]
-costs = pd.DataFrame(rows)
+    parts.append(cost_table(name, ext, cell, ft, n_extract_prompts=2 * len(R_q),
+                            n_cell_items=cell.result.n, finetune_batch=len(ft_batch)))
+costs = pd.concat(parts, ignore_index=True)
+DATA = (f"{len(R_q)}+{len(M_q)} shipped extract prompts, {S.n_eval} memorisation-mc items per "
+        f"cell, fine-tuning on a batch of {len(ft_batch)} reasoning prompts")
 costs.round(2)
 
 # %%
-import plotly.express as px
+from steerlab.plots import cost_benefit_figure
 
-fig = px.bar(costs, x="seconds", y="what", color="kind", facet_col="model", orientation="h",
-             log_x=True, title="Seconds on this machine (2-core CPU): steering vs full "
-             "fine-tuning (log scale; extrapolated bars are labelled)",
-             template="plotly_white", height=420, width=1100)
+fig = cost_benefit_figure(costs, data=DATA)
 save_figure(fig, "04", "cost_benefit")
 fig

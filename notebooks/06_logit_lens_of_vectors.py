@@ -9,8 +9,7 @@
 # measured on this machine.
 
 # %%
-import pandas as pd
-
+from steerlab.analysis import cluster_view, resource_table, step_time_note
 from steerlab.cache import cache_activations
 from steerlab.cost import training_step_costs
 from steerlab.data import questions
@@ -18,8 +17,13 @@ from steerlab.figures import save_figure
 from steerlab.lens import cluster_table, layer_cosines, logit_lens
 from steerlab.models import load_model
 from steerlab.notebooks import recorded_run, run_dir, settings
-from steerlab.plots import layer_cosine_figure, table_figure
-from steerlab.train import TrainConfig, train_rloo
+from steerlab.plots import (
+    cluster_table_figure,
+    layer_cosine_figure,
+    logit_lens_figure,
+    resource_table_figure,
+)
+from steerlab.train import TrainConfig, history, train_rloo
 from steerlab.vectors import SteeringVector, diff_of_means
 
 S = settings()
@@ -30,13 +34,14 @@ M_q = questions("memorisation", "extract", S.n_extract)
 dom = diff_of_means(cache_activations(model, R_q, chat=True),
                     cache_activations(model, M_q, chat=True))
 ckpt = recorded_run(MODEL, "arithmetic") / "vectors.safetensors"
+RUN = ckpt.parent if ckpt.is_file() else run_dir(MODEL, "arithmetic")
 if ckpt.is_file():
     learned = SteeringVector.load(ckpt, model)
     source = f"recorded run, step {learned.meta['step']}"
 else:  # an installed copy without results/: train a toy vector (smoke size) here
     learned = train_rloo(model, TrainConfig(steps=2, prompts_per_step=4, samples=4,
                                             max_new_tokens=12, eval_every=0),
-                         run_dir(MODEL, "arithmetic")).vector
+                         RUN).vector
     source = "2-step toy run"
     if min(learned.norms().values()) == 0:
         print("The toy run drew no correct answer, so its vectors are still zero: reading the "
@@ -54,14 +59,8 @@ K = 15
 
 
 def lens_figure(layer: int):
-    lens = logit_lens(learned, model, layers=layer, k=K)
-    top = lens[lens.side == "top"].reset_index(drop=True)
-    bottom = lens[lens.side == "bottom"].reset_index(drop=True)
-    table = pd.DataFrame({"rank": top["rank"], "top token": top.token.map(repr),
-                          "cos": top.cosine.round(3), "bottom token": bottom.token.map(repr),
-                          "cos ": bottom.cosine.round(3)})
-    return table_figure(table, title=f"Logit lens of the learned vector at layer {layer} · "
-                        f"{MODEL}<br>trained on synthetic arithmetic ({source})", width=760)
+    return logit_lens_figure(logit_lens(learned, model, layers=layer, k=K), MODEL,
+                             data=f"trained on synthetic arithmetic ({source})")
 
 
 from ipywidgets import IntSlider
@@ -79,13 +78,11 @@ slider_figure(lens_figure, layer=IntSlider(value=model.n_layers // 2, min=0,
 
 # %%
 show_layers = [2, model.n_layers // 2, model.n_layers - 3]
-clusters = cluster_table(learned, model, layers=show_layers, k=50 if not S.smoke else 12)
-view = clusters[["layer", "cluster", "size", "representative", "mean_score", "cohesion"]]
-fig = table_figure(view.round(3), title=(
-    f"Clusters of each layer's top-50 logit-lens tokens · learned vectors of {MODEL}<br>"
-    f"(synthetic arithmetic, {source})"))
+TOP = 50 if not S.smoke else 12
+clusters = cluster_table(learned, model, layers=show_layers, k=TOP)
+fig = cluster_table_figure(clusters, MODEL, data=f"synthetic arithmetic, {source}", k=TOP)
 save_figure(fig, "06", "cluster_table")
-view
+cluster_view(clusters)
 
 # %%
 save_figure(lens_figure(show_layers[1]), "06", "logit_lens_mid_layer")
@@ -114,30 +111,13 @@ cos.round(3).T
 # states); we could not reach its hardware table offline and do not quote numbers from it.
 
 # %%
-MB = 2**20
 batch = questions("reasoning", "extract", 8)
 steps = 1 if S.smoke else 3
-rows = []
-for method in ("vectors", "lora", "full"):
-    c = training_step_costs(model, batch, method, steps=steps)
-    rows.append({"method": method, "trainable params": c["trainable_params"],
-                 "% of model": 100 * c["trainable_params"] / c["total_params"],
-                 "optimizer state (MB)": c["optimizer_state_bytes"] / MB,
-                 "s / step (8 prompts)": c["seconds_per_step"],
-                 "peak RSS (MB)": c["peak_rss_bytes"] / MB})
-resources = pd.DataFrame(rows)
-hist_path = run_dir(MODEL, "arithmetic") / "journal.jsonl"
-if hist_path.is_file():
-    hist = pd.read_json(hist_path, lines=True)
-    if "seconds" in hist:
-        print(f"RLOO step of the recorded run (64 rollouts + backward): "
-              f"{hist.seconds.median():.1f} s median over {hist.seconds.notna().sum()} steps")
-paper = pd.DataFrame([{"method": "vectors (paper: Llama-3.1-8B)", "trainable params": 32 * 4096,
-                       "% of model": 100 * 32 * 4096 / 8.03e9,
-                       "optimizer state (MB)": 2 * 4 * 32 * 4096 / MB}])
-table = pd.concat([resources, paper], ignore_index=True)
-fig = table_figure(table.round(4), title=(
-    f"Training cost per step on this CPU · {MODEL} (bf16) · batch of 8 shipped prompts<br>"
-    "last row: the paper's model, computed from its architecture"))
+costs = [training_step_costs(model, batch, method, steps=steps)
+         for method in ("vectors", "lora", "full")]
+table = resource_table(costs, batch_size=len(batch))
+print(step_time_note(history(RUN)))
+fig = resource_table_figure(table, MODEL, dtype=model.dtype,
+                            data=f"batch of {len(batch)} shipped prompts")
 save_figure(fig, "06", "resource_table")
 table.round(4)

@@ -237,3 +237,70 @@ def layer_cosine_figure(table: pd.DataFrame, title: str = "") -> go.Figure:
     fig.update_layout(title=title, xaxis_title="layer", yaxis_title="cosine similarity",
                       template="plotly_white", height=420, width=760)
     return fig
+
+
+# ---- notebook 04: cost and benefit ------------------------------------------------------------
+
+
+def cost_benefit_figure(costs: pd.DataFrame, data: str = "") -> go.Figure:
+    """Seconds per piece of work on this machine, steering vs full fine-tuning: horizontal bars
+    on a log axis, one panel per model, coloured by ``kind`` (measured / extrapolated).
+
+    ``costs``: :func:`steerlab.analysis.cost_table` rows of one or more models; the title names
+    those models and ``data`` (what was measured on).
+    """
+    import plotly.express as px
+
+    models = ", ".join(dict.fromkeys(str(m) for m in costs["model"]))
+    sub = f"{models}{' · ' + data if data else ''}"
+    fig = px.bar(costs, x="seconds", y="what", color="kind", facet_col="model",
+                 orientation="h", log_x=True,
+                 title="Seconds on this machine (2-core CPU): steering vs full fine-tuning "
+                       f"(log scale; extrapolated bars are labelled)<br><sup>{sub}</sup>",
+                 template="plotly_white", height=420, width=1100)
+    fig.update_layout(margin={"t": 110})
+    return fig
+
+
+# ---- notebook 06: reading learned vectors -----------------------------------------------------
+
+
+def logit_lens_figure(lens: pd.DataFrame, model: str, data: str = "",
+                      what: str = "the learned vector") -> go.Figure:
+    """One layer's logit lens (:func:`steerlab.lens.logit_lens` with ``layers=<one layer>``) as a
+    table figure: top and bottom tokens side by side with their cosines
+    (:func:`steerlab.analysis.lens_side_by_side`); the title names the layer, ``what`` was
+    read, the ``model`` and the ``data`` it came from."""
+    from steerlab.analysis import lens_side_by_side
+
+    table = lens_side_by_side(lens)
+    layer = int(lens.layer.iloc[0]) if len(lens) else "?"
+    return table_figure(table, title=f"Logit lens of {what} at layer {layer} · {model}"
+                        f"{'<br>' + data if data else ''}", width=760)
+
+
+def cluster_table_figure(clusters: pd.DataFrame, model: str, data: str = "",
+                         k: int = 50) -> go.Figure:
+    """The paper's Table 2 as a figure: :func:`steerlab.analysis.cluster_view` of a
+    :func:`steerlab.lens.cluster_table` (made from each layer's top-``k`` tokens), rounded to
+    3 decimals; the title names the ``model`` and the ``data``."""
+    from steerlab.analysis import cluster_view
+
+    return table_figure(cluster_view(clusters).round(3), title=(
+        f"Clusters of each layer's top-{k} logit-lens tokens · learned vectors of {model}"
+        f"{'<br>(' + data + ')' if data else ''}"))
+
+
+_DTYPE_NAMES = {"torch.bfloat16": "bf16", "torch.float32": "fp32", "torch.float16": "fp16"}
+
+
+def resource_table_figure(table: pd.DataFrame, model: str, dtype: object = "",
+                          data: str = "") -> go.Figure:
+    """The resource table (:func:`steerlab.analysis.resource_table`, the paper's Table 3) as a
+    figure, rounded to 4 decimals; the title names the ``model`` (and its ``dtype``, a torch
+    dtype or a name), the ``data`` of the steps, and says the last row is the paper's model."""
+    dt = _DTYPE_NAMES.get(str(dtype), str(dtype))
+    return table_figure(table.round(4), title=(
+        f"Training cost per step on this CPU · {model}{f' ({dt})' if dt else ''}"
+        f"{' · ' + data if data else ''}<br>"
+        "last row: the paper's model, computed from its architecture"))
