@@ -28,13 +28,14 @@ import pandas as pd
 
 from steerlab.cache import cache_activations
 from steerlab.data import questions
+from steerlab.evaluate import compare_conditions
 from steerlab.figures import save_figure
 from steerlab.inference import generate
 from steerlab.models import load_model
 from steerlab.notebooks import run_dir, settings
 from steerlab.plots import condition_bars, training_curves
 from steerlab.tasks import arithmetic_items
-from steerlab.train import TrainConfig, compare_conditions, train_rloo
+from steerlab.train import TrainConfig, train_rloo
 from steerlab.vectors import diff_of_means, random_like
 
 S = settings()
@@ -109,7 +110,11 @@ results = compare_conditions(model, conditions, items=test)
 results.round(3)
 
 # %%
-fig = condition_bars(results, title=(
+# steerlab.plots.condition_bars still reads the older column names (lo, hi, delta_vs_base,
+# delta_lo, delta_hi): give it both until it reads the shared ones
+bars = results.assign(lo=results.ci_low, hi=results.ci_high, delta_vs_base=results.delta,
+                      delta_lo=results.delta_low, delta_hi=results.delta_high)
+fig = condition_bars(bars, title=(
     f"Held-out synthetic arithmetic (test split, n={len(test)}) · {MODEL}, greedy<br>labels: "
     "paired difference to base [95% bootstrap]"))
 save_figure(fig, "05", "test_accuracy")
@@ -117,11 +122,11 @@ fig
 
 # %%
 row = results.set_index("condition").loc["learned"]
-gain = (f"{row.delta_vs_base:+.3f} [{row.delta_lo:+.3f}, {row.delta_hi:+.3f}], "
-        f"McNemar p={row.mcnemar_p:.2g}")
-if row.delta_lo > 0:
+gain = (f"{row.delta:+.3f} [{row.delta_low:+.3f}, {row.delta_high:+.3f}], "
+        f"McNemar p={row.p_mcnemar:.2g}")
+if row.delta_low > 0:
     verdict = f"The learned vectors raise held-out accuracy: {gain}."
-elif row.delta_hi < 0:
+elif row.delta_high < 0:
     verdict = f"The learned vectors lower held-out accuracy: {gain}."
 else:
     verdict = f"No significant change from the learned vectors: {gain}."

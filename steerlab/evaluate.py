@@ -291,3 +291,50 @@ def evaluate_cells(model: Model, task: Task, layer: int, vectors: Sequence[torch
              "shared_prefix": True}
     return [EvalResult(task.name, model.hf_id, ids, np.array(correct[k]), preds[k], seconds[k],
                        task.chance(items), dict(extra)) for k in range(len(vectors))]
+
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from steerlab.vectors import SteeringVector
+
+
+def compare_conditions(model: Model, conditions: dict[str, SteeringVector | None],
+                       task: str = "arithmetic", items: Sequence[Item] | None = None,
+                       baseline: str = "base", batch_size: int = 50,
+                       seed: int = 0) -> pd.DataFrame:
+    """Accuracy of ``model`` on the same items under each condition (a vector added at its
+    layers with coefficient 1, or ``None`` for the unsteered model), against ``baseline``.
+
+    Returns:
+        One row per condition, in ``conditions`` order: ``condition``, the
+        :data:`~steerlab.stats.COMPARISON_COLUMNS` of a sweep row
+        (:func:`steerlab.stats.comparison_row`: ``accuracy`` with its 95% Wilson interval
+        ``ci_low``/``ci_high``, ``baseline`` the baseline condition's accuracy, ``delta`` with
+        its paired-bootstrap interval ``delta_low``/``delta_high`` and McNemar ``p_mcnemar``;
+        ``seed`` seeds the bootstrap) and ``seconds``.
+
+    Raises:
+        OptionError: ``baseline`` is not one of the conditions.
+    """
+    import pandas as pd
+
+    from steerlab.stats import comparison_row
+    from steerlab.steering import steer
+    from steerlab.tasks import get_task
+
+    if baseline not in conditions:
+        raise OptionError(f"The baseline {baseline!r} must be one of the conditions "
+                          f"{list(conditions)}: add it (e.g. {{{baseline!r}: None, ...}} for "
+                          "the unsteered model) or pass baseline= one of them.")
+    t = get_task(task)
+    results: dict[str, EvalResult] = {}
+    for name, vec in conditions.items():
+        if vec is None:
+            results[name] = evaluate(model, t, items=items, batch_size=batch_size)
+        else:
+            with steer(model, vec, coeff=1.0):
+                results[name] = evaluate(model, t, items=items, batch_size=batch_size)
+    base = results[baseline].correct
+    return pd.DataFrame([{"condition": name, **comparison_row(base, res.correct, seed=seed),
+                          "seconds": res.seconds} for name, res in results.items()])

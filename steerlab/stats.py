@@ -200,3 +200,39 @@ def paired_difference(a: Sequence[bool] | np.ndarray, b: Sequence[bool] | np.nda
     return PairedDiff(delta=delta, lo=float(lo), hi=float(hi),
                       p_value=_mcnemar_p(n_better, n_worse), n=n, n_better=n_better,
                       n_worse=n_worse)
+
+
+COMPARISON_COLUMNS = ("n", "accuracy", "ci_low", "ci_high", "baseline", "delta", "delta_low",
+                      "delta_high", "p_mcnemar")
+"""The columns of every "accuracy and paired difference to a baseline" table steerlab writes
+(sweep rows, :func:`steerlab.evaluate.compare_conditions`), in this order; see
+:func:`comparison_row`."""
+
+
+def comparison_row(base_correct: Sequence[bool] | np.ndarray,
+                   correct: Sequence[bool] | np.ndarray, seed: int = 0,
+                   n_boot: int = 10_000) -> dict[str, float | int]:
+    """One condition measured against a baseline on the same items: the one definition of the
+    :data:`COMPARISON_COLUMNS`.
+
+    Args:
+        base_correct: Shape ``(n,)``, the baseline's per-item outcomes (booleans or 0/1).
+        correct: Shape ``(n,)``, the condition's outcomes on the same items, in the same order.
+        seed: Seed of the paired bootstrap (:func:`paired_difference`).
+        n_boot: Number of bootstrap resamples.
+
+    Returns:
+        ``n`` (items), ``accuracy`` with its 95% Wilson interval ``ci_low``/``ci_high``,
+        ``baseline`` (the baseline's accuracy), ``delta`` (accuracy minus baseline) with its
+        95% paired-bootstrap interval ``delta_low``/``delta_high``, and ``p_mcnemar`` (exact
+        two-sided McNemar p); exactly those keys, in that order.
+
+    Raises:
+        EmptyInputError: no items.
+        StatsInputError: different lengths or values other than booleans / 0 / 1.
+    """
+    acc = accuracy(correct)
+    diff = paired_difference(base_correct, correct, n_boot=n_boot, seed=seed)
+    return {"n": acc.n, "accuracy": acc.acc, "ci_low": acc.lo, "ci_high": acc.hi,
+            "baseline": accuracy(base_correct).acc, "delta": diff.delta, "delta_low": diff.lo,
+            "delta_high": diff.hi, "p_mcnemar": diff.p_value}

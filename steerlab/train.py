@@ -40,6 +40,7 @@ from tqdm.auto import tqdm
 from steerlab import _io
 from steerlab.cache import check_layers
 from steerlab.errors import OptionError, SteerlabError
+from steerlab.evaluate import compare_conditions as compare_conditions  # re-exported
 from steerlab.evaluate import judge
 from steerlab.vectors import SteeringVector
 
@@ -466,36 +467,3 @@ def _train_step(model: Model, adapter: nn.Module, opt: torch.optim.Optimizer,
             "seconds": time.perf_counter() - t0, "gen_seconds": t_gen,
             "sample": ro["texts"][0][:120]}
 
-
-def compare_conditions(model: Model, conditions: dict[str, SteeringVector | None],
-                       task: str = "arithmetic", items: Sequence[Item] | None = None,
-                       baseline: str = "base", batch_size: int = 50) -> pd.DataFrame:
-    """Accuracy of ``model`` on the same items under each condition (a vector added at its
-    layers with coefficient 1, or ``None`` for the unsteered model), with 95% Wilson intervals
-    and, for every condition, the paired difference to ``baseline`` (bootstrap interval and
-    exact McNemar p)."""
-    from steerlab.evaluate import evaluate
-    from steerlab.stats import paired_difference
-    from steerlab.steering import steer
-    from steerlab.tasks import get_task
-
-    if baseline not in conditions:
-        raise OptionError(f"The baseline {baseline!r} must be one of the conditions "
-                          f"{list(conditions)}.")
-    t = get_task(task)
-    results = {}
-    for name, vec in conditions.items():
-        if vec is None:
-            results[name] = evaluate(model, t, items=items, batch_size=batch_size)
-        else:
-            with steer(model, vec, coeff=1.0):
-                results[name] = evaluate(model, t, items=items, batch_size=batch_size)
-    base = results[baseline].correct
-    rows = []
-    for name, res in results.items():
-        acc, diff = res.accuracy, paired_difference(base, res.correct)
-        rows.append({"condition": name, "n": acc.n, "accuracy": acc.acc, "lo": acc.lo,
-                     "hi": acc.hi, f"delta_vs_{baseline}": diff.delta, "delta_lo": diff.lo,
-                     "delta_hi": diff.hi, "mcnemar_p": diff.p_value,
-                     "seconds": res.seconds})
-    return pd.DataFrame(rows)

@@ -11,10 +11,12 @@ import pytest
 
 from steerlab.errors import EmptyInputError, SteerlabError
 from steerlab.stats import (
+    COMPARISON_COLUMNS,
     Accuracy,
     PairedDiff,
     StatsInputError,
     accuracy,
+    comparison_row,
     paired_difference,
     wilson_interval,
 )
@@ -188,3 +190,27 @@ def test_paired_bad_input():
         paired_difference([True], [False], n_boot=0)
     with pytest.raises(StatsInputError, match="0/1"):
         paired_difference([0, 3], [1, 1])
+
+
+def test_comparison_row_is_accuracy_and_paired_difference_under_the_sweep_names():
+    from steerlab.sweep import COLUMNS
+
+    rng = np.random.default_rng(3)
+    base, cond = rng.random(200) < 0.4, rng.random(200) < 0.55
+    row = comparison_row(base, cond, seed=7)
+    assert tuple(row) == COMPARISON_COLUMNS
+    i = COLUMNS.index(COMPARISON_COLUMNS[0])  # one block of the sweep's columns, same order
+    assert tuple(COLUMNS[i:i + len(COMPARISON_COLUMNS)]) == COMPARISON_COLUMNS
+    acc, diff = accuracy(cond), paired_difference(base, cond, seed=7)
+    assert row == {"n": 200, "accuracy": acc.acc, "ci_low": acc.lo, "ci_high": acc.hi,
+                   "baseline": accuracy(base).acc, "delta": diff.delta, "delta_low": diff.lo,
+                   "delta_high": diff.hi, "p_mcnemar": diff.p_value}
+    assert row["delta"] == pytest.approx(row["accuracy"] - row["baseline"])
+    assert comparison_row(base, cond, seed=7) == row  # seeded: reproducible
+    same = comparison_row(base, base)
+    assert same["delta"] == same["delta_low"] == same["delta_high"] == 0.0
+    assert same["p_mcnemar"] == 1.0
+    with pytest.raises(StatsInputError, match="same items"):
+        comparison_row(base, cond[:10])
+    with pytest.raises(EmptyInputError):
+        comparison_row([], [])
