@@ -65,10 +65,11 @@ def training_step_costs(model: Model, prompts: list[str], method: str = "full",
     """A few real optimizer steps (next-token loss on ``prompts``, one batch) and what they
     cost: trainable parameters, optimizer-state bytes, seconds per step, peak RSS.
 
-    ``method``: ``full`` (AdamW on every weight of a copy of the model), ``vectors`` (Adam on
+    ``method``: ``full`` (AdamW on every weight of a copy of the model), ``vectors`` (AdamW on
     one vector per layer added to the residual stream, the model frozen: Sinii et al.'s
-    bias-only adaptation) or ``lora`` (rank-``lora_rank`` adapters on each MLP down-projection
-    of a copy, via ``peft``).
+    bias-only adaptation, :class:`steerlab.adapters.LearnedVectors`) or ``lora``
+    (rank-``lora_rank`` adapters on each MLP down-projection of a copy, via ``peft``:
+    :class:`steerlab.adapters.LoraAdapter`).
     """
     from contextlib import nullcontext
 
@@ -79,22 +80,21 @@ def training_step_costs(model: Model, prompts: list[str], method: str = "full",
     enc = model.encode(prompts, chat=chat, padding_side="right")
     labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
     ctx: Any = nullcontext()
-    run_on = model
-    if method == "vectors":
-        from steerlab.train import LearnedVectors
-
-        grads = [p.requires_grad for p in model.parameters()]
-        model.freeze()
-        adapter = LearnedVectors(model)
-        params = list(adapter.parameters())
-        ctx = adapter.attached(model)
-    elif method == "full":
+    grads = [p.requires_grad for p in model.parameters()]
+    if method == "full":
         run_on = model.trainable_copy()
         params = run_on.parameters()
-    else:
-        run_on, _ = model.lora_copy(lora_rank)
-        run_on.train_mode(True)
-        params = [p for p in run_on.parameters() if p.requires_grad]
+    else:  # the adapters steerlab.train trains (steerlab.adapters)
+        from steerlab.adapters import make_adapter
+
+        if method == "vectors":
+            model.freeze()
+        adapter = make_adapter(method, model, rank=lora_rank)
+        run_on = adapter.target(model)  # lora: a private copy of the model
+        if method == "lora":
+            run_on.train_mode(True)
+        params = adapter.trainable_parameters()
+        ctx = adapter.attached(run_on)
     opt = torch.optim.AdamW(params, lr=lr)
     be = run_on.backend("hf")
 

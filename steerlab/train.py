@@ -18,6 +18,10 @@ A run directory holds ``vectors.safetensors`` (or ``lora.safetensors``), ``optim
 and ``journal.jsonl``. Each step appends its journal row, then replaces the two checkpoint files
 in one commit (:func:`steerlab._io.commit`), so they are always of the same step; a resume
 checks that they are, and drops journal rows after that step (they are redone).
+
+The adapters (:class:`~steerlab.adapters.LearnedVectors`, :class:`~steerlab.adapters.LoraAdapter`,
+one :class:`~steerlab.adapters.Adapter` protocol) live in :mod:`steerlab.adapters`; they, and
+:func:`~steerlab.evaluate.compare_conditions`, are importable from here too.
 """
 
 from __future__ import annotations
@@ -26,19 +30,19 @@ import hashlib
 import json
 import random
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import torch
-from torch import nn
 from tqdm.auto import tqdm
 
 from steerlab import _io
-from steerlab.cache import check_layers
+from steerlab.adapters import ADAPTER_CLASSES, ADAPTERS, Adapter, freeze, make_adapter
+from steerlab.adapters import LearnedVectors as LearnedVectors  # re-exported (older imports)
+from steerlab.adapters import LoraAdapter as LoraAdapter  # re-exported
 from steerlab.errors import OptionError, SteerlabError
 from steerlab.evaluate import compare_conditions as compare_conditions  # re-exported
 from steerlab.evaluate import judge
@@ -48,7 +52,6 @@ if TYPE_CHECKING:
     from steerlab.models import Model
     from steerlab.tasks import Item
 
-ADAPTERS = ("vectors", "lora")
 RewardFn = Callable[["Item", str], float]
 
 
@@ -111,63 +114,6 @@ class TrainConfig:
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
 
-class LearnedVectors(nn.Module):
-    """One trainable (d_model,) float32 vector per chosen layer, added after that layer."""
-
-    def __init__(self, model: Model, layers: Sequence[int] | None = None) -> None:
-        super().__init__()
-        self.layer_ids = check_layers(model, list(layers) if layers is not None else None)
-        self.model_id = model.hf_id
-        self.vectors = nn.Parameter(torch.zeros(len(self.layer_ids), model.d_model))
-
-    @contextmanager
-    def attached(self, model: Model) -> Iterator[None]:
-        """Add the vectors to ``model``'s residual stream inside the block (gradients flow to
-        them); the hooks come off on exit, whatever happens."""
-        be = model.backend("hf")
-        handles = []
-        try:
-            for i, layer in enumerate(self.layer_ids):
-                handles.append(be.add_edit(layer, self._edit(i)))
-            yield
-        finally:
-            for h in reversed(handles):
-                h.remove()
-
-    def _edit(self, i: int):
-        def fn(h: torch.Tensor) -> torch.Tensor:
-            return h + self.vectors[i].to(h.dtype)
-
-        return fn
-
-    def to_steering_vector(self, model: Model, meta: dict[str, Any] | None = None,
-                           seed: int | None = None) -> SteeringVector:
-        vecs = {l: self.vectors[i].detach().clone() for i, l in enumerate(self.layer_ids)}
-        return SteeringVector(vecs, model.hf_id, model.d_model, method="learned", seed=seed,
-                              meta=meta or {})
-
-    def load_vector(self, vec: SteeringVector) -> None:
-        if vec.layers != self.layer_ids:
-            raise SteerlabError(f"Checkpoint has layers {vec.layers}, run wants "
-                                f"{self.layer_ids}.")
-        with torch.no_grad():
-            self.vectors.copy_(vec.stack())
-
-
-class LoraAdapter(nn.Module):
-    """The paper's comparison: rank-r LoRA on every MLP down-projection (``peft``), the base
-    weights frozen. Works on a private copy of the model (``.model``), so the caller's model is
-    never rewritten by peft."""
-
-    def __init__(self, model: Model, rank: int = 8) -> None:
-        super().__init__()
-        self.model, self.peft = model.lora_copy(rank)
-
-    @contextmanager
-    def attached(self, model: Model) -> Iterator[None]:
-        yield  # the adapters live in self.model, always on
-
-
 @dataclass
 class TrainRun:
     """What :func:`train_rloo` returns: the learned vector, the per-step history and where the
@@ -177,12 +123,7 @@ class TrainRun:
     history: pd.DataFrame
     config: TrainConfig
     out_dir: Path | None
-    adapter: nn.Module = field(repr=False, default=None)  # type: ignore[assignment]
-
-
-def freeze(model: Model) -> None:
-    """All model weights to ``requires_grad=False`` (steering vectors train alone)."""
-    model.freeze()
+    adapter: Adapter = field(repr=False, default=None)  # type: ignore[assignment]
 
 
 def verified_reward(item: Item, completion: str) -> float:
@@ -234,12 +175,12 @@ def rloo_advantages(rewards: torch.Tensor, samples: int) -> torch.Tensor:
     return (r - (r.sum(1, keepdim=True) - r) / (samples - 1)).flatten()
 
 
-def _dev_accuracy(model: Model, adapter: nn.Module, items: list[Item], task: str,
+def _dev_accuracy(model: Model, adapter: Adapter, items: list[Item], task: str,
                   chat: bool) -> float:
     from steerlab.evaluate import evaluate
     from steerlab.tasks import get_task
 
-    with adapter.attached(model):  # type: ignore[operator]
+    with adapter.attached(model):
         res = evaluate(model, get_task(task), items=items, chat=chat, batch_size=50,
                        progress=False)
     return float(res.correct.mean())
@@ -249,25 +190,19 @@ JOURNAL = "journal.jsonl"
 OPTIMIZER = "optimizer.safetensors"
 
 
-def _adapter_file(adapter: nn.Module) -> str:
-    return "vectors.safetensors" if isinstance(adapter, LearnedVectors) else "lora.safetensors"
+def _adapter_file(adapter: Adapter) -> str:
+    return adapter.file_name
 
 
-def _save_checkpoint(out: Path, adapter: nn.Module, opt: torch.optim.Optimizer,
+def _save_checkpoint(out: Path, adapter: Adapter, opt: torch.optim.Optimizer,
                      model: Model, cfg: TrainConfig, step: int) -> None:
     """Replace the adapter and Adam-state files of ``out`` with ``step``'s, in one commit."""
     meta = {"config": asdict(cfg), "config_key": cfg.key(), "step": step,
             "task": cfg.task, "trainer": "rloo"}
-    if isinstance(adapter, LearnedVectors):
-        vec = adapter.to_steering_vector(model, meta, seed=cfg.seed)
 
-        def write_adapter(path: Path) -> None:
-            vec.save(path)
-    else:
-        named = {n: p.detach() for n, p in adapter.named_parameters() if p.requires_grad}
+    def write_adapter(path: Path) -> None:
+        adapter.save_checkpoint(path, model, meta, seed=cfg.seed)
 
-        def write_adapter(path: Path) -> None:
-            _io.save_tensors(path, named, {**meta, "kind": "lora_adapter"})
     state: dict[str, torch.Tensor] = {}
     for pid, s in opt.state_dict()["state"].items():  # pid: the parameter's index
         for k, v in s.items():
@@ -282,15 +217,13 @@ def _save_checkpoint(out: Path, adapter: nn.Module, opt: torch.optim.Optimizer,
 
 def _checkpoint_step(out: Path) -> int | None:
     """The step of the checkpoint in ``out`` (None when there is none); reads only."""
-    for name, kind in (("vectors.safetensors", "steering_vector"),
-                       ("lora.safetensors", "lora_adapter")):
-        if (out / name).is_file():
-            _, meta = _io.load_tensors(out / name, kind)
-            return int((meta.get("meta", meta)).get("step", 0))
+    for cls in ADAPTER_CLASSES:
+        if (out / cls.file_name).is_file():
+            return int(cls.stored_meta(out / cls.file_name).get("step", 0))
     return None
 
 
-def _load_checkpoint(out: Path, adapter: nn.Module, opt: torch.optim.Optimizer,
+def _load_checkpoint(out: Path, adapter: Adapter, opt: torch.optim.Optimizer,
                      model: Model, cfg: TrainConfig) -> int:
     """The step of a matching checkpoint in ``out`` (its state loaded), or 0 for none.
 
@@ -305,12 +238,8 @@ def _load_checkpoint(out: Path, adapter: nn.Module, opt: torch.optim.Optimizer,
         raise SteerlabError(f"{out} has {ckpt.name} but no {OPTIMIZER}: the checkpoint is "
                             "incomplete; delete the directory to start the run again.")
     tensors_o, ometa = _io.load_tensors(out / OPTIMIZER, "adam_state")
-    if isinstance(adapter, LearnedVectors):
-        vec = SteeringVector.load(ckpt, model)
-        key, step = vec.meta.get("config_key"), int(vec.meta.get("step", 0))
-    else:
-        tensors, meta = _io.load_tensors(ckpt, "lora_adapter")
-        key, step = meta.get("config_key"), int(meta.get("step", 0))
+    stored = adapter.read_checkpoint(ckpt, model)
+    key, step = stored.config_key, stored.step
     if key != cfg.key() or ometa.get("config_key") != key:
         raise SteerlabError(f"{out} holds a run with another configuration (key {key}, this "
                             f"run {cfg.key()}); use another out_dir or delete it.")
@@ -320,13 +249,7 @@ def _load_checkpoint(out: Path, adapter: nn.Module, opt: torch.optim.Optimizer,
                             "the two writes by a steerlab that did not commit them together). "
                             "Resuming would continue with the wrong Adam state: delete the "
                             "directory and train again.")
-    if isinstance(adapter, LearnedVectors):
-        adapter.load_vector(vec)
-    else:
-        params = dict(adapter.named_parameters())
-        with torch.no_grad():
-            for n, t in tensors.items():
-                params[n].copy_(t)
+    stored.restore()
     sd = opt.state_dict()
     state: dict[int, dict[str, torch.Tensor]] = {}
     for name, t in tensors_o.items():
@@ -387,11 +310,9 @@ def train_rloo(model: Model, cfg: TrainConfig | None = None, out_dir: str | Path
     dev = training_items(cfg.task, "dev")[:cfg.eval_n]
     freeze(model)
     model.train_mode(False)
-    adapter: nn.Module = (LearnedVectors(model, cfg.layers) if cfg.adapter == "vectors"
-                          else LoraAdapter(model, cfg.lora_rank))
-    if isinstance(adapter, LoraAdapter):
-        model = adapter.model  # train and evaluate the private, adapted copy
-    params = [p for p in adapter.parameters() if p.requires_grad]
+    adapter = make_adapter(cfg.adapter, model, cfg.layers, cfg.lora_rank)
+    model = adapter.target(model)  # LoRA: train and evaluate the private, adapted copy
+    params = adapter.trainable_parameters()
     opt = torch.optim.Adam(params, lr=cfg.lr)
     out = Path(out_dir) if out_dir is not None else None
     start = 0
@@ -419,8 +340,7 @@ def train_rloo(model: Model, cfg: TrainConfig | None = None, out_dir: str | Path
         bar.set_postfix(reward=f"{sum(recent) / max(len(recent), 1):.3f}")
     meta = {"config": asdict(cfg), "config_key": cfg.key(), "step": cfg.steps,
             "task": cfg.task, "trainer": "rloo"}
-    vec = (adapter.to_steering_vector(model, meta, seed=cfg.seed)
-           if isinstance(adapter, LearnedVectors) else None)
+    vec = adapter.to_steering_vector(model, meta, seed=cfg.seed)
     return TrainRun(vec, pd.DataFrame(rows), cfg, out, adapter)
 
 
@@ -433,12 +353,12 @@ def _batch(train: list[Item], cfg: TrainConfig, step: int) -> list[Item]:
     return [train[i] for i in order[k * cfg.prompts_per_step:(k + 1) * cfg.prompts_per_step]]
 
 
-def _train_step(model: Model, adapter: nn.Module, opt: torch.optim.Optimizer,
+def _train_step(model: Model, adapter: Adapter, opt: torch.optim.Optimizer,
                 params: list[torch.nn.Parameter], cfg: TrainConfig, train: list[Item],
                 step: int, chat: bool, reward_fn: RewardFn) -> dict[str, Any]:
     t0 = time.perf_counter()
     items = _batch(train, cfg, step)
-    with adapter.attached(model):  # type: ignore[operator]
+    with adapter.attached(model):
         ro = rollout(model, items, cfg, seed=cfg.seed * 1_000_003 + step, chat=chat,
                      reward_fn=reward_fn)
         t_gen = time.perf_counter() - t0
