@@ -138,13 +138,19 @@ class HFBackend(Backend):
         def recorded(*args: Any, **kwargs: Any) -> Any:
             return output
 
+        # a library may keep its own wrapper as the block's instance ``forward`` (nnsight
+        # does): put back exactly what was there, not the class's method
+        saved = [block.__dict__.get("forward") for block in blocks]
         try:
             for block in blocks:
                 block.forward = recorded
             yield
         finally:
-            for block in blocks:
-                block.__dict__.pop("forward", None)
+            for block, before in zip(blocks, saved, strict=True):
+                if before is None:
+                    block.__dict__.pop("forward", None)
+                else:
+                    block.forward = before
 
 
 def _user_hooks(module: torch.nn.Module) -> list[Any]:

@@ -1,0 +1,253 @@
+"""Activation patching against TransformerLens' own ``patching`` functions (run on the
+TransformerLens bridge of the same tiny model, fp32), across backends, batched and unbatched;
+attribution patching against finite differences; hooks never left behind."""
+
+import tempfile
+
+import numpy as np
+import pytest
+import torch
+from conftest import char_tokenizer, no_hooks, tiny_model
+from transformers import AutoTokenizer
+
+from steerlab.patching import (
+    ALL,
+    PatchInputError,
+    activation_patching,
+    answer_logprob,
+    attribution_patching,
+    logit_diff,
+    screen_and_verify,
+)
+
+CLEAN = ["The cat is", "A dog ran.", "My hat is!"]
+CORRUPT = ["The cow is", "A pig ran.", "My car is!"]
+GOOD, BAD = ["a", "b", "c"], ["x", "y", "z"]
+TOL = {"atol": 2e-4, "rtol": 1e-4}
+
+
+@pytest.fixture(scope="module")
+def model():
+    m = tiny_model("llama", seed=3)
+    d = tempfile.mkdtemp()  # the TransformerLens bridge reloads its tokenizer by path
+    char_tokenizer().save_pretrained(d)
+    tok = AutoTokenizer.from_pretrained(d)
+    tok.padding_side = "left"
+    m.tokenizer = tok
+    return m
+
+
+def _metric(model, normalise=False):
+    """The raw logit difference (a random tiny model's clean and corrupted runs differ
+    little, so normalising by their gap would only amplify float noise in comparisons)."""
+    return logit_diff(model, [ord(c) - 32 + 4 for c in GOOD], [ord(c) - 32 + 4 for c in BAD],
+                      normalise=normalise)
+
+
+def _tl_maps(model, site, direction="denoise"):
+    """TransformerLens' patching functions on its bridge of the same weights."""
+    from transformer_lens import patching
+
+    br = model.backend("tlens").bridge
+    enc_c = model.encode(CLEAN, padding_side="right")["input_ids"]
+    enc_x = model.encode(CORRUPT, padding_side="right")["input_ids"]
+    good = torch.tensor([ord(c) - 32 + 4 for c in GOOD])
+    bad = torch.tensor([ord(c) - 32 + 4 for c in BAD])
+    rows = torch.arange(len(GOOD))
+
+    def ld(logits):
+        return logits[rows, -1, good] - logits[rows, -1, bad]
+
+    src, run = (enc_c, enc_x) if direction == "denoise" else (enc_x, enc_c)
+    _, cache = br.run_with_cache(src)
+
+    def metric(logits):
+        return ld(logits).mean()
+
+    fn = {"resid_pre": patching.get_act_patch_resid_pre,
+          "attn_out": patching.get_act_patch_attn_out,
+          "mlp_out": patching.get_act_patch_mlp_out,
+          "z": patching.get_act_patch_attn_head_out_by_pos,
+          "z_all": patching.get_act_patch_attn_head_out_all_pos}[site]
+    return fn(br, run, cache, metric)
+
+
+@pytest.mark.parametrize("site", ["resid_pre", "attn_out", "mlp_out"])
+@pytest.mark.parametrize("direction", ["denoise", "noise"])
+def test_layer_by_position_maps_equal_transformer_lens(model, site, direction):
+    ours = activation_patching(model, CLEAN, CORRUPT, _metric(model), site=site,
+                               direction=direction, progress=False)
+    ref = _tl_maps(model, site, direction)
+    assert ours.tensor.shape == ref.shape == (model.n_layers, len(ours.positions))
+    torch.testing.assert_close(ours.tensor, ref.float(), **TOL)
+    assert ours.tensor.abs().max() > 0.05 * abs(ours.clean - ours.corrupted)  # not all ~0
+    assert no_hooks(model)
+
+
+def test_per_head_maps_equal_transformer_lens(model):
+    by_pos = activation_patching(model, CLEAN, CORRUPT, _metric(model), site="z",
+                                 progress=False)
+    ref = _tl_maps(model, "z")  # [layer, pos, head]
+    torch.testing.assert_close(by_pos.tensor, ref.float(), **TOL)
+    all_pos = activation_patching(model, CLEAN, CORRUPT, _metric(model), site="z",
+                                  positions=ALL, progress=False)
+    torch.testing.assert_close(all_pos.tensor, _tl_maps(model, "z_all").float(), **TOL)
+    assert all_pos.tensor.shape == (model.n_layers, 4)
+
+
+def test_denoising_the_whole_residual_restores_the_clean_run(model):
+    res = activation_patching(model, CLEAN, CORRUPT, _metric(model, normalise=True),
+                              positions=ALL, progress=False)
+    torch.testing.assert_close(res.tensor, torch.ones(model.n_layers), atol=1e-5, rtol=0)
+    assert res.frame["ci_low"].le(res.frame["value"]).all()
+    assert res.frame["values"].map(len).eq(3).all()
+
+
+def test_batched_equals_unbatched_and_fast_equals_plain(model):
+    m = _metric(model)
+    ref = activation_patching(model, CLEAN, CORRUPT, m, site="resid_pre", batch_cells=1,
+                              fast=False, progress=False)
+    for kw in ({"batch_cells": 7}, {"batch_cells": 64}, {"batch_cells": 5, "fast": False}):
+        got = activation_patching(model, CLEAN, CORRUPT, m, site="resid_pre", progress=False,
+                                  **kw)
+        torch.testing.assert_close(got.tensor, ref.tensor, atol=1e-5, rtol=0)
+    assert ref.meta["shared_prefix"] is False
+    assert activation_patching(model, CLEAN, CORRUPT, m, layers=[2], progress=False
+                               ).meta["shared_prefix"]
+
+
+@pytest.mark.parametrize("site", ["resid_pre", "mlp_out", "z"])
+def test_backends_agree(model, site):
+    m = _metric(model)
+    kw = {"site": site, "layers": [0, 2], "positions": [2, -1], "progress": False}
+    ref = activation_patching(model, CLEAN, CORRUPT, m, **kw)
+    for backend in ("tlens", "nnsight"):
+        got = activation_patching(model, CLEAN, CORRUPT, m, backend=backend, **kw)
+        torch.testing.assert_close(got.tensor, ref.tensor, **TOL)
+    assert no_hooks(model) and not model.backend("nnsight")._edits
+
+
+def test_attribution_matches_finite_differences(model):
+    """The estimate is the directional derivative of the metric along a_clean - a_corrupt:
+    moving a small step eps along it must change the metric by eps times the estimate."""
+    m = _metric(model)
+    est = attribution_patching(model, CLEAN, CORRUPT, m, site="resid_pre", layers=[1, 3])
+    clean_acts = {}
+    from steerlab.cache import cache_activations
+
+    acts = cache_activations(model, CLEAN, layers=[1, 3], reduction="none", site="resid_pre")
+    for l in (1, 3):
+        clean_acts[l] = acts.at(l)
+    enc = model.encode(CORRUPT, padding_side="right")
+    be = model.backend("hf")
+    eps = 1e-3
+
+    def run(edit_layer=None, pos=None):
+        handle = None
+        if edit_layer is not None:
+            src = clean_acts[edit_layer]
+
+            def fn(h):
+                h = h.clone()
+                h[:, pos] = h[:, pos] + eps * (src[:, pos] - h[:, pos])
+                return h
+
+            handle = be.add_edit(edit_layer, fn, site="resid_pre")
+        try:
+            with torch.no_grad():
+                lg = be.forward(enc)[:, -1].double()
+        finally:
+            if handle:
+                handle.remove()
+        rows = torch.arange(3)
+        good = torch.tensor([ord(c) - 32 + 4 for c in GOOD])
+        bad = torch.tensor([ord(c) - 32 + 4 for c in BAD])
+        return (lg[rows, good] - lg[rows, bad]).mean()
+
+    base = run()
+    scale = 1.0
+    for l, p in ((1, 3), (3, 5), (1, 9)):
+        fd = float((run(l, p) - base) / eps / scale)
+        got = float(est.frame.query("layer == @l and position == @p")["value"].iloc[0])
+        assert got == pytest.approx(fd, abs=2e-3, rel=2e-2), (l, p)
+    assert no_hooks(model)
+
+
+def test_screen_and_verify_ranks_the_top_cells(model):
+    table = screen_and_verify(model, CLEAN, CORRUPT, _metric(model), top_k=6,
+                              site="resid_pre")
+    assert len(table) == 6
+    assert {"attribution", "patched", "rank_attribution", "rank_patched"} <= set(table.columns)
+    real = activation_patching(model, CLEAN, CORRUPT, _metric(model), progress=False).frame
+    for row in table.itertuples():
+        ref = real.query("layer == @row.layer and position == @row.position")["value"]
+        assert row.patched == pytest.approx(float(ref.iloc[0]), abs=1e-5)
+    assert -1 <= table.attrs["spearman"] <= 1
+
+
+def test_attribution_on_heads_and_a_frozen_model(model):
+    for p in model.hf.parameters():
+        p.requires_grad_(False)
+    try:
+        est = attribution_patching(model, CLEAN, CORRUPT, _metric(model), site="z",
+                                   positions=ALL)
+    finally:
+        for p in model.hf.parameters():
+            p.requires_grad_(True)
+    assert est.tensor.shape == (model.n_layers, 4)
+    assert est.tensor.abs().sum() > 0
+    assert no_hooks(model)
+
+
+def test_other_metrics_and_noise(model):
+    lp = answer_logprob(model, [ord(c) - 32 + 4 for c in GOOD])
+    res = activation_patching(model, CLEAN, CORRUPT, lp, layers=[1], positions=[-1],
+                              direction="noise", progress=False)
+    assert res.tensor.shape == (1, 1) and res.direction == "noise"
+    assert np.isfinite(res.frame["value"]).all()
+
+
+def test_bad_input_fails_early_and_names_the_pair(model):
+    with pytest.raises(PatchInputError, match="Pair 1 has 10 clean tokens.*but 11 corrupted"):
+        activation_patching(model, CLEAN, [CORRUPT[0], CORRUPT[1] + "!", CORRUPT[2]],
+                            _metric(model))
+    with pytest.raises(PatchInputError, match="3 clean prompts but 2 corrupted"):
+        activation_patching(model, CLEAN, CORRUPT[:2], _metric(model))
+    with pytest.raises(Exception, match="heads= needs site='z'"):
+        activation_patching(model, CLEAN, CORRUPT, _metric(model), heads=[0])
+    with pytest.raises(Exception, match="out of range"):
+        activation_patching(model, CLEAN, CORRUPT, _metric(model), positions=[10])
+    assert no_hooks(model)
+
+
+@pytest.mark.parametrize("backend", ["hf", "nnsight"])
+def test_no_hooks_left_when_the_metric_fails_half_way(model, backend):
+    calls = {"n": 0}
+    inner = _metric(model)
+
+    def flaky(logits, pairs):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return inner(logits, pairs)
+
+    with pytest.raises(KeyboardInterrupt):
+        activation_patching(model, CLEAN, CORRUPT, flaky, batch_cells=4, backend=backend,
+                            progress=False)
+    assert no_hooks(model)
+    assert not any(model._live_edits.values())
+
+
+def test_prefix_replay_leaves_other_libraries_wrappers_in_place(model):
+    """The hf backend's replay swaps blocks' forward for a moment; it must put back what was
+    there (nnsight keeps its own wrapper as the instance forward), or nnsight stops seeing
+    the blocks' inputs."""
+    m = _metric(model)
+    model.backend("nnsight").forward(model.encode(CLEAN))  # nnsight wraps the modules
+    before = [b.__dict__.get("forward") for b in model.layers]
+    ref = activation_patching(model, CLEAN, CORRUPT, m, layers=[3], progress=False)
+    assert ref.meta["shared_prefix"]
+    assert [b.__dict__.get("forward") for b in model.layers] == before
+    got = activation_patching(model, CLEAN, CORRUPT, m, layers=[0, 3], backend="nnsight",
+                              progress=False)
+    torch.testing.assert_close(got.tensor[1], ref.tensor[0], **TOL)
