@@ -12,6 +12,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from steerlab.figures import figures_dir
 from steerlab.models import EMBEDDED
@@ -126,12 +127,64 @@ def sync(check: bool = False) -> list[Path]:
     return stale
 
 
+#: how long one wait on a kernel channel lasts before it looks again (seconds)
+POLL_SLICE = 0.1
+
+
+def _sliced_polls(channel: Any) -> None:
+    """Make ``channel.get_msg(timeout=t)`` wait in slices of :data:`POLL_SLICE`.
+
+    With pyzmq 27 / jupyter_client 8.10 under asyncio, a reply that lands while many widget
+    messages arrive can sit unseen until the wait's own timeout runs out: a cell with an
+    ipywidgets slider then "takes" the whole cell timeout (900 s in the tests) and passes, or
+    fails with a timeout; ``bench/notebook_polls.py`` counts such stalls with and without
+    slices. Waking up every slice finds the reply as soon as it is there.
+    """
+    from queue import Empty
+    from time import monotonic
+
+    inner = channel.get_msg
+
+    async def get_msg(timeout: float | None = None, **kwargs: Any) -> Any:
+        deadline = None if timeout is None else monotonic() + timeout
+        while True:
+            step = POLL_SLICE if deadline is None else max(0.0, min(POLL_SLICE,
+                                                                    deadline - monotonic()))
+            try:
+                return await inner(timeout=step, **kwargs)
+            except Empty:
+                if deadline is not None and monotonic() >= deadline:
+                    raise
+
+    channel.get_msg = get_msg
+
+
+def execute(nb: Any, cwd: Path, timeout: int = 3600) -> Any:
+    """Run notebook ``nb`` (an nbformat node, changed in place: outputs, widget state) top to
+    bottom in a fresh kernel with ``cwd`` as its folder; raises on a cell error or timeout.
+    The one notebook runner of the project (``steerlab notebooks``, the lessons, the tests)."""
+    from nbclient import NotebookClient
+
+    client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                            resources={"metadata": {"path": str(cwd)}})
+    with client.setup_kernel():
+        assert client.kc is not None
+        _sliced_polls(client.kc.shell_channel)
+        _sliced_polls(client.kc.iopub_channel)
+        info = client.wait_for_reply(client.kc.kernel_info())
+        if info is not None:
+            nb.metadata["language_info"] = info["content"]["language_info"]
+        for index, cell in enumerate(nb.cells):
+            client.execute_cell(cell, index)
+        client.set_widgets_metadata()
+    return nb
+
+
 def run(names: list[str] | None = None, out_dir: Path | None = None,
         timeout: int = 3600) -> list[tuple[str, float]]:
     """Execute the notebooks in order (each in its own kernel, cwd = notebooks/); print one
     progress line per notebook; return (name, seconds)."""
     import nbformat
-    from nbclient import NotebookClient
 
     sync()
     out = out_dir or notebooks_dir() / "executed"
@@ -143,8 +196,7 @@ def run(names: list[str] | None = None, out_dir: Path | None = None,
         t0 = time.perf_counter()
         print(f"[{i}/{len(todo)}] {path.stem} ...", flush=True)
         nb = nbformat.read(path, as_version=4)
-        NotebookClient(nb, timeout=timeout, kernel_name="python3",
-                       resources={"metadata": {"path": str(notebooks_dir())}}).execute()
+        execute(nb, notebooks_dir(), timeout)
         nbformat.write(nb, out / path.name)
         sec = time.perf_counter() - t0
         done.append((path.stem, sec))

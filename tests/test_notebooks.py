@@ -5,9 +5,8 @@ import os
 
 import nbformat
 import pytest
-from nbclient import NotebookClient
 
-from steerlab.notebooks import notebooks_dir, sources, sync
+from steerlab.notebooks import execute, notebooks_dir, sources, sync
 
 NOTEBOOKS = [p.stem for p in sources()]
 
@@ -31,8 +30,7 @@ def test_notebook_executes_in_smoke_mode(name, tmp_path, monkeypatch):
     monkeypatch.setenv("STEERLAB_FIGURES", str(tmp_path / "figures"))
     monkeypatch.setenv("STEERLAB_RESULTS", str(tmp_path / "results"))
     nb = nbformat.read(notebooks_dir() / f"{name}.ipynb", as_version=4)
-    NotebookClient(nb, timeout=900, kernel_name="python3",
-                   resources={"metadata": {"path": str(notebooks_dir())}}).execute()
+    execute(nb, notebooks_dir(), timeout=900)
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs
               if o.output_type == "error"]
     assert not errors

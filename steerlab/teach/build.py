@@ -171,12 +171,12 @@ def execute(path: Path, timeout: int = 1800) -> tuple[Any, float]:
     """Run a notebook top to bottom in a fresh kernel (cwd = its folder; ``STEERLAB_SMOKE`` is
     inherited). Returns the executed notebook and the seconds it took; raises on a cell error."""
     import nbformat
-    from nbclient import NotebookClient
+
+    from steerlab.notebooks import execute as run_notebook
 
     nb = nbformat.read(path, as_version=4)
     t0 = time.perf_counter()
-    NotebookClient(nb, timeout=timeout, kernel_name="python3",
-                   resources={"metadata": {"path": str(path.parent)}}).execute()
+    run_notebook(nb, path.parent, timeout)
     return nb, time.perf_counter() - t0
 
 
