@@ -53,7 +53,7 @@ from steerlab import _io
 from steerlab.cache import cache_activations, check_layers
 from steerlab.errors import OptionError, SteerlabError
 from steerlab.evaluate import EvalResult, evaluate, evaluate_cells
-from steerlab.stats import paired_difference
+from steerlab.stats import COMPARISON_COLUMNS, comparison_row
 from steerlab.steering import HONG_SITES, MODES, steer
 from steerlab.tasks import Task, check_disjoint, extraction_prompts, get_task, shots
 from steerlab.vectors import (
@@ -70,9 +70,8 @@ if TYPE_CHECKING:
 METHODS = ("diff_means", "random", "shuffled", "memorisation")
 SCALES = ("norm", "unit", "raw")
 SCOPES = ("layer", "all")
-COLUMNS = ["model", "task", "method", "layer", "coeff", "scale", "added_norm", "n", "accuracy",
-           "ci_low", "ci_high", "baseline", "delta", "delta_low", "delta_high", "p_mcnemar",
-           "chance", "seconds"]
+COLUMNS = ["model", "task", "method", "layer", "coeff", "scale", "added_norm",
+           *COMPARISON_COLUMNS, "chance", "seconds"]
 SHOTS = 3  # few-shot examples for base models on generative tasks (README: "get 3")
 
 
@@ -222,13 +221,10 @@ def _row(cfg: SweepConfig, method: str, layer: int, coeff: float, added_norm: fl
          res: EvalResult, base: EvalResult, seconds: float,
          completions: list[str] | None = None) -> dict:
     """One journal row; ``completions`` (generative tasks) are kept with it when given."""
-    acc = res.accuracy
-    pd_ = paired_difference(base.correct, res.correct, seed=cfg.seed)
     return {"model": cfg.model_id, "task": cfg.task, "method": method, "layer": layer,
-            "coeff": coeff, "scale": cfg.scale, "added_norm": added_norm, "n": acc.n,
-            "accuracy": acc.acc, "ci_low": acc.lo, "ci_high": acc.hi,
-            "baseline": base.accuracy.acc, "delta": pd_.delta, "delta_low": pd_.lo,
-            "delta_high": pd_.hi, "p_mcnemar": pd_.p_value, "chance": res.chance,
+            "coeff": coeff, "scale": cfg.scale, "added_norm": added_norm,
+            **comparison_row(base.correct, res.correct, seed=cfg.seed),
+            "chance": res.chance,
             "seconds": seconds, "config": cfg.key(),
             "correct": "".join("1" if c else "0" for c in res.correct),
             **({"completions": completions} if completions is not None else {})}
