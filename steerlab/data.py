@@ -80,3 +80,17 @@ def questions(kind: str, split: str | None = "extract", n: int | None = None) ->
         by_cat.setdefault(it.category, []).append(it)
     mixed = [it for group in zip_longest(*by_cat.values()) for it in group if it is not None]
     return [it.question for it in mixed[:n]]
+
+
+#: (country, capital) facts for activation patching: with the template of
+#: :func:`steerlab.patching.fact_pairs` every country is one token in SmolLM2's vocabulary, so
+#: any two prompts tokenize to the same length
+CAPITALS: tuple[tuple[str, str], ...] = (
+    ("France", "Paris"), ("Italy", "Rome"), ("Spain", "Madrid"), ("Germany", "Berlin"),
+    ("Japan", "Tokyo"), ("Russia", "Moscow"), ("Egypt", "Cairo"), ("Greece", "Athens"),
+    ("England", "London"), ("Austria", "Vienna"), ("Poland", "Warsaw"), ("Ireland", "Dublin"),
+    ("Norway", "Oslo"), ("Sweden", "Stockholm"), ("Portugal", "Lisbon"), ("China", "Beijing"),
+    ("Canada", "Ottawa"), ("Turkey", "Ankara"), ("Hungary", "Budapest"),
+    ("Finland", "Helsinki"), ("Denmark", "Copenhagen"), ("Belgium", "Brussels"),
+    ("Kenya", "Nairobi"), ("Peru", "Lima"), ("Cuba", "Havana"), ("Chile", "Santiago"),
+    ("Thailand", "Bangkok"), ("India", "Delhi"), ("Iran", "Tehran"), ("Iraq", "Baghdad"))

@@ -82,6 +82,13 @@ def results_path(model: str, task: str) -> Path:
     return (root / "smoke" if smoke() else root) / f"sweep_{short}_{task}.parquet"
 
 
+def summary_path(model: str, what: str) -> Path:
+    """Where a notebook writes the summary the README quotes: ``results/<what>_<model>.json``
+    (``results/smoke/`` under the smoke switch, like :func:`results_path`)."""
+    short = SHORT_NAMES.get(model, model.replace("/", "--"))
+    return results_path(model, what).with_name(f"{what}_{short}.json")
+
+
 def run_dir(model: str, task: str) -> Path:
     """Where notebooks keep a learned-vector training run (checkpoints + journal):
     ``results/train_<model>_<task>/`` (``results/smoke/...`` under the smoke switch)."""

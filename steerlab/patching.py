@@ -165,6 +165,59 @@ def _last_logits(logits: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     return logits[torch.arange(len(lengths)), lengths.to(logits.device) - 1].float()
 
 
+@dataclass
+class FactPairs:
+    """Clean and corrupted prompts with each pair's right and corrupting answer."""
+
+    clean: list[str]
+    corrupted: list[str]
+    correct: list[str]
+    incorrect: list[str]
+
+
+FACT_TEMPLATE = "Fact: the capital city of {} is the city of"
+
+
+def fact_pairs(model: Model, facts: Sequence[tuple[str, str]], n: int | None = None,
+               template: str = FACT_TEMPLATE) -> FactPairs:
+    """Pairs for factual-recall patching: clean = ``template`` with subject i, corrupted =
+    with subject i + 1 (cyclically); answers: object i vs object i + 1. Only subjects whose
+    prompt has the most common token length are kept (patching needs equal lengths)."""
+    lengths = [len(model.tokenizer(template.format(s))["input_ids"]) for s, _ in facts]
+    common = max(set(lengths), key=lengths.count)
+    use = [f for f, length in zip(facts, lengths, strict=True) if length == common]
+    if n is not None:
+        use = use[:n]
+    if len(use) < 2:
+        raise PatchInputError(f"Fewer than 2 facts tokenize to the same length with {template!r}.")
+    nxt = use[1:] + use[:1]
+    return FactPairs([template.format(s) for s, _ in use], [template.format(s) for s, _ in nxt],
+                     [o for _, o in use], [o for _, o in nxt])
+
+
+def pair_behaviour(model: Model, pairs: FactPairs, chat: bool = False,
+                   backend: str = "hf") -> pd.DataFrame:
+    """Does the model get the facts right at all? Per pair: logit(correct) - logit(incorrect)
+    on the clean and on the corrupted prompt. ``.attrs``: the share of clean prompts that
+    prefer the right answer and of corrupted prompts that prefer the corrupting one, each an
+    :class:`steerlab.stats.Accuracy` with its 95% Wilson interval."""
+    from steerlab.stats import accuracy
+
+    m = logit_diff(model, pairs.correct, pairs.incorrect, normalise=False)
+    p = _pairs(model, pairs.clean, pairs.corrupted, chat)
+    be = model.backend(backend)
+    n = len(p.lengths)
+    with torch.no_grad():
+        clean = m(_last_logits(be.forward(p.clean), p.lengths), torch.arange(n)).numpy()
+        corr = m(_last_logits(be.forward(p.corrupted), p.lengths), torch.arange(n)).numpy()
+    out = pd.DataFrame({"clean": pairs.clean, "correct": pairs.correct,
+                        "incorrect": pairs.incorrect, "logit_diff_clean": clean,
+                        "logit_diff_corrupted": corr})
+    out.attrs["clean_right"] = accuracy(clean > 0)
+    out.attrs["corrupted_flipped"] = accuracy(corr < 0)
+    return out
+
+
 # --- results --------------------------------------------------------------------------------
 
 
@@ -193,6 +246,15 @@ class PatchResult:
     clean: float
     corrupted: float
     meta: dict[str, Any] = field(default_factory=dict)
+
+    def strongest(self) -> dict[str, Any]:
+        """The cell with the largest mean value: layer, position, token, head, value and its
+        95% interval (plain Python values, ready for JSON)."""
+        row = self.frame.loc[self.frame["value"].idxmax()]
+        return {"site": self.site, "layer": int(row["layer"]), "position": int(row["position"]),
+                "token": str(row["token"]), "head": int(row["head"]),
+                "value": float(row["value"]), "ci_low": float(row["ci_low"]),
+                "ci_high": float(row["ci_high"])}
 
 
 def bootstrap_mean_ci(values: np.ndarray, n_boot: int = 2000, seed: int = 0

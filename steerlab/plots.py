@@ -304,3 +304,46 @@ def resource_table_figure(table: pd.DataFrame, model: str, dtype: object = "",
         f"Training cost per step on this CPU · {model}{f' ({dt})' if dt else ''}"
         f"{' · ' + data if data else ''}<br>"
         "last row: the paper's model, computed from its architecture"))
+
+
+def _cell_values(frame: pd.DataFrame, example: int | None) -> pd.Series:
+    """The mean over pairs, or one pair's value (``example``), per row of a patching frame."""
+    if example is None:
+        return frame["value"]
+    return frame["values"].map(lambda v: v[example])
+
+
+def patching_heatmaps(results: list, title: str = "", example: int | None = None
+                      ) -> go.Figure:
+    """Layer x position maps of activation patching, one panel per site (side by side), the
+    positions labelled with the first clean prompt's tokens; ``example``: one pair's values
+    instead of the mean over pairs. ``results``: :class:`steerlab.patching.PatchResult` s
+    with per-position cells (no heads)."""
+    fig = make_subplots(rows=1, cols=len(results), shared_yaxes=True,
+                        subplot_titles=[r.site for r in results], horizontal_spacing=0.03)
+    for k, r in enumerate(results, start=1):
+        f = r.frame.assign(v=_cell_values(r.frame, example))
+        piv = f.pivot_table(index="layer", columns="position", values="v", aggfunc="first")
+        tokens = f.drop_duplicates("position").set_index("position")["token"]
+        x = [f"{p}: {tokens[p]!r}"[:18] for p in piv.columns]
+        fig.add_trace(go.Heatmap(z=piv.values, x=x, y=list(piv.index), colorscale="RdBu",
+                                 zmid=0, zmin=-1, zmax=1, showscale=k == len(results),
+                                 colorbar={"title": r.metric.split(" ")[0]}), row=1, col=k)
+        fig.update_xaxes(tickangle=-60, row=1, col=k)
+    fig.update_yaxes(title_text="layer", row=1, col=1)
+    fig.update_layout(title=title, template="plotly_white", height=520,
+                      width=340 * len(results) + 120, margin={"t": 110})
+    return fig
+
+
+def head_heatmap(result: object, title: str = "", example: int | None = None) -> go.Figure:
+    """Layer x head map of patching each head's output (site ``z``, all positions at once)."""
+    frame = result.frame  # type: ignore[attr-defined]
+    f = frame.assign(v=_cell_values(frame, example))
+    piv = f.pivot_table(index="layer", columns="head", values="v", aggfunc="first")
+    fig = go.Figure(go.Heatmap(z=piv.values, x=[str(h) for h in piv.columns],
+                               y=list(piv.index), colorscale="RdBu", zmid=0,
+                               colorbar={"title": result.metric.split(" ")[0]}))  # type: ignore[attr-defined]
+    fig.update_layout(title=title, xaxis_title="head", yaxis_title="layer",
+                      template="plotly_white", height=520, width=560, margin={"t": 110})
+    return fig

@@ -251,3 +251,45 @@ def test_prefix_replay_leaves_other_libraries_wrappers_in_place(model):
     got = activation_patching(model, CLEAN, CORRUPT, m, layers=[0, 3], backend="nnsight",
                               progress=False)
     torch.testing.assert_close(got.tensor[1], ref.tensor[0], **TOL)
+
+
+def test_fact_pairs_and_behaviour(model):
+    from steerlab.patching import FactPairs, fact_pairs, pair_behaviour
+
+    facts = [("Chad", "N"), ("Peru", "L"), ("Cuba", "H"), ("Oman", "M"), ("Iran", "T"),
+             ("Mali", "B"), ("Egypt", "C")]
+    pairs = fact_pairs(model, facts, template="In {} ")
+    assert isinstance(pairs, FactPairs) and len(pairs.clean) == 6  # Egypt's length differs
+    assert pairs.corrupted[:-1] == pairs.clean[1:] and pairs.corrupted[-1] == pairs.clean[0]
+    assert pairs.incorrect[0] == pairs.correct[1]
+    b = pair_behaviour(model, pairs)
+    assert list(b.columns) == ["clean", "correct", "incorrect", "logit_diff_clean",
+                               "logit_diff_corrupted"]
+    assert b.attrs["clean_right"].n == 6
+    assert b.attrs["clean_right"].acc == float((b["logit_diff_clean"] > 0).mean())
+    with pytest.raises(PatchInputError, match="Fewer than 2"):
+        fact_pairs(model, facts[:1])
+
+
+def test_patching_figures(model):
+    from steerlab.plots import head_heatmap, patching_heatmaps
+
+    m = _metric(model, normalise=True)
+    maps = [activation_patching(model, CLEAN, CORRUPT, m, site=s, layers=[0, 3],
+                                positions=[0, 4, -1], progress=False)
+            for s in ("resid_pre", "mlp_out")]
+    fig = patching_heatmaps(maps, title="tiny: maps")
+    assert [t.type for t in fig.data] == ["heatmap", "heatmap"]
+    assert np.asarray(fig.data[0].z).shape == (2, 3)
+    assert fig.data[0].x[0].startswith("0: 'T'") and list(fig.data[0].y) == [0, 3]
+    np.testing.assert_allclose(np.asarray(fig.data[1].z, dtype=float),
+                               maps[1].tensor.numpy(), rtol=1e-6)
+    one = patching_heatmaps(maps[:1], example=2)
+    assert np.asarray(one.data[0].z)[1, 2] == pytest.approx(
+        maps[0].frame.query("layer == 3 and position == 9")["values"].iloc[0][2])
+    heads = activation_patching(model, CLEAN, CORRUPT, m, site="z", layers=[1, 2],
+                                positions=ALL, progress=False)
+    hf = head_heatmap(heads, title="tiny: heads")
+    assert np.asarray(hf.data[0].z).shape == (2, 4)
+    best = heads.strongest()
+    assert best["site"] == "z" and best["value"] == pytest.approx(float(heads.tensor.max()))

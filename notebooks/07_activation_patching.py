@@ -1,0 +1,140 @@
+# %% [markdown]
+# # 07 · Activation patching: where does a model keep a fact?
+#
+# The design card asks for patching; the seed replication names "reasoning and memorisation
+# activation patching" among the controls it never ran. This notebook builds the first half:
+# **where in SmolLM2 a recalled fact lives**, by denoising activation patching
+# (`steerlab.patching`): run a *corrupted* prompt ("... capital city of Italy ..."), write the
+# *clean* run's activation ("... of France ...") at one (site, layer, position) and see how
+# much of the clean answer's logit difference (Paris vs Rome) comes back: 1 = all of it,
+# 0 = none. Intervals are bootstraps across prompt pairs. Data: `steerlab.data.CAPITALS`,
+# template `steerlab.patching.FACT_TEMPLATE`, each pair's corrupted prompt names the next
+# country.
+
+# %%
+import json
+
+from ipywidgets import Dropdown, IntSlider
+
+from steerlab import _io
+from steerlab.data import CAPITALS
+from steerlab.figures import save_figure
+from steerlab.models import load_model
+from steerlab.notebooks import settings, spread_layers, summary_path
+from steerlab.patching import (
+    ALL,
+    activation_patching,
+    fact_pairs,
+    logit_diff,
+    pair_behaviour,
+    screen_and_verify,
+)
+from steerlab.plots import head_heatmap, patching_heatmaps
+from steerlab.widgets import slider_figure
+
+S = settings()
+MODEL = S.models[0]
+model = load_model(MODEL)
+N_PAIRS = 4 if S.smoke else 16
+LAYERS = spread_layers(model.n_layers, 4) if S.smoke else None  # None: every layer
+pairs = fact_pairs(model, CAPITALS, n=N_PAIRS)
+metric = logit_diff(model, pairs.correct, pairs.incorrect)
+DATA = f"{len(pairs.clean)} capital-city pairs (steerlab.data.CAPITALS)"
+print(model.name, "|", DATA, "| e.g.", repr(pairs.clean[0]), "vs", repr(pairs.corrupted[0]))
+
+# %% [markdown]
+# ## 1. Does the model know these facts?
+#
+# Patching maps only mean something where the clean run is right and the corrupted run is
+# pulled the other way. Measured first:
+
+# %%
+behaviour = pair_behaviour(model, pairs)
+right, flipped = behaviour.attrs["clean_right"], behaviour.attrs["corrupted_flipped"]
+print(f"clean prompts preferring the right capital: {right.acc:.3f} [{right.lo:.3f}, "
+      f"{right.hi:.3f}] (n={right.n})")
+print(f"corrupted prompts preferring the corrupting capital: {flipped.acc:.3f} "
+      f"[{flipped.lo:.3f}, {flipped.hi:.3f}]")
+behaviour.round(2)
+
+# %% [markdown]
+# ## 2. Layer x position maps at three sites
+#
+# `resid_pre` (the residual stream entering each block), `attn_out` and `mlp_out` (what each
+# block's attention and MLP add). Denoising the residual at the subject's position in early
+# layers restores the answer; late in the network the information has moved to the last
+# position.
+
+# %%
+maps = {site: activation_patching(model, pairs.clean, pairs.corrupted, metric, site=site,
+                                  layers=LAYERS)
+        for site in ("resid_pre", "attn_out", "mlp_out")}
+fig = patching_heatmaps(list(maps.values()), title=(
+    f"{model.name}: denoising activation patching, normalised logit difference (clean = 1, "
+    f"corrupted = 0)<br><sup>{DATA}; mean over pairs</sup>"))
+save_figure(fig, "07", "patching_maps")
+fig
+
+# %% [markdown]
+# ## 3. Which attention heads carry it?
+#
+# Each head's output (`z`) patched at every position at once, per layer and head.
+
+# %%
+heads = activation_patching(model, pairs.clean, pairs.corrupted, metric, site="z",
+                            layers=LAYERS, positions=ALL)
+fig = head_heatmap(heads, title=f"{model.name}: patching each head's output (all positions)"
+                   f"<br><sup>{DATA}; normalised logit difference</sup>")
+save_figure(fig, "07", "head_map")
+fig
+
+# %% [markdown]
+# One pair at a time, one site at a time:
+
+# %%
+slider_figure(lambda site, example: patching_heatmaps(
+    [maps[site]], title=f"{model.name}, pair {example}: {pairs.clean[example]!r}",
+    example=example),
+    site=Dropdown(options=list(maps), value="resid_pre"),
+    example=IntSlider(value=0, min=0, max=len(pairs.clean) - 1, continuous_update=False))
+
+# %% [markdown]
+# ## 4. Attribution patching as a screen
+#
+# The first-order estimate `(a_clean - a_corrupt) · dM/da` costs one forward and one backward
+# for the whole map; the top cells are then patched for real. Where the two disagree, the
+# metric is far from linear in that activation (large patches, saturated softmax).
+
+# %%
+check = screen_and_verify(model, pairs.clean, pairs.corrupted, metric,
+                          top_k=4 if S.smoke else 10, site="resid_pre", layers=LAYERS)
+print(f"rank agreement of the top cells (Spearman): {check.attrs['spearman']:+.2f}")
+check.round(3)
+
+# %% [markdown]
+# ## 5. What this run measured
+#
+# Written to `results/patching_capitals_<model>.json` (the README quotes it): the behaviour
+# check, each site's strongest cell, and the screen's agreement.
+
+# %%
+summary = {"model": model.hf_id, "data": DATA, "template": pairs.clean[0],
+           "n_pairs": len(pairs.clean), "layers": LAYERS or "all",
+           "clean_right": [right.acc, right.lo, right.hi],
+           "corrupted_flipped": [flipped.acc, flipped.lo, flipped.hi],
+           "strongest": {site: r.strongest() for site, r in {**maps, "z": heads}.items()},
+           "screen_spearman": check.attrs["spearman"],
+           "screen_cells": check[["layer", "position", "attribution", "patched"]]
+           .round(4).to_dict("records")}
+out = _io.write_text(summary_path(MODEL, "patching_capitals"),
+                    json.dumps(summary, indent=1, default=float))
+print(out)
+for site, cell in summary["strongest"].items():
+    print(f"{site:9s} strongest: layer {cell['layer']}, position {cell['position']} "
+          f"({cell['token']!r}), head {cell['head']}: {cell['value']:.2f} "
+          f"[{cell['ci_low']:.2f}, {cell['ci_high']:.2f}]")
+
+# %% [markdown]
+# **Not in this notebook yet**: the seed's missing controls (patching reasoning-prompt
+# activations into memorisation prompts and the reverse, layer by layer, against
+# difference-of-means steering at the same layer and the random and shuffled controls).
