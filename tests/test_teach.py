@@ -27,8 +27,9 @@ def solution(lesson: str, name: str):
 
 # ---- the generator --------------------------------------------------------------------------
 
-def test_four_lessons_and_committed_notebooks_are_up_to_date():
-    assert list(LESSONS) == ["01_caching", "02_steering", "03_measuring", "04_reading"]
+def test_five_lessons_and_committed_notebooks_are_up_to_date():
+    assert list(LESSONS) == ["01_caching", "02_steering", "03_measuring", "04_reading",
+                             "05_patching"]
     assert build.build(check=True) == [], "run `steerlab teach build`"
     assert main(["teach", "build", "--check"]) == 0
 
@@ -173,6 +174,84 @@ def _cosines_like(norm_rows=True, norm_vec=True):
     return fn
 
 
+def _patch_like(src="clean", run="corrupted", hook="pre", shift=0, pos_shift=0, all_pos=False,
+                ret=True, leak=False, full=False):
+    """patch_residual with one slip: the source or target run, a forward hook (the block's
+    output) or the block before, another position, every position, a lost return value, a
+    hook left behind, or every position's logits."""
+    def fn(model, clean, corrupted, layer, pos):
+        prompts = {"clean": clean, "corrupted": corrupted}
+        block = model.layers[layer + shift]
+        store = {}
+
+        def tensor(args_or_out):
+            return args_or_out[0] if isinstance(args_or_out, tuple) else args_or_out
+
+        def edit(h):
+            h = h.clone()
+            t = slice(None) if all_pos else slice(pos + pos_shift, pos + pos_shift + 1)
+            h[:, t] = store["h"][:, t]
+            return h
+
+        def wrap(x, h):
+            return (h, *x[1:]) if isinstance(x, tuple) else h
+
+        def grab_in(m, a):
+            store["h"] = tensor(a).detach().clone()
+
+        def grab_out(m, a, o):
+            store["h"] = tensor(o).detach().clone()
+
+        def write_in(m, a):
+            return wrap(a, edit(tensor(a))) if ret else None
+
+        def write_out(m, a, o):
+            return wrap(o, edit(tensor(o)))
+
+        if hook == "pre":
+            grab = block.register_forward_pre_hook(grab_in)
+            register, write_fn = block.register_forward_pre_hook, write_in
+        else:
+            grab = block.register_forward_hook(grab_out)
+            register, write_fn = block.register_forward_hook, write_out
+        with torch.no_grad():
+            model.hf(**model.encode([prompts[src]]))
+            grab.remove()
+            handle = register(write_fn)
+            logits = model.hf(**model.encode([prompts[run]])).logits
+        if not leak:
+            handle.remove()
+        return logits[0].float() if full else logits[0, -1].float()
+
+    return fn
+
+
+def _map_like(patch=None, transpose=False, by_index=False, drop_last=False):
+    patch = patch or _patch_like()
+
+    def fn(model, clean, corrupted, layers, metric):
+        n = model.encode([clean])["input_ids"].shape[1] - (1 if drop_last else 0)
+        out = torch.zeros(len(layers), n)
+        for i, layer in enumerate(layers):
+            for p in range(n):
+                out[i, p] = metric(patch(model, clean, corrupted, i if by_index else layer, p))
+        return out.T if transpose else out
+
+    return fn
+
+
+def _normalised_like(kind):
+    def fn(logits, good, bad, ld_clean, ld_corrupt):
+        ld = float(logits[good] - logits[bad])
+        return {"raw": ld, "swapped": (ld - ld_clean) / (ld_corrupt - ld_clean),
+                "by_clean": ld / ld_clean, "gap_clean": (ld - ld_corrupt) / ld_clean,
+                "no_shift": ld / (ld_clean - ld_corrupt),
+                "sign": (-ld - ld_corrupt) / (ld_clean - ld_corrupt),
+                "vector": logits - ld_corrupt}[kind]
+
+    return fn
+
+
 CASES = {  # lesson, exercise function, check, [(wrong answer, words its message must hold)]
     "last_token_residual": ("01_caching", teach.check_last_token_residual, [
         (_hidden_states_off_by_one, "one block too early"),
@@ -232,6 +311,38 @@ CASES = {  # lesson, exercise function, check, [(wrong answer, words its message
         (lambda m, s, k: [m.tokenizer.decode([i]) for i in s.topk(k).indices.tolist()][::-1],
          "wrong order"),
     ]),
+    "patch_residual": ("05_patching", teach.check_patch_residual, [
+        (_patch_like(run="clean"), "clean run's own logits"),
+        (_patch_like(src="corrupted"), "corrupted run's logits, unpatched"),
+        (_patch_like(src="corrupted", run="clean"), "other way round"),
+        (_patch_like(hook="post"), "one layer too late"),
+        (_patch_like(shift=-1), "one layer too early"),
+        (_patch_like(ret=False), "return value was lost"),
+        (_patch_like(all_pos=True), "every position"),
+        (_patch_like(pos_shift=1), "you patched position"),
+        (_patch_like(leak=True), "left 1 hook(s)"),
+        (_patch_like(full=True), "the last token only"),
+    ]),
+    "patching_map": ("05_patching", teach.check_patching_map, [
+        (_map_like(_patch_like(run="clean")), "every cell is ~1"),
+        (_map_like(_patch_like(src="corrupted")), "every cell is ~0"),
+        (_map_like(_patch_like(src="corrupted", run="clean")), "noising map"),
+        (_map_like(_patch_like(hook="post")), "one layer too late"),
+        (_map_like(_patch_like(shift=-1)), "one layer too early"),
+        (_map_like(by_index=True), "row number"),
+        (_map_like(transpose=True), "rows are layers"),
+        (_map_like(drop_last=True), "returned shape"),
+        (_map_like(_patch_like(leak=True)), "hook(s) on"),
+    ]),
+    "normalised_logit_diff": ("05_patching", teach.check_normalised_logit_diff, [
+        (_normalised_like("raw"), "forgot to normalise"),
+        (_normalised_like("swapped"), "swapped"),
+        (_normalised_like("by_clean"), "divided by ld_clean alone"),
+        (_normalised_like("gap_clean"), "instead of the gap"),
+        (_normalised_like("no_shift"), "did not subtract ld_corrupt"),
+        (_normalised_like("sign"), "wrong way round"),
+        (_normalised_like("vector"), "expected one number"),
+    ]),
 }
 MODEL_FREE = {"wilson_interval", "paired_bootstrap"}
 
@@ -278,7 +389,9 @@ def test_checks_leave_no_hooks_behind():
     model = tiny("llama")
     _run("steering", _context(remove_on_error=False))
     _run("last_token_residual", CASES["last_token_residual"][2][3][0])
-    assert teach.count_hooks(model) == 0
+    _run("patch_residual", _patch_like(leak=True))
+    _run("patching_map", _map_like(_patch_like(leak=True)))
+    assert teach.count_hooks(model) == 0 and teach.count_hooks(tiny("gpt2")) == 0
 
 
 def test_hook_helpers():

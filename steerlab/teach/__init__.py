@@ -14,6 +14,11 @@ model, print one specific message and return a :class:`CheckResult`::
 from steerlab.teach._harness import CheckResult, NotDoneYet, count_hooks, remove_hooks
 from steerlab.teach.caching import check_last_token_residual, check_mean_difference
 from steerlab.teach.measuring import check_paired_bootstrap, check_wilson_interval
+from steerlab.teach.patching import (
+    check_normalised_logit_diff,
+    check_patch_residual,
+    check_patching_map,
+)
 from steerlab.teach.reading import check_top_tokens, check_unembedding_cosines
 from steerlab.teach.steering import (
     check_add_vector_hook,
@@ -28,7 +33,10 @@ __all__ = [
     "check_generated_only_hook",
     "check_last_token_residual",
     "check_mean_difference",
+    "check_normalised_logit_diff",
     "check_paired_bootstrap",
+    "check_patch_residual",
+    "check_patching_map",
     "check_steering_context",
     "check_top_tokens",
     "check_unembedding_cosines",
