@@ -161,6 +161,14 @@ def _pairs(model: Model, clean: Sequence[str], corrupted: Sequence[str], chat: b
     return _Pairs(a, b, la.cpu(), tokens)
 
 
+def _shared_prefix(pairs: _Pairs) -> torch.Tensor:
+    """(n,) number of leading tokens each clean prompt shares with its corrupted one."""
+    diff = pairs.clean["input_ids"] != pairs.corrupted["input_ids"]  # (n, T)
+    width = diff.shape[1]
+    first = torch.where(diff.any(1), diff.float().argmax(1), torch.full((len(diff),), width))
+    return torch.minimum(first, pairs.lengths)
+
+
 def _last_logits(logits: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     return logits[torch.arange(len(lengths)), lengths.to(logits.device) - 1].float()
 
@@ -380,7 +388,9 @@ def activation_patching(model: Model, clean: Sequence[str], corrupted: Sequence[
             list (negative counts from the end); heads: site ``z`` only (default all).
         direction: ``denoise`` (clean activation into the corrupted run) or ``noise``.
         batch_cells: rows per forward (each row patches one cell of one pair).
-        fast: on the ``hf`` backend, run the blocks before each layer once for all its cells.
+        fast: skip cells before a pair's first differing token (both runs are the same
+            there: the value is the unpatched run's) and, on the ``hf`` backend, run the
+            blocks before each layer once for all its cells.
 
     Returns:
         :class:`PatchResult` (``.frame``, ``.tensor``).
@@ -403,8 +413,19 @@ def activation_patching(model: Model, clean: Sequence[str], corrupted: Sequence[
         corr_v = m(_last_logits(be.forward(pairs.corrupted), pairs.lengths), torch.arange(n))
     cells = _cells(use_layers, use_pos, use_heads)
     values = np.full((n, len(cells)), np.nan)
-    jobs = [(c, i) for c, (_, p, _) in enumerate(cells) for i in range(n)
-            if p < int(pairs.lengths[i])]  # a pair shorter than the position has no cell
+    # before a pair's first differing token both runs are the same (a causal model): a patch
+    # there changes nothing, so with ``fast`` its value is the unpatched run's, not recomputed
+    same = _shared_prefix(pairs) if fast else torch.zeros(n, dtype=torch.long)
+    base_v = (corr_v if direction == "denoise" else clean_v).numpy()
+    jobs = []
+    for c, (_, p, _) in enumerate(cells):
+        for i in range(n):
+            if p >= int(pairs.lengths[i]):
+                continue  # a pair shorter than the position has no cell
+            if 0 <= p < int(same[i]):
+                values[i, c] = base_v[i]
+            else:
+                jobs.append((c, i))
     replay = fast and be.supports_prefix_replay and not be.has_foreign_hooks()
     show = progress if progress is not None else len(jobs) > 4 * batch_cells
     bar = tqdm(total=len(jobs), desc=f"patching {site}", disable=not show, leave=False)
