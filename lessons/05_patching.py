@@ -21,6 +21,7 @@
 import pandas as pd
 import torch
 
+from steerlab.inference import next_token_logits
 from steerlab.models import load_model
 from steerlab.notebooks import smoke
 from steerlab.patching import (
@@ -36,12 +37,13 @@ from steerlab.teach import (
     check_patching_map,
     count_hooks,
 )
-from steerlab.teach.patching import answer_ids, last_logits, reference_patch
+from steerlab.teach.patching import answer_ids, last_logits, reference_patches
 
 # %%
-LAYERS = [0, 12, 24] if smoke() else list(range(0, 30, 3))  # the blocks a map covers
+LAYERS = [0, 24] if smoke() else list(range(0, 30, 3))  # the blocks a map covers
+OWN = LAYERS[-1:] if smoke() else LAYERS  # the rows your own map redoes (2 forwards a cell)
 MID, LATE = 12, 24  # two blocks we look at closely
-TOP_K = 5 if smoke() else 10  # cells attribution patching hands on to real patching
+TOP_K = 4 if smoke() else 10  # cells attribution patching hands on to real patching
 CLEAN = "The Eiffel Tower is in the city of"
 CORRUPTED = "The Colosseum is in the city of"
 ANSWER, WRONG = " Paris", " Rome"
@@ -71,12 +73,14 @@ print("corrupted:", token_strings(CORRUPTED))
 PAIRS = [(CLEAN, CORRUPTED, ANSWER, WRONG),
          ("The Brandenburg Gate is in the city of", CORRUPTED, " Berlin", WRONG),
          ("The Statue of Liberty is in the city of", CLEAN, " New", ANSWER)]
+prompts = sorted({p for pair in PAIRS for p in pair[:2]})
+final = dict(zip(prompts, next_token_logits(model, prompts), strict=True))  # one batch
 for clean, corrupted, right, wrong in PAIRS:
     good, bad = answer_ids(model, right, wrong)
     n = [len(token_strings(p)) for p in (clean, corrupted)]
     print(f"tokens {n[0]} vs {n[1]}" + ("" if n[0] == n[1] else "  <- not patchable"))
     for prompt, sign in ((clean, 1), (corrupted, -1)):
-        lg = last_logits(model, prompt)
+        lg = final[prompt]
         top = model.tokenizer.decode([int(lg.argmax())])
         ld = float(lg[good] - lg[bad])
         verdict = "right" if sign * ld > 0 else "WRONG"
@@ -84,8 +88,8 @@ for clean, corrupted, right, wrong in PAIRS:
               f"{ld:+6.2f} ({verdict})")
 
 GOOD, BAD = answer_ids(model, ANSWER, WRONG)
-LD_CLEAN = float(last_logits(model, CLEAN)[GOOD] - last_logits(model, CLEAN)[BAD])
-LD_CORRUPT = float(last_logits(model, CORRUPTED)[GOOD] - last_logits(model, CORRUPTED)[BAD])
+LD_CLEAN, LD_CORRUPT = (float(lg[GOOD] - lg[BAD])  # each prompt alone, as patching runs it
+                        for lg in (last_logits(model, CLEAN), last_logits(model, CORRUPTED)))
 
 # %% [markdown]
 # ## 2. A pre-hook sees a block's input
@@ -168,17 +172,20 @@ def patch_residual(model, clean, corrupted, layer, pos):
 check_patch_residual(patch_residual, model)
 
 # %% [markdown]
-# Three patches, with steerlab's own version (`reference_patch`, so this runs before you
-# finish): the subject's last token (" Tower") in a middle block, the last token (" of") in
-# the same block, and the last token late. Which ones bring " Paris" back?
+# Four patches, with steerlab's own version (`reference_patches`, so this runs before you
+# finish): a token of the subject (" iffel") and the last token (" of"), each in a middle
+# block and in a late one. Which ones bring " Paris" back?
 
 # %%
-SUBJECT, LAST = tokens.index(" Tower"), len(tokens) - 1
-for layer, pos in ((MID, SUBJECT), (MID, LAST), (LATE, LAST)):
-    lg = reference_patch(model, CLEAN, CORRUPTED, layer, pos)
-    print(f"patch block {layer:2d}'s input at {tokens[pos]!r:8}: top "
-          f"{model.tokenizer.decode([int(lg.argmax())])!r:8} logit difference "
-          f"{float(lg[GOOD] - lg[BAD]):+6.2f} (clean {LD_CLEAN:+.2f}, corrupted {LD_CORRUPT:+.2f})")
+SUBJECT, LAST = tokens.index("iffel"), len(tokens) - 1
+patched = reference_patches(model, CLEAN, CORRUPTED, [MID, LATE], [SUBJECT, LAST])
+print(f"unpatched: clean {LD_CLEAN:+.2f}, corrupted {LD_CORRUPT:+.2f}")
+for i, layer in enumerate((MID, LATE)):
+    for j, pos in enumerate((SUBJECT, LAST)):
+        lg = patched[i, j]
+        print(f"patch block {layer:2d}'s input at {tokens[pos]!r:8}: top "
+              f"{model.tokenizer.decode([int(lg.argmax())])!r:8} logit difference "
+              f"{float(lg[GOOD] - lg[BAD]):+6.2f}")
 
 # %% [markdown]
 # ## Exercise 5.2 · The layer x position map
@@ -264,10 +271,11 @@ metric = logit_diff(model, [ANSWER], [WRONG])  # normalised: clean run 1, corrup
 real = activation_patching(model, [CLEAN], [CORRUPTED], metric, layers=LAYERS)
 show(real.tensor, "fraction of the clean logit difference restored (denoising)")
 try:
-    mine = patching_map(model, CLEAN, CORRUPTED, LAYERS, lambda lg: normalised_logit_diff(
+    mine = patching_map(model, CLEAN, CORRUPTED, OWN, lambda lg: normalised_logit_diff(
         lg, GOOD, BAD, LD_CLEAN, LD_CORRUPT))
-    gap = float((mine - real.tensor).abs().max())
-    print(f"your map: largest difference from steerlab's {gap:.2g}")
+    gap = float((mine - real.tensor[[LAYERS.index(l) for l in OWN]]).abs().max())
+    print(f"your map: largest difference from steerlab's {gap:.2g} (in bf16, batched and "
+          "one-at-a-time forwards round differently)")
 except NotDoneYet:
     print("finish exercises 5.1-5.3 to draw the map with your own code")
 print("hooks left on the model:", count_hooks(model))
