@@ -41,7 +41,7 @@ from steerlab.teach.patching import answer_ids, last_logits, reference_patches
 
 # %%
 LAYERS = [0, 24] if smoke() else list(range(0, 30, 3))  # the blocks a map covers
-OWN = LAYERS[-1:] if smoke() else LAYERS  # the rows your own map redoes (2 forwards a cell)
+OWN = LAYERS[-1:] if smoke() else LAYERS[::2]  # rows your own map redoes (2 forwards a cell)
 MID, LATE = 12, 24  # two blocks we look at closely
 TOP_K = 4 if smoke() else 10  # cells attribution patching hands on to real patching
 CLEAN = "The Eiffel Tower is in the city of"
@@ -281,19 +281,20 @@ except NotDoneYet:
 print("hooks left on the model:", count_hooks(model))
 
 # %% [markdown]
-# **Reading the map.** Up to the middle blocks, only the subject's tokens (" iffel",
-# " Tower") matter: patching them alone brings most of " Paris" back, and the last token does
-# nothing -- the model has not yet moved what it knows about the subject to where it will
-# answer. Late, the picture flips: the last token alone restores the answer, and the subject
-# tokens no longer matter. Somewhere in between, attention copied the subject's information
-# to the last position (in the full run, between blocks 21 and 24). Two cautions: a bright
-# cell in block 0 says little -- there the patch simply swaps the input token -- and a map is
-# the answer to *this* metric on *this* pair.
+# **Reading the map.** Through the first two thirds of the blocks, only the subject's tokens
+# (" iffel", " Tower") matter: patching one of them brings most of " Paris" back, and the
+# last token does nothing -- the model has not yet moved what it knows about the subject to
+# where it will answer. Late, the picture flips: the last token alone restores the answer,
+# and the subject tokens no longer matter. In between, attention copied the subject's
+# information to the last position (in the full run, between blocks 21 and 24). Two
+# cautions: a bright cell in block 0 says little -- there the patch simply swaps the input
+# token -- and a map is the answer to *this* metric on *this* pair.
 #
 # **Denoising and noising.** `direction="noise"` asks the opposite question: run the *clean*
 # prompt and write the *corrupted* activation in. A cell whose noising drops the score to 0
-# is *necessary*; a cell whose denoising brings it to 1 is *sufficient*. They need not agree
-# (a model can carry the same information twice).
+# is *necessary*; a cell whose denoising brings it to 1 is *sufficient*. They need not agree:
+# here noising " iffel" alone leaves about half of the clean score, because " Tower" still
+# says which landmark it is.
 
 # %%
 noise = activation_patching(model, [CLEAN], [CORRUPTED], metric, layers=LAYERS,
@@ -322,7 +323,8 @@ print(f"worst cell: block {LAYERS[worst[0]]}, {tokens[worst[1]]!r}: estimate "
 # %% [markdown]
 # `screen_and_verify` uses the estimate as a **screen**: it takes the `TOP_K` cells of largest
 # |estimate|, patches each of them for real, and reports how well the two rankings agree
-# (Spearman correlation of the ranks in `.attrs["spearman"]`).
+# (Spearman correlation of the ranks in `.attrs["spearman"]`). Read both numbers below: whether
+# the screen *picked* the cells that matter, and whether it *ordered* them.
 
 # %%
 sv = screen_and_verify(model, [CLEAN], [CORRUPTED], metric, top_k=TOP_K, layers=LAYERS)
