@@ -349,7 +349,7 @@ print(f"the screen found {found} of the {TOP_K} cells that matter most when patc
 #
 # ## Questions to discuss
 #
-# 1. Patching the last token does nothing in block 12 and restores almost everything in block
+# 1. Patching the last token does nothing in block 12 and restores most of the answer in block
 #    24. What happened in between, and which component would you patch next to find out?
 # 2. Why is a bright cell at the subject's tokens in block 0 uninformative?
 # 3. Why does the check insist on the corrupted run? What would a map of the clean run patched
