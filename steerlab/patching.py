@@ -67,7 +67,12 @@ class Metric:
     normalise: bool = False
 
     def __call__(self, logits: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
-        return self.fn(logits.float(), pairs)
+        out = self.fn(logits.float(), pairs)
+        if not isinstance(out, torch.Tensor) or out.shape != pairs.shape:
+            got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise OptionError(f"Metric {self.name!r} returned {got}; it must return one value "
+                              f"per row, shape {tuple(pairs.shape)} (not a mean over rows).")
+        return out
 
 
 def _token_ids(model: Model, answers: Sequence[str | int]) -> torch.Tensor:
