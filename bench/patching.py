@@ -105,7 +105,7 @@ def steerlab_map(model: Model, clean: list[str], corrupted: list[str], good: lis
                  bad: list[str], batch_cells: int, fast: bool = True):
     return activation_patching(model, clean, corrupted, logit_diff(model, good, bad),
                                site="resid_pre", batch_cells=batch_cells, progress=False,
-                               fast=fast)
+                               fast=fast, chat=False)
 
 
 def tlens_map(model: Model, clean: list[str], corrupted: list[str], good: list[str],

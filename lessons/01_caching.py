@@ -118,7 +118,7 @@ check_last_token_residual(last_token_residual, model)
 # %%
 prompts = questions("reasoning", "extract", N)
 t0 = time.perf_counter()
-theirs = cache_activations(model, prompts, layers=[LAYER]).at(LAYER)
+theirs = cache_activations(model, prompts, layers=[LAYER], chat=False).at(LAYER)
 t_lib = time.perf_counter() - t0
 try:
     t0 = time.perf_counter()

@@ -229,7 +229,8 @@ def show(values, title):
 
 
 raw = activation_patching(model, [CLEAN], [CORRUPTED],
-                          logit_diff(model, [ANSWER], [WRONG], normalise=False), layers=LAYERS)
+                          logit_diff(model, [ANSWER], [WRONG], normalise=False), layers=LAYERS,
+                          chat=False)
 show(raw.tensor, f"logit difference after patching (clean run {raw.clean:+.2f}, corrupted run "
                  f"{raw.corrupted:+.2f})")
 
@@ -268,7 +269,7 @@ check_normalised_logit_diff(normalised_logit_diff, model)
 
 # %%
 metric = logit_diff(model, [ANSWER], [WRONG])  # normalised: clean run 1, corrupted run 0
-real = activation_patching(model, [CLEAN], [CORRUPTED], metric, layers=LAYERS)
+real = activation_patching(model, [CLEAN], [CORRUPTED], metric, layers=LAYERS, chat=False)
 show(real.tensor, "fraction of the clean logit difference restored (denoising)")
 try:
     mine = patching_map(model, CLEAN, CORRUPTED, OWN, lambda lg: normalised_logit_diff(
@@ -298,7 +299,7 @@ print("hooks left on the model:", count_hooks(model))
 
 # %%
 noise = activation_patching(model, [CLEAN], [CORRUPTED], metric, layers=LAYERS,
-                            direction="noise")
+                            direction="noise", chat=False)
 show(noise.tensor, "clean run with the corrupted activation written in (1 = unharmed)")
 
 # %% [markdown]

@@ -11,7 +11,6 @@
 import pandas as pd
 
 from steerlab.analysis import cost_table
-from steerlab.cache import cache_activations
 from steerlab.cost import full_finetune_steps, measure
 from steerlab.data import questions
 from steerlab.evaluate import evaluate
@@ -20,28 +19,26 @@ from steerlab.models import load_model
 from steerlab.notebooks import settings
 from steerlab.steering import steer
 from steerlab.tasks import get_task
-from steerlab.vectors import diff_of_means
+from steerlab.vectors import extract_vector
 
 S = settings()
 parts = []
 for name in S.models:
     model = load_model(name)
-    chat = model.is_chat
     R_q = questions("reasoning", "extract", S.n_extract)
     M_q = questions("memorisation", "extract", S.n_extract)
-    ext = measure(lambda: diff_of_means(cache_activations(model, R_q, chat=chat),
-                                        cache_activations(model, M_q, chat=chat)))
+    ext = measure(lambda: extract_vector(model, (R_q, M_q)))
     vec = ext.result
     layer = round(0.4 * model.n_layers)
     task = get_task("memorisation-mc")
 
     def one_cell():
-        with steer(model, vec.normalized(), layers=layer, coeff=0.2 * float(vec[layer].norm())):
+        with steer(model, vec, layers=layer, coeff=0.2, scale="norm"):  # one sweep cell
             return evaluate(model, task, n=S.n_eval)
 
     cell = measure(one_cell)
     ft_batch = questions("reasoning", "extract", 8)
-    ft = full_finetune_steps(model, ft_batch, steps=1 if S.smoke else 3, chat=chat)
+    ft = full_finetune_steps(model, ft_batch, steps=1 if S.smoke else 3)
     parts.append(cost_table(name, ext, cell, ft, n_extract_prompts=2 * len(R_q),
                             n_cell_items=cell.result.n, finetune_batch=len(ft_batch)))
 costs = pd.concat(parts, ignore_index=True)

@@ -49,7 +49,7 @@ print(model.name, "|", DATA, "| e.g.", repr(pairs.clean[0]), "vs", repr(pairs.co
 # pulled the other way. Measured first:
 
 # %%
-behaviour = pair_behaviour(model, pairs)
+behaviour = pair_behaviour(model, pairs, chat=False)  # completions: no chat template
 right, flipped = behaviour.attrs["clean_right"], behaviour.attrs["corrupted_flipped"]
 print(f"clean prompts preferring the right capital: {right.acc:.3f} [{right.lo:.3f}, "
       f"{right.hi:.3f}] (n={right.n})")
@@ -67,7 +67,7 @@ behaviour.round(2)
 
 # %%
 maps = {site: activation_patching(model, pairs.clean, pairs.corrupted, metric, site=site,
-                                  layers=LAYERS)
+                                  layers=LAYERS, chat=False)
         for site in ("resid_pre", "attn_out", "mlp_out")}
 fig = patching_heatmaps(list(maps.values()), title=(
     f"{model.name}: denoising activation patching, normalised logit difference (clean = 1, "
@@ -82,7 +82,7 @@ fig
 
 # %%
 heads = activation_patching(model, pairs.clean, pairs.corrupted, metric, site="z",
-                            layers=LAYERS, positions=ALL)
+                            layers=LAYERS, positions=ALL, chat=False)
 fig = head_heatmap(heads, title=f"{model.name}: patching each head's output (all positions)"
                    f"<br><sup>{DATA}; normalised logit difference</sup>")
 save_figure(fig, "07", "head_map")
@@ -107,7 +107,8 @@ slider_figure(lambda site, example: patching_heatmaps(
 
 # %%
 check = screen_and_verify(model, pairs.clean, pairs.corrupted, metric,
-                          top_k=4 if S.smoke else 10, site="resid_pre", layers=LAYERS)
+                          top_k=4 if S.smoke else 10, site="resid_pre", layers=LAYERS,
+                          chat=False)
 print(f"rank agreement of the top cells (Spearman): {check.attrs['spearman']:+.2f}")
 check.round(3)
 

@@ -8,6 +8,8 @@ The public API (imported lazily, so ``import steerlab`` stays cheap)::
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import Any
 
 __version__ = "0.1.0"
@@ -49,6 +51,24 @@ _API = {
 }
 
 __all__ = ["__version__", *_API]
+
+
+class _Package(types.ModuleType):
+    """``steerlab`` itself: importing a submodule binds it on the package (``steerlab.sweep``
+    the module), which would shadow the public function of the same name (``sweep``,
+    ``evaluate``). Public names win: the submodule stays in ``sys.modules`` and
+    ``from steerlab.sweep import ...`` works as usual, while ``steerlab.sweep`` stays the
+    documented function whatever was imported before (to get a module object, use
+    ``importlib.import_module("steerlab.sweep")``)."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _API and isinstance(value, types.ModuleType) \
+                and value.__name__ == f"{__name__}.{name}":
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 def __getattr__(name: str) -> Any:

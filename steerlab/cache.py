@@ -15,7 +15,7 @@ import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, get_args, overload
+from typing import TYPE_CHECKING, Any, overload
 
 import torch
 from tqdm.auto import tqdm
@@ -24,12 +24,11 @@ from steerlab import _io
 from steerlab.backends.base import POINTS, SITE_POINTS, SITES, StopForward, check_site
 from steerlab.errors import LayerError, OptionError
 from steerlab.models import check_prompts
+from steerlab.options import REDUCTIONS
 
 if TYPE_CHECKING:
     from steerlab.models import Model
 
-Reduction = Literal["last", "mean", "none"]
-REDUCTIONS: tuple[Reduction, ...] = get_args(Reduction)
 
 
 def prompt_hash(prompt: str) -> str:
@@ -203,12 +202,12 @@ def _check_sites(model: Model, sites: dict[str, Sequence[int] | int | None] | Se
 def cache_sites(model: Model, prompts: Sequence[str],
                 sites: dict[str, Sequence[int] | int | None] | Sequence[str],
                 layers: Sequence[int] | int | None = None, reduction: str = "last",
-                batch_size: int = 16, chat: bool = False, backend: str = "hf",
+                batch_size: int = 16, chat: bool | None = None, backend: str = "hf",
                 progress: bool | None = None) -> dict[str, Activations]:
     """Activations at several sites in one forward per batch: ``sites`` is a list of site
     names (each at ``layers``) or a ``{site: layers}`` dict. Returns ``{site: Activations}``
     (see :func:`cache_activations` for the other arguments)."""
-    prompts = check_prompts(prompts)
+    prompts, chat = check_prompts(prompts), model.uses_chat(chat)
     per_site = _check_sites(model, sites, layers, backend)
     _check_run(reduction, batch_size)
     pairs = [(s, l) for s, ls in per_site.items() for l in ls]
@@ -255,28 +254,28 @@ def _collect(model: Model, prompts: list[str], per_site: dict[str, list[int]], r
             else:
                 acts[site][:, idx] = got
     return {s: Activations(acts[s], tuple(ls), model.hf_id, reduction, hashes,
-                           chat and model.is_chat, dict(meta), s,
+                           chat, dict(meta), s,
                            mask if reduction == "none" else None)
             for s, ls in per_site.items()}
 
 
 @overload
 def cache_activations(model: Model, prompts: Sequence[str], layers: Sequence[int] | None = ...,
-                      reduction: str = ..., batch_size: int = ..., chat: bool = ...,
+                      reduction: str = ..., batch_size: int = ..., chat: bool | None = ...,
                       backend: str = ..., progress: bool | None = ..., out: None = ...,
                       shard_size: int = ..., site: str = ...) -> Activations: ...
 
 
 @overload
 def cache_activations(model: Model, prompts: Sequence[str], layers: Sequence[int] | None = ...,
-                      reduction: str = ..., batch_size: int = ..., chat: bool = ...,
+                      reduction: str = ..., batch_size: int = ..., chat: bool | None = ...,
                       backend: str = ..., progress: bool | None = ..., *, out: str | Path,
                       shard_size: int = ..., site: str = ...) -> ShardedActivations: ...
 
 
 def cache_activations(model: Model, prompts: Sequence[str], layers: Sequence[int] | None = None,
-                      reduction: str = "last", batch_size: int = 16, chat: bool = False,
-                      backend: str = "hf", progress: bool | None = None,
+                      reduction: str = "last", batch_size: int = 16,
+                      chat: bool | None = None, backend: str = "hf", progress: bool | None = None,
                       out: str | Path | None = None,
                       shard_size: int = 1024,
                       site: str = "resid_post") -> Activations | ShardedActivations:
@@ -293,7 +292,7 @@ def cache_activations(model: Model, prompts: Sequence[str], layers: Sequence[int
         reduction: ``"last"`` token, ``"mean"`` over prompt tokens, or ``"none"`` (every
             prompt token, padded, with ``mask``).
         batch_size: prompts per forward pass.
-        chat: apply the chat template (chat models only; base models ignore it).
+        chat: apply the chat template (default: follow the model, :meth:`Model.uses_chat`).
         backend: ``"hf"``, ``"tlens"`` or ``"nnsight"``.
         progress: show a progress bar (default: when there is more than one batch).
         out: a directory: stream the activations to disk in shards of ``shard_size`` prompts
@@ -307,7 +306,7 @@ def cache_activations(model: Model, prompts: Sequence[str], layers: Sequence[int
         (n_layers, n_prompts, T, d_model)), or with ``out``, :class:`ShardedActivations`
         over the same numbers.
     """
-    prompts = check_prompts(prompts)
+    prompts, chat = check_prompts(prompts), model.uses_chat(chat)
     per_site = _check_sites(model, [site], layers, backend)
     _check_run(reduction, batch_size)
     pairs = [(site, l) for l in per_site[site]]
@@ -320,7 +319,7 @@ def cache_activations(model: Model, prompts: Sequence[str], layers: Sequence[int
     one = ((idx, torch.stack([store[pair] for pair in pairs])) for idx, store in batches)
     lengths = _lengths(model, prompts, chat) if reduction == "none" else None
     return _stream_to_disk(Path(out), one, shard_size, tuple(per_site[site]), model.hf_id,
-                           reduction, hashes, chat and model.is_chat, meta, site, lengths)
+                           reduction, hashes, chat, meta, site, lengths)
 
 
 INDEX = "index.json"

@@ -8,6 +8,7 @@ import time
 from collections.abc import Sequence
 
 from steerlab.errors import SteerlabError
+from steerlab.options import BACKENDS, METHODS, MODES, REDUCTIONS, SCALES, SCOPES, SCORINGS
 
 
 def _ints(text: str) -> list[int]:
@@ -41,23 +42,15 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def _extract(model, args: argparse.Namespace):
-    from steerlab.cache import cache_activations
     from steerlab.data import questions
-    from steerlab.vectors import diff_of_means, random_like, shuffled_diff_of_means
+    from steerlab.vectors import extract_vector
 
-    pos_q = questions(args.positive, "extract", args.n)
-    neg_q = questions(args.negative, "extract", args.n)
-    kw = {"layers": args.layers, "reduction": args.reduction, "batch_size": args.batch_size,
-          "chat": args.chat, "backend": args.backend}
-    pos = cache_activations(model, pos_q, **kw)
-    neg = cache_activations(model, neg_q, **kw)
-    if args.method == "diff_means":
-        vec = diff_of_means(pos, neg, normalize=args.normalize)
-    elif args.method == "shuffled":
-        vec = shuffled_diff_of_means(pos, neg, seed=args.seed, normalize=args.normalize)
-    else:
-        vec = random_like(diff_of_means(pos, neg, normalize=args.normalize), seed=args.seed)
-    return vec
+    source = (questions(args.positive, "extract", args.n),
+              questions(args.negative, "extract", args.n))
+    vec = extract_vector(model, source, args.layers, method=args.method, seed=args.seed,
+                         reduction=args.reduction, chat=args.chat, batch_size=args.batch_size,
+                         backend=args.backend)
+    return vec.normalized() if args.normalize else vec
 
 
 def cmd_extract(args: argparse.Namespace) -> int:
@@ -93,7 +86,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     vec = _extract(model, args)
     print(f"cached {vec.meta['n_pos']} {args.positive} + {vec.meta['n_neg']} {args.negative} "
           f"prompts at all layers and took the difference of means in "
-          f"{time.perf_counter() - t1:.1f} s; |v| at layer {layer} = {vec[layer].norm():.1f}")
+          f"{time.perf_counter() - t1:.1f} s; at layer {layer} |v| = {vec[layer].norm():.1f}, "
+          f"typical residual norm {vec.ref_norms[layer]:.1f}")
     if args.out:
         print(f"saved vector to {vec.save(args.out)}")
     for prompt in args.prompt:
@@ -102,11 +96,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
                         backend=args.backend)[0]
         print(f"--- unsteered:\n{base.strip()}")
         for coeff in args.coeffs:
-            with steer(model, vec, layers=layer, coeff=coeff, backend=args.backend):
+            with steer(model, vec, layers=layer, coeff=coeff, scale=args.scale,
+                       backend=args.backend):
                 out = generate(model, [prompt], args.max_new_tokens, chat=args.chat,
                                backend=args.backend)[0]
-            print(f"--- steered (layer {layer}, coeff {coeff:+g} x {args.positive}-minus-"
-                  f"{args.negative} vector):\n{out.strip()}")
+            print(f"--- steered (layer {layer}, coeff {coeff:+g} ({SCALE_WORDS[args.scale]}), "
+                  f"{args.positive}-minus-{args.negative} direction):\n{out.strip()}")
     print(f"\ntotal {time.perf_counter() - t0:.1f} s")
     return 0
 
@@ -147,15 +142,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from steerlab.models import load_model
-    from steerlab.sweep import summary, sweep, verdict
+    from steerlab.sweep import SweepConfig, summary, sweep, verdict
 
+    config = SweepConfig(args.task, args.layers, args.coeffs, args.methods,
+                         n=None if args.n == 0 else args.n, seed=args.seed, scale=args.scale,
+                         extract_from=args.extract_from, extract_n=args.extract_n,
+                         scoring=args.scoring, backend=args.backend,
+                         batch_size=args.batch_size, mode=args.mode, scope=args.scope)
     model = load_model(args.model, dtype=args.dtype)
-    n = None if args.n == 0 else args.n
-    table = sweep(model, args.task, args.layers, args.coeffs, args.methods, n=n,
-                  seed=args.seed, out=args.out, scale=args.scale,
-                  extract_from=args.extract_from, extract_n=args.extract_n,
-                  scoring=args.scoring, backend=args.backend, batch_size=args.batch_size,
-                  mode=args.mode, scope=args.scope)
+    table = sweep(model, config, out=args.out)
     import pandas as pd
 
     with pd.option_context("display.max_rows", 500, "display.width", 200,
@@ -232,34 +227,51 @@ def cmd_teach(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_extract_args(p: argparse.ArgumentParser, default_n: int | None) -> None:
+SCALE_WORDS = {"norm": "x the layer's typical residual norm", "unit": "x the unit direction",
+               "raw": "x the raw difference of means"}
+
+
+def _model_parent(backend: bool = True) -> argparse.ArgumentParser:
+    """The options every command that loads a model shares."""
     from steerlab.models import DEFAULT_MODEL
 
+    p = argparse.ArgumentParser(add_help=False)
     p.add_argument("--model", default=DEFAULT_MODEL, help="embedded name, hub id or directory")
     p.add_argument("--dtype", default=None, help="bf16 or fp32 (default: bf16 on fast-bf16 CPUs)")
-    p.add_argument("--backend", default="hf", choices=["hf", "tlens", "nnsight"])
+    if backend:
+        p.add_argument("--backend", default="hf", choices=BACKENDS,
+                       help="which library's hooks (same numbers; hf is the fastest)")
+    return p
+
+
+def _scale_arg(p: argparse.ArgumentParser, default: str) -> None:
+    p.add_argument("--scale", default=default, choices=SCALES,
+                   help="coeff units: " + "; ".join(f"{k}: {v}" for k, v in SCALE_WORDS.items()))
+
+
+def _add_extract_args(p: argparse.ArgumentParser, default_n: int | None) -> None:
     p.add_argument("--positive", default="reasoning", help="set the vector points towards")
     p.add_argument("--negative", default="memorisation", help="set it points away from")
     p.add_argument("--n", type=int, default=default_n, help="prompts per set (default: all)")
-    p.add_argument("--reduction", default="last", choices=["last", "mean"])
+    p.add_argument("--reduction", default="last", choices=[r for r in REDUCTIONS if r != "none"])
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--method", default="diff_means", choices=["diff_means", "random", "shuffled"])
+    p.add_argument("--method", default="diff_means", choices=METHODS)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--normalize", action="store_true", help="unit-normalise each layer")
-    p.add_argument("--no-chat", dest="chat", action="store_false",
-                   help="do not apply the chat template (base models never get one)")
+    p.add_argument("--no-chat", dest="chat", action="store_false", default=None,
+                   help="do not apply the chat template (default: chat models get theirs)")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="steerlab", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-
-    from steerlab.models import DEFAULT_MODEL
+    with_model, model_only = _model_parent(), _model_parent(backend=False)
 
     p = sub.add_parser("models", help="list the embedded models and whether each is converted")
     p.set_defaults(fn=cmd_models)
 
-    p = sub.add_parser("extract", help="build a difference-of-means vector and save it")
+    p = sub.add_parser("extract", help="build a difference-of-means vector and save it",
+                       parents=[with_model])
     _add_extract_args(p, default_n=None)
     p.add_argument("--layers", type=_ints, default=None, help="e.g. 3,6,9 (default: all)")
     p.add_argument("--out", required=True, help="output .safetensors file")
@@ -268,52 +280,42 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("tasks", help="list the evaluation tasks and where their data comes from")
     p.set_defaults(fn=cmd_tasks)
 
-    p = sub.add_parser("eval", help="unsteered accuracy with a 95%% interval on task(s)")
-    p.add_argument("--model", default=DEFAULT_MODEL)
-    p.add_argument("--dtype", default=None)
+    p = sub.add_parser("eval", help="unsteered accuracy with a 95%% interval on task(s)",
+                       parents=[model_only])
     p.add_argument("--task", type=lambda t: t.split(","), default=["memorisation-mc"])
     p.add_argument("--n", type=int, default=200, help="items (0: all)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--shots", type=int, default=3, help="few-shot examples for base models")
-    p.add_argument("--scoring", default=None, choices=["letter", "text", "cloze"])
+    p.add_argument("--scoring", default=None, choices=SCORINGS)
     p.add_argument("--batch-size", type=int, default=16)
     p.set_defaults(fn=cmd_eval)
 
-    from steerlab.steering import MODES
-    from steerlab.sweep import SCOPES
-
-    p = sub.add_parser("sweep", help="accuracy over layers x coefficients x vector methods")
-    p.add_argument("--model", default=DEFAULT_MODEL)
-    p.add_argument("--dtype", default=None)
+    p = sub.add_parser("sweep", help="accuracy over layers x coefficients x vector methods",
+                       parents=[with_model])
     p.add_argument("--task", default="memorisation-mc")
     p.add_argument("--layers", type=_ints, required=True, help="e.g. 3,6,9")
     p.add_argument("--coeffs", type=_floats, required=True, help="e.g. -0.2,0.1,0.2")
     p.add_argument("--methods", type=lambda t: t.split(","), default=["diff_means", "random",
                                                                         "shuffled"],
-                   help="any of diff_means,random,shuffled,memorisation")
+                   help="any of " + ",".join(METHODS))
     p.add_argument("--n", type=int, default=200, help="evaluation items (0: all)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--scale", default="norm", choices=["norm", "unit", "raw"],
-                   help="coeff units: fraction of the layer's residual norm (default), unit "
-                        "vector, or raw difference of means")
+    _scale_arg(p, "norm")
     p.add_argument("--extract-from", default=None, help="shipped, mmlu-pro or gsm8k-popqa")
     p.add_argument("--extract-n", type=int, default=None)
-    p.add_argument("--scoring", default=None, choices=["letter", "text", "cloze"])
-    p.add_argument("--backend", default="hf", choices=["hf", "tlens", "nnsight"])
+    p.add_argument("--scoring", default=None, choices=SCORINGS)
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--mode", default="add", choices=list(MODES),
+    p.add_argument("--mode", default="add", choices=MODES,
                    help="add (coeff in --scale units), project (Hong et al.'s h + a(h.v)v, "
                         "coeff = a) or ablate (coeffs ignored)")
-    p.add_argument("--scope", default="layer", choices=list(SCOPES),
+    p.add_argument("--scope", default="layer", choices=SCOPES,
                    help="layer: steer each swept layer; all: the direction of each swept layer "
                         "at every layer's block input, attention and MLP outputs (Hong et al.)")
     p.add_argument("--out", default=None, help="results .jsonl or .parquet (resumable)")
     p.set_defaults(fn=cmd_sweep)
 
     p = sub.add_parser("train", help="learn one steering vector per layer with RLOO (model "
-                       "frozen); resumes a run in --out")
-    p.add_argument("--model", default=DEFAULT_MODEL, help="embedded name, hub id or directory")
-    p.add_argument("--dtype", default=None, help="bf16 or fp32 (default: bf16 on fast-bf16 CPUs)")
+                       "frozen); resumes a run in --out", parents=[model_only])
     p.add_argument("--task", default="arithmetic", choices=["arithmetic", "gsm8k"])
     p.add_argument("--steps", type=int, default=60)
     p.add_argument("--prompts", type=int, default=8, help="prompts per step")
@@ -346,10 +348,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--exercises", action="store_true", help="run: the exercise notebooks")
     p.set_defaults(fn=cmd_teach)
 
-    p = sub.add_parser("demo", help="cache, extract and print steered vs unsteered generations")
+    p = sub.add_parser("demo", help="cache, extract and print steered vs unsteered generations",
+                       parents=[with_model])
     _add_extract_args(p, default_n=100)
     p.add_argument("--layer", type=int, default=None, help="default: 40%% of the depth")
-    p.add_argument("--coeffs", type=_floats, default=[2.0, 4.0, -4.0])
+    p.add_argument("--coeffs", type=_floats, default=DEMO_COEFFS,
+                   help="in --scale units (default: fractions of the residual norm)")
+    _scale_arg(p, "norm")
     p.add_argument("--prompt", action="append", default=None)
     p.add_argument("--max-new-tokens", type=int, default=48)
     p.add_argument("--out", default=None, help="also save the vector here")
@@ -357,6 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+DEMO_COEFFS = [0.25, 0.5, -0.5]
 DEMO_PROMPTS = ["What is the capital of Japan?",
                 "Sam has 4 boxes with 6 pens in each box. He gives away 5 pens. How many pens "
                 "does he have left?"]

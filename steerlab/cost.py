@@ -60,7 +60,7 @@ def measure(fn: Callable[[], Any], interval: float = 0.005) -> Measured:
 
 
 def training_step_costs(model: Model, prompts: list[str], method: str = "full",
-                        steps: int = 3, lr: float = 1e-5, chat: bool = True,
+                        steps: int = 3, lr: float = 1e-5, chat: bool | None = None,
                         lora_rank: int = 8) -> dict[str, Any]:
     """A few real optimizer steps (next-token loss on ``prompts``, one batch) and what they
     cost: trainable parameters, optimizer-state bytes, seconds per step, peak RSS.
@@ -127,6 +127,6 @@ def training_step_costs(model: Model, prompts: list[str], method: str = "full",
 
 
 def full_finetune_steps(model: Model, prompts: list[str], steps: int = 3, lr: float = 1e-5,
-                        chat: bool = True) -> dict[str, Any]:
+                        chat: bool | None = None) -> dict[str, Any]:
     """A few real AdamW steps of full fine-tuning (see :func:`training_step_costs`)."""
     return training_step_costs(model, prompts, "full", steps, lr, chat)

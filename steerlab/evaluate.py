@@ -21,13 +21,13 @@ from steerlab.answers import extract_answer as extract_answer  # re-exported (ol
 from steerlab.answers import first_answer, judge
 from steerlab.errors import EmptyInputError, OptionError
 from steerlab.inference import generate
+from steerlab.options import SCORINGS
 from steerlab.stats import Accuracy, accuracy
 from steerlab.tasks import LETTERS, Item, Task
 
 if TYPE_CHECKING:
     from steerlab.models import Model
 
-SCORINGS = ("letter", "text", "cloze")
 
 
 @dataclass
@@ -100,7 +100,7 @@ def _mc_letter_batch(model: Model, items: list[Item], chat: bool) -> _MCBatch:
     """Log-probability of each option letter as the next token (one forward per prompt)."""
     enc = model.encode([mc_prompt(it, chat) for it in items], chat=chat)
     n_opts = [len(it.options) for it in items]
-    letter_ids = _letter_ids(model, max(n_opts), chat and model.is_chat)
+    letter_ids = _letter_ids(model, max(n_opts), chat)
 
     def finish(logits: torch.Tensor) -> list[np.ndarray]:
         logp = torch.log_softmax(logits[:, -1].float(), dim=-1)  # (B, vocab)
@@ -112,7 +112,7 @@ def _mc_letter_batch(model: Model, items: list[Item], chat: bool) -> _MCBatch:
 def _mc_text_batch(model: Model, prompts: list[str], items: list[Item], chat: bool) -> _MCBatch:
     """Mean log-probability per token of each option's text after its prompt; all options of
     all items in one right-padded forward."""
-    templated = chat and model.is_chat
+    templated = chat
     formatted = model.format(prompts, chat)
     seqs, spans = [], []
     for prompt, item in zip(formatted, items, strict=True):
@@ -185,7 +185,7 @@ def evaluate(model: Model, task: Task, items: Sequence[Item] | None = None,
     scoring = scoring or task.scoring
     if scoring not in SCORINGS:
         raise OptionError(f"Unknown scoring {scoring!r}: use one of {SCORINGS}.")
-    chat = model.is_chat if chat is None else chat
+    chat = model.uses_chat(chat)
     t0 = time.perf_counter()
     preds: list[str] = []
     correct: list[bool] = []
@@ -211,7 +211,7 @@ def evaluate(model: Model, task: Task, items: Sequence[Item] | None = None,
                 completions.append(out)
     return EvalResult(task.name, model.hf_id, [it.id for it in items], np.array(correct),
                       preds, time.perf_counter() - t0, task.chance(items),
-                      {"chat": chat and model.is_chat, "scoring": scoring, "backend": backend},
+                      {"chat": chat, "scoring": scoring, "backend": backend},
                       completions)
 
 
@@ -248,7 +248,7 @@ def evaluate_cells(model: Model, task: Task, layer: int, vectors: Sequence[torch
     items = list(items) if items is not None else task.items(n, seed)
     if not items:
         raise EmptyInputError(f"No items to evaluate for task {task.name}.")
-    chat = model.is_chat if chat is None else chat
+    chat = model.uses_chat(chat)
     kw: dict[str, Any] = {"items": items, "chat": chat, "backend": backend,
                           "batch_size": batch_size, "scoring": scoring, "progress": progress}
     if not can_share_prefix(task, backend, model):
@@ -287,7 +287,7 @@ def evaluate_cells(model: Model, task: Task, layer: int, vectors: Sequence[torch
             correct[k] += c
             seconds[k] += shared + time.perf_counter() - t1
     ids = [it.id for it in items]
-    extra = {"chat": chat and model.is_chat, "scoring": scoring, "backend": backend,
+    extra = {"chat": chat, "scoring": scoring, "backend": backend,
              "shared_prefix": True}
     return [EvalResult(task.name, model.hf_id, ids, np.array(correct[k]), preds[k], seconds[k],
                        task.chance(items), dict(extra)) for k in range(len(vectors))]

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 
 @torch.no_grad()
-def forward_logits(model: Model, prompts: Sequence[str], chat: bool = False,
+def forward_logits(model: Model, prompts: Sequence[str], chat: bool | None = None,
                    backend: str = "hf") -> torch.Tensor:
     """Logits (B, T, vocab) of a left-padded batch (row ``i`` ends at position ``T - 1``)."""
     enc = model.encode(check_prompts(prompts), chat=chat)
@@ -24,7 +24,7 @@ def forward_logits(model: Model, prompts: Sequence[str], chat: bool = False,
 
 
 @torch.no_grad()
-def next_token_logits(model: Model, prompts: Sequence[str], chat: bool = False,
+def next_token_logits(model: Model, prompts: Sequence[str], chat: bool | None = None,
                       backend: str = "hf", batch_size: int = 16) -> torch.Tensor:
     """(n_prompts, vocab) float32 logits of the token after each prompt."""
     prompts = check_prompts(prompts)
@@ -35,7 +35,7 @@ def next_token_logits(model: Model, prompts: Sequence[str], chat: bool = False,
 
 @torch.no_grad()
 def generate(model: Model, prompts: Sequence[str] | str, max_new_tokens: int = 32,
-             chat: bool = False, backend: str = "hf", do_sample: bool = False,
+             chat: bool | None = None, backend: str = "hf", do_sample: bool = False,
              temperature: float = 1.0, seed: int | None = None, batch_size: int = 16,
              progress: bool | None = None) -> list[str]:
     """Greedy (default) or seeded sampled completions, decoded, without the prompt.
@@ -44,7 +44,7 @@ def generate(model: Model, prompts: Sequence[str] | str, max_new_tokens: int = 3
         model: the model.
         prompts: prompt strings (or one string).
         max_new_tokens: token budget per completion.
-        chat: apply the chat template (chat models only).
+        chat: apply the chat template (default: follow the model, :meth:`Model.uses_chat`).
         backend: ``hf``, ``tlens`` or ``nnsight``.
         do_sample: sample at ``temperature`` instead of greedy decoding (seeded by ``seed``).
         batch_size: prompts per generate call.

@@ -187,17 +187,24 @@ class Model:
     def device(self) -> torch.device:
         return next(self.hf.parameters()).device
 
-    def format(self, prompts: Sequence[str], chat: bool = False) -> list[str]:
+    def uses_chat(self, chat: bool | None = None) -> bool:
+        """The one chat rule, used by every function that takes ``chat=``: ``None`` (the
+        default everywhere) follows the model, so extraction, evaluation, steering and training
+        of an instruct model all see its template; ``True``/``False`` force it on or off. A
+        model without a chat template never gets one."""
+        return self.is_chat if chat is None else bool(chat) and self.is_chat
+
+    def format(self, prompts: Sequence[str], chat: bool | None = None) -> list[str]:
         """Prompts as the model should see them: with the chat template (and generation prompt)
-        when ``chat`` is asked for and the model is a chat model; base models never get one."""
+        when :meth:`uses_chat` says so."""
         prompts = check_prompts(prompts)
-        if not (chat and self.is_chat):
+        if not self.uses_chat(chat):
             return list(prompts)
         return [self.tokenizer.apply_chat_template([{"role": "user", "content": p}],
                                                    tokenize=False, add_generation_prompt=True)
                 for p in prompts]
 
-    def encode(self, prompts: Sequence[str], chat: bool = False,
+    def encode(self, prompts: Sequence[str], chat: bool | None = None,
                padding_side: str = "left") -> dict[str, torch.Tensor]:
         """Padded ``input_ids`` and ``attention_mask``, both (B, T).
 
@@ -205,7 +212,7 @@ class Model:
         suits caching, where pad tokens after the prompt cannot touch its residuals.
         """
         texts = self.format(prompts, chat)
-        templated = chat and self.is_chat  # the template already holds the special tokens
+        templated = self.uses_chat(chat)  # the template already holds the special tokens
         enc = self.tokenizer(texts, return_tensors="pt", padding=True,
                              add_special_tokens=not templated, padding_side=padding_side)
         return {"input_ids": enc["input_ids"].to(self.device),

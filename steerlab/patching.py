@@ -26,7 +26,7 @@ import math
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, get_args
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -37,12 +37,11 @@ from steerlab.backends.base import check_site
 from steerlab.cache import cache_sites, check_layers
 from steerlab.errors import EmptyInputError, OptionError
 from steerlab.models import check_prompts
+from steerlab.options import DIRECTIONS
 
 if TYPE_CHECKING:
     from steerlab.models import Model
 
-Direction = Literal["denoise", "noise"]
-DIRECTIONS: tuple[Direction, ...] = get_args(Direction)
 #: ``positions="all"``: one cell per layer (and head) patching every position at once
 ALL = "all"
 
@@ -142,7 +141,8 @@ class _Pairs:
     tokens: list[str]                   # the first clean prompt's tokens (axis labels)
 
 
-def _pairs(model: Model, clean: Sequence[str], corrupted: Sequence[str], chat: bool) -> _Pairs:
+def _pairs(model: Model, clean: Sequence[str], corrupted: Sequence[str],
+           chat: bool | None) -> _Pairs:
     clean, corrupted = check_prompts(clean), check_prompts(corrupted)
     if len(clean) != len(corrupted):
         raise PatchInputError(f"{len(clean)} clean prompts but {len(corrupted)} corrupted ones: "
@@ -208,7 +208,7 @@ def fact_pairs(model: Model, facts: Sequence[tuple[str, str]], n: int | None = N
                      [o for _, o in use], [o for _, o in nxt])
 
 
-def pair_behaviour(model: Model, pairs: FactPairs, chat: bool = False,
+def pair_behaviour(model: Model, pairs: FactPairs, chat: bool | None = None,
                    backend: str = "hf") -> pd.DataFrame:
     """Does the model get the facts right at all? Per pair: logit(correct) - logit(incorrect)
     on the clean and on the corrupted prompt. ``.attrs``: the share of clean prompts that
@@ -379,7 +379,7 @@ def activation_patching(model: Model, clean: Sequence[str], corrupted: Sequence[
                         site: str = "resid_pre", layers: Sequence[int] | int | None = None,
                         positions: Sequence[int] | str | None = None,
                         heads: Sequence[int] | None = None, direction: str = "denoise",
-                        backend: str = "hf", batch_cells: int = 32, chat: bool = False,
+                        backend: str = "hf", batch_cells: int = 32, chat: bool | None = None,
                         seed: int = 0, progress: bool | None = None,
                         fast: bool = True) -> PatchResult:
     """Patch every (layer, position[, head]) cell of ``site`` between paired prompts.
@@ -492,7 +492,7 @@ def attribution_patching(model: Model, clean: Sequence[str], corrupted: Sequence
                          site: str = "resid_pre", layers: Sequence[int] | int | None = None,
                          positions: Sequence[int] | str | None = None,
                          heads: Sequence[int] | None = None, backend: str = "hf",
-                         chat: bool = False, seed: int = 0) -> PatchResult:
+                         chat: bool | None = None, seed: int = 0) -> PatchResult:
     """First-order estimate of denoising every cell: ``(a_clean - a_corrupt) . dM/da`` with
     the gradient taken at the corrupted run (one clean forward, one corrupted forward and
     backward). Same cells, shapes and normalisation as :func:`activation_patching`."""

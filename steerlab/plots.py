@@ -193,18 +193,19 @@ def training_curves(history: pd.DataFrame, dev_n: int, title: str = "",
 
 def condition_bars(table: pd.DataFrame, title: str = "", baseline: str = "base") -> go.Figure:
     """Accuracy per condition with 95% Wilson intervals; each bar labelled with its paired
-    difference to the baseline (bootstrap 95% interval)."""
-    col = f"delta_vs_{baseline}"
+    difference to the baseline (bootstrap 95% interval). ``table``: the comparison schema
+    (:data:`steerlab.stats.COMPARISON_COLUMNS`, e.g. from
+    :func:`steerlab.evaluate.compare_conditions`) with a ``condition`` column."""
     text = [("baseline" if r.condition == baseline else
-             f"{r[col]:+.3f} [{r.delta_lo:+.3f}, {r.delta_hi:+.3f}]")
+             f"{r.delta:+.3f} [{r.delta_low:+.3f}, {r.delta_high:+.3f}]")
             for _, r in table.iterrows()]
     fig = go.Figure(go.Bar(
         x=table.condition, y=table.accuracy, text=text, textposition="outside",
         marker_color=["#7f7f7f" if c == baseline else "#1f77b4" for c in table.condition],
-        error_y={"type": "data", "symmetric": False, "array": table.hi - table.accuracy,
-                 "arrayminus": table.accuracy - table.lo}))
+        error_y={"type": "data", "symmetric": False, "array": table.ci_high - table.accuracy,
+                 "arrayminus": table.accuracy - table.ci_low}))
     fig.update_layout(title=title, yaxis_title="accuracy (95% Wilson CI)",
-                      yaxis_range=[0, min(1.0, float(table.hi.max()) + 0.15)],
+                      yaxis_range=[0, min(1.0, float(table.ci_high.max()) + 0.15)],
                       template="plotly_white", height=470, width=900, margin={"t": 100})
     return fig
 

@@ -17,12 +17,14 @@ import torch
 from steerlab.backends.base import WHEN, Handle, Site, check_site
 from steerlab.cache import check_layers
 from steerlab.errors import InvalidVectorError, OptionError, VectorMismatchError
+from steerlab.options import MODES, SCALES, Mode, Scale, check
 from steerlab.vectors import SITE, SteeringVector
 
 if TYPE_CHECKING:
     from steerlab.models import Model
 
-MODES = ("add", "project", "ablate")
+__all__ = ["HONG_SITES", "MODES", "POSITIONS", "SCALES", "SteeringHandle", "add_steering",
+           "hong_projection", "steer"]
 POSITIONS = WHEN  # the backend decides which forward reads the prompt
 
 
@@ -73,16 +75,22 @@ HONG_SITES: tuple[Site, ...] = ("resid_pre", "attn_out", "mlp_out")
 
 def _resolve(model: Model, vector: SteeringVector | torch.Tensor,
              layers: Sequence[int] | int | None, strict_model: bool,
-             from_layer: int | None) -> dict[int, torch.Tensor]:
+             from_layer: int | None, coeff: float, scale: Scale,
+             mode: Mode) -> dict[int, torch.Tensor]:
+    """Layer -> the direction its edit uses: for ``add``, the vector to add with its
+    coefficient and scale applied (:meth:`SteeringVector.added`); else the direction."""
     if isinstance(vector, SteeringVector):
         vector.check_compatible(model, strict_model=strict_model)
         if from_layer is not None:
             if from_layer not in vector.vectors:
                 raise VectorMismatchError(f"from_layer={from_layer} is not in the vector; its "
                                           f"layers are {vector.layers}.")
-            return {l: vector[from_layer] for l in check_layers(model, layers)}
-        use = check_layers(model, layers if layers is not None else vector.layers)
-        return {l: vector[l] for l in use}
+            src = dict.fromkeys(check_layers(model, layers), from_layer)
+        else:
+            src = {l: l for l in check_layers(model, layers if layers is not None
+                                              else vector.layers)}
+        return {l: vector.added(s, coeff, scale)[0] if mode == "add" else vector[s]
+                for l, s in src.items()}
     if not isinstance(vector, torch.Tensor):
         raise TypeError(f"vector must be a SteeringVector or a tensor, got {type(vector)}.")
     if layers is None and from_layer is None:
@@ -93,7 +101,11 @@ def _resolve(model: Model, vector: SteeringVector | torch.Tensor,
                                   f"needs ({model.d_model},).")
     if not torch.isfinite(vector).all():
         raise InvalidVectorError("The vector holds NaN or inf values.")
-    return {l: vector for l in use}
+    if mode == "add" and scale == "norm":
+        raise OptionError("scale='norm' needs reference norms, which a raw tensor lacks: wrap "
+                          "it in a SteeringVector with ref_norms, or use scale='raw'/'unit'.")
+    d = vector / vector.norm().clamp_min(1e-12) if scale == "unit" else vector
+    return {l: d * coeff if mode == "add" else vector for l in use}
 
 
 def _sites(vector: SteeringVector | torch.Tensor, site: str | Sequence[str] | None,
@@ -119,9 +131,10 @@ def _sites(vector: SteeringVector | torch.Tensor, site: str | Sequence[str] | No
 
 def add_steering(model: Model, vector: SteeringVector | torch.Tensor,
                  layers: Sequence[int] | int | None = None, coeff: float = 1.0,
-                 positions: str = "all", mode: str = "add", backend: str = "hf",
+                 positions: str = "all", mode: Mode = "add", backend: str = "hf",
                  strict_model: bool = True, site: str | Sequence[str] | None = None,
-                 from_layer: int | None = None, any_site: bool = False) -> SteeringHandle:
+                 from_layer: int | None = None, any_site: bool = False,
+                 scale: Scale = "raw") -> SteeringHandle:
     """Register steering hooks and return their handle (call ``.remove()`` when done).
 
     Args:
@@ -129,8 +142,8 @@ def add_steering(model: Model, vector: SteeringVector | torch.Tensor,
         vector: a :class:`SteeringVector` (its layers are used unless ``layers`` is given) or a
             (d_model,) tensor (then ``layers`` is required).
         layers: layer(s) whose ``site`` is changed (with ``from_layer``: default every layer).
-        coeff: ``add``: h + coeff * v. ``project``: h + coeff * (h . v̂) v̂ (Hong et al.'s
-            projection scaling). ``ablate``: h - (h . v̂) v̂ (coeff unused).
+        coeff: ``add``: h + coeff * v, in ``scale`` units. ``project``: h + coeff * (h . v̂) v̂
+            (Hong et al.'s projection scaling). ``ablate``: h - (h . v̂) v̂ (coeff unused).
         positions: ``all`` tokens; ``prompt`` only (the forward that reads the prompt);
             ``generated`` only (the decoding steps of a generation). The backend tells them
             apart by counting the forwards of its own ``generate``, not by a library keyword.
@@ -144,15 +157,24 @@ def add_steering(model: Model, vector: SteeringVector | torch.Tensor,
             layer in ``layers`` (Hong et al.: ``from_layer=L``, ``site=HONG_SITES``,
             ``mode="project"``; see :func:`hong_projection`).
         any_site: allow steering a vector at a site other than the one it was made at.
+        scale: units of an ``add`` coefficient (:meth:`SteeringVector.added`): ``raw`` (the
+            vector as it is, the default), ``unit`` (its unit direction) or ``norm`` (the unit
+            direction times the layer's typical residual norm: ``coeff=0.2`` is a fifth of the
+            residual stream's size, comparable across layers and models). ``project`` and
+            ``ablate`` are dimensionless and take only ``raw``.
     """
-    if mode not in MODES:
-        raise OptionError(f"Unknown steering mode {mode!r}: use one of {MODES}.")
+    check("steering mode", mode, MODES)
+    check("scale", scale, SCALES)
+    if mode != "add" and scale != "raw":
+        raise OptionError(f"scale={scale!r} applies to mode='add' only: {mode} uses the unit "
+                          "direction and a dimensionless coeff. Leave scale='raw'.")
     if positions not in POSITIONS:
         raise OptionError(f"Unsupported position mode {positions!r}: use one of {POSITIONS}.")
     if not isinstance(coeff, int | float) or not math.isfinite(coeff):
         raise OptionError(f"coeff must be a finite number, got {coeff!r}.")
     sites = _sites(vector, site, any_site)
-    per_layer = _resolve(model, vector, layers, strict_model, from_layer)
+    per_layer = _resolve(model, vector, layers, strict_model, from_layer, float(coeff), scale,
+                         mode)
     be = model.backend(backend)
     for s in sites:
         check_site(s, be.sites, model.name)
@@ -160,7 +182,7 @@ def add_steering(model: Model, vector: SteeringVector | torch.Tensor,
     try:
         for layer, v in per_layer.items():
             for s in sites:
-                fn = _make_steer_fn(v.float(), float(coeff), mode)
+                fn = _make_steer_fn(v.float(), 1.0 if mode == "add" else float(coeff), mode)
                 handles.append(be.add_edit(layer, fn, when=positions, site=s))
     except BaseException:
         for handle in reversed(handles):
@@ -172,9 +194,9 @@ def add_steering(model: Model, vector: SteeringVector | torch.Tensor,
 @contextmanager
 def steer(model: Model, vector: SteeringVector | torch.Tensor,
           layers: Sequence[int] | int | None = None, coeff: float = 1.0,
-          positions: str = "all", mode: str = "add", backend: str = "hf",
+          positions: str = "all", mode: Mode = "add", backend: str = "hf",
           strict_model: bool = True, site: str | Sequence[str] | None = None,
-          from_layer: int | None = None, any_site: bool = False
+          from_layer: int | None = None, any_site: bool = False, scale: Scale = "raw"
           ) -> Iterator[SteeringHandle]:
     """Context manager form of :func:`add_steering`; hooks come off when the block exits.
 
@@ -183,7 +205,7 @@ def steer(model: Model, vector: SteeringVector | torch.Tensor,
         ...     print(generate(model, ["What is 17 + 25?"], chat=True))
     """
     handle = add_steering(model, vector, layers, coeff, positions, mode, backend, strict_model,
-                          site, from_layer, any_site)
+                          site, from_layer, any_site, scale)
     try:
         yield handle
     finally:

@@ -30,7 +30,7 @@ Hong et al.'s all-sites form: the direction extracted at the swept layer is appl
 layer's block input, attention output and MLP output (:func:`steerlab.steering.hong_projection`).
 Only ``add`` at ``layer`` scope takes the fast shared-prefix path.
 
-The journal key (:meth:`SweepConfig.key`) holds everything that decides a cell's numbers,
+The journal key (:meth:`SweepKey.key`) holds everything that decides a cell's numbers,
 including the layer list, so sweeps over other layers never share rows; coefficients and
 methods are not in it, since each cell is looked up by its own (method, layer, coeff).
 """
@@ -50,26 +50,34 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from steerlab import _io
-from steerlab.cache import cache_activations, check_layers
+from steerlab.cache import check_layers
 from steerlab.errors import OptionError, SteerlabError
 from steerlab.evaluate import EvalResult, evaluate, evaluate_cells
-from steerlab.stats import COMPARISON_COLUMNS, comparison_row
-from steerlab.steering import HONG_SITES, MODES, steer
-from steerlab.tasks import Task, check_disjoint, extraction_prompts, get_task, shots
-from steerlab.vectors import (
-    SteeringVector,
-    diff_of_means,
-    match_norms,
-    random_like,
-    shuffled_diff_of_means,
+from steerlab.options import (
+    BACKENDS,
+    METHODS,
+    MODES,
+    REDUCTIONS,
+    SCALES,
+    SCOPES,
+    SCORINGS,
+    Method,
+    Mode,
+    Scale,
+    Scope,
+    check,
 )
+from steerlab.stats import COMPARISON_COLUMNS, comparison_row
+from steerlab.steering import HONG_SITES, steer
+from steerlab.tasks import Task, get_task, shots
+from steerlab.vectors import SteeringVector, extract_pair, vector_from_pair
 
 if TYPE_CHECKING:
     from steerlab.models import Model
 
-METHODS = ("diff_means", "random", "shuffled", "memorisation")
-SCALES = ("norm", "unit", "raw")
-SCOPES = ("layer", "all")
+__all__ = ["COLUMNS", "METHODS", "SCALES", "SCOPES", "SweepConfig", "SweepKey", "SweepVectors",
+           "build_vectors", "default_shots", "journal_path", "summary", "sweep", "verdict"]
+
 COLUMNS = ["model", "task", "method", "layer", "coeff", "scale", "added_norm",
            *COMPARISON_COLUMNS, "chance", "seconds"]
 SHOTS = 3  # few-shot examples for base models on generative tasks (README: "get 3")
@@ -84,6 +92,60 @@ def default_shots(model: Model, task: Task, k: int = SHOTS) -> list[tuple[str, s
 
 @dataclass(frozen=True)
 class SweepConfig:
+    """What a sweep runs: the grid (``layers`` x ``coeffs`` x ``methods``), the items and how
+    vectors are extracted, scaled and applied. Checked when made, so a bad option fails before
+    any model work.
+
+    Attributes:
+        task: a :class:`Task` name (``steerlab tasks`` lists them) or the task itself.
+        layers: steering layers; coeffs: coefficients in ``scale`` units (see the module doc).
+        methods: any of :data:`~steerlab.options.METHODS`.
+        n: evaluation items (a seeded sample; None for all); seed: items, controls, bootstrap.
+        scale: ``norm`` (default), ``unit`` or ``raw`` (:meth:`SteeringVector.added`).
+        extract_from / extract_n: the extraction prompt source (default: the task's) and size.
+        reduction: how extraction prompts are reduced (``last`` or ``mean``).
+        chat: the chat rule (:meth:`~steerlab.models.Model.uses_chat`; None follows the model).
+        scoring: multiple-choice scoring (default: the task's).
+        backend: ``hf``, ``tlens`` or ``nnsight``; batch_size: prompts per forward.
+        mode / scope: ``add``/``project``/``ablate``; ``layer`` or ``all`` (Hong et al.).
+    """
+
+    task: Task | str
+    layers: Sequence[int]
+    coeffs: Sequence[float]
+    methods: Sequence[Method] = ("diff_means", "random", "shuffled")
+    n: int | None = 200
+    seed: int = 0
+    scale: Scale = "norm"
+    extract_from: str | None = None
+    extract_n: int | None = None
+    reduction: str = "last"
+    chat: bool | None = None
+    scoring: str | None = None
+    backend: str = "hf"
+    batch_size: int = 16
+    mode: Mode = "add"
+    scope: Scope = "layer"
+
+    def __post_init__(self) -> None:
+        bad = [m for m in self.methods if m not in METHODS]
+        if bad:
+            raise OptionError(f"Unknown method(s) {bad}: use any of {', '.join(METHODS)}.")
+        if not self.methods:
+            raise OptionError("methods is empty: name at least one of " + ", ".join(METHODS))
+        if not list(self.coeffs):
+            raise OptionError("coeffs is empty: give at least one coefficient, e.g. [0.2].")
+        check("scale", self.scale, SCALES)
+        check("mode", self.mode, MODES)
+        check("scope", self.scope, SCOPES)
+        check("backend", self.backend, BACKENDS)
+        check("reduction", self.reduction, [r for r in REDUCTIONS if r != "none"])
+        if self.scoring is not None:
+            check("scoring", self.scoring, SCORINGS)
+
+
+@dataclass(frozen=True)
+class SweepKey:
     """Everything that decides a sweep's numbers (its hash keys the resumable journal).
 
     ``layers`` are the sorted steering layers, ``shots`` the few-shot examples per prompt.
@@ -117,21 +179,18 @@ class SweepConfig:
 
 @dataclass
 class SweepVectors:
-    """The vectors a sweep adds, per method, and each layer's typical residual norm."""
+    """The vectors a sweep adds, per method; each carries the reference norms its ``norm``
+    coefficients are measured in (the same for every method: both prompt sets' mean norm)."""
 
     vectors: dict[str, SteeringVector]
-    layer_norms: dict[int, float]
 
-    def added(self, method: str, layer: int, coeff: float, scale: str) -> tuple[Any, float]:
-        """(vector to add with coeff 1, its norm) for one cell: ``coeff`` times the raw vector
-        (``raw``), times its unit vector (``unit``) or times its unit vector and the layer's
-        typical residual norm (``norm``)."""
-        v = self.vectors[method][layer]
-        if scale == "raw":
-            return v * coeff, float(v.norm()) * abs(coeff)
-        unit = v / v.norm()
-        factor = coeff * (self.layer_norms[layer] if scale == "norm" else 1.0)
-        return unit * factor, abs(factor)
+    @property
+    def layer_norms(self) -> dict[int, float]:
+        return next(iter(self.vectors.values())).ref_norms
+
+    def added(self, method: str, layer: int, coeff: float, scale: Scale) -> tuple[Any, float]:
+        """(vector to add with coeff 1, its norm) for one cell (:meth:`SteeringVector.added`)."""
+        return self.vectors[method].added(layer, coeff, scale)
 
 
 def _vector_file(journal: Path, key: str, method: str) -> Path:
@@ -139,19 +198,17 @@ def _vector_file(journal: Path, key: str, method: str) -> Path:
 
 
 def save_vectors(vecs: SweepVectors, journal: Path, key: str) -> None:
-    """Write each method's vector (with the layer norms in its metadata) next to the journal."""
-    norms = {str(l): v for l, v in vecs.layer_norms.items()}
+    """Write each method's vector (tagged with the sweep's key) next to the journal."""
     for method, vec in vecs.vectors.items():
-        tagged = replace(vec, meta={**vec.meta, "sweep_config": key, "layer_norms": norms})
+        tagged = replace(vec, meta={**vec.meta, "sweep_config": key})
         tagged.save(_vector_file(journal, key, method))  # atomic (a temporary file + rename)
 
 
 def load_vectors(journal: Path, key: str, layers: Sequence[int],
                  methods: Sequence[str]) -> SweepVectors | None:
     """The vectors a previous run of the same sweep saved, or None when any is missing, made
-    for another config or another layer set, or unreadable."""
+    for another config or another layer set, lacks reference norms, or is unreadable."""
     vectors: dict[str, SteeringVector] = {}
-    norms: dict[int, float] = {}
     for method in methods:
         path = _vector_file(journal, key, method)
         if not path.is_file():
@@ -160,43 +217,29 @@ def load_vectors(journal: Path, key: str, layers: Sequence[int],
             vec = SteeringVector.load(path)
         except SteerlabError:
             return None
-        saved = vec.meta.get("layer_norms", {})
         if vec.meta.get("sweep_config") != key or vec.layers != list(layers) \
-                or sorted(int(l) for l in saved) != list(layers):
+                or sorted(vec.ref_norms) != list(layers):
             return None
         vectors[method] = vec
-        norms = {int(l): float(v) for l, v in saved.items()}
-    return SweepVectors(vectors, norms)
+    return SweepVectors(vectors)
 
 
 def build_vectors(model: Model, task: Task, layers: Sequence[int], methods: Sequence[str],
                   seed: int = 0, extract_from: str | None = None, extract_n: int | None = None,
                   reduction: str = "last", chat: bool | None = None, batch_size: int = 16,
                   backend: str = "hf", eval_items: Sequence[Any] = ()) -> SweepVectors:
-    """Extract the steering vector and its controls on prompts disjoint from ``eval_items``.
+    """Extract the steering vector and its controls on prompts disjoint from ``eval_items``
+    (:func:`steerlab.vectors.extract_pair` then :func:`~steerlab.vectors.vector_from_pair`).
 
     ``diff_means``: reasoning minus memorisation; ``random``: a Gaussian direction per layer,
     seeded by ``(seed, layer)``; ``shuffled``: difference of means under permuted labels;
-    ``memorisation``: the opposite direction (memorisation minus reasoning). The controls are
-    rescaled to ``diff_means``' norm at every layer (``memorisation`` has it already).
+    ``memorisation``: the opposite direction (memorisation minus reasoning). The controls have
+    ``diff_means``' norm at every layer (``memorisation`` has it already).
     """
-    chat = model.is_chat if chat is None else chat
-    pos_q, neg_q = extraction_prompts(extract_from or task.extract_from, extract_n)
-    check_disjoint(pos_q + neg_q, list(eval_items))
-    kw: dict[str, Any] = {"layers": list(layers), "reduction": reduction, "chat": chat,
-          "batch_size": batch_size, "backend": backend}
-    pos = cache_activations(model, pos_q, **kw)
-    neg = cache_activations(model, neg_q, **kw)
-    dm = diff_of_means(pos, neg)
-    make = {
-        "diff_means": lambda: dm,
-        "random": lambda: random_like(dm, seed=seed),
-        "shuffled": lambda: match_norms(shuffled_diff_of_means(pos, neg, seed=seed), dm),
-        "memorisation": lambda: diff_of_means(neg, pos, method="memorisation"),
-    }
-    norms = {l: float((pos.at(l).norm(dim=-1).sum() + neg.at(l).norm(dim=-1).sum())
-                      / (pos.n_prompts + neg.n_prompts)) for l in pos.layers}
-    return SweepVectors({m: make[m]() for m in methods}, norms)
+    pos, neg = extract_pair(model, extract_from or task.extract_from, list(layers), n=extract_n,
+                            reduction=reduction, chat=chat, batch_size=batch_size,
+                            backend=backend, exclude=list(eval_items))
+    return SweepVectors({m: vector_from_pair(pos, neg, m, seed) for m in methods})
 
 
 def _write_parquet(rows: list[dict], path: Path) -> None:
@@ -217,7 +260,7 @@ def _completions(res: EvalResult) -> list[str]:
     return list(getattr(res, "completions", None) or [])
 
 
-def _row(cfg: SweepConfig, method: str, layer: int, coeff: float, added_norm: float,
+def _row(cfg: SweepKey, method: str, layer: int, coeff: float, added_norm: float,
          res: EvalResult, base: EvalResult, seconds: float,
          completions: list[str] | None = None) -> dict:
     """One journal row; ``completions`` (generative tasks) are kept with it when given."""
@@ -235,53 +278,61 @@ def _from_row(row: dict, task: str, model_id: str, item_ids: list[str]) -> EvalR
     return EvalResult(task, model_id, item_ids, correct, [], row["seconds"], row["chance"])
 
 
-def sweep(model: Model, task: Task | str, layers: Sequence[int], coeffs: Sequence[float],
-          methods: Sequence[str] = ("diff_means", "random", "shuffled"), n: int | None = 200,
-          seed: int = 0, out: str | Path | None = None, scale: str = "norm",
-          extract_from: str | None = None, extract_n: int | None = None,
-          reduction: str = "last", chat: bool | None = None, scoring: str | None = None,
-          backend: str = "hf", batch_size: int = 16, progress: bool = True,
-          fast: bool = True, mode: str = "add", scope: str = "layer") -> pd.DataFrame:
+def sweep(model: Model, config: SweepConfig | Task | str,
+          layers: Sequence[int] | None = None, coeffs: Sequence[float] | None = None,
+          methods: Sequence[Method] | None = None, *, out: str | Path | None = None,
+          progress: bool = True, fast: bool = True,
+          **options: Any) -> pd.DataFrame:
     """Accuracy for every (method, layer, coeff) cell against the unsteered baseline.
 
     Args:
         model: the model.
-        task: a :class:`Task` or its name (``steerlab tasks`` lists them).
-        layers: steering layers; coeffs: coefficients (see the module doc for ``scale``).
-        methods: any of ``diff_means``, ``random``, ``shuffled``, ``memorisation``.
-        n: evaluation items (a seeded sample; None for all).
+        config: a :class:`SweepConfig`; or, as a shorthand, its task, with ``layers``,
+            ``coeffs`` (``methods``) and any other :class:`SweepConfig` field as keywords
+            (``options``).
         out: ``.jsonl`` or ``.parquet`` results file; finished cells are appended at once and
             skipped when the same sweep is run again; the vectors are kept next to it.
+        progress: a progress bar over cells.
         fast: share the work before the steering layer among a layer's cells (see the module
             doc); ``False`` runs one full evaluation pass per cell. Same results either way.
-        mode: ``add``, ``project`` or ``ablate``; scope: ``layer`` or ``all`` (Hong et al.'s
-            all-sites form); see the module doc.
 
     Returns:
         One row per cell (plus the ``baseline`` row): accuracy with its 95% Wilson interval,
         and the paired difference to the baseline on the same items with its 95% bootstrap
         interval and McNemar p-value.
     """
-    task = get_task(task) if isinstance(task, str) else task
-    layers = check_layers(model, layers)
-    bad = [m for m in methods if m not in METHODS]
-    if bad:
-        raise OptionError(f"Unknown method(s) {bad}: use any of {METHODS}.")
-    if scale not in SCALES:
-        raise OptionError(f"Unknown scale {scale!r}: use one of {SCALES}.")
-    if mode not in MODES:
-        raise OptionError(f"Unknown mode {mode!r}: use one of {MODES}.")
-    if scope not in SCOPES:
-        raise OptionError(f"Unknown scope {scope!r}: use one of {SCOPES}.")
+    if isinstance(config, SweepConfig):
+        if layers is not None or coeffs is not None or methods is not None or options:
+            raise OptionError("Pass either a SweepConfig or a task with its options, not both.")
+        cfg_in = config
+    else:
+        if layers is None or coeffs is None:
+            raise OptionError("sweep(model, task, layers, coeffs, ...) needs layers and coeffs "
+                              "(or pass a SweepConfig).")
+        unknown = sorted(set(options) - set(SweepConfig.__dataclass_fields__))
+        if unknown:
+            raise OptionError(f"Unknown sweep option(s) {unknown}: SweepConfig has "
+                              f"{', '.join(SweepConfig.__dataclass_fields__)}.")
+        if methods is not None:
+            options["methods"] = methods
+        cfg_in = SweepConfig(config, layers, coeffs, **options)
+    task = get_task(cfg_in.task) if isinstance(cfg_in.task, str) else cfg_in.task
+    layers = check_layers(model, list(cfg_in.layers))
+    coeffs, n, seed, scale = list(cfg_in.coeffs), cfg_in.n, cfg_in.seed, cfg_in.scale
+    methods = list(cfg_in.methods)
+    extract_from, extract_n, reduction, chat = (cfg_in.extract_from, cfg_in.extract_n,
+                                                cfg_in.reduction, cfg_in.chat)
+    scoring, backend, batch_size, mode, scope = (cfg_in.scoring, cfg_in.backend,
+                                                 cfg_in.batch_size, cfg_in.mode, cfg_in.scope)
     if mode == "ablate":
         coeffs = [1.0]  # ablation has no strength
-    chat = model.is_chat if chat is None else chat
+    chat = model.uses_chat(chat)
     items = task.items(n, seed)
     few = default_shots(model, task)
     gen = task.kind != "mc"
-    cfg = SweepConfig(model.hf_id, str(model.dtype).removeprefix("torch."), task.name,
+    cfg = SweepKey(model.hf_id, str(model.dtype).removeprefix("torch."), task.name,
                       len(items), seed, scale, extract_from or task.extract_from, extract_n,
-                      reduction, chat and model.is_chat, scoring, backend,
+                      reduction, chat, scoring, backend,
                       tuple(layers), len(few), mode, scope)
     journal = journal_path(out) if out is not None else None
     rows = [r for r in _io.read_jsonl(journal) if r.get("config") == cfg.key()] if journal \

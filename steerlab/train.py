@@ -305,7 +305,7 @@ def train_rloo(model: Model, cfg: TrainConfig | None = None, out_dir: str | Path
     cfg = cfg or TrainConfig()
     if overrides:
         cfg = TrainConfig(**{**asdict(cfg), **overrides})
-    chat = model.is_chat if cfg.chat is None else (cfg.chat and model.is_chat)
+    chat = model.uses_chat(cfg.chat)
     train = training_items(cfg.task, "train")
     dev = training_items(cfg.task, "dev")[:cfg.eval_n]
     freeze(model)

@@ -1,9 +1,14 @@
-"""``SteeringVector``: per-layer directions with provenance; difference of means and controls."""
+"""``SteeringVector``: per-layer directions with provenance; difference of means and controls.
+
+:func:`extract_vector` is the one recipe (two prompt sets -> cache -> difference of means), with
+the reference residual norms that give a coefficient its scale (:meth:`SteeringVector.added`).
+"""
 
 from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,8 +21,10 @@ from steerlab.errors import (
     EmptyInputError,
     InvalidVectorError,
     LayerError,
+    OptionError,
     VectorMismatchError,
 )
+from steerlab.options import SCALES, Scale, check
 
 if TYPE_CHECKING:
     from steerlab.cache import Activations
@@ -41,6 +48,10 @@ class SteeringVector:
         prompt_hash: hash of the prompt sets it was extracted from.
         seed: seed of any randomness involved, else None.
         meta: free-form provenance (counts, reduction, training metadata...).
+        ref_norms: layer -> typical norm of the activations the vector was extracted from (the
+            mean over both prompt sets): the unit of ``scale="norm"`` coefficients. Empty for
+            vectors not extracted from prompts (learned, imported); attach them with
+            :meth:`with_ref_norms` and :func:`reference_norms`.
     """
 
     vectors: dict[int, torch.Tensor]
@@ -52,6 +63,7 @@ class SteeringVector:
     seed: int | None = None
     meta: dict[str, Any] = field(default_factory=dict)
     version: str = __version__
+    ref_norms: dict[int, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.vectors:
@@ -82,6 +94,39 @@ class SteeringVector:
 
     def norms(self) -> dict[int, float]:
         return {l: float(v.norm()) for l, v in sorted(self.vectors.items())}
+
+    def with_ref_norms(self, norms: dict[int, float]) -> SteeringVector:
+        """A copy with ``norms`` (layer -> typical activation norm) as its reference norms."""
+        return replace(self, ref_norms={int(l): float(n) for l, n in norms.items()})
+
+    def added(self, layer: int, coeff: float, scale: Scale = "raw") -> tuple[torch.Tensor, float]:
+        """The (d_model,) vector that steering adds at ``layer`` for ``coeff`` in ``scale``
+        units, and its norm: ``raw`` coeff x the vector; ``unit`` coeff x its unit direction;
+        ``norm`` coeff x the unit direction x the layer's reference norm, so ``coeff=0.2``
+        means a fifth of the residual stream's typical size at any layer of any model. Every
+        coefficient in steerlab (steering, sweeps, the CLI, widgets, notebooks, cost) goes
+        through here."""
+        check("scale", scale, SCALES)
+        v = self[layer]
+        if scale == "raw":
+            return v * coeff, float(v.norm()) * abs(coeff)
+        unit = v / v.norm()
+        if scale == "unit":
+            return unit * coeff, abs(coeff)
+        if layer not in self.ref_norms:
+            raise OptionError(
+                f"scale='norm' needs the layer's reference norm, but this {self.method} vector "
+                f"has none for layer {layer} (it has {sorted(self.ref_norms) or 'none'}). "
+                "Measure them with steerlab.vectors.reference_norms(model, prompts, layers) and "
+                "attach them with vector.with_ref_norms(...), or use scale='unit' or 'raw'.")
+        factor = coeff * self.ref_norms[layer]
+        return unit * factor, abs(factor)
+
+    def at_scale(self, coeff: float, scale: Scale = "norm") -> SteeringVector:
+        """A copy holding, at every layer, what steering at ``coeff`` in ``scale`` units adds
+        there (:meth:`added`), to steer or compare with coefficient 1."""
+        return replace(self, vectors={l: self.added(l, coeff, scale)[0] for l in self.layers},
+                       meta={**self.meta, "coeff": coeff, "scale": scale})
 
     def normalized(self) -> SteeringVector:
         """A copy with every layer's vector scaled to unit norm."""
@@ -122,7 +167,8 @@ class SteeringVector:
         meta = {"kind": "steering_vector", "model_id": self.model_id, "d_model": self.d_model,
                 "layers": self.layers, "site": self.site, "method": self.method,
                 "prompt_hash": self.prompt_hash, "seed": self.seed, "meta": self.meta,
-                "steerlab_version": self.version}
+                "steerlab_version": self.version,
+                "ref_norms": {str(l): n for l, n in sorted(self.ref_norms.items())}}
         tensors = {f"layer.{l}": v.float() for l, v in self.vectors.items()}
         return _io.save_tensors(path, tensors, meta)
 
@@ -141,10 +187,24 @@ class SteeringVector:
                                      f"file holds {sorted(vectors)}; the file is corrupt.")
         vec = cls(vectors, meta["model_id"], d_model, meta["site"], meta["method"],
                   meta["prompt_hash"], meta["seed"], meta.get("meta", {}),
-                  meta.get("steerlab_version", "?"))
+                  meta.get("steerlab_version", "?"),
+                  {int(l): float(n) for l, n in meta.get("ref_norms", {}).items()})
         if model is not None:
             vec.check_compatible(model)
         return vec
+
+    def to_gguf(self, path: str | Path, coeff: float = 1.0) -> Path:
+        """Write a llama.cpp GGUF control vector (:func:`steerlab.interop.to_gguf`)."""
+        from steerlab.interop import to_gguf
+
+        return to_gguf(self, path, coeff)
+
+    @classmethod
+    def from_gguf(cls, path: str | Path, model: Model | None = None) -> SteeringVector:
+        """Read a GGUF control vector (:func:`steerlab.interop.from_gguf`)."""
+        from steerlab.interop import from_gguf
+
+        return from_gguf(path, model)
 
 
 def _hash_sets(*sets: Activations) -> str:
@@ -176,6 +236,12 @@ def _check_pair(pos: Activations, neg: Activations) -> None:
                                   f"{pos.site} vs {neg.site}.")
 
 
+def _ref_norms(pos: Activations, neg: Activations) -> dict[int, float]:
+    """Per layer, the mean norm of the activations of both sets (the ``norm`` scale's unit)."""
+    return {l: float((pos.at(l).norm(dim=-1).sum() + neg.at(l).norm(dim=-1).sum())
+                     / (pos.n_prompts + neg.n_prompts)) for l in pos.layers}
+
+
 def diff_of_means(pos: Activations, neg: Activations, normalize: bool = False,
                   method: str = "diff_means") -> SteeringVector:
     """Per layer, mean(pos) - mean(neg): e.g. reasoning minus memorisation.
@@ -194,7 +260,7 @@ def diff_of_means(pos: Activations, neg: Activations, normalize: bool = False,
         {l: diff[i].clone() for i, l in enumerate(pos.layers)}, pos.model_id, pos.d_model,
         site=pos.site, method=method, prompt_hash=_hash_sets(pos, neg),
         meta={"n_pos": pos.n_prompts, "n_neg": neg.n_prompts, "reduction": pos.reduction,
-              "chat": pos.chat, "normalized": False})
+              "chat": pos.chat, "normalized": False}, ref_norms=_ref_norms(pos, neg))
     return vec.normalized() if normalize else vec
 
 
@@ -211,7 +277,8 @@ def shuffled_diff_of_means(pos: Activations, neg: Activations, seed: int = 0,
                          pos.d_model, site=pos.site, method="shuffled",
                          prompt_hash=_hash_sets(pos, neg),
                          seed=seed, meta={"n_pos": pos.n_prompts, "n_neg": neg.n_prompts,
-                                          "reduction": pos.reduction, "normalized": False})
+                                          "reduction": pos.reduction, "normalized": False},
+                         ref_norms=_ref_norms(pos, neg))
     return vec.normalized() if normalize else vec
 
 
@@ -250,3 +317,85 @@ def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
     """Cosine similarity of two 1-D tensors."""
     denom = float(a.norm() * b.norm())
     return float(a.float() @ b.float()) / denom if denom > 0 else math.nan
+
+
+def extract_pair(model: Model, source: str | tuple[Sequence[str], Sequence[str]],
+                 layers: Sequence[int] | int | None = None, *, n: int | None = None,
+                 site: str = SITE, reduction: str = "last", chat: bool | None = None,
+                 batch_size: int = 16, backend: str = "hf", exclude: Sequence[Any] = (),
+                 progress: bool | None = None) -> tuple[Activations, Activations]:
+    """The cached activations of both prompt sets of ``source``: an extraction source name
+    (:data:`steerlab.tasks.EXTRACT_SOURCES`, first ``n`` of each) or a ``(positive,
+    negative)`` pair of prompt lists. ``exclude``: evaluation items the extraction prompts must
+    not overlap (a clear error names the shared ones). ``chat`` follows the
+    model by default (:meth:`~steerlab.models.Model.uses_chat`), as evaluation does."""
+    from steerlab.cache import cache_activations
+    from steerlab.tasks import check_disjoint, extraction_prompts
+
+    if isinstance(source, str):
+        pos_q, neg_q = extraction_prompts(source, n)
+    elif isinstance(source, tuple) and len(source) == 2:
+        pos_q, neg_q = list(source[0])[:n], list(source[1])[:n]
+    else:
+        raise OptionError("source must name an extraction set (e.g. 'shipped', 'mmlu-pro') or "
+                          f"be a (positive, negative) pair of prompt lists, got {type(source)}.")
+    if exclude:
+        check_disjoint(pos_q + neg_q, list(exclude))
+    kw: dict[str, Any] = {"layers": layers if not isinstance(layers, int) else [layers],
+                          "reduction": reduction, "chat": chat, "batch_size": batch_size,
+                          "backend": backend, "site": site, "progress": progress}
+    return cache_activations(model, pos_q, **kw), cache_activations(model, neg_q, **kw)
+
+
+def extract_vector(model: Model, source: str | tuple[Sequence[str], Sequence[str]],
+                   layers: Sequence[int] | int | None = None, *, method: str = "diff_means",
+                   seed: int = 0, n: int | None = None, site: str = SITE,
+                   reduction: str = "last", chat: bool | None = None, batch_size: int = 16,
+                   backend: str = "hf", exclude: Sequence[Any] = (),
+                   progress: bool | None = None) -> SteeringVector:
+    """The steering-vector recipe in one call: cache both prompt sets of ``source`` at
+    ``site`` (see :func:`extract_pair`) and take the difference of means (``method=
+    "diff_means"``), or a control of the same norm per layer (``random``, ``shuffled``), or the
+    opposite direction (``memorisation``: negative minus positive). The vector carries the
+    reference norms its ``scale="norm"`` coefficients are measured in.
+
+    Example:
+        >>> vec = extract_vector(model, "shipped", layers=[12])
+        >>> with steer(model, vec, coeff=0.2, scale="norm"): ...
+    """
+    from steerlab.options import METHODS
+
+    check("method", method, METHODS)
+    pos, neg = extract_pair(model, source, layers, n=n, site=site, reduction=reduction,
+                            chat=chat, batch_size=batch_size, backend=backend, exclude=exclude,
+                            progress=progress)
+    return vector_from_pair(pos, neg, method, seed)
+
+
+def vector_from_pair(pos: Activations, neg: Activations, method: str = "diff_means",
+                     seed: int = 0) -> SteeringVector:
+    """``method``'s vector from cached activations: ``diff_means`` (pos - neg), ``random`` (a
+    seeded Gaussian direction per layer), ``shuffled`` (difference of means under permuted
+    labels), both with the difference of means' norm per layer, or ``memorisation``
+    (neg - pos)."""
+    if method == "memorisation":
+        return diff_of_means(neg, pos, method="memorisation")
+    dm = diff_of_means(pos, neg)
+    if method == "random":
+        return random_like(dm, seed=seed)
+    if method == "shuffled":
+        return match_norms(shuffled_diff_of_means(pos, neg, seed=seed), dm)
+    return dm
+
+
+def reference_norms(model: Model, prompts: Sequence[str], layers: Sequence[int] | int | None = None,
+                    site: str = SITE, chat: bool | None = None, reduction: str = "last",
+                    backend: str = "hf") -> dict[int, float]:
+    """Layer -> mean norm of the ``reduction`` activations of ``prompts`` at ``site``: the
+    reference norms of :meth:`SteeringVector.with_ref_norms` for a vector that was not
+    extracted from prompts (e.g. a learned one)."""
+    from steerlab.cache import cache_activations
+
+    acts = cache_activations(model, prompts, layers if not isinstance(layers, int) else [layers],
+                             reduction=reduction, chat=chat, site=site, backend=backend)
+    return {l: float(acts.at(l).norm(dim=-1).mean()) for l in acts.layers}

@@ -1,3 +1,4 @@
+import importlib
 import json
 
 import pandas as pd
@@ -5,12 +6,13 @@ import pytest
 import torch
 from conftest import no_hooks, tiny_model
 
-import steerlab.sweep as sweep_mod
 from steerlab.errors import OptionError, SteerlabError
 from steerlab.evaluate import evaluate, evaluate_cells
 from steerlab.steering import steer
 from steerlab.sweep import build_vectors, journal_path, load_vectors, save_vectors, sweep
 from steerlab.tasks import Task, check_disjoint, extraction_prompts, get_task
+
+sweep_mod = importlib.import_module("steerlab.sweep")  # the module (steerlab.sweep: the function)
 
 METHODS = ["diff_means", "random", "shuffled", "memorisation"]
 KW = {"layers": [1, 2], "coeffs": [0.0, 0.5], "methods": METHODS, "n": 8, "extract_n": 6,
@@ -310,7 +312,7 @@ def test_projection_sweeps_equal_steered_evaluations(tiny_llama, mode, scope):
                    coeff=row.coeff, **how):
             ref = evaluate(tiny_llama, task, items=items)
         assert row.correct == "".join("1" if x else "0" for x in ref.correct)
-    keys = {sweep_mod.SweepConfig("m", "f", "t", 1, 0, "norm", "s", None, "last", False, None,
+    keys = {sweep_mod.SweepKey("m", "f", "t", 1, 0, "norm", "s", None, "last", False, None,
                                   "hf", (1,), 0, m, s).key()
             for m, s in (("add", "layer"), ("project", "all"), ("project", "layer"))}
     assert len(keys) == 3

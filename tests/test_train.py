@@ -156,10 +156,14 @@ def test_compare_conditions_pairs_every_condition_with_the_baseline():
 def test_compare_conditions_rows_are_sweep_rows(monkeypatch):
     """Same schema as a sweep row (column names and order) and the same numbers that
     ``sweep._row`` computes from the same correctness vectors and seed."""
+    import importlib
+
     import numpy as np
 
-    from steerlab import evaluate as ev
-    from steerlab import sweep, train
+    from steerlab import train
+
+    ev = importlib.import_module("steerlab.evaluate")
+    sweep = importlib.import_module("steerlab.sweep")
     from steerlab.evaluate import EvalResult, compare_conditions
 
     assert train.compare_conditions is compare_conditions  # older imports keep working
@@ -177,7 +181,7 @@ def test_compare_conditions_rows_are_sweep_rows(monkeypatch):
     assert list(table.columns) == ["condition", *shared]
     assert shared == ["n", "accuracy", "ci_low", "ci_high", "baseline", "delta", "delta_low",
                       "delta_high", "p_mcnemar", "seconds"]
-    cfg = sweep.SweepConfig(model.hf_id, "float32", "arithmetic", 80, 5, "norm", "x", None,
+    cfg = sweep.SweepKey(model.hf_id, "float32", "arithmetic", 80, 5, "norm", "x", None,
                             "last", False, None, "hf", (0,), 0)
     for (name, res), row in zip(results.items(), table.to_dict("records"), strict=True):
         want = sweep._row(cfg, name, 0, 1.0, 0.0, res, results["base"], res.seconds)

@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING
 
 from steerlab.backends.base import Backend, EditFn, Handle
 from steerlab.errors import OptionError
+from steerlab.options import BACKENDS
 
 if TYPE_CHECKING:
     from steerlab.models import Model
 
-BACKENDS = ("hf", "tlens", "nnsight")
 
 __all__ = ["BACKENDS", "Backend", "EditFn", "Handle", "make_backend"]
 

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, get_args
 import torch
 
 from steerlab.errors import BackendMismatchError, LayerError, OptionError, SiteError
+from steerlab.options import SITES, WHEN, Site, When
 
 if TYPE_CHECKING:
     from steerlab.models import Model
@@ -39,13 +40,6 @@ if TYPE_CHECKING:
 # leave it unchanged (a read-only observer).
 EditFn = Callable[[torch.Tensor], "torch.Tensor | None"]
 
-Site = Literal["resid_pre", "z", "attn_out", "resid_mid", "mlp_out", "resid_post"]
-#: every site, in the order a block computes them
-SITES: tuple[Site, ...] = get_args(Site)
-#: where an edit applies during generation: every forward, only the forward that reads the
-#: prompt (prefill), or only the decoding steps after it
-When = Literal["all", "prompt", "generated"]
-WHEN: tuple[When, ...] = get_args(When)
 #: what a backend can hook in each block, in execution order
 Point = Literal["block_in", "o_in", "attn_out", "mid_in", "mlp_out", "block_out"]
 POINTS: tuple[Point, ...] = get_args(Point)

@@ -45,12 +45,13 @@ def _diagnose_residual(model: Model, prompts: list[str], layer: int, got: torch.
     """Why ``got`` differs from the last-token residual after block ``layer``."""
     tol = tolerance(model)
     if layer > 0:
-        before = cache_activations(model, prompts, layers=[layer - 1]).at(layer - 1)
+        before = cache_activations(model, prompts, layers=[layer - 1], chat=False).at(layer - 1)
         if rel_err(got, before) < tol:
             return (f"your rows equal the residual stream after block {layer - 1}, one block "
                     f"too early: hook the output of model.layers[{layer}] (hidden_states"
                     f"[{layer}] from output_hidden_states, or a pre-hook, is its input).")
-    mean = cache_activations(model, prompts, layers=[layer], reduction="mean").at(layer)
+    mean = cache_activations(model, prompts, layers=[layer], reduction="mean",
+                             chat=False).at(layer)
     if rel_err(got, mean) < tol:
         return "your rows are the mean over the prompt's tokens: take the last token, h[:, -1]."
     row_err = [rel_err(g, r) for g, r in zip(got, ref, strict=True)]
@@ -84,7 +85,7 @@ def check_last_token_residual(fn: Any, model: Model | None = None, embedded: boo
                        "handle.remove() in a finally block. (The check removed them.)")
         shape = (len(prompts), m.d_model)
         got = as_tensor(got, f"on {m.name}, your function", shape)
-        ref = cache_activations(m, prompts, layers=[layer]).at(layer)
+        ref = cache_activations(m, prompts, layers=[layer], chat=False).at(layer)
         if rel_err(got, ref) > tolerance(m):
             raise Fail(f"on {m.name} (layer {layer}, {len(prompts)} prompts) expected row 0 to "
                        f"start {_head(ref[0])}, got {_head(got[0])}: "
@@ -111,8 +112,8 @@ def check_mean_difference(fn: Any, model: Model | None = None, embedded: bool = 
         else:
             pos_p = questions("reasoning", "extract", 6)
             neg_p = questions("memorisation", "extract", 4)
-        pos = cache_activations(m, pos_p, layers=[layer])
-        neg = cache_activations(m, neg_p, layers=[layer])
+        pos = cache_activations(m, pos_p, layers=[layer], chat=False)
+        neg = cache_activations(m, neg_p, layers=[layer], chat=False)
         ref = diff_of_means(pos, neg)[layer]
         what = f"on {m.name}, your function(pos {tuple(pos.at(layer).shape)}, neg " \
                f"{tuple(neg.at(layer).shape)})"

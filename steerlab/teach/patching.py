@@ -98,7 +98,7 @@ def oracle(model: Model, clean: str, corrupted: str, layers: Sequence[int],
     rec = _Recorder(correct, incorrect)
     res = activation_patching(model, [clean], [corrupted], Metric("logit_diff", rec, normalise),
                               site="resid_pre", layers=list(layers), positions=positions,
-                              direction=direction, progress=False)
+                              direction=direction, progress=False, chat=False)
     return res, rec
 
 

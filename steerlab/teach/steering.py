@@ -22,13 +22,13 @@ if TYPE_CHECKING:
 def probe_vector(model: Model, layer: int, frac: float = 0.25, seed: int = 0) -> torch.Tensor:
     """(d_model,) float32 random direction whose norm is ``frac`` of the model's typical
     last-token residual norm at ``layer`` (so the same ``frac`` means the same push anywhere)."""
-    acts = cache_activations(model, _prompts_for(model), layers=[layer]).at(layer)
+    acts = cache_activations(model, _prompts_for(model), layers=[layer], chat=False).at(layer)
     r = torch.randn(model.d_model, generator=torch.Generator().manual_seed(seed))
     return r / r.norm() * frac * float(acts.norm(dim=-1).mean())
 
 
 def _logits(model: Model, prompts: list[str], what: str) -> torch.Tensor:
-    out = call(forward_logits, model, prompts, what=what,
+    out = call(forward_logits, model, prompts, chat=False, what=what,
                hint="an error about dtypes means the residual stream changed dtype: add "
                     "vector.to(h.dtype), not the float32 vector itself")
     return out.float()
@@ -54,10 +54,10 @@ def _compare_logits(m: Model, got: torch.Tensor, prompts: list[str], vector: tor
                     layer: int, coeff: float, what: str) -> None:
     """Fail unless ``got`` equals the logits of steerlab's steering, naming the likely slip."""
     with steer(m, vector, layers=layer, coeff=coeff):
-        ref = forward_logits(m, prompts).float()
+        ref = forward_logits(m, prompts, chat=False).float()
     if rel_err(got, ref) <= tolerance(m):
         return
-    base = forward_logits(m, prompts).float()
+    base = forward_logits(m, prompts, chat=False).float()
     alternatives = {
         "the logits are unchanged, as if nothing were added: return the new output from the "
         "hook (a forward hook's return value replaces the module's output)": base,
@@ -65,7 +65,7 @@ def _compare_logits(m: Model, got: torch.Tensor, prompts: list[str], vector: tor
     for c, why in ((1.0, f"you added the vector once, ignoring coeff={coeff}"),
                    (-coeff, "you subtracted: the new residual is h + coeff * vector")):
         with steer(m, vector, layers=layer, coeff=c):
-            alternatives[why] = forward_logits(m, prompts).float()
+            alternatives[why] = forward_logits(m, prompts, chat=False).float()
     for why, alt in alternatives.items():
         if rel_err(got, alt) <= tolerance(m):
             raise Fail(f"{what}: {why}.")

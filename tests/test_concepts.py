@@ -1,0 +1,154 @@
+"""One definition of each concept: the coefficient's scale, the extraction recipe, the chat
+rule, the options (Literal aliases and CLI choices) and the sweep's config object."""
+
+import argparse
+import typing
+
+import pytest
+import torch
+from conftest import PROMPTS, no_hooks
+
+from steerlab import options
+from steerlab.cache import cache_activations
+from steerlab.cli import build_parser
+from steerlab.errors import OptionError
+from steerlab.inference import forward_logits
+from steerlab.models import model_from_hf
+from steerlab.steering import steer
+from steerlab.sweep import SweepConfig, sweep
+from steerlab.vectors import (
+    SteeringVector,
+    diff_of_means,
+    extract_vector,
+    reference_norms,
+)
+
+POS = ["What is 2 + 2?", "Compute 17 times 3.", "If x + 4 = 9, what is x?"]
+NEG = ["What is the capital of France?", "Who wrote Hamlet?", "What colour is the sky?"]
+
+
+def _vec(model):
+    return extract_vector(model, (POS, NEG), [1, 2])
+
+
+def test_extract_vector_equals_the_recipe_by_hand_with_reference_norms(tiny_llama):
+    vec = _vec(tiny_llama)
+    pos = cache_activations(tiny_llama, POS, layers=[1, 2])
+    neg = cache_activations(tiny_llama, NEG, layers=[1, 2])
+    by_hand = diff_of_means(pos, neg)
+    for l in (1, 2):
+        torch.testing.assert_close(vec[l], by_hand[l], rtol=0, atol=0)
+        both = torch.cat([pos.at(l), neg.at(l)]).norm(dim=-1).mean()
+        assert vec.ref_norms[l] == pytest.approx(float(both), rel=1e-6)
+    assert reference_norms(tiny_llama, POS + NEG, [1])[1] == pytest.approx(vec.ref_norms[1],
+                                                                           rel=1e-5)
+
+
+def test_every_method_keeps_the_reference_norms_and_bad_sources_fail(tiny_llama):
+    dm = _vec(tiny_llama)
+    for method in options.METHODS:
+        v = extract_vector(tiny_llama, (POS, NEG), [1, 2], method=method)
+        assert v.ref_norms == pytest.approx(dm.ref_norms), method
+    with pytest.raises(OptionError, match="method"):
+        extract_vector(tiny_llama, (POS, NEG), [1], method="pca")
+    with pytest.raises(OptionError, match="pair of prompt lists"):
+        extract_vector(tiny_llama, POS, [1])  # type: ignore[arg-type]
+
+
+def test_scale_units_mean_what_they_say_and_steering_uses_them(tiny_llama):
+    vec = _vec(tiny_llama)
+    v = vec[2]
+    raw, n_raw = vec.added(2, 0.5, "raw")
+    unit, n_unit = vec.added(2, 0.5, "unit")
+    norm, n_norm = vec.added(2, 0.5, "norm")
+    torch.testing.assert_close(raw, 0.5 * v)
+    assert float(unit.norm()) == pytest.approx(0.5) == n_unit
+    assert float(norm.norm()) == pytest.approx(0.5 * vec.ref_norms[2], rel=1e-5)
+    assert n_raw == pytest.approx(0.5 * float(v.norm()))
+    assert n_norm == pytest.approx(0.5 * vec.ref_norms[2])
+    # steering at scale="norm" equals steering the vector it adds with coeff 1, raw
+    with steer(tiny_llama, vec, layers=2, coeff=0.5, scale="norm"):
+        a = forward_logits(tiny_llama, PROMPTS)
+    with steer(tiny_llama, norm, layers=2, coeff=1.0):
+        b = forward_logits(tiny_llama, PROMPTS)
+    with steer(tiny_llama, vec.at_scale(0.5, "norm").only(2), coeff=1.0):
+        c = forward_logits(tiny_llama, PROMPTS)
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    torch.testing.assert_close(a, c, rtol=0, atol=0)
+    assert no_hooks(tiny_llama)
+
+
+def test_scale_errors_are_clear(tiny_llama, tmp_path):
+    vec = _vec(tiny_llama)
+    bare = SteeringVector(dict(vec.vectors), vec.model_id, vec.d_model, method="learned")
+    with pytest.raises(OptionError, match="reference norm.*with_ref_norms"):
+        bare.added(1, 0.2, "norm")
+    with pytest.raises(OptionError, match="scale"):
+        vec.added(1, 0.2, "fraction")  # type: ignore[arg-type]
+    with pytest.raises(OptionError, match="mode='add' only"):
+        steer(tiny_llama, vec, layers=1, coeff=0.1, mode="project", scale="norm").__enter__()
+    with pytest.raises(OptionError, match="reference norms"):
+        steer(tiny_llama, vec[1], layers=1, coeff=0.1, scale="norm").__enter__()
+    assert no_hooks(tiny_llama)
+    back = SteeringVector.load(vec.save(tmp_path / "v.safetensors"))
+    assert back.ref_norms == vec.ref_norms  # the reference norms travel with the file
+
+
+def test_one_chat_rule(tiny_llama):
+    chat = model_from_hf(tiny_llama.hf, tiny_llama.tokenizer, is_chat=True)
+    for m in (tiny_llama, chat):
+        assert m.uses_chat(None) is m.is_chat
+        assert m.uses_chat(False) is False
+        assert m.uses_chat(True) is m.is_chat  # a model without a template never gets one
+
+
+def test_options_are_literals_and_the_cli_takes_its_choices_from_them():
+    for alias, values in [(options.Scale, options.SCALES), (options.Mode, options.MODES),
+                          (options.BackendName, options.BACKENDS),
+                          (options.Site, options.SITES), (options.Scoring, options.SCORINGS)]:
+        assert typing.get_args(alias) == values
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for cmd in ("extract", "sweep", "demo"):
+        acts = {a.dest: a for a in sub.choices[cmd]._actions}
+        assert tuple(acts["backend"].choices) == options.BACKENDS, cmd
+        assert {"model", "dtype"} <= set(acts), cmd
+    assert tuple({a.dest: a for a in sub.choices["sweep"]._actions}["scale"].choices) \
+        == options.SCALES
+    for cmd in ("eval", "train"):
+        assert "model" in {a.dest for a in sub.choices[cmd]._actions}
+
+
+def test_sweep_config_validates_early_and_equals_the_keyword_form(tiny_llama, monkeypatch):
+    with pytest.raises(OptionError, match="scale"):
+        SweepConfig("memorisation-mc", [1], [0.1], scale="fraction")  # type: ignore[arg-type]
+    with pytest.raises(OptionError, match="method"):
+        SweepConfig("memorisation-mc", [1], [0.1], methods=["pca"])  # type: ignore[list-item]
+    with pytest.raises(OptionError, match="Unknown sweep option"):
+        sweep(tiny_llama, "memorisation-mc", [1], [0.1], coefs=[1])
+    with pytest.raises(OptionError, match="not both"):
+        sweep(tiny_llama, SweepConfig("memorisation-mc", [1], [0.1]), [1], [0.1])
+    kw = {"methods": ["diff_means"], "n": 6, "extract_n": 4, "batch_size": 4}
+    a = sweep(tiny_llama, SweepConfig("memorisation-mc", [1], [0.5], **kw), progress=False)
+    b = sweep(tiny_llama, "memorisation-mc", [1], [0.5], progress=False, **kw)
+    assert a.drop(columns="seconds").equals(b.drop(columns="seconds"))
+
+
+def test_public_names_survive_importing_every_submodule():
+    import importlib
+    import pkgutil
+
+    import steerlab
+
+    for info in pkgutil.walk_packages(steerlab.__path__, "steerlab."):
+        if ".teach" in info.name or info.name.endswith("__main__"):
+            continue
+        importlib.import_module(info.name)
+    for name in steerlab.__all__:
+        if name == "__version__":
+            continue
+        obj = getattr(steerlab, name)
+        owner = importlib.import_module(steerlab._API[name])
+        assert obj is getattr(owner, name), name
+    assert callable(steerlab.sweep) and callable(steerlab.evaluate)
+    assert hasattr(importlib.import_module("steerlab.sweep"), "SweepConfig")
