@@ -311,7 +311,7 @@ show(noise.tensor, "clean run with the corrupted activation written in (1 = unha
 # cells. Here it is next to the real map.
 
 # %%
-est = attribution_patching(model, [CLEAN], [CORRUPTED], metric, layers=LAYERS)
+est = attribution_patching(model, [CLEAN], [CORRUPTED], metric, layers=LAYERS, chat=False)
 show(est.tensor, "attribution patching (first-order estimate)")
 show(real.tensor, "activation patching (real)")
 err = (est.tensor - real.tensor).abs()
@@ -328,7 +328,8 @@ print(f"worst cell: block {LAYERS[worst[0]]}, {tokens[worst[1]]!r}: estimate "
 # the screen *picked* the cells that matter, and whether it *ordered* them.
 
 # %%
-sv = screen_and_verify(model, [CLEAN], [CORRUPTED], metric, top_k=TOP_K, layers=LAYERS)
+sv = screen_and_verify(model, [CLEAN], [CORRUPTED], metric, top_k=TOP_K, layers=LAYERS,
+                       chat=False)
 print(sv[["layer", "position", "token", "attribution", "patched", "rank_attribution",
           "rank_patched"]].round(2).to_string())
 print(f"rank agreement (Spearman) on the {TOP_K} screened cells: {sv.attrs['spearman']:.2f}")

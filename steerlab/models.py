@@ -194,9 +194,11 @@ class Model:
         model without a chat template never gets one."""
         return self.is_chat if chat is None else bool(chat) and self.is_chat
 
-    def format(self, prompts: Sequence[str], chat: bool | None = None) -> list[str]:
+    def format(self, prompts: Sequence[str], chat: bool | None = False) -> list[str]:
         """Prompts as the model should see them: with the chat template (and generation prompt)
-        when :meth:`uses_chat` says so."""
+        when :meth:`uses_chat` says so. Like a tokenizer, this primitive (and :meth:`encode`)
+        takes the text as it is unless asked (``chat=None`` or ``True``); the library's
+        functions default to ``chat=None``, following the model."""
         prompts = check_prompts(prompts)
         if not self.uses_chat(chat):
             return list(prompts)
@@ -204,7 +206,7 @@ class Model:
                                                    tokenize=False, add_generation_prompt=True)
                 for p in prompts]
 
-    def encode(self, prompts: Sequence[str], chat: bool | None = None,
+    def encode(self, prompts: Sequence[str], chat: bool | None = False,
                padding_side: str = "left") -> dict[str, torch.Tensor]:
         """Padded ``input_ids`` and ``attention_mask``, both (B, T).
 
