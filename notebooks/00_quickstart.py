@@ -9,15 +9,20 @@
 # 2. cache the residual stream after every layer, at each prompt's last token;
 # 3. difference of means per layer = the steering vector (Hong et al. 2025);
 # 4. add `coeff * vector` after one layer while generating;
-# 5. explore layer and coefficient with sliders.
+# 5. explore layer and coefficient with sliders;
+# 6. see, token by token, how far steering pushes the residual along the vector.
 #
 # `STEERLAB_SMOKE=1` shrinks everything for slow machines; the code path is the same.
 
 # %%
+from IPython.display import HTML, display
+
 from steerlab.cache import cache_activations
 from steerlab.data import questions
+from steerlab.figures import save_figure
 from steerlab.models import load_model
 from steerlab.notebooks import settings
+from steerlab.tokenview import token_projection_figure, token_projections, token_view_html
 from steerlab.vectors import diff_of_means
 from steerlab.widgets import steered_text, steering_explorer
 
@@ -58,15 +63,16 @@ vec = diff_of_means(R, M)
 
 # %% [markdown]
 # ## 4. Steer one generation
-# `steered_text` wraps `with steer(model, vec, layers=layer, coeff=coeff): generate(...)`;
+# `steered_text` wraps `with steer(model, vec, layers=layer, coeff=coeff, scale="norm"):
+# generate(...)`: coefficients are fractions of the layer's typical residual norm;
 # the hooks come off when the block ends, whatever happens.
 
 # %%
 PROMPT = "What is the capital of Japan?"
 LAYER = round(0.4 * model.n_layers)
 print("unsteered:", steered_text(model, vec, PROMPT, LAYER, 0.0, S.max_new_tokens))
-print("coeff +4: ", steered_text(model, vec, PROMPT, LAYER, 4.0, S.max_new_tokens))
-print("coeff -4: ", steered_text(model, vec, PROMPT, LAYER, -4.0, S.max_new_tokens))
+print("coeff +0.5:", steered_text(model, vec, PROMPT, LAYER, 0.5, S.max_new_tokens))
+print("coeff -0.5:", steered_text(model, vec, PROMPT, LAYER, -0.5, S.max_new_tokens))
 
 # %% [markdown]
 # ## 5. Explore
@@ -75,7 +81,25 @@ print("coeff -4: ", steered_text(model, vec, PROMPT, LAYER, -4.0, S.max_new_toke
 # does a negative coefficient do? Where does the output collapse?
 
 # %%
-steering_explorer(model, vec, PROMPT, layer=LAYER, coeff=4.0, max_new_tokens=S.max_new_tokens)
+steering_explorer(model, vec, PROMPT, layer=LAYER, coeff=0.5, max_new_tokens=S.max_new_tokens)
+
+# %% [markdown]
+# ## 6. Token view
+# Each token of the prompt (chat template included) coloured by the projection of its residual
+# after layer `LAYER` onto the vector's unit direction there: without steering, and with the
+# vector added four layers earlier at a quarter of the residual stream's typical size
+# (`scale="norm"`). Steering at the read layer itself would only shift every token by the same
+# amount (`coeff x |v|`); reading later shows what the blocks in between make of the push.
+# Hover a token for its value (the colours clip at the 95th percentile, so the first token, an
+# attention sink with a far larger residual, does not wash out the rest).
+
+# %%
+view = token_projections(model, PROMPT, vec, layer=LAYER, coeff=0.25, scale="norm",
+                         steer_layer=LAYER - 4)
+display(HTML(token_view_html(view)))
+fig = token_projection_figure(view)
+save_figure(fig, "00", "token_view")
+fig
 
 # %% [markdown]
 # Steering changes *how* the model talks. Whether it changes *accuracy* is measured, with

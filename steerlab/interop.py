@@ -1,0 +1,335 @@
+"""Vectors that travel: GGUF control vectors (llama.cpp, repeng) out and in, and the peers'
+in-memory vectors (repeng's ``ControlVector``, steering-vectors' ``SteeringVector``) imported.
+
+Every format here indexes a direction by the 0-based decoder block whose **output** it is added
+to, at every position: steerlab's ``resid_post`` layer k.
+
+* llama.cpp (``common_control_vector_load_one`` in ``common/common.cpp``): 1-D F32 tensors
+  ``direction.{k}`` of length n_embd; ``direction.k`` is added after block k's last residual
+  add (``build_cvec(cur, il)``). ``k = 0`` is rejected, any tensor of another name or type fails
+  the load, and the strength comes from the command line (``--control-vector-scaled FILE S``).
+  The metadata (``general.architecture = "controlvector"``, ``controlvector.model_hint``,
+  ``controlvector.layer_count``) is written by convention and not read.
+* repeng 0.4.0: ``ControlModel`` swaps ``model.layers[k]`` for a ``ControlModule`` that adds
+  ``coeff * directions[k]`` to the block's output (``control.py``); ``ControlVector.train``
+  reads ``hidden_states[k + 1]``, the output of block k (``extract.py``,
+  ``batched_get_hiddens``); ``export_gguf`` writes ``directions[k]`` as ``direction.{k}``.
+* steering-vectors 0.12: ``layer_type="decoder_block"`` hooks the output of the k-th module the
+  guessed ``model.layers.{num}`` template matches and adds ``multiplier * layer_activations[k]``
+  (``steering_vector.py``); negative keys index from the end, as Python lists do.
+
+Example:
+    >>> vec.to_gguf("reasoning.gguf", coeff=4.0)   # llama-cli --control-vector reasoning.gguf
+    >>> SteeringVector.from_gguf("from_repeng.gguf", model)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from steerlab import __version__, _io
+from steerlab.errors import InvalidVectorError, LayerError, OptionError, VectorMismatchError
+from steerlab.options import SCALES, Scale, check
+from steerlab.vectors import SITE, SteeringVector
+
+if TYPE_CHECKING:
+    from steerlab.models import Model
+
+__all__ = ["ARCH", "from_gguf", "from_repeng", "from_steering_vectors", "to_gguf", "to_repeng",
+           "to_steering_vectors"]
+
+ARCH = "controlvector"
+KEY = "steerlab."  # prefix of steerlab's own metadata keys (llama.cpp ignores them)
+FORMAT = 1  # version of the steerlab.* key layout
+IMPORTED = "imported"
+
+
+def _exportable(vector: SteeringVector, to: str) -> None:
+    """Raise unless ``vector`` lives where ``to`` adds its directions (block outputs)."""
+    if vector.site != SITE:
+        raise VectorMismatchError(
+            f"This vector lives at site {vector.site!r}, but {to} adds its directions to the "
+            f"output of a block ({SITE!r}); a direction of one site need not mean anything at "
+            f"another. Extract the vector at site={SITE!r} to export it.")
+
+
+def to_gguf(vector: SteeringVector, path: str | Path, coeff: float = 1.0,
+            scale: Scale = "raw") -> Path:
+    """Write ``vector`` as a llama.cpp GGUF control vector, atomically.
+
+    The file holds ``direction.{k}`` = what steering at ``coeff`` in ``scale`` units adds at
+    layer k (:meth:`SteeringVector.added`), as (d_model,) float32, so ``llama-cli
+    --control-vector FILE`` steers like ``steer(model, vector, coeff=coeff, scale=scale)``
+    (every position, prompt included; llama.cpp has no position control, and only adds: it
+    cannot project or ablate). steerlab's provenance and the per-layer factor that was baked in
+    travel in ``steerlab.*`` metadata keys, so :func:`from_gguf` gives the unscaled vector back.
+
+    Args:
+        vector: a ``resid_post`` vector without layer 0 (llama.cpp cannot steer block 0).
+        path: the ``.gguf`` file to write (replaced whole, never half-written).
+        coeff: the strength baked into the tensors (non-zero, finite).
+        scale: units of ``coeff``: ``raw``, ``unit`` or ``norm``.
+
+    Returns:
+        ``path``.
+    """
+    import gguf
+
+    check("scale", scale, SCALES)
+    if not isinstance(coeff, int | float) or not math.isfinite(coeff) or coeff == 0:
+        raise OptionError(f"coeff must be a finite, non-zero number, got {coeff!r} (a zero "
+                          "vector could not be scaled back on import).")
+    _exportable(vector, "llama.cpp")
+    if 0 in vector.vectors:
+        raise LayerError(
+            "llama.cpp rejects direction.0: block 0's output cannot be steered there. Drop "
+            f"layer 0 first (vector.only({[l for l in vector.layers if l != 0]})), or steer "
+            "block 0's output as resid_pre of layer 1 in steerlab.")
+    baked, factors = {}, {}
+    for layer in vector.layers:
+        added, norm = vector.added(layer, float(coeff), scale)  # (d_model,)
+        if not torch.isfinite(added).all():
+            raise InvalidVectorError(
+                f"Layer {layer}: coeff={coeff} x the vector overflows float32 (inf values); "
+                "use a smaller coeff.")
+        baked[layer] = added.detach().float().cpu().numpy()
+        factors[str(layer)] = (float(coeff) if scale == "raw"  # the coefficient itself
+                               else math.copysign(norm, coeff) / float(vector[layer].norm()))
+    path = Path(path)
+    with _io.atomic_path(path) as tmp:
+        writer = gguf.GGUFWriter(tmp, ARCH)
+        writer.add_string(f"{ARCH}.model_hint", vector.model_id)
+        writer.add_uint32(f"{ARCH}.layer_count", len(baked))
+        _add_provenance(writer, vector, coeff, scale, factors)
+        for layer, array in baked.items():
+            writer.add_tensor(f"direction.{layer}", array)
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+        writer.close()
+    return path
+
+
+def _add_provenance(writer: Any, vector: SteeringVector, coeff: float, scale: str,
+                    factors: dict[str, float]) -> None:
+    writer.add_uint32(KEY + "format", FORMAT)
+    writer.add_string(KEY + "model_id", vector.model_id)
+    writer.add_uint32(KEY + "d_model", vector.d_model)
+    writer.add_string(KEY + "site", vector.site)
+    writer.add_string(KEY + "method", vector.method)
+    writer.add_string(KEY + "prompt_hash", vector.prompt_hash)
+    if vector.seed is not None:
+        writer.add_int64(KEY + "seed", vector.seed)
+    writer.add_string(KEY + "meta", json.dumps(vector.meta))
+    writer.add_string(KEY + "version", vector.version)
+    writer.add_string(KEY + "ref_norms", json.dumps(
+        {str(l): n for l, n in sorted(vector.ref_norms.items())}))
+    writer.add_float64(KEY + "coeff", float(coeff))
+    writer.add_string(KEY + "scale", scale)
+    #: layer -> the factor direction.k = factor x the vector was written with
+    writer.add_string(KEY + "factors", json.dumps(factors))
+
+
+def _read(path: Path) -> tuple[dict[str, Any], dict[int, np.ndarray]]:
+    """(metadata key -> value, layer -> (n_embd,) float32) of a control-vector file, checked
+    the way llama.cpp checks it."""
+    import gguf
+
+    if not path.is_file():
+        raise FileNotFoundError(f"No GGUF control-vector file at {path}.")
+    try:
+        reader = gguf.GGUFReader(path)
+    except Exception as err:  # noqa: BLE001 - gguf raises several kinds on a bad file
+        raise InvalidVectorError(f"{path} is not a readable GGUF file ({err}).") from err
+    fields = {name: f.contents() for name, f in reader.fields.items()
+              if not name.startswith("GGUF.")}
+    arch = fields.get("general.architecture")
+    if arch is not None and arch != ARCH:
+        raise InvalidVectorError(
+            f"{path} is a GGUF {arch!r} file, not a control vector (general.architecture = "
+            f"{ARCH!r}): it holds a model, not steering directions.")
+    directions: dict[int, np.ndarray] = {}
+    for t in reader.tensors:
+        head, _, tail = t.name.partition(".")
+        if head != "direction" or not tail.isdigit():
+            raise InvalidVectorError(f"{path}: tensor {t.name!r} is not named direction.<k> "
+                                     "(llama.cpp refuses such a file).")
+        if t.tensor_type != gguf.GGMLQuantizationType.F32 or len(t.shape) != 1:
+            raise InvalidVectorError(
+                f"{path}: {t.name} is {t.tensor_type.name} of shape {tuple(t.shape)}; a "
+                "control vector holds 1-D F32 tensors only.")
+        directions[int(tail)] = np.array(t.data, dtype=np.float32)  # a copy, off the mmap
+    if not directions:
+        raise InvalidVectorError(f"{path} holds no direction tensors.")
+    widths = {a.shape[0] for a in directions.values()}
+    if len(widths) > 1:
+        raise InvalidVectorError(f"{path}: direction tensors of different lengths {widths}.")
+    return fields, directions
+
+
+def from_gguf(path: str | Path, model: Model | None = None, *,
+              unscale: bool = True) -> SteeringVector:
+    """Read a GGUF control vector (written by steerlab, repeng, llama.cpp's tools...).
+
+    A file steerlab wrote comes back with its provenance and, with ``unscale`` (default), the
+    vector as it was before :func:`to_gguf` baked the coefficient in (exact for a ``raw``
+    coefficient that is a power of two, else within float32 rounding); ``unscale=False`` keeps
+    what llama.cpp would add. Any other file imports with ``method="imported"``, ``model_id``
+    from ``controlvector.model_hint`` (or ``model.hf_id`` when ``model`` is given) and the
+    source file in ``meta``.
+
+    Args:
+        path: the ``.gguf`` file.
+        model: check the width and the layers against this model (a clear error otherwise).
+        unscale: divide the baked-in coefficient back out (steerlab files only).
+    """
+    path = Path(path)
+    fields, directions = _read(path)
+    width = next(iter(directions.values())).shape[0]
+    hint = str(fields.get(f"{ARCH}.model_hint", ""))
+    if model is not None:
+        _check_fits(path, directions, width, model, hint)
+    if 0 in directions:
+        warnings.warn(f"{path} has direction.0, which llama.cpp rejects; steerlab reads it as "
+                      "resid_post of layer 0.", stacklevel=2)
+    tensors = {l: torch.from_numpy(a) for l, a in sorted(directions.items())}
+    if KEY + "format" not in fields:
+        meta = {"source": "gguf", "file": str(path), "model_hint": hint,
+                "layer_count": fields.get(f"{ARCH}.layer_count")}
+        model_id = model.hf_id if model is not None else hint or "unknown"
+        return SteeringVector(tensors, model_id, width, SITE, IMPORTED, meta=meta)
+    try:
+        factors = {int(l): float(f) for l, f in json.loads(fields[KEY + "factors"]).items()}
+        meta = json.loads(fields[KEY + "meta"])
+        ref_norms = {int(l): float(n) for l, n in json.loads(fields[KEY + "ref_norms"]).items()}
+        d_model = int(fields[KEY + "d_model"])
+    except (KeyError, ValueError) as err:
+        raise InvalidVectorError(f"{path}: malformed steerlab metadata ({err!r}).") from err
+    if d_model != width or set(factors) != set(tensors):
+        raise InvalidVectorError(
+            f"{path}: steerlab metadata says d_model {d_model}, layers {sorted(factors)}, but "
+            f"the tensors have width {width}, layers {sorted(tensors)}; the file was edited.")
+    if unscale:
+        tensors = {l: (v.double() / factors[l]).float() for l, v in tensors.items()}
+    else:
+        meta = {**meta, "coeff": fields[KEY + "coeff"], "scale": fields[KEY + "scale"]}
+    seed = fields.get(KEY + "seed")
+    text = {k: str(fields.get(KEY + k, "")) for k in  # GGUFWriter drops empty strings
+            ("model_id", "site", "method", "prompt_hash", "version")}
+    return SteeringVector(tensors, text["model_id"], d_model, text["site"], text["method"],
+                          text["prompt_hash"], None if seed is None else int(seed), meta,
+                          text["version"], ref_norms)
+
+
+def _check_fits(source: object, directions: dict[int, Any], width: int, model: Model,
+                made_for: str) -> None:
+    if width != model.d_model:
+        raise VectorMismatchError(
+            f"{source}: the directions have width {width}, but {model.name} has d_model "
+            f"{model.d_model}; they were made for {made_for or 'another model'}. Import them "
+            "with the model they were made for.")
+    bad = sorted(l for l in directions if not 0 <= l < model.n_layers)
+    if bad:
+        raise LayerError(
+            f"{source}: directions for block(s) {bad}, but {model.name} has {model.n_layers} "
+            f"blocks (0..{model.n_layers - 1}); they were made for a deeper model "
+            f"({made_for or 'unknown'}).")
+
+
+def _by_block(source: str, directions: Any, model: Model, made_for: str
+              ) -> dict[int, torch.Tensor]:
+    """Layer -> (d_model,) float32 copy, with negative keys counted from the end (both peers
+    index their block list as a Python list does), checked against ``model``."""
+    if not isinstance(directions, dict) or not directions:
+        raise InvalidVectorError(f"The {source} vector holds no directions.")
+    out: dict[int, torch.Tensor] = {}
+    for key, value in directions.items():
+        if not isinstance(key, int | np.integer) or isinstance(key, bool):
+            raise LayerError(f"{source} layer keys must be ints, got {key!r}.")
+        layer = int(key) + model.n_layers if key < 0 else int(key)
+        v = (value.detach().float().cpu().clone() if isinstance(value, torch.Tensor)
+             else torch.from_numpy(np.array(value, dtype=np.float32)))
+        if v.ndim != 1:
+            raise VectorMismatchError(f"{source} layer {key}: expected a (d_model,) direction, "
+                                      f"got shape {tuple(v.shape)}.")
+        if layer in out:
+            raise LayerError(f"{source} layers {key} and {layer} are the same block of "
+                             f"{model.name}; keep one.")
+        out[layer] = v
+    _check_fits(source, out, next(iter(out.values())).shape[0], model, made_for)
+    return dict(sorted(out.items()))
+
+
+def from_repeng(control_vector: Any, model: Model) -> SteeringVector:
+    """A repeng ``ControlVector`` as a steerlab vector for ``model``: ``directions[k]`` is what
+    ``ControlModel`` adds to block k's output at ``coeff=1``, so it becomes ``resid_post`` layer
+    k unchanged (sign included); ``steer(model, vec, coeff=c)`` equals
+    ``ControlModel(...).set_control(control_vector, c)``."""
+    directions: Any = getattr(control_vector, "directions", None)
+    kind = str(getattr(control_vector, "model_type", ""))
+    vectors = _by_block("repeng", directions, model, kind)
+    meta: dict[str, Any] = {"source": "repeng", "model_type": kind}
+    if any(k < 0 for k in directions):
+        meta["source_layers"] = [int(k) for k in directions]
+    return SteeringVector(vectors, model.hf_id, model.d_model, SITE, IMPORTED, meta=meta,
+                          version=__version__)
+
+
+def _repeng() -> Any:
+    import numpy
+
+    # repeng 0.4.0 names np.float_ (gone in numpy 2) in one annotation, which runs at import:
+    # alias it so the module imports; nothing repeng runs uses it (see bench/peers.py).
+    if not hasattr(numpy, "float_"):
+        numpy.float_ = numpy.float64  # type: ignore[attr-defined]
+    import repeng
+
+    return repeng
+
+
+def to_repeng(vector: SteeringVector, model_type: str | None = None) -> Any:
+    """``vector`` as a repeng ``ControlVector`` (``directions[k]`` = layer k, float32 numpy);
+    ``model_type`` defaults to the one a repeng import recorded, else the vector's model id.
+    A vector imported with :func:`from_repeng` comes back equal to the original."""
+    _exportable(vector, "repeng's ControlModel")
+    repeng = _repeng()
+    kind = model_type or vector.meta.get("model_type") or vector.model_id
+    dirs = {l: vector[l].detach().float().cpu().numpy().copy() for l in vector.layers}
+    return repeng.ControlVector(model_type=kind, directions=dirs)
+
+
+def from_steering_vectors(steering_vector: Any, model: Model) -> SteeringVector:
+    """A steering-vectors ``SteeringVector`` as a steerlab vector for ``model``: with
+    ``layer_type="decoder_block"``, ``layer_activations[k]`` is added to block k's output
+    (``multiplier`` 1), so it becomes ``resid_post`` layer k unchanged; ``steer(model, vec,
+    coeff=m)`` equals ``steering_vector.apply(model, multiplier=m)``. Other layer types (an
+    MLP's or attention's output, a norm's) are refused rather than guessed."""
+    kind = getattr(steering_vector, "layer_type", None)
+    if kind != "decoder_block":
+        raise VectorMismatchError(
+            f"steering-vectors layer_type {kind!r} is not supported: only 'decoder_block' "
+            f"(a block's output, steerlab's {SITE!r}) maps onto a steerlab site for sure. "
+            "Train it with layer_type='decoder_block'.")
+    acts: Any = getattr(steering_vector, "layer_activations", None)
+    vectors = _by_block("steering-vectors", acts, model, "")
+    meta: dict[str, Any] = {"source": "steering-vectors", "layer_type": kind}
+    if any(k < 0 for k in acts):
+        meta["source_layers"] = [int(k) for k in acts]
+    return SteeringVector(vectors, model.hf_id, model.d_model, SITE, IMPORTED, meta=meta,
+                          version=__version__)
+
+
+def to_steering_vectors(vector: SteeringVector) -> Any:
+    """``vector`` as a steering-vectors ``SteeringVector`` (``decoder_block`` layers)."""
+    import steering_vectors
+
+    _exportable(vector, "steering-vectors' decoder_block layers")
+    return steering_vectors.SteeringVector(
+        {l: vector[l].detach().float().clone() for l in vector.layers}, "decoder_block")

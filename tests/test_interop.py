@@ -1,0 +1,331 @@
+"""GGUF control vectors and the peers' vectors, checked against the peers themselves: the files
+as llama.cpp's own reader (``gguf.GGUFReader``) sees them, repeng's ``export_gguf`` /
+``import_gguf`` on the same vectors, and steering with an imported vector against repeng's
+``ControlModel`` and steering-vectors' ``apply`` (tiny Llama; one SmolLM2 check, slow)."""
+
+import numpy as np
+
+if not hasattr(np, "float_"):  # repeng 0.4.0 names np.float_ at import (gone in numpy 2)
+    np.float_ = np.float64
+
+import gguf  # noqa: E402
+import pytest  # noqa: E402
+import repeng  # noqa: E402
+import steering_vectors  # noqa: E402
+import torch  # noqa: E402
+from conftest import PROMPTS, no_hooks  # noqa: E402
+
+from steerlab.cache import cache_activations  # noqa: E402
+from steerlab.errors import (  # noqa: E402
+    InvalidVectorError,
+    LayerError,
+    OptionError,
+    VectorMismatchError,
+)
+from steerlab.interop import (  # noqa: E402
+    from_gguf,
+    from_repeng,
+    from_steering_vectors,
+    to_gguf,
+    to_repeng,
+    to_steering_vectors,
+)
+from steerlab.steering import steer  # noqa: E402
+from steerlab.vectors import SteeringVector, diff_of_means  # noqa: E402
+
+FIELDS = ("model_id", "d_model", "site", "method", "prompt_hash", "seed", "meta", "version",
+          "ref_norms")
+PAIRS = [("I love this, it is great", "I hate this, it is awful"),
+         ("What a wonderful day", "What a terrible day"),
+         ("Yes, gladly", "No, never"), ("Happy and calm", "Sad and angry")]
+
+
+def _vector(layers=(1, 2, 3), d_model=32, model_id="tiny-llama", draw=0, **kw):
+    gen = torch.Generator().manual_seed(draw)
+    return SteeringVector({l: torch.randn(d_model, generator=gen) for l in layers}, model_id,
+                          d_model, **kw)
+
+
+@pytest.fixture
+def vec():
+    return _vector(method="diff_means", prompt_hash="abc123", seed=7,
+                   meta={"n_pos": 4, "chat": False, "notes": ["a", "b"]},
+                   ref_norms={1: 2.5, 2: 3.25, 3: 4.0})
+
+
+def _same(a: SteeringVector, b: SteeringVector, exact: bool = True) -> None:
+    assert a.layers == b.layers
+    for l in a.layers:
+        if exact:
+            assert torch.equal(a[l], b[l]), l
+        else:
+            torch.testing.assert_close(a[l], b[l], rtol=0, atol=4 * float(a[l].abs().max())
+                                       * torch.finfo(torch.float32).eps)
+    for f in FIELDS:
+        assert getattr(a, f) == getattr(b, f), f
+
+
+def _fields(path):
+    reader = gguf.GGUFReader(path)
+    return reader, {k: f.contents() for k, f in reader.fields.items()}
+
+
+# --- steerlab -> GGUF -> steerlab -------------------------------------------------------------
+
+@pytest.mark.parametrize("coeff", [1.0, -2.0, 0.5])
+def test_gguf_round_trip_is_exact(vec, tmp_path, tiny_llama, coeff):
+    """Tensors, layers and every provenance field come back as they were (the coefficient is
+    baked in and divided back out: exact for powers of two)."""
+    path = to_gguf(vec, tmp_path / "v.gguf", coeff=coeff)
+    _same(vec, from_gguf(path))
+    _same(vec, SteeringVector.from_gguf(path, tiny_llama))
+
+
+def test_gguf_round_trip_any_coeff_and_scale(vec, tmp_path):
+    """Other coefficients and scales come back within float32 rounding; unscale=False gives
+    what llama.cpp adds, exactly what steer adds at that coefficient and scale."""
+    for coeff, scale in ((0.3, "raw"), (2.7, "unit"), (-0.2, "norm")):
+        path = to_gguf(vec, tmp_path / f"{scale}.gguf", coeff=coeff, scale=scale)
+        _same(vec, from_gguf(path), exact=False)
+        baked = from_gguf(path, unscale=False)
+        for l in vec.layers:
+            assert torch.equal(baked[l], vec.added(l, coeff, scale)[0])
+        assert baked.meta == {**vec.meta, "coeff": coeff, "scale": scale}
+
+
+def test_file_as_llama_cpp_reads_it(vec, tmp_path):
+    """What llama.cpp's loader checks: only direction.<k> tensors, k >= 1, F32, 1-D of n_embd;
+    direction.k holds coeff x layer k (block k's output); the conventional metadata."""
+    vec.to_gguf(tmp_path / "v.gguf", coeff=1.5)
+    reader, fields = _fields(tmp_path / "v.gguf")
+    assert [t.name for t in reader.tensors] == ["direction.1", "direction.2", "direction.3"]
+    for t in reader.tensors:
+        assert t.tensor_type == gguf.GGMLQuantizationType.F32
+        assert list(t.shape) == [32] and t.n_elements == 32
+        k = int(t.name.split(".")[1])
+        np.testing.assert_array_equal(t.data, (vec[k] * 1.5).numpy())
+    assert fields["general.architecture"] == "controlvector"
+    assert fields["controlvector.model_hint"] == "tiny-llama"
+    assert fields["controlvector.layer_count"] == 3
+    assert fields["steerlab.coeff"] == 1.5 and fields["steerlab.scale"] == "raw"
+    assert fields["steerlab.method"] == "diff_means" and fields["steerlab.seed"] == 7
+
+
+def test_write_is_atomic(vec, tmp_path):
+    """A failed write leaves the old file whole and no temporary file behind."""
+    path = to_gguf(vec, tmp_path / "v.gguf")
+    before = path.read_bytes()
+    with pytest.raises(InvalidVectorError, match="overflows"):
+        to_gguf(vec, path, coeff=1e38)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["v.gguf"]
+
+
+# --- against repeng's own GGUF export and import --------------------------------------------
+
+def test_same_file_as_repeng(vec, tmp_path):
+    """steerlab's file and repeng's export of the same vector hold the same tensors under the
+    same names, types and shapes, and the same conventional metadata."""
+    vec.to_gguf(tmp_path / "ours.gguf")
+    to_repeng(vec).export_gguf(tmp_path / "theirs.gguf")
+    ours, our_fields = _fields(tmp_path / "ours.gguf")
+    theirs, their_fields = _fields(tmp_path / "theirs.gguf")
+    assert [t.name for t in ours.tensors] == [t.name for t in theirs.tensors]
+    for a, b in zip(ours.tensors, theirs.tensors, strict=True):
+        assert a.tensor_type == b.tensor_type == gguf.GGMLQuantizationType.F32
+        assert list(a.shape) == list(b.shape)
+        np.testing.assert_array_equal(a.data, b.data)
+    for key in ("general.architecture", "controlvector.model_hint",
+                "controlvector.layer_count"):
+        assert our_fields[key] == their_fields[key], key
+
+
+def test_each_imports_the_others_file(vec, tmp_path, tiny_llama):
+    vec.to_gguf(tmp_path / "ours.gguf")
+    back = repeng.ControlVector.import_gguf(tmp_path / "ours.gguf")
+    assert back.model_type == vec.model_id and sorted(back.directions) == vec.layers
+    for l in vec.layers:
+        np.testing.assert_array_equal(back.directions[l], vec[l].numpy())
+
+    cv = repeng.ControlVector("llama", {l: vec[l].numpy() for l in vec.layers})
+    cv.export_gguf(tmp_path / "theirs.gguf")
+    got = from_gguf(tmp_path / "theirs.gguf", tiny_llama)
+    assert got.method == "imported" and got.model_id == tiny_llama.hf_id
+    assert got.meta["model_hint"] == "llama" and got.meta["file"] == str(tmp_path / "theirs.gguf")
+    assert got.layers == vec.layers and all(torch.equal(got[l], vec[l]) for l in vec.layers)
+    assert from_gguf(tmp_path / "theirs.gguf").model_id == "llama"  # no model: the hint
+
+
+# --- repeng and steering-vectors objects ------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def trained(tiny_llama):
+    """A repeng vector trained on the tiny Llama (PCA of paired differences)."""
+    data = [repeng.DatasetEntry(positive=p, negative=n) for p, n in PAIRS]
+    return repeng.ControlVector.train(tiny_llama.hf, tiny_llama.tokenizer, data,
+                                      hidden_layers=[1, 2], batch_size=8)
+
+
+def test_repeng_round_trip_is_exact(trained, tiny_llama):
+    vec = from_repeng(trained, tiny_llama)
+    assert vec.layers == [1, 2] and vec.site == "resid_post" and vec.method == "imported"
+    assert vec.meta["model_type"] == "llama"
+    back = to_repeng(vec)
+    assert back == trained  # repeng's own equality: same model_type, keys and every value
+    assert all(back.directions[l].dtype == np.float32 for l in back.directions)
+
+
+def test_steering_vectors_round_trip_and_negative_layers(tiny_llama):
+    sv = steering_vectors.SteeringVector({1: torch.randn(32), -1: torch.randn(32)})
+    vec = from_steering_vectors(sv, tiny_llama)
+    assert vec.layers == [1, 3]  # -1: the last block, as its hook list is indexed
+    assert torch.equal(vec[3], sv.layer_activations[-1])
+    back = to_steering_vectors(vec)
+    assert back.layer_type == "decoder_block"
+    assert torch.equal(back.layer_activations[1], sv.layer_activations[1])
+
+
+def _logits(model):
+    enc = model.encode(PROMPTS)
+    with torch.no_grad():
+        return model.backend("hf").forward(enc)[enc["attention_mask"].bool()]  # real tokens
+
+
+def _check_repeng_equality(model, cv, coeff):
+    plain = _logits(model)
+    ctrl = repeng.ControlModel(model.hf, list(cv.directions))
+    try:
+        ctrl.set_control(cv, coeff)
+        theirs = _logits(model)
+    finally:
+        ctrl.unwrap()
+    with steer(model, from_repeng(cv, model), coeff=coeff):
+        ours = _logits(model)
+    assert (theirs - plain).abs().max() > 1e-2  # the steering does something
+    torch.testing.assert_close(ours, theirs)
+    assert no_hooks(model)
+
+
+def _check_steering_vectors_equality(model, sv, multiplier):
+    plain = _logits(model)
+    with sv.apply(model.hf, multiplier=multiplier):
+        theirs = _logits(model)
+    with steer(model, from_steering_vectors(sv, model), coeff=multiplier):
+        ours = _logits(model)
+    assert (theirs - plain).abs().max() > 1e-2
+    torch.testing.assert_close(ours, theirs)
+    assert no_hooks(model)
+
+
+def test_steering_equals_repeng_control_model(trained, tiny_llama):
+    """steer() with the imported vector = repeng's ControlModel at the same coefficient (and
+    sign): both add directions[k] to block k's output."""
+    cv = repeng.ControlVector("llama", {l: 3.0 * d for l, d in trained.directions.items()})
+    _check_repeng_equality(tiny_llama, cv, -2.0)
+
+
+def test_steering_equals_steering_vectors_apply(tiny_llama):
+    gen = torch.Generator().manual_seed(3)
+    sv = steering_vectors.SteeringVector({1: torch.randn(32, generator=gen),
+                                          -2: torch.randn(32, generator=gen)})
+    _check_steering_vectors_equality(tiny_llama, sv, 1.5)
+
+
+def test_peers_read_the_block_outputs_steerlab_caches(tiny_llama):
+    """The peers' own extraction reads steerlab's resid_post k for their layer k: repeng's
+    hidden_states[k + 1] and steering-vectors' decoder_block k (mean of differences)."""
+    pos, neg = [p for p, _ in PAIRS], [n for _, n in PAIRS]
+    ours = diff_of_means(cache_activations(tiny_llama, pos, layers=[1, 2], chat=False),
+                         cache_activations(tiny_llama, neg, layers=[1, 2], chat=False))
+    hiddens = repeng.extract.batched_get_hiddens(tiny_llama.hf, tiny_llama.tokenizer, pos,
+                                                 [1, 2], batch_size=1)
+    sv = steering_vectors.train_steering_vector(tiny_llama.hf, tiny_llama.tokenizer, PAIRS,
+                                                layers=[1, 2], batch_size=1,
+                                                show_progress=False)
+    pos_acts = cache_activations(tiny_llama, pos, layers=[1, 2], chat=False)
+    for l in (1, 2):
+        torch.testing.assert_close(torch.from_numpy(hiddens[l]), pos_acts.at(l))
+        torch.testing.assert_close(sv.layer_activations[l], ours[l])
+    assert no_hooks(tiny_llama)
+
+
+@pytest.mark.slow
+def test_peers_equal_steer_on_smollm2(smollm):
+    """The same two equalities on the real SmolLM2 (30 blocks, d_model 576)."""
+    gen = torch.Generator().manual_seed(0)
+    dirs = {8: 4.0 * torch.randn(576, generator=gen), 20: 4.0 * torch.randn(576, generator=gen)}
+    _check_repeng_equality(smollm, repeng.ControlVector("llama", {
+        l: d.numpy() for l, d in dirs.items()}), 1.5)
+    _check_steering_vectors_equality(smollm, steering_vectors.SteeringVector(dirs), -1.5)
+
+
+# --- clear errors -----------------------------------------------------------------------------
+
+def test_export_errors(vec, tmp_path):
+    with pytest.raises(LayerError, match="direction.0"):
+        to_gguf(_vector(layers=(0, 1)), tmp_path / "a.gguf")
+    other_site = _vector(site="resid_pre")
+    with pytest.raises(VectorMismatchError, match="resid_pre"):
+        to_gguf(other_site, tmp_path / "b.gguf")
+    with pytest.raises(VectorMismatchError, match="resid_pre"):
+        to_repeng(other_site)
+    with pytest.raises(VectorMismatchError, match="resid_pre"):
+        to_steering_vectors(other_site)
+    for bad in (0.0, float("nan"), float("inf")):
+        with pytest.raises(OptionError, match="coeff"):
+            to_gguf(vec, tmp_path / "c.gguf", coeff=bad)
+    with pytest.raises(OptionError, match="scale"):
+        to_gguf(vec, tmp_path / "d.gguf", scale="huge")
+    assert not list(tmp_path.iterdir())  # nothing written by a refused export
+
+
+def test_import_errors(tmp_path, tiny_llama):
+    _vector(d_model=16, model_id="narrow").to_gguf(tmp_path / "narrow.gguf")
+    with pytest.raises(VectorMismatchError, match="width 16.*d_model 32"):
+        from_gguf(tmp_path / "narrow.gguf", tiny_llama)
+    _vector(layers=(2, 7)).to_gguf(tmp_path / "deep.gguf")
+    with pytest.raises(LayerError, match=r"\[7\].*4 blocks"):
+        from_gguf(tmp_path / "deep.gguf", tiny_llama)
+    with pytest.raises(LayerError, match=r"\[7\]"):
+        from_repeng(repeng.ControlVector("llama", {7: np.zeros(32, np.float32)}), tiny_llama)
+    with pytest.raises(VectorMismatchError, match="width 16"):
+        from_steering_vectors(steering_vectors.SteeringVector({1: torch.ones(16)}), tiny_llama)
+    with pytest.raises(VectorMismatchError, match="layer_type 'mlp'"):
+        from_steering_vectors(steering_vectors.SteeringVector({1: torch.ones(32)}, "mlp"),
+                              tiny_llama)
+    with pytest.raises(InvalidVectorError, match="NaN"):
+        from_repeng(repeng.ControlVector("llama", {1: np.full(32, np.nan, np.float32)}),
+                    tiny_llama)
+    (tmp_path / "junk.gguf").write_bytes(b"not a gguf file at all")
+    with pytest.raises(InvalidVectorError, match="not a readable GGUF"):
+        from_gguf(tmp_path / "junk.gguf")
+    with pytest.raises(FileNotFoundError):
+        from_gguf(tmp_path / "missing.gguf")
+
+
+def _write(path, arch, tensors):
+    w = gguf.GGUFWriter(path, arch)
+    for name, array in tensors.items():
+        w.add_tensor(name, array)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def test_files_llama_cpp_would_refuse_are_refused(tmp_path):
+    ones = np.ones(8, np.float32)
+    cases = {"model.gguf": ("llama", {"direction.1": ones}, "not a control vector"),
+             "name.gguf": ("controlvector", {"blk.1.attn": ones}, "direction.<k>"),
+             "f16.gguf": ("controlvector", {"direction.1": ones.astype(np.float16)}, "F16"),
+             "2d.gguf": ("controlvector", {"direction.1": np.ones((2, 4), np.float32)}, "1-D"),
+             "widths.gguf": ("controlvector", {"direction.1": ones,
+                                               "direction.2": np.ones(4, np.float32)},
+                             "different lengths")}
+    for name, (arch, tensors, message) in cases.items():
+        _write(tmp_path / name, arch, tensors)
+        with pytest.raises(InvalidVectorError, match=message):
+            from_gguf(tmp_path / name)
+    _write(tmp_path / "zero.gguf", "controlvector", {"direction.0": ones})
+    with pytest.warns(UserWarning, match="direction.0"):
+        assert from_gguf(tmp_path / "zero.gguf").layers == [0]
