@@ -106,6 +106,29 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from steerlab.interop import to_gguf
+    from steerlab.vectors import SteeringVector
+
+    vec = SteeringVector.load(args.vector)
+    path = to_gguf(vec, args.gguf, coeff=args.coeff, scale=args.scale)
+    print(f"wrote {path}: {vec.method} vector for {vec.model_id}, layers {vec.layers}, coeff "
+          f"{args.coeff:g} ({args.scale}) baked in")
+    print(f"llama.cpp: llama-cli -m MODEL.gguf --control-vector {path}   (or "
+          f"--control-vector-scaled {path} S to scale it again)")
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from steerlab.interop import from_gguf
+
+    vec = from_gguf(args.file)
+    path = vec.save(args.out)
+    print(f"read {args.file}: {vec.method} vector for {vec.model_id}, layers {vec.layers}, "
+          f"d_model {vec.d_model} -> {path}")
+    return 0
+
+
 def cmd_tasks(args: argparse.Namespace) -> int:
     from steerlab.benchmarks import data_dir
     from steerlab.tasks import TASKS
@@ -276,6 +299,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", type=_ints, default=None, help="e.g. 3,6,9 (default: all)")
     p.add_argument("--out", required=True, help="output .safetensors file")
     p.set_defaults(fn=cmd_extract)
+
+    p = sub.add_parser("export", help="write a saved vector as a llama.cpp GGUF control vector")
+    p.add_argument("--vector", required=True, help="a steerlab .safetensors vector")
+    p.add_argument("--gguf", required=True, help="output .gguf file")
+    p.add_argument("--coeff", type=float, default=1.0, help="strength baked into the file")
+    _scale_arg(p, "raw")
+    p.set_defaults(fn=cmd_export)
+
+    p = sub.add_parser("import", help="read a GGUF control vector (steerlab's, repeng's, "
+                       "llama.cpp's) into a steerlab vector file")
+    p.add_argument("file", help="a .gguf control vector")
+    p.add_argument("--out", required=True, help="output .safetensors file")
+    p.set_defaults(fn=cmd_import)
 
     p = sub.add_parser("tasks", help="list the evaluation tasks and where their data comes from")
     p.set_defaults(fn=cmd_tasks)

@@ -152,3 +152,20 @@ def test_public_names_survive_importing_every_submodule():
         assert obj is getattr(owner, name), name
     assert callable(steerlab.sweep) and callable(steerlab.evaluate)
     assert hasattr(importlib.import_module("steerlab.sweep"), "SweepConfig")
+
+
+def test_cli_export_and_import_round_trip(tiny_llama, tmp_path, capsys):
+    from steerlab.cli import main
+
+    vec = _vec(tiny_llama)
+    src = vec.save(tmp_path / "v.safetensors")
+    assert main(["export", "--vector", str(src), "--gguf", str(tmp_path / "v.gguf"),
+                 "--coeff", "2"]) == 0
+    assert "--control-vector" in capsys.readouterr().out
+    assert main(["import", str(tmp_path / "v.gguf"), "--out", str(tmp_path / "b.safetensors")]) == 0
+    back = SteeringVector.load(tmp_path / "b.safetensors")
+    assert back.layers == vec.layers
+    for l in vec.layers:
+        torch.testing.assert_close(back[l], vec[l], rtol=0, atol=0)  # coeff 2: exact unscale
+    assert main(["export", "--vector", str(tmp_path / "missing.safetensors"), "--gguf",
+                 str(tmp_path / "x.gguf")]) == 2
