@@ -40,7 +40,7 @@ def steering_explorer(model: Model, vector: SteeringVector, prompt: str,
                                      layers[len(layers) // 2], description="layer",
                                      continuous_update=False)
     coeff_slider = W.FloatSlider(value=coeff, min=coeff_range[0], max=coeff_range[1],
-                                 step=step, description=f"coeff ({scale})",
+                                 step=step, description="coeff",
                                  continuous_update=False)
     status = W.Label("")
     output = W.HTML("")
@@ -53,7 +53,7 @@ def steering_explorer(model: Model, vector: SteeringVector, prompt: str,
                             max_new_tokens, chat, scale)
         output.value = f"<pre style='white-space: pre-wrap'>{html.escape(text)}</pre>"
         status.value = (f"{model.name} | layer {layer_slider.value} | coeff "
-                        f"{coeff_slider.value:+g} ({scale}) | prompt: {prompt}")
+                        f"{coeff_slider.value:+g} | scale {scale} | prompt: {prompt}")
 
     layer_slider.observe(update, names="value")
     coeff_slider.observe(update, names="value")
