@@ -34,8 +34,7 @@ def test_notebook_executes_in_smoke_mode(name, tmp_path, monkeypatch):
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs
               if o.output_type == "error"]
     assert not errors
-    if name != "00_quickstart":  # every other notebook saves at least one figure
-        written = list((tmp_path / "figures").glob(f"{name[:2]}_*.html"))
-        assert written, f"{name} wrote no figure"
-        if os.path.exists("/usr/bin/chromium"):
-            assert list((tmp_path / "figures").glob(f"{name[:2]}_*.png"))
+    written = list((tmp_path / "figures").glob(f"{name[:2]}_*.html"))  # every notebook saves
+    assert written, f"{name} wrote no figure"
+    if os.path.exists("/usr/bin/chromium"):
+        assert list((tmp_path / "figures").glob(f"{name[:2]}_*.png"))
