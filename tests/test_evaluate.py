@@ -103,11 +103,11 @@ def test_eval_result_positional_fields_unchanged():
 
 
 def test_answer_functions_are_still_importable_from_evaluate():
-    import steerlab.answers
-    import steerlab.evaluate
+    from steerlab import answers
+    from steerlab.evaluate import extract_answer, judge
 
-    assert steerlab.evaluate.extract_answer is steerlab.answers.extract_answer
-    assert steerlab.evaluate.judge is steerlab.answers.judge
+    assert extract_answer is answers.extract_answer
+    assert judge is answers.judge
 
 
 def test_bad_options(tiny_llama):
