@@ -130,7 +130,8 @@ class LearnedVectors(Adapter):
         super().__init__()
         self.layer_ids = check_layers(model, list(layers) if layers is not None else None)
         self.model_id = model.hf_id
-        self.vectors = nn.Parameter(torch.zeros(len(self.layer_ids), model.d_model))
+        self.vectors = nn.Parameter(torch.zeros(len(self.layer_ids), model.d_model,
+                                                device=model.device))
 
     def target(self, model: Model) -> Model:
         return model
@@ -151,7 +152,7 @@ class LearnedVectors(Adapter):
 
     def _edit(self, i: int) -> Callable[[torch.Tensor], torch.Tensor]:
         def fn(h: torch.Tensor) -> torch.Tensor:
-            return h + self.vectors[i].to(h.dtype)
+            return h + self.vectors[i].to(device=h.device, dtype=h.dtype)
 
         return fn
 

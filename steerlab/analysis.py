@@ -44,7 +44,7 @@ def layer_pca(pos: Activations, neg: Activations, layer: int, seed: int = 0) -> 
     from sklearn.decomposition import PCA
     from sklearn.linear_model import LogisticRegression
 
-    x = torch.cat([pos.at(layer), neg.at(layer)]).numpy()  # (n_pos + n_neg, d_model)
+    x = torch.cat([pos.at(layer), neg.at(layer)]).cpu().numpy()  # (n_pos + n_neg, d_model)
     y = np.r_[np.ones(pos.n_prompts), np.zeros(neg.n_prompts)]
     pca = PCA(n_components=2, random_state=seed)
     z = pca.fit_transform(x)  # (n, 2)
@@ -64,7 +64,7 @@ def linear_probe_accuracy(pos: Activations, neg: Activations, layer: int,
     """Held-out accuracy of a logistic regression on the full-width activations."""
     from sklearn.linear_model import LogisticRegression
 
-    x = torch.cat([pos.at(layer), neg.at(layer)]).numpy()
+    x = torch.cat([pos.at(layer), neg.at(layer)]).cpu().numpy()
     y = np.r_[np.ones(pos.n_prompts), np.zeros(neg.n_prompts)]
     idx = np.random.default_rng(seed).permutation(len(y))
     train, test = idx[: len(y) // 2], idx[len(y) // 2:]
@@ -78,7 +78,7 @@ def cosine_profile(vector: SteeringVector, vector_layer: int, acts: Activations)
     v = vector[vector_layer].float()
     a = acts.acts.float()  # (L, n, d)
     cos = (a @ v) / (a.norm(dim=-1) * v.norm()).clamp_min(1e-12)
-    return cos.numpy()
+    return cos.cpu().numpy()
 
 
 # ---- notebook 01: the prompt sets of several models ------------------------------------------

@@ -103,7 +103,7 @@ class Activations:
     def select(self, index: Sequence[int] | torch.Tensor) -> Activations:
         """A copy holding only the prompts at ``index``."""
         idx = torch.as_tensor(index, dtype=torch.long)
-        hashes = tuple(self.prompt_hashes[i] for i in idx.tolist())
+        hashes = tuple(self.prompt_hashes[i] for i in idx.cpu().tolist())
         mask = None if self.mask is None else self.mask[idx]
         return Activations(self.acts[:, idx], self.layers, self.model_id, self.reduction,
                            hashes, self.chat, dict(self.meta), self.site, mask)
@@ -131,7 +131,7 @@ def _reduce(h: torch.Tensor, mask: torch.Tensor, reduction: str) -> torch.Tensor
     h = h.float()
     if reduction == "last":
         last = mask.long().sum(-1) - 1  # (B,)
-        return h[torch.arange(h.shape[0]), last]
+        return h[torch.arange(h.shape[0], device=h.device), last]
     m = mask.to(h.dtype).view(*mask.shape, *([1] * (h.ndim - 2)))  # (B, T, 1...)
     if reduction == "none":
         return h * m
@@ -160,7 +160,8 @@ def _cached_batches(model: Model, prompts: list[str], pairs: list[tuple[str, int
                     reduction: str, batch_size: int, chat: bool, backend: str,
                     progress: bool | None
                     ) -> Iterator[tuple[list[int], dict[tuple[str, int], torch.Tensor]]]:
-    """(prompt indices, {(site, layer): (B, ...) float32}) per length-sorted batch."""
+    """(prompt indices, {(site, layer): (B, ...) float32 on the model's device}) per
+    length-sorted batch."""
     be = model.backend(backend)
     texts = model.format(prompts, chat)
     lengths = [len(ids) for ids in model.tokenizer(texts)["input_ids"]]
@@ -245,7 +246,8 @@ def _collect(model: Model, prompts: list[str], per_site: dict[str, list[int]], r
         mask = torch.arange(int(lens.max()))[None, :] < lens[:, None]
     for idx, store in batches:
         for site, layers in per_site.items():
-            got = torch.stack([store[(site, l)] for l in layers])  # (L, B, [Tb,] ...)
+            # (L, B, [Tb,] ...): reduced on the model's device, one copy to the host per batch
+            got = torch.stack([store[(site, l)] for l in layers]).cpu()
             if site not in acts:
                 shape = got.shape[2:] if reduction != "none" else (mask.shape[1], *got.shape[3:])
                 acts[site] = torch.zeros(len(layers), n, *shape)
@@ -316,7 +318,7 @@ def cache_activations(model: Model, prompts: Sequence[str], layers: Sequence[int
         return _collect(model, prompts, per_site, reduction, chat, backend, batches)[site]
     meta = {"backend": backend, "dtype": str(model.dtype).removeprefix("torch.")}
     hashes = tuple(prompt_hash(p) for p in prompts)
-    one = ((idx, torch.stack([store[pair] for pair in pairs])) for idx, store in batches)
+    one = ((idx, torch.stack([store[pair] for pair in pairs]).cpu()) for idx, store in batches)
     lengths = _lengths(model, prompts, chat) if reduction == "none" else None
     return _stream_to_disk(Path(out), one, shard_size, tuple(per_site[site]), model.hf_id,
                            reduction, hashes, chat, meta, site, lengths)
@@ -464,7 +466,7 @@ def _stream_to_disk(path: Path, batches: Iterator[tuple[list[int], torch.Tensor]
     index = {"layers": list(layers), "model_id": model_id, "reduction": reduction,
              "prompt_hashes": list(hashes), "chat": chat, "d_model": item[-1],
              "shards": names, "meta": meta, "site": site, "item_shape": list(item),
-             "lengths": None if lengths is None else lengths.tolist()}
+             "lengths": None if lengths is None else lengths.cpu().tolist()}
     _io.write_text(path / INDEX, json.dumps(index))
     return ShardedActivations(path, layers, model_id, reduction, hashes, chat, item[-1],
                               tuple(names), meta, site, item, lengths)

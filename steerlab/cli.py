@@ -26,10 +26,14 @@ def _floats(text: str) -> list[float]:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
+    from steerlab.devices import available_devices, resolve_device
     from steerlab.models import EMBEDDED, cache_root, converted_dir, default_dtype, is_converted
 
     print(f"model cache: {cache_root()}  (set STEERLAB_CACHE to move it)")
-    print(f"default dtype on this CPU: {str(default_dtype()).removeprefix('torch.')}")
+    auto = resolve_device()
+    print(f"devices: {', '.join(available_devices())}; models load on {auto} (--device or "
+          f"STEERLAB_DEVICE to change), default dtype there: "
+          f"{str(default_dtype(auto)).removeprefix('torch.')}")
     print(f"{'name':24} {'converted':10} {'chat':5} description")
     for name, spec in EMBEDDED.items():
         conv = "yes" if is_converted(name) else "no"
@@ -57,7 +61,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
     from steerlab.models import load_model
 
     t0 = time.perf_counter()
-    model = load_model(args.model, dtype=args.dtype)
+    model = load_model(args.model, dtype=args.dtype, device=args.device)
     vec = _extract(model, args)
     path = vec.save(args.out)
     norms = vec.norms()
@@ -76,7 +80,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from steerlab.steering import steer
 
     t0 = time.perf_counter()
-    model = load_model(args.model, dtype=args.dtype)
+    model = load_model(args.model, dtype=args.dtype, device=args.device)
     print(f"loaded {model.name} ({model.hf_id}): {model.n_layers} layers, d_model "
           f"{model.d_model}, {str(model.dtype).removeprefix('torch.')}, "
           f"{time.perf_counter() - t0:.1f} s")
@@ -149,7 +153,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from steerlab.sweep import default_shots
     from steerlab.tasks import get_task
 
-    model = load_model(args.model, dtype=args.dtype)
+    model = load_model(args.model, dtype=args.dtype, device=args.device)
     for name in args.task:
         task = get_task(name)
         few = default_shots(model, task, args.shots)
@@ -172,7 +176,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                          extract_from=args.extract_from, extract_n=args.extract_n,
                          scoring=args.scoring, backend=args.backend,
                          batch_size=args.batch_size, mode=args.mode, scope=args.scope)
-    model = load_model(args.model, dtype=args.dtype)
+    model = load_model(args.model, dtype=args.dtype, device=args.device)
     table = sweep(model, config, out=args.out)
     import pandas as pd
 
@@ -189,7 +193,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from steerlab.models import load_model
     from steerlab.train import TrainConfig, train_rloo
 
-    model = load_model(args.model, dtype=args.dtype)
+    model = load_model(args.model, dtype=args.dtype, device=args.device)
     cfg = TrainConfig(task=args.task, steps=args.steps, prompts_per_step=args.prompts,
                       samples=args.samples, lr=args.lr, max_new_tokens=args.max_new_tokens,
                       temperature=args.temperature, seed=args.seed,
@@ -260,7 +264,10 @@ def _model_parent(backend: bool = True) -> argparse.ArgumentParser:
 
     p = argparse.ArgumentParser(add_help=False)
     p.add_argument("--model", default=DEFAULT_MODEL, help="embedded name, hub id or directory")
-    p.add_argument("--dtype", default=None, help="bf16 or fp32 (default: bf16 on fast-bf16 CPUs)")
+    p.add_argument("--dtype", default=None, help="bf16, fp16 or fp32 (default: the device's fast "
+                   "one: bf16 on GPUs and fast-bf16 CPUs)")
+    p.add_argument("--device", default=None, help="auto (CUDA, then MPS, then CPU), cpu, cuda, "
+                   "cuda:1 or mps (default: $STEERLAB_DEVICE or auto)")
     if backend:
         p.add_argument("--backend", default="hf", choices=BACKENDS,
                        help="which library's hooks (same numbers; hf is the fastest)")

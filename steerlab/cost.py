@@ -1,5 +1,8 @@
 """Measured costs: wall time and peak memory of a piece of work, and of full fine-tuning steps,
-for the cost-benefit table (the seed's Table 1, with numbers from this machine)."""
+for the cost-benefit table (the seed's Table 1, with numbers from this machine).
+
+Memory is the process's resident memory (RSS) and, when the work runs on a CUDA GPU, the peak
+GPU memory torch allocated (``torch.cuda.max_memory_allocated``; None elsewhere)."""
 
 from __future__ import annotations
 
@@ -11,6 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+
+from steerlab.devices import peak_gpu_bytes, reset_peak_gpu, synchronize
 
 if TYPE_CHECKING:
     from steerlab.models import Model
@@ -30,14 +35,20 @@ class Measured:
     peak_rss: int  # bytes, highest resident memory seen while the work ran
     start_rss: int  # bytes, before it started
     result: Any = None
+    #: bytes, peak GPU memory torch allocated while the work ran (CUDA only; None elsewhere)
+    peak_gpu: int | None = None
 
     @property
     def peak_extra(self) -> int:
         return self.peak_rss - self.start_rss
 
 
-def measure(fn: Callable[[], Any], interval: float = 0.005) -> Measured:
-    """Run ``fn`` and return its wall time and the peak RSS sampled every ``interval`` s."""
+def measure(fn: Callable[[], Any], interval: float = 0.005,
+            device: torch.device | None = None) -> Measured:
+    """Run ``fn`` and return its wall time and the peak RSS sampled every ``interval`` s; on a
+    CUDA ``device`` also the peak GPU memory allocated, the clock stopped after its queued
+    kernels finished."""
+    reset_peak_gpu(device)
     start = rss_bytes()
     peak = [start]
     stop = threading.Event()
@@ -52,18 +63,20 @@ def measure(fn: Callable[[], Any], interval: float = 0.005) -> Measured:
     t0 = time.perf_counter()
     try:
         result = fn()
+        synchronize(device)
     finally:
         sec = time.perf_counter() - t0
         stop.set()
         thread.join()
-    return Measured(sec, max(peak[0], rss_bytes()), start, result)
+    return Measured(sec, max(peak[0], rss_bytes()), start, result, peak_gpu_bytes(device))
 
 
 def training_step_costs(model: Model, prompts: list[str], method: str = "full",
                         steps: int = 3, lr: float = 1e-5, chat: bool | None = None,
                         lora_rank: int = 8) -> dict[str, Any]:
     """A few real optimizer steps (next-token loss on ``prompts``, one batch) and what they
-    cost: trainable parameters, optimizer-state bytes, seconds per step, peak RSS.
+    cost: trainable parameters, optimizer-state bytes, seconds per step, peak RSS and (on a
+    CUDA GPU) peak GPU memory allocated (``peak_gpu_bytes``, None elsewhere).
 
     ``method``: ``full`` (AdamW on every weight of a copy of the model), ``vectors`` (AdamW on
     one vector per layer added to the residual stream, the model frozen: Sinii et al.'s
@@ -113,7 +126,7 @@ def training_step_costs(model: Model, prompts: list[str], method: str = "full",
     try:
         with ctx:
             step()  # warm-up (allocates the optimizer state)
-            m = measure(run)
+            m = measure(run, device=model.device)
     finally:
         if method == "vectors":
             for p, g in zip(model.parameters(), grads, strict=True):
@@ -123,7 +136,8 @@ def training_step_costs(model: Model, prompts: list[str], method: str = "full",
     return {"method": method, "trainable_params": sum(p.numel() for p in params),
             "total_params": sum(p.numel() for p in model.parameters()),
             "optimizer_state_bytes": state, "seconds_per_step": m.seconds / steps,
-            "peak_rss_bytes": m.peak_rss, "tokens_per_step": int(enc["attention_mask"].sum())}
+            "peak_rss_bytes": m.peak_rss, "peak_gpu_bytes": m.peak_gpu,
+            "tokens_per_step": int(enc["attention_mask"].sum())}
 
 
 def full_finetune_steps(model: Model, prompts: list[str], steps: int = 3, lr: float = 1e-5,

@@ -37,3 +37,8 @@ class SiteError(SteerlabError, ValueError):
 
 class BackendMismatchError(SteerlabError, RuntimeError):
     """A call on one backend while edits (steering) are live on another of the same model."""
+
+
+class DeviceError(SteerlabError, ValueError):
+    """A device that is not a device, or is not on this machine (the message lists those that
+    are)."""

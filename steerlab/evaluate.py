@@ -104,7 +104,8 @@ def _mc_letter_batch(model: Model, items: list[Item], chat: bool) -> _MCBatch:
 
     def finish(logits: torch.Tensor) -> list[np.ndarray]:
         logp = torch.log_softmax(logits[:, -1].float(), dim=-1)  # (B, vocab)
-        return [logp[i, letter_ids[:k]].numpy() for i, k in enumerate(n_opts)]
+        letters = logp[:, letter_ids].cpu()  # (B, n_letters): one copy to the host
+        return [letters[i, :k].numpy() for i, k in enumerate(n_opts)]  # cpu: copied above
 
     return _MCBatch(items, enc, 1, finish)
 
@@ -124,24 +125,32 @@ def _mc_text_batch(model: Model, prompts: list[str], items: list[Item], chat: bo
     width = max(map(len, seqs))
     pad = model.tokenizer.pad_token_id
     ids = torch.tensor([s + [pad] * (width - len(s)) for s in seqs], device=model.device)
-    mask = (torch.arange(width)[None, :] < torch.tensor([len(s) for s in seqs])[:, None]).long()
+    dev = ids.device
+    lens = torch.tensor([len(s) for s in seqs], device=dev)
+    mask = (torch.arange(width, device=dev)[None, :] < lens[:, None]).long()
     # logits only where an option token is predicted: positions a-1 .. b-2 of each span
     need = sorted({p for a, b in spans for p in range(a - 1, b - 1)})
     col = {p: i for i, p in enumerate(need)}
+    # every option token as (row, kept position, token id), on the model's device
+    rows = torch.tensor([j for j, (a, b) in enumerate(spans) for _ in range(a, b)], device=dev)
+    cols = torch.tensor([col[p] for a, b in spans for p in range(a - 1, b - 1)], device=dev)
+    toks = torch.cat([ids[j, a:b] for j, (a, b) in enumerate(spans)])
 
     def finish(logits: torch.Tensor) -> list[np.ndarray]:
         logp = torch.log_softmax(logits.float(), -1)  # (n_seqs, len(need), vocab)
-        flat = []
-        for j, (a, b) in enumerate(spans):
-            cols = torch.tensor([col[p] for p in range(a - 1, b - 1)])
-            flat.append(float(logp[j, cols, ids[j, a:b]].mean()))
+        got = logp[rows, cols, toks].cpu()  # (n option tokens,): one copy to the host
+        flat, at = [], 0
+        for a, b in spans:
+            flat.append(float(got[at:at + b - a].mean()))
+            at += b - a
         out, k = [], 0
         for item in items:
             out.append(np.array(flat[k:k + len(item.options)]))
             k += len(item.options)
         return out
 
-    return _MCBatch(items, {"input_ids": ids, "attention_mask": mask}, torch.tensor(need),
+    return _MCBatch(items, {"input_ids": ids, "attention_mask": mask},
+                    torch.tensor(need, device=dev),
                     finish)
 
 

@@ -71,14 +71,14 @@ def _excluded(model: Model) -> torch.Tensor:
     for text, i in tok.get_vocab().items():
         if i < w.shape[0] and _UNUSED.match(text):
             bad[i] = True
-    return bad
+    return bad.to(w.device)  # built on the CPU (many single writes), moved once
 
 
 def token_cosines(model: Model, direction: torch.Tensor, space: str = "unembedding"
                   ) -> torch.Tensor:
     """(vocab,) cosine similarity of ``direction`` with every token row of ``space``."""
     w = _embedding(model, space)
-    d = direction.detach().float().flatten()
+    d = direction.detach().float().flatten().to(w.device)
     if d.shape[0] != w.shape[1]:
         raise VectorMismatchError(f"Direction has width {d.shape[0]}, but {model.name}'s "
                                   f"{space} rows have width {w.shape[1]}.")
@@ -111,15 +111,16 @@ def logit_lens(vector: SteeringVector | torch.Tensor, model: Model,
     bad = _excluded(model) if skip_special else None
     rows = []
     for layer, d in per_layer.items():
-        cos = token_cosines(model, d, space)
+        cos = token_cosines(model, d, space)  # (vocab,) on the model's device
+        host = cos.cpu()  # one copy to read the chosen tokens' cosines from
         for side, sign in (("top", 1.0), ("bottom", -1.0)):
             score = cos * sign
             if bad is not None:
                 score = score.masked_fill(bad, -np.inf)
-            idx = torch.topk(score, k).indices.tolist()
+            idx = torch.topk(score, k).indices.cpu().tolist()
             for rank, (i, text) in enumerate(zip(idx, _token_text(model, idx), strict=True), 1):
                 rows.append({"layer": layer, "side": side, "rank": rank, "token_id": i,
-                             "token": text, "cosine": float(cos[i])})
+                             "token": text, "cosine": float(host[i])})
     return pd.DataFrame(rows)
 
 
@@ -158,7 +159,7 @@ def cluster_tokens(model: Model, token_ids: Sequence[int], n_clusters: int | Non
     if len(ids) < 2:
         raise OptionError(f"Need at least 2 tokens to cluster, got {len(ids)}.")
     x = _embedding(model, space)[ids]
-    x = (x / x.norm(dim=1, keepdim=True).clamp_min(1e-12)).numpy()
+    x = (x / x.norm(dim=1, keepdim=True).clamp_min(1e-12)).cpu().numpy()
     if n_clusters is None:
         best = (-2.0, 2)
         for c in range(2, min(8, len(ids) - 1) + 1):
@@ -196,8 +197,8 @@ def cluster_table(vector: SteeringVector, model: Model, layers: Sequence[int] | 
     lens = logit_lens(vector, model, layers, k=k)
     parts = []
     for layer, grp in lens[lens.side == side].groupby("layer", sort=True):
-        cl = cluster_tokens(model, grp.token_id.tolist(), n_clusters, seed=seed,
-                            scores=grp.cosine.tolist())
+        cl = cluster_tokens(model, grp.token_id.tolist(), n_clusters, seed=seed,  # cpu: pandas
+                            scores=grp.cosine.tolist())  # cpu: a pandas column
         cl.insert(0, "layer", layer)
         parts.append(cl)
     return pd.concat(parts, ignore_index=True)

@@ -1,6 +1,7 @@
-"""Model names -> loaded models: the embedded registry, GGUF conversion + cache, dtype choice.
+"""Model names -> loaded models: the embedded registry, GGUF conversion + cache, placement.
 
-The only module that knows about GGUF files, the model cache and dtypes. Everything else receives
+The only module that knows about GGUF files and the model cache; it places models with the
+device and dtype rules of :mod:`steerlab.devices`. Everything else receives
 a :class:`Model` and speaks to it through its facts (``n_layers``, ``d_model``) and its
 ``layers`` (the decoder blocks whose outputs are the residual stream).
 """
@@ -21,7 +22,13 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from steerlab.errors import EmptyInputError, OptionError, UnknownModelError
+from steerlab.devices import (  # re-exported: the device and dtype rules live in devices.py
+    cpu_has_fast_bf16 as cpu_has_fast_bf16,
+)
+from steerlab.devices import default_dtype as default_dtype
+from steerlab.devices import parse_dtype as parse_dtype
+from steerlab.devices import resolve_device as resolve_device
+from steerlab.errors import DeviceError, EmptyInputError, OptionError, UnknownModelError
 
 if TYPE_CHECKING:
     from steerlab.backends.base import Backend
@@ -100,40 +107,6 @@ def is_converted(name: str) -> bool:
     return (converted_dir(name) / "steerlab.json").is_file()
 
 
-def cpu_has_fast_bf16() -> bool:
-    """True when the CPU has bf16 matrix instructions (AMX or AVX512-BF16).
-
-    On such CPUs a bf16 forward runs several times faster than fp32 (see bench/hardware.py).
-    """
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    flags = next((line for line in text.splitlines() if line.startswith("flags")), "").split()
-    return "amx_bf16" in flags or "avx512_bf16" in flags
-
-
-def default_dtype() -> torch.dtype:
-    """bf16 where the CPU runs it fast, fp32 otherwise; ``$STEERLAB_DTYPE`` overrides."""
-    env = os.environ.get("STEERLAB_DTYPE")
-    if env:
-        return parse_dtype(env)
-    return torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
-
-
-_DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp32": torch.float32,
-           "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16}
-
-
-def parse_dtype(dtype: str | torch.dtype) -> torch.dtype:
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    try:
-        return _DTYPES[dtype.lower()]
-    except KeyError:
-        raise ValueError(f"Unknown dtype {dtype!r}; use one of {sorted(_DTYPES)}.") from None
-
-
 def find_layers(hf: Any) -> nn.ModuleList:
     """The decoder blocks of any HF causal LM (Llama/Gemma/Qwen2 ``model.layers``, GPT-2 ``h``,
     RWKV ``blocks``...): the ModuleList whose length is the config's layer count."""
@@ -185,7 +158,11 @@ class Model:
 
     @property
     def device(self) -> torch.device:
-        return next(self.hf.parameters()).device
+        """Where the model's inputs go: the device of its input embeddings (with a
+        ``device_map`` spread over several devices, the first of them)."""
+        emb = self.hf.get_input_embeddings()
+        weight = getattr(emb, "weight", None) if emb is not None else None
+        return weight.device if weight is not None else next(self.hf.parameters()).device
 
     def uses_chat(self, chat: bool | None = None) -> bool:
         """The one chat rule, used by every function that takes ``chat=``: ``None`` (the
@@ -390,23 +367,33 @@ def _load_converted_tokenizer(path: Path) -> Any:
 
 
 def load_model(name: str = DEFAULT_MODEL, dtype: str | torch.dtype | None = None,
-               chat: bool | None = None) -> Model:
-    """Load a model by embedded name, local directory or hub id.
+               chat: bool | None = None, device: str | torch.device | None = None,
+               device_map: str | dict[str, Any] | None = None) -> Model:
+    """Load a model by embedded name, local directory or hub id, on a device.
 
     Args:
         name: ``smollm2-135m-instruct`` / ``gemma-3-270m`` (embedded, converted once from GGUF
             into ``$STEERLAB_CACHE``), a directory with a transformers model, or a hub id.
-        dtype: ``"bf16"``/``"fp32"``/a torch dtype; default bf16 on CPUs with fast bf16.
+        dtype: ``"bf16"``/``"fp16"``/``"fp32"``/a torch dtype; default: the fast one on the
+            device (:func:`steerlab.devices.default_dtype`: bf16 on GPUs that support it,
+            fp16 on other GPUs, bf16 on CPUs with fast bf16, fp32 on other CPUs).
         chat: override whether the model is treated as a chat model.
+        device: ``"auto"`` (CUDA, then MPS, then the CPU), ``"cpu"``, ``"cuda"``,
+            ``"cuda:1"``, ``"mps"``; default ``$STEERLAB_DEVICE`` or ``auto``. A device that
+            is not on this machine is an error that lists those that are.
+        device_map: ``"auto"`` (or an accelerate device map) to spread a model too large for
+            one GPU over several (needs ``accelerate``); not together with ``device``.
 
     Example:
-        >>> model = load_model("smollm2-135m-instruct")
-        >>> model.n_layers, model.d_model
-        (30, 576)
+        >>> model = load_model("smollm2-135m-instruct", device="cpu")
+        >>> model.n_layers, model.d_model, model.device
+        (30, 576, device(type='cpu'))
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    torch_dtype = parse_dtype(dtype) if dtype is not None else default_dtype()
+    placement = _placement(device, device_map)
+    first = resolve_device(device) if device_map is None else resolve_device("auto")
+    torch_dtype = parse_dtype(dtype) if dtype is not None else default_dtype(first)
     if not isinstance(name, str) or not name.strip():
         raise _unknown(str(name), "the name is empty.")
     hf_id = name
@@ -441,7 +428,8 @@ def load_model(name: str = DEFAULT_MODEL, dtype: str | torch.dtype | None = None
             tok = AutoTokenizer.from_pretrained(path)
         except Exception as err2:  # noqa: BLE001
             raise _unknown(name, f"the hub has no such model ({type(err2).__name__}).") from err2
-    hf = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, attn_implementation="sdpa")
+    hf = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, attn_implementation="sdpa",
+                                              **placement)
     hf.eval()
     if name not in EMBEDDED:
         is_chat = getattr(tok, "chat_template", None) is not None and (
@@ -455,8 +443,29 @@ def load_model(name: str = DEFAULT_MODEL, dtype: str | torch.dtype | None = None
     return Model(name=name, hf=hf, tokenizer=tok, is_chat=is_chat, hf_id=hf_id)
 
 
-def model_from_hf(hf: Any, tokenizer: Any, name: str = "custom", is_chat: bool = False) -> Model:
-    """Wrap an already-built transformers model (tests use tiny random models this way)."""
+def _placement(device: str | torch.device | None, device_map: str | dict[str, Any] | None
+               ) -> dict[str, Any]:
+    """The ``from_pretrained`` keywords that put the model where asked (checked first)."""
+    if device_map is None:
+        dev = resolve_device(device)  # the CPU: today's plain load; a GPU: straight onto it
+        return {} if dev.type == "cpu" else {"device_map": dev}
+    if device is not None:
+        raise DeviceError(f"Pass device= or device_map=, not both (got device={device!r}, "
+                          f"device_map={device_map!r}).")
+    if importlib.util.find_spec("accelerate") is None:
+        raise DeviceError("device_map= needs accelerate: pip install accelerate.")
+    if not isinstance(device_map, str | dict):
+        raise DeviceError(f"device_map must be 'auto' (or another accelerate strategy) or a "
+                          f"dict of module -> device, got {device_map!r}.")
+    return {"device_map": device_map}
+
+
+def model_from_hf(hf: Any, tokenizer: Any, name: str = "custom", is_chat: bool = False,
+                  device: str | torch.device | None = None) -> Model:
+    """Wrap an already-built transformers model (tests use tiny random models this way);
+    ``device`` moves it there first (default: leave it where it is)."""
+    if device is not None:
+        hf = hf.to(resolve_device(device))
     hf.eval()
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:

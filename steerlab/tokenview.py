@@ -85,11 +85,12 @@ def token_projections(model: Model, prompt: str, vector: SteeringVector | torch.
     plain = read()
     with steer(model, vector, layers=steer_layer, coeff=coeff, backend=backend, scale=scale):
         steered = read()
-    ids = model.encode([prompt], chat=chat, padding_side="right")["input_ids"][0].tolist()
+    enc = model.encode([prompt], chat=chat, padding_side="right")
+    ids = enc["input_ids"][0].cpu().tolist()
     frame = pd.DataFrame({
         "position": range(len(ids)), "token_id": ids,
         "token": [model.tokenizer.decode([i]) for i in ids],
-        "unsteered": plain.numpy(), "steered": steered.numpy()})
+        "unsteered": plain.cpu().numpy(), "steered": steered.cpu().numpy()})
     frame.attrs.update(model=model.name, layer=layer, steer_layer=steer_layer,
                        coeff=float(coeff), scale=scale, site=site)
     return frame

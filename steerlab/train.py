@@ -145,12 +145,12 @@ def rollout(model: Model, items: Sequence[Item], cfg: TrainConfig, seed: int,
             temperature=cfg.temperature, top_k=0, top_p=1.0,
             pad_token_id=model.tokenizer.pad_token_id)
     new = seq[:, enc["input_ids"].shape[1]:]
-    is_eos = torch.isin(new, torch.tensor(model.eos_ids))
+    is_eos = torch.isin(new, torch.tensor(model.eos_ids, device=new.device))
     mask = (is_eos.long().cumsum(1) - is_eos.long()) == 0  # before or at the first eos
     texts = model.tokenizer.batch_decode(new, skip_special_tokens=True)
     rewards = torch.tensor([float(reward_fn(it, t)) for it, t in
                             zip((it for it in items for _ in range(cfg.samples)), texts,
-                                strict=True)])
+                                strict=True)], device=new.device)
     return {"enc": enc, "new": new, "mask": mask, "texts": texts, "rewards": rewards}
 
 

@@ -1,4 +1,10 @@
-"""Shared fixtures: tiny random models built from configs, and the embedded SmolLM2."""
+"""Shared fixtures: tiny random models built from configs, and the embedded SmolLM2.
+
+The suite is device-parametric: ``pytest --device cuda`` (or ``$STEERLAB_TEST_DEVICE``) builds
+every tiny model and loads the embedded model on that device (default ``cpu``). Dtypes follow
+the default-dtype rule of that device (:func:`steerlab.devices.default_dtype`), so no test
+forces bf16 on a CPU that only emulates it.
+"""
 
 from __future__ import annotations
 
@@ -6,32 +12,41 @@ import os
 
 import pytest
 import torch
-from tokenizers import Regex, Tokenizer, models, pre_tokenizers
 from transformers import (
     AutoModelForCausalLM,
     Gemma3TextConfig,
     GPT2Config,
     LlamaConfig,
-    PreTrainedTokenizerFast,
     Qwen2Config,
     RwkvConfig,
 )
 
+from steerlab.devices import resolve_device
 from steerlab.models import Model, model_from_hf
+from steerlab.sizes import char_tokenizer as char_tokenizer  # re-exported for the tests
 
-SPECIALS = ["<pad>", "<bos>", "<eos>", "<unk>"]
 VOCAB = 128
 
 
-def char_tokenizer() -> PreTrainedTokenizerFast:
-    """A character-level tokenizer (printable ASCII), built offline."""
-    vocab = {s: i for i, s in enumerate(SPECIALS)}
-    for c in map(chr, range(32, 127)):
-        vocab[c] = len(vocab)
-    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
-    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<bos>",
-                                   eos_token="<eos>", unk_token="<unk>")
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--device", default=None,
+                     help="device the model tests run on: cpu (default), cuda, cuda:1, mps "
+                          "(or $STEERLAB_TEST_DEVICE)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # kept in the environment: tests import this module both as ``conftest`` and as
+    # ``tests.conftest`` (two module objects), and subprocesses see it too
+    chosen = config.getoption("--device") or os.environ.get("STEERLAB_TEST_DEVICE") or "cpu"
+    os.environ["STEERLAB_TEST_DEVICE"] = str(resolve_device(chosen))  # an absent one fails here
+
+
+def test_device() -> torch.device:
+    """The device of this test run (``--device`` / ``$STEERLAB_TEST_DEVICE``, default cpu)."""
+    return resolve_device(os.environ.get("STEERLAB_TEST_DEVICE") or "cpu")
+
+
+test_device.__test__ = False  # type: ignore[attr-defined]  # a helper, not a test
 
 
 def _configs() -> dict[str, object]:
@@ -55,11 +70,13 @@ ATTENTION_ARCHS = [a for a in ARCHS if a != "rwkv"]
 
 
 def tiny_model(arch: str, seed: int = 0) -> Model:
+    """A tiny fp32 model of ``arch`` (seeded: the same weights on every device) on the test
+    device."""
     cfg = _configs()[arch]
     torch.manual_seed(seed)
     kwargs = {} if arch == "rwkv" else {"attn_implementation": "sdpa"}
     hf = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32, **kwargs)
-    return model_from_hf(hf, char_tokenizer(), name=f"tiny-{arch}")
+    return model_from_hf(hf, char_tokenizer(), name=f"tiny-{arch}", device=test_device())
 
 
 @pytest.fixture(scope="module", params=ARCHS)
@@ -79,18 +96,20 @@ def tiny_llama() -> Model:
 
 @pytest.fixture(scope="session")
 def smollm() -> Model:
-    """The embedded SmolLM2-135M-Instruct in fp32 (converted once into the cache)."""
+    """The embedded SmolLM2-135M-Instruct in fp32 on the test device (converted once into the
+    cache)."""
     from steerlab.models import load_model
 
-    return load_model("smollm2-135m-instruct", dtype="fp32")
+    return load_model("smollm2-135m-instruct", dtype="fp32", device=test_device())
 
 
 @pytest.fixture(scope="session")
-def smollm_bf16() -> Model:
-    """The embedded SmolLM2 in bf16 (the default dtype here): for accuracy checks."""
+def smollm_fast() -> Model:
+    """The embedded SmolLM2 in the test device's default dtype (bf16 on GPUs and on CPUs with
+    fast bf16, fp32 elsewhere): for accuracy checks at the speed a user gets."""
     from steerlab.models import load_model
 
-    return load_model("smollm2-135m-instruct", dtype="bf16")
+    return load_model("smollm2-135m-instruct", device=test_device())
 
 
 def no_hooks(model: Model) -> bool:

@@ -37,3 +37,17 @@ def test_extract_writes_a_loadable_vector(tmp_path, smollm, capsys):
     assert vec.layers == [3, 12] and vec.method == "diff_means"
     assert vec.meta["n_pos"] == 12 and vec.meta["chat"] is True
     assert "saved" in capsys.readouterr().out
+
+
+def test_every_command_that_loads_a_model_takes_device(capsys):
+    from steerlab.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    with_model = {name: p for name, p in sub.choices.items()
+                  if any("--model" in a.option_strings for a in p._actions)}
+    assert len(with_model) >= 4
+    for name, p in with_model.items():
+        assert any("--device" in a.option_strings for a in p._actions), name
+    assert main(["extract", "--device", "cuda:99", "--out", "x.safetensors"]) == 2
+    err = capsys.readouterr().err
+    assert "cuda:99" in err and "Traceback" not in err

@@ -39,3 +39,14 @@ def test_full_and_lora_counts():
 def test_measure_reports_time_memory_and_result():
     m = measure(lambda: sum(range(10_000)))
     assert m.result == sum(range(10_000)) and m.seconds >= 0 and m.peak_rss >= m.start_rss > 0
+
+
+def test_gpu_memory_is_reported_on_cuda_only():
+    model = tiny_model("llama")
+    m = measure(lambda: model.backend("hf").forward(model.encode(PROMPTS)),
+                device=model.device)
+    c = training_step_costs(model, PROMPTS, "vectors", steps=1, chat=False)
+    if model.device.type == "cuda":
+        assert m.peak_gpu is not None and m.peak_gpu > 0 and c["peak_gpu_bytes"] > 0
+    else:
+        assert m.peak_gpu is None and c["peak_gpu_bytes"] is None

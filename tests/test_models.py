@@ -4,7 +4,7 @@ import pytest
 import torch
 from conftest import tiny_model
 
-from steerlab import models
+from steerlab import devices, models
 from steerlab.errors import EmptyInputError, UnknownModelError
 from steerlab.models import EMBEDDED, default_dtype, find_layers, load_model, parse_dtype
 
@@ -32,7 +32,7 @@ def test_local_directory_roundtrip(tmp_path):
     tiny = tiny_model("llama")
     tiny.hf.save_pretrained(tmp_path)
     tiny.tokenizer.save_pretrained(tmp_path)
-    loaded = load_model(str(tmp_path), dtype="fp32")
+    loaded = load_model(str(tmp_path), dtype="fp32", device=tiny.device)
     assert loaded.n_layers == 4 and loaded.d_model == 32 and loaded.dtype == torch.float32
     assert loaded.hf.config._attn_implementation == "sdpa"
     assert not loaded.is_chat
@@ -44,9 +44,9 @@ def test_dtype_choice(monkeypatch):
     monkeypatch.setenv("STEERLAB_DTYPE", "fp32")
     assert default_dtype() == torch.float32
     monkeypatch.delenv("STEERLAB_DTYPE")
-    monkeypatch.setattr(models, "cpu_has_fast_bf16", lambda: True)
+    monkeypatch.setattr(devices, "cpu_has_fast_bf16", lambda: True)
     assert default_dtype() == torch.bfloat16
-    monkeypatch.setattr(models, "cpu_has_fast_bf16", lambda: False)
+    monkeypatch.setattr(devices, "cpu_has_fast_bf16", lambda: False)
     assert default_dtype() == torch.float32
     assert parse_dtype("bf16") == torch.bfloat16
     with pytest.raises(ValueError, match="Unknown dtype"):

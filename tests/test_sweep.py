@@ -203,11 +203,11 @@ def test_saved_vectors_are_ignored_for_another_layer_set(tiny_llama, tmp_path):
 
 
 @pytest.mark.slow
-def test_fast_sweep_matches_naive_loop_on_smollm2(smollm_bf16):
+def test_fast_sweep_matches_naive_loop_on_smollm2(smollm_fast):
     kw = {"layers": [3, 15], "coeffs": [-0.4, 0.4], "methods": ["diff_means", "random"],
           "n": 48, "extract_n": 40, "batch_size": 8, "progress": False}
-    naive = sweep(smollm_bf16, "memorisation-mc", fast=False, **kw)
-    fast = sweep(smollm_bf16, "memorisation-mc", **kw)
+    naive = sweep(smollm_fast, "memorisation-mc", fast=False, **kw)
+    fast = sweep(smollm_fast, "memorisation-mc", **kw)
     pd.testing.assert_frame_equal(_stable(fast), _stable(naive))  # incl. per-item correctness
     assert (naive["correct"] != naive["correct"].iloc[0]).any()  # steering changed answers
 

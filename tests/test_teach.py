@@ -418,12 +418,12 @@ def test_subsample_deltas_are_paired_subsets():
 # ---- on the embedded model, and the notebooks themselves ------------------------------------
 
 @pytest.mark.slow
-def test_solutions_pass_on_the_embedded_model(smollm_bf16):
+def test_solutions_pass_on_the_embedded_model(smollm_fast):
     for name, (lesson, check, _) in CASES.items():
         if name not in MODEL_FREE:
-            res = check(solution(lesson, name), smollm_bf16)
-            assert res.passed and smollm_bf16.name in res.message, res.message
-    assert teach.count_hooks(smollm_bf16) == 0
+            res = check(solution(lesson, name), smollm_fast)
+            assert res.passed and smollm_fast.name in res.message, res.message
+    assert teach.count_hooks(smollm_fast) == 0
 
 
 @pytest.mark.slow

@@ -251,16 +251,16 @@ def test_vectors_and_adam_state_of_different_steps_are_refused(tmp_path):
 
 
 @pytest.mark.slow
-def test_recorded_learned_vectors_beat_the_base_model(smollm_bf16):
+def test_recorded_learned_vectors_beat_the_base_model(smollm_fast):
     """The vectors recorded in results/ (steerlab train, 60 steps) still load and still raise
     held-out accuracy on real weights: a regression test of loading, hooks and evaluation."""
     from steerlab.notebooks import recorded_run
     from steerlab.train import compare_conditions
 
     path = recorded_run("smollm2-135m-instruct", "arithmetic") / "vectors.safetensors"
-    vec = SteeringVector.load(path, smollm_bf16)
+    vec = SteeringVector.load(path, smollm_fast)
     assert vec.method == "learned" and vec.meta["step"] == 60
-    table = compare_conditions(smollm_bf16, {"base": None, "learned": vec},
+    table = compare_conditions(smollm_fast, {"base": None, "learned": vec},
                                items=arithmetic_items("test")[:100]).set_index("condition")
     assert table.loc["learned", "delta_low"] > 0, table
-    assert no_hooks(smollm_bf16)
+    assert no_hooks(smollm_fast)

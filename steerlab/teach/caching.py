@@ -95,7 +95,7 @@ def check_last_token_residual(fn: Any, model: Model | None = None, embedded: boo
 
 
 def _head(v: torch.Tensor, k: int = 3) -> str:
-    return "[" + ", ".join(f"{x:.3g}" for x in v[:k].tolist()) + ", ...]"
+    return "[" + ", ".join(f"{x:.3g}" for x in v[:k].cpu().tolist()) + ", ...]"
 
 
 @check

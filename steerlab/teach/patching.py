@@ -37,7 +37,7 @@ ANSWERS = (" Paris", " Rome")
 
 
 def _ids(model: Model, text: str) -> list[int]:
-    return model.encode([text])["input_ids"][0].tolist()
+    return model.encode([text])["input_ids"][0].cpu().tolist()
 
 
 def last_logits(model: Model, prompt: str) -> torch.Tensor:
@@ -228,7 +228,7 @@ def _modules(names: list[str]) -> str:
 
 
 def _head(v: torch.Tensor, k: int = 3) -> str:
-    return "[" + ", ".join(f"{x:.3g}" for x in v[:k].tolist()) + ", ...]"
+    return "[" + ", ".join(f"{x:.3g}" for x in v[:k].cpu().tolist()) + ", ...]"
 
 
 # ---- exercise 5.2 ---------------------------------------------------------------------------

@@ -57,8 +57,8 @@ def check_unembedding_cosines(fn: Any, model: Model | None = None,
         hint = next((why for why, alt in alternatives.items() if rel_err(got, alt) <= tol),
                     "Hint: F.normalize(W, dim=1) @ (v / v.norm()) with W = "
                     "model.hf.get_output_embeddings().weight.float()")
-        raise Fail(f"{what}: expected values in [-1, 1] starting {ref[:3].tolist()}, got "
-                   f"{got[:3].tolist()} (max |value| {float(got.abs().max()):.3g}); {hint}.")
+        raise Fail(f"{what}: expected values in [-1, 1] starting {ref[:3].cpu().tolist()}, got "
+                   f"{got[:3].cpu().tolist()} (max |value| {float(got.abs().max()):.3g}); {hint}.")
     return "cosines with every unembedding row match on " + " and ".join(done) + "."
 
 
@@ -66,7 +66,7 @@ def _as_strings(got: Any, k: int, what: str) -> list[str]:
     if got is None:
         raise Fail(f"{what} returned None; expected a list of {k} token strings.")
     if isinstance(got, torch.Tensor):
-        got = got.tolist()
+        got = got.cpu().tolist()
     if isinstance(got, str) or not hasattr(got, "__len__"):
         raise Fail(f"{what} returned {type(got).__name__} {got!r:.60}; expected a list of {k} "
                    "token strings.")
@@ -90,7 +90,7 @@ def check_top_tokens(fn: Any, model: Model | None = None, embedded: bool = True)
         scores = torch.randn(unembedding(m).shape[0], generator=torch.Generator().manual_seed(3))
         what = f"on {m.name}, your function(model, scores, k={k})"
         got = _as_strings(call(fn, m, scores.clone(), k, what=what), k, what)
-        order = scores.argsort(descending=True).tolist()
+        order = scores.argsort(descending=True).cpu().tolist()
 
         def forms(ids: list[int], m: Model = m) -> list[list[str]]:
             return [[m.tokenizer.decode([i]) for i in ids],
