@@ -169,7 +169,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from steerlab.models import load_model
-    from steerlab.sweep import SweepConfig, summary, sweep, verdict
+    from steerlab.sweep import SweepConfig, report, sweep
 
     config = SweepConfig(args.task, args.layers, args.coeffs, args.methods,
                          n=None if args.n == 0 else args.n, seed=args.seed, scale=args.scale,
@@ -178,14 +178,22 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                          batch_size=args.batch_size, mode=args.mode, scope=args.scope)
     model = load_model(args.model, dtype=args.dtype, device=args.device)
     table = sweep(model, config, out=args.out)
-    import pandas as pd
-
-    with pd.option_context("display.max_rows", 500, "display.width", 200,
-                           "display.float_format", "{:.3f}".format):
-        print(summary(table).to_string(index=False))
-    print(verdict(table))
+    print(report(table))
     if args.out:
         print(f"results: {args.out}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from steerlab import _io
+    from steerlab.sweep import read_table, report
+
+    text = f"{report(read_table(args.results))}\nresults: {args.results}\n"
+    if args.out:
+        _io.write_text(args.out, text)
+        print(f"wrote {args.out}")
+    else:
+        print(text, end="")
     return 0
 
 
@@ -356,6 +364,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "at every layer's block input, attention and MLP outputs (Hong et al.)")
     p.add_argument("--out", default=None, help="results .jsonl or .parquet (resumable)")
     p.set_defaults(fn=cmd_sweep)
+
+    p = sub.add_parser("report", help="a recorded sweep's table (raw and Holm-adjusted p) and "
+                       "verdict, from its results file")
+    p.add_argument("results", help="a sweep's --out file (.parquet or .journal.jsonl)")
+    p.add_argument("--out", default=None, help="write the report to this text file")
+    p.set_defaults(fn=cmd_report)
 
     p = sub.add_parser("train", help="learn one steering vector per layer with RLOO (model "
                        "frozen); resumes a run in --out", parents=[model_only])

@@ -85,6 +85,10 @@ class _MCBatch:
     enc: dict[str, torch.Tensor]
     keep: int | torch.Tensor
     finish: Callable[[torch.Tensor], list[np.ndarray]]
+    #: per row of ``enc``: the item it scores (an index into ``items``) and the position of
+    #: that item's last prompt token (where an edit "at the prompt's end" goes)
+    row_item: torch.Tensor
+    prompt_last: torch.Tensor
 
     def choose(self, logits: torch.Tensor) -> tuple[list[str], list[bool]]:
         """(chosen option, correct) per item from this batch's logits."""
@@ -107,7 +111,10 @@ def _mc_letter_batch(model: Model, items: list[Item], chat: bool) -> _MCBatch:
         letters = logp[:, letter_ids].cpu()  # (B, n_letters): one copy to the host
         return [letters[i, :k].numpy() for i, k in enumerate(n_opts)]  # cpu: copied above
 
-    return _MCBatch(items, enc, 1, finish)
+    mask = enc["attention_mask"]
+    width = mask.shape[1]
+    last = width - 1 - mask.flip(1).argmax(1)  # the last real token, left or right padded
+    return _MCBatch(items, enc, 1, finish, torch.arange(len(items)), last.cpu())
 
 
 def _mc_text_batch(model: Model, prompts: list[str], items: list[Item], chat: bool) -> _MCBatch:
@@ -149,9 +156,10 @@ def _mc_text_batch(model: Model, prompts: list[str], items: list[Item], chat: bo
             k += len(item.options)
         return out
 
+    row_item = torch.tensor([i for i, item in enumerate(items) for _ in item.options])
     return _MCBatch(items, {"input_ids": ids, "attention_mask": mask},
                     torch.tensor(need, device=dev),
-                    finish)
+                    finish, row_item, torch.tensor([a - 1 for a, _ in spans]))
 
 
 def _mc_batch(model: Model, items: list[Item], scoring: str, chat: bool) -> _MCBatch:
@@ -161,9 +169,11 @@ def _mc_batch(model: Model, items: list[Item], scoring: str, chat: bool) -> _MCB
     return _mc_text_batch(model, [fmt(it, chat) for it in items], items, chat)
 
 
-def cloze_prompt(item: Item, chat: bool) -> str:
-    """The question alone (no option list): options are scored as its continuation."""
-    return item.question if chat else f"Q: {item.question}\nA:"
+def cloze_prompt(item: Item | str, chat: bool) -> str:
+    """The question alone (no option list): options are scored as its continuation. Takes an
+    item or a bare question (e.g. an extraction prompt put in the same format)."""
+    question = item if isinstance(item, str) else item.question
+    return question if chat else f"Q: {question}\nA:"
 
 
 def gen_prompt(item: Item, shots: Sequence[tuple[str, str]], chat: bool) -> str:

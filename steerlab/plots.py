@@ -348,3 +348,39 @@ def head_heatmap(result: object, title: str = "", example: int | None = None) ->
     fig.update_layout(title=title, xaxis_title="head", yaxis_title="layer",
                       template="plotly_white", height=520, width=560, margin={"t": 110})
     return fig
+
+
+KIND_STYLE = {"patch_other": ("#d62728", "solid"), "patch_same": ("#1f77b4", "solid"),
+              "mean_patch": ("#ff7f0e", "dashdot"), "diff_means": ("#9467bd", "dash"),
+              "random": ("#7f7f7f", "dot"), "shuffled": ("#2ca02c", "dash")}
+
+
+def kind_patching_figure(frames: list[pd.DataFrame], title: str = "") -> go.Figure:
+    """Change in accuracy vs layer under each :func:`steerlab.patching.kind_patching`
+    condition, one panel per target task, with paired 95% bootstrap intervals and the zero
+    line (the unsteered run on the same items)."""
+    names = [f"{f.attrs.get('target', '')}: {f['source_kind'].iloc[0]} states written in"
+             f"<br><sup>unsteered {f.attrs['unsteered'][0]:.3f}, chance "
+             f"{f.attrs['chance']:.2f}, n={f.attrs['n']}</sup>" for f in frames]
+    fig = make_subplots(rows=1, cols=len(frames), subplot_titles=names, shared_yaxes=True,
+                        horizontal_spacing=0.05)
+    for k, frame in enumerate(frames, start=1):
+        conds = list(dict.fromkeys(frame["condition"]))
+        for j, (cond, g) in enumerate(frame.groupby("condition", sort=False)):
+            g = g.sort_values("layer")
+            color, dash = KIND_STYLE.get(str(cond), ("#8c564b", "solid"))
+            dodge = 0.5 * (j - (len(conds) - 1) / 2) / max(len(conds) - 1, 1)  # side by side
+            fig.add_trace(go.Scatter(
+                x=g["layer"] + dodge, y=g["delta"], customdata=g["layer"],
+                hovertemplate="layer %{customdata}: %{y:+.3f}", mode="lines+markers",
+                name=str(cond),
+                legendgroup=str(cond), showlegend=k == 1, line={"color": color, "dash": dash},
+                error_y={"type": "data", "symmetric": False,
+                         "array": g["delta_high"] - g["delta"],
+                         "arrayminus": g["delta"] - g["delta_low"]}), row=1, col=k)
+        fig.add_hline(y=0, line={"color": "black", "width": 1}, row=1, col=k)  # type: ignore[arg-type]
+        fig.update_xaxes(title_text="layer (edit at the prompt's last token)", row=1, col=k)
+    fig.update_yaxes(title_text="Δ accuracy vs unsteered (paired 95% CI)", row=1, col=1)
+    fig.update_layout(title=title, template="plotly_white", height=520,
+                      width=560 * len(frames) + 160, margin={"t": 130})
+    return fig

@@ -202,6 +202,34 @@ def paired_difference(a: Sequence[bool] | np.ndarray, b: Sequence[bool] | np.nda
                       n_worse=n_worse)
 
 
+def holm(p_values: Sequence[float] | np.ndarray) -> np.ndarray:
+    """Holm's step-down adjustment of a family of p-values (family-wise error rate): the
+    i-th smallest of m p-values is multiplied by ``m - i`` (0-based i), the results made
+    non-decreasing in that order and capped at 1. A cell whose adjusted p is below 0.05 stays
+    significant after accounting for every other cell of the family being tried too.
+
+    Args:
+        p_values: Shape ``(m,)``, the raw p-values (e.g. the McNemar p of each sweep cell).
+
+    Returns:
+        The adjusted p-values, shape ``(m,)``, in the input order.
+
+    Raises:
+        StatsInputError: not 1-D, or values outside [0, 1] (NaN included).
+    """
+    p = np.asarray(p_values, dtype=float)
+    if p.ndim != 1:
+        raise StatsInputError(f"holm takes a 1-D list of p-values, got shape {p.shape}.")
+    if p.size and not ((p >= 0) & (p <= 1)).all():
+        raise StatsInputError(f"p-values must lie in [0, 1], got {p[~((p >= 0) & (p <= 1))][:3]}.")
+    m = p.size
+    order = np.argsort(p, kind="stable")
+    adjusted = np.minimum(1.0, np.maximum.accumulate(p[order] * (m - np.arange(m))))
+    out = np.empty(m)
+    out[order] = adjusted
+    return out
+
+
 COMPARISON_COLUMNS = ("n", "accuracy", "ci_low", "ci_high", "baseline", "delta", "delta_low",
                       "delta_high", "p_mcnemar")
 """The columns of every "accuracy and paired difference to a baseline" table steerlab writes

@@ -214,3 +214,20 @@ def test_comparison_row_is_accuracy_and_paired_difference_under_the_sweep_names(
         comparison_row(base, cond[:10])
     with pytest.raises(EmptyInputError):
         comparison_row([], [])
+
+
+def test_holm_known_values_and_order():
+    from steerlab.stats import StatsInputError, holm
+
+    # sorted 0.005, 0.01, 0.03, 0.04 -> x4, x3, x2, x1 = 0.02, 0.03, 0.06, 0.04 -> monotone
+    np.testing.assert_allclose(holm([0.01, 0.04, 0.03, 0.005]), [0.03, 0.06, 0.06, 0.02])
+    np.testing.assert_allclose(holm([0.5, 0.9]), [1.0, 1.0])  # capped at 1
+    assert holm([]).size == 0
+    p = np.random.default_rng(0).uniform(size=50)
+    adj = holm(p)
+    assert (adj >= p).all() and (adj <= 1).all()
+    # Holm is never stricter than Bonferroni and never looser than the raw p
+    assert (adj <= np.minimum(1, p * p.size) + 1e-12).all()
+    for bad in ([0.1, 1.5], [np.nan], [[0.1]]):
+        with pytest.raises(StatsInputError):
+            holm(bad)

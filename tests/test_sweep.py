@@ -1,6 +1,7 @@
 import importlib
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -317,3 +318,39 @@ def test_projection_sweeps_equal_steered_evaluations(tiny_llama, mode, scope):
             for m, s in (("add", "layer"), ("project", "all"), ("project", "layer"))}
     assert len(keys) == 3
     assert no_hooks(tiny_llama)
+
+
+def test_holm_column_verdict_and_report_command(tmp_path, capsys):
+    """Every sweep table carries raw and Holm-adjusted p (per method, steered cells only),
+    the verdict counts what survives the adjustment, and `steerlab report` rebuilds both
+    from a recorded results file."""
+    from steerlab.cli import main
+    from steerlab.stats import holm
+    from steerlab.sweep import read_table, verdict, with_holm
+
+    rows = [{"model": "m", "task": "t", "method": "baseline", "layer": -1, "coeff": 0.0,
+             "n": 100, "accuracy": 0.5, "ci_low": 0.4, "ci_high": 0.6, "baseline": 0.5,
+             "delta": 0.0, "delta_low": 0.0, "delta_high": 0.0, "p_mcnemar": 1.0,
+             "chance": 0.25}]
+    ps = {"diff_means": [0.01, 0.02, 0.5], "random": [0.04, 0.9, 0.3]}
+    for method, pv in ps.items():
+        for layer, p in enumerate(pv):
+            up = 0.1 if p < 0.05 else 0.0
+            rows.append({**rows[0], "method": method, "layer": layer, "coeff": 0.2,
+                         "accuracy": 0.5 + up, "delta": up, "delta_low": up / 4 if up else -0.05,
+                         "delta_high": up + 0.05, "p_mcnemar": p})
+    table = with_holm(pd.DataFrame(rows))
+    assert table.loc[0, "p_holm"] == 1.0
+    for method, pv in ps.items():
+        np.testing.assert_allclose(table[table.method == method]["p_holm"], holm(pv))
+    text = verdict(table)
+    assert "after Holm over its 3 cells (p < 0.05): 2 up, 0 down" in text  # 0.03, 0.04
+    assert "after Holm over its 3 cells (p < 0.05): 0 up, 0 down" in text  # random: 0.12
+    path = tmp_path / "s.parquet"
+    pd.DataFrame(rows).to_parquet(path)  # an older file without p_holm
+    assert "p_holm" in read_table(path).columns
+    out = tmp_path / "s.txt"
+    assert main(["report", str(path), "--out", str(out)]) == 0
+    assert text in out.read_text() and "p_holm" in out.read_text()
+    with pytest.raises(FileNotFoundError, match="--out file"):
+        read_table(tmp_path / "missing.parquet")
