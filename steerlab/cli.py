@@ -111,15 +111,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from steerlab.interop import to_gguf
+    from steerlab.interop import llama_cpp_command, to_gguf
     from steerlab.vectors import SteeringVector
 
     vec = SteeringVector.load(args.vector)
     path = to_gguf(vec, args.gguf, coeff=args.coeff, scale=args.scale)
     print(f"wrote {path}: {vec.method} vector for {vec.model_id}, layers {vec.layers}, coeff "
           f"{args.coeff:g} ({args.scale}) baked in")
-    print(f"llama.cpp: llama-cli -m MODEL.gguf --control-vector {path}   (or "
-          f"--control-vector-scaled {path} S to scale it again)")
+    print(f"llama.cpp: {llama_cpp_command(path)}   (or --control-vector-scaled {path} S to "
+          "scale it again)")
     return 0
 
 

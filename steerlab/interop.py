@@ -27,7 +27,10 @@ from __future__ import annotations
 
 import json
 import math
+import shlex
 import warnings
+from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -42,8 +45,8 @@ from steerlab.vectors import SITE, SteeringVector
 if TYPE_CHECKING:
     from steerlab.models import Model
 
-__all__ = ["ARCH", "from_gguf", "from_repeng", "from_steering_vectors", "to_gguf", "to_repeng",
-           "to_steering_vectors"]
+__all__ = ["ARCH", "from_gguf", "from_repeng", "from_steering_vectors", "llama_cpp_command",
+           "to_gguf", "to_repeng", "to_steering_vectors"]
 
 ARCH = "controlvector"
 KEY = "steerlab."  # prefix of steerlab's own metadata keys (llama.cpp ignores them)
@@ -61,7 +64,7 @@ def _exportable(vector: SteeringVector, to: str) -> None:
 
 
 def to_gguf(vector: SteeringVector, path: str | Path, coeff: float = 1.0,
-            scale: Scale = "raw") -> Path:
+            scale: Scale = "raw", *, layers: Sequence[int] | None = None) -> Path:
     """Write ``vector`` as a llama.cpp GGUF control vector, atomically.
 
     The file holds ``direction.{k}`` = what steering at ``coeff`` in ``scale`` units adds at
@@ -72,13 +75,21 @@ def to_gguf(vector: SteeringVector, path: str | Path, coeff: float = 1.0,
     travel in ``steerlab.*`` metadata keys, so :func:`from_gguf` gives the unscaled vector back.
 
     Args:
-        vector: a ``resid_post`` vector without layer 0 (llama.cpp cannot steer block 0).
+        vector: a ``resid_post`` vector; with layer 0 (llama.cpp cannot steer block 0), only
+            when ``layers`` leaves it out.
         path: the ``.gguf`` file to write (replaced whole, never half-written).
         coeff: the strength baked into the tensors (non-zero, finite).
         scale: units of ``coeff``: ``raw``, ``unit`` or ``norm``.
+        layers: export only these of the vector's layers (default: all of them). Leaving
+            layers out is a stated choice: the file then steers less than the vector does; the
+            layers left out are recorded as ``meta["dropped_layers"]``, which :func:`from_gguf`
+            gives back.
 
     Returns:
         ``path``.
+
+    Example:
+        >>> learned.to_gguf("learned.gguf", layers=learned.layers[1:])  # all but layer 0
     """
     import gguf
 
@@ -87,11 +98,7 @@ def to_gguf(vector: SteeringVector, path: str | Path, coeff: float = 1.0,
         raise OptionError(f"coeff must be a finite, non-zero number, got {coeff!r} (a zero "
                           "vector could not be scaled back on import).")
     _exportable(vector, "llama.cpp")
-    if 0 in vector.vectors:
-        raise LayerError(
-            "llama.cpp rejects direction.0: block 0's output cannot be steered there. Drop "
-            f"layer 0 first (vector.only({[l for l in vector.layers if l != 0]})), or steer "
-            "block 0's output as resid_pre of layer 1 in steerlab.")
+    vector = _exported_layers(vector, layers)
     baked, factors = {}, {}
     for layer in vector.layers:
         added, norm = vector.added(layer, float(coeff), scale)  # (d_model,)
@@ -115,6 +122,47 @@ def to_gguf(vector: SteeringVector, path: str | Path, coeff: float = 1.0,
         writer.write_tensors_to_file()
         writer.close()
     return path
+
+
+def _exported_layers(vector: SteeringVector, layers: Sequence[int] | None) -> SteeringVector:
+    """``vector`` restricted to ``layers`` (the layers left out named in ``meta``), checked."""
+    if layers is None:
+        if 0 in vector.vectors:
+            raise LayerError(
+                "llama.cpp rejects direction.0: block 0's output cannot be steered there. Leave "
+                f"layer 0 out on purpose (layers={[l for l in vector.layers if l != 0]}; the "
+                "file then steers less than the vector does), or steer block 0's output as "
+                "resid_pre of layer 1 in steerlab.")
+        return vector
+    if isinstance(layers, str | bytes) or not isinstance(layers, Sequence) or not layers:
+        raise LayerError(f"layers must be a non-empty list of the vector's layers, got "
+                         f"{layers!r}.")
+    chosen = list(layers)
+    if any(not isinstance(l, int | np.integer) or isinstance(l, bool) for l in chosen):
+        raise LayerError(f"layers must be ints, got {chosen!r}.")
+    missing = sorted({int(l) for l in chosen} - set(vector.layers))
+    if missing:
+        raise LayerError(f"layers {missing} are not in the vector (its layers: "
+                         f"{vector.layers}).")
+    if len(set(chosen)) != len(chosen):
+        raise LayerError(f"layers {chosen!r} name a layer twice.")
+    if 0 in chosen:
+        raise LayerError("layers includes 0, but llama.cpp rejects direction.0: block 0's "
+                         "output cannot be steered there. Leave layer 0 out.")
+    dropped = sorted(set(vector.layers) - {int(l) for l in chosen})
+    meta = {**vector.meta, "dropped_layers": dropped} if dropped else vector.meta
+    return replace(vector.only(sorted(int(l) for l in chosen)), meta=meta)
+
+
+def llama_cpp_command(path: str | Path, model_file: str | Path = "MODEL.gguf",
+                      scale: float | None = None) -> str:
+    """The ``llama-cli`` command line that steers ``model_file`` with the control vector at
+    ``path`` (with ``scale``, ``--control-vector-scaled``: llama.cpp multiplies the file's
+    directions by it on load); paths are shell-quoted where needed."""
+    file = shlex.quote(str(path))
+    flag = (f"--control-vector {file}" if scale is None
+            else f"--control-vector-scaled {file} {scale:g}")
+    return f"llama-cli -m {shlex.quote(str(model_file))} {flag}"
 
 
 def _add_provenance(writer: Any, vector: SteeringVector, coeff: float, scale: str,

@@ -193,11 +193,12 @@ class SteeringVector:
             vec.check_compatible(model)
         return vec
 
-    def to_gguf(self, path: str | Path, coeff: float = 1.0) -> Path:
+    def to_gguf(self, path: str | Path, coeff: float = 1.0, scale: Scale = "raw", *,
+                layers: list[int] | None = None) -> Path:
         """Write a llama.cpp GGUF control vector (:func:`steerlab.interop.to_gguf`)."""
         from steerlab.interop import to_gguf
 
-        return to_gguf(self, path, coeff)
+        return to_gguf(self, path, coeff, scale, layers=layers)
 
     @classmethod
     def from_gguf(cls, path: str | Path, model: Model | None = None) -> SteeringVector:

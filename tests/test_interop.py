@@ -26,6 +26,7 @@ from steerlab.interop import (  # noqa: E402
     from_gguf,
     from_repeng,
     from_steering_vectors,
+    llama_cpp_command,
     to_gguf,
     to_repeng,
     to_steering_vectors,
@@ -119,6 +120,38 @@ def test_write_is_atomic(vec, tmp_path):
         to_gguf(vec, path, coeff=1e38)
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["v.gguf"]
+
+
+def test_layers_leave_layer_0_out_on_purpose(tmp_path, tiny_llama):
+    """Layer 0 (which llama.cpp cannot steer) travels only when left out explicitly; the file
+    then holds the other layers unchanged and says which were left out."""
+    full = _vector(layers=(0, 1, 2, 3), meta={"step": 3})
+    with pytest.raises(LayerError, match=r"direction.0.*layers=\[1, 2, 3\]"):
+        to_gguf(full, tmp_path / "refused.gguf")
+    path = full.to_gguf(tmp_path / "v.gguf", layers=[3, 1, 2])
+    reader, fields = _fields(path)
+    assert [t.name for t in reader.tensors] == ["direction.1", "direction.2", "direction.3"]
+    assert fields["controlvector.layer_count"] == 3
+    back = from_gguf(path, tiny_llama)
+    assert back.layers == [1, 2, 3] and back.meta == {"step": 3, "dropped_layers": [0]}
+    for l in back.layers:
+        assert torch.equal(back[l], full[l])
+    assert from_gguf(to_gguf(full, tmp_path / "two.gguf", layers=[2])).meta["dropped_layers"] \
+        == [0, 1, 3]
+    _same(full.only([1, 2, 3]), from_gguf(to_gguf(full.only([1, 2, 3]), tmp_path / "all.gguf",
+                                                  layers=[1, 2, 3])))  # nothing left out
+    for bad, message in (([0, 1], "includes 0"), ([1, 5], r"\[5\] are not in the vector"),
+                         ([], "non-empty"), ([1, 1], "twice"), ("12", "non-empty"),
+                         ([1.0], "ints")):
+        with pytest.raises(LayerError, match=message):
+            to_gguf(full, tmp_path / "bad.gguf", layers=bad)
+    assert not (tmp_path / "bad.gguf").exists() and not (tmp_path / "refused.gguf").exists()
+
+
+def test_llama_cpp_command():
+    assert llama_cpp_command("v.gguf", "m.gguf") == "llama-cli -m m.gguf --control-vector v.gguf"
+    assert llama_cpp_command("my v.gguf", scale=0.5) == \
+        "llama-cli -m MODEL.gguf --control-vector-scaled 'my v.gguf' 0.5"
 
 
 # --- against repeng's own GGUF export and import --------------------------------------------
