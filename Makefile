@@ -12,7 +12,7 @@ LATEST := .venv-latest
 TORCH  := $(shell grep -E '^torch==' requirements.lock | cut -d' ' -f1)
 UVFLAGS := --python-version 3.11 --python-platform x86_64-manylinux_2_28 --find-links /opt/wheels
 
-.PHONY: setup run test test-latest lock bench clean
+.PHONY: setup browser run test test-latest lock bench clean
 
 setup: $(STAMP)
 
@@ -30,10 +30,18 @@ $(STAMP): pyproject.toml requirements.lock requirements-embedded.lock
 	touch $(STAMP)
 
 # the demo, then every numbered notebook in order (figures/ and notebooks/executed/);
-# STEERLAB_SMOKE=1 make run shrinks data and sweeps without changing code paths
-run: setup
+# STEERLAB_SMOKE=1 make run shrinks data and sweeps without changing code paths.
+# Every figure gets its PNG from this run: the browser is found, or installed (root + apt-get,
+# as CI does), or the target fails at once naming the command; a PNG export is tried before the
+# first notebook, and STEERLAB_REQUIRE_PNG=1 makes a figure without its PNG an error.
+run: export STEERLAB_REQUIRE_PNG := 1
+run: browser setup
+	$(BIN)/python -m steerlab.figures
 	$(BIN)/steerlab demo
 	$(BIN)/steerlab notebooks
+
+browser:
+	bash .ci/chromium
 
 test: setup
 	$(BIN)/ruff check .

@@ -16,13 +16,14 @@ from typing import Any
 
 from steerlab.figures import figures_dir
 from steerlab.models import EMBEDDED
+from steerlab.options import env_flag
 
 __all__ = ["figures_dir", "run", "settings", "smoke", "sync"]
 
 
 def smoke() -> bool:
     """True when ``STEERLAB_SMOKE=1``: smaller data and sweeps, same code paths."""
-    return os.environ.get("STEERLAB_SMOKE", "0") not in ("", "0", "false", "False")
+    return env_flag("STEERLAB_SMOKE")
 
 
 @dataclass(frozen=True)

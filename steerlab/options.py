@@ -6,6 +6,7 @@ its ``choices`` from the tuples, so a new option is added in one place.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Literal, get_args
 
@@ -41,7 +42,8 @@ METHODS: tuple[Method, ...] = get_args(Method)
 
 __all__ = ["BACKENDS", "DIRECTIONS", "METHODS", "MODES", "REDUCTIONS", "SCALES",
            "SCOPES", "SCORINGS", "SITES", "WHEN", "BackendName", "Direction", "Method",
-           "Mode", "Reduction", "Scale", "Scope", "Scoring", "Site", "When", "check"]
+           "Mode", "Reduction", "Scale", "Scope", "Scoring", "Site", "When", "check",
+           "env_flag"]
 
 
 def check(name: str, value: object, allowed: Sequence[str]) -> str:
@@ -50,3 +52,9 @@ def check(name: str, value: object, allowed: Sequence[str]) -> str:
     if not isinstance(value, str) or value not in allowed:
         raise OptionError(f"Unknown {name} {value!r}: use one of {', '.join(allowed)}.")
     return value
+
+
+def env_flag(name: str) -> bool:
+    """True when the environment variable ``name`` is set to anything but empty, ``0`` or
+    ``false`` (the on/off switches: ``STEERLAB_SMOKE``, ``STEERLAB_REQUIRE_PNG``)."""
+    return os.environ.get(name, "0") not in ("", "0", "false", "False")

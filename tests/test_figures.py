@@ -1,6 +1,8 @@
 """Figure functions return plotly figures built from real tables; widgets wrap plain functions."""
 
 import shutil
+import subprocess
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -9,9 +11,10 @@ import pytest
 import torch
 from conftest import PROMPTS
 
+from steerlab import figures
 from steerlab.analysis import cosine_profile, layer_pca
 from steerlab.cache import cache_activations
-from steerlab.figures import save_figure
+from steerlab.figures import FigureExportError, check_png_export, save_figure
 from steerlab.plots import (
     accuracy_by_layer,
     cosine_profiles,
@@ -21,6 +24,8 @@ from steerlab.plots import (
 )
 from steerlab.vectors import diff_of_means
 from steerlab.widgets import steered_text, steering_explorer
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -86,6 +91,88 @@ def test_save_figure(tmp_path):
     assert (tmp_path / "99_test.html").is_file()
     if shutil.which("chromium"):
         assert (tmp_path / "99_test.png").stat().st_size > 1000 and len(paths) == 2
+        assert check_png_export() == Path(shutil.which("chromium"))
+
+
+def _old_pair(tmp_path):
+    """A figure's HTML and PNG as an earlier run left them."""
+    (tmp_path / "99_test.html").write_text("old html")
+    (tmp_path / "99_test.png").write_bytes(b"old png")
+    return tmp_path / "99_test.html", tmp_path / "99_test.png"
+
+
+def test_no_browser_never_leaves_a_stale_png(tmp_path, monkeypatch):
+    """Without a browser (the defect: HTML rewritten, an older PNG left beside it, silently),
+    the HTML is written, the older PNG is removed, and a warning names the install command."""
+    monkeypatch.setattr(figures, "_chromium", lambda: None)
+    monkeypatch.delenv(figures.REQUIRE_PNG, raising=False)
+    html, png = _old_pair(tmp_path)
+    with pytest.warns(UserWarning, match="apt-get install -y chromium fonts-liberation.*removed"):
+        paths = save_figure(accuracy_by_layer(_table(), 0.2), "99", "test", out_dir=tmp_path)
+    assert paths == [html] and html.read_text() != "old html" and not png.exists()
+    with pytest.warns(UserWarning, match="No Chromium"):  # nothing to remove: still said
+        save_figure(accuracy_by_layer(_table(), 0.2), "99", "test", out_dir=tmp_path)
+    with pytest.raises(FigureExportError, match="apt-get install -y chromium"):
+        check_png_export()
+
+
+def test_strict_run_fails_before_writing(tmp_path, monkeypatch):
+    """``make run`` sets STEERLAB_REQUIRE_PNG=1: a figure that cannot get its PNG is an error
+    that names the fix, and neither file of the earlier run is touched."""
+    monkeypatch.setattr(figures, "_chromium", lambda: None)
+    monkeypatch.setenv(figures.REQUIRE_PNG, "1")
+    html, png = _old_pair(tmp_path)
+    with pytest.raises(FigureExportError, match="apt-get install -y chromium fonts-liberation"):
+        save_figure(accuracy_by_layer(_table(), 0.2), "99", "test", out_dir=tmp_path)
+    assert html.read_text() == "old html" and png.read_bytes() == b"old png"
+    assert save_figure(go.Figure(), "99", "html_only", png=False, out_dir=tmp_path) == \
+        [tmp_path / "99_html_only.html"]  # asked for HTML only: no browser needed
+
+
+def test_failed_export_replaces_neither_file(tmp_path, monkeypatch):
+    monkeypatch.setattr(figures, "_chromium", lambda: "/usr/bin/chromium")
+
+    def broken(self, *args, **kwargs):
+        raise RuntimeError("browser crashed")
+
+    monkeypatch.setattr(go.Figure, "write_image", broken)
+    html, png = _old_pair(tmp_path)
+    with pytest.raises(FigureExportError, match="browser crashed.*neither"):
+        save_figure(accuracy_by_layer(_table(), 0.2), "99", "test", out_dir=tmp_path)
+    assert html.read_text() == "old html" and png.read_bytes() == b"old png"
+    assert not [p.name for p in tmp_path.iterdir() if ".tmp" in p.name]  # no temporary left
+
+
+def _fake_bin(tmp_path, uid, *browsers):
+    """A PATH with a fake ``id`` (as user ``uid``) and fake browsers, and nothing else."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(parents=True)
+    for name, body in (("id", f"echo {uid}"), *((b, "exit 0") for b in browsers)):
+        (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+    return str(bin_dir)
+
+
+@pytest.mark.skipif(not Path("/bin/bash").is_file(), reason="needs bash")
+def test_make_run_finds_the_browser_or_fails_at_once(tmp_path):
+    """``.ci/chromium`` (``make run``'s first step, and CI's): a browser on PATH passes; none,
+    and not root to install one, fails naming the command; make runs it, then a real PNG
+    export, before the demo and the notebooks."""
+    script = str(ROOT / ".ci" / "chromium")
+    absent = subprocess.run(["/bin/bash", script], capture_output=True, text=True,
+                            env={"PATH": _fake_bin(tmp_path / "a", 1000)}, check=False)
+    assert absent.returncode == 1
+    assert "sudo apt-get install -y chromium fonts-liberation" in absent.stderr
+    found = subprocess.run(["/bin/bash", script], capture_output=True, text=True, check=False,
+                           env={"PATH": _fake_bin(tmp_path / "b", 1000, "chromium-browser")})
+    assert found.returncode == 0, found.stderr
+    if shutil.which("make"):
+        plan = subprocess.run(["make", "-n", "run"], cwd=ROOT, capture_output=True, text=True,
+                              check=True).stdout
+        steps = [plan.index(s) for s in (".ci/chromium", "-m steerlab.figures", "steerlab demo",
+                                          "steerlab notebooks")]
+        assert steps == sorted(steps), plan
+        assert "STEERLAB_REQUIRE_PNG := 1" in (ROOT / "Makefile").read_text()
 
 
 def test_widget_wraps_the_plain_function(tiny_llama, sets):
