@@ -8,7 +8,12 @@
 
 Timings are the best of several interleaved repeats (a b a b ...).
 
+3. ``--profile``: the steered forward under ``torch.profiler`` (which operators it adds to a
+   plain forward) and its cost in this thread's CPU time with one torch thread (interleaved
+   pairs; CPU time is what the work costs, whatever else the machine runs).
+
 Usage: python bench/overhead.py [--quick] [--model NAME] [--dtypes bf16,fp32]
+       [--only-steering] [--profile]
 """
 
 from __future__ import annotations
@@ -96,21 +101,76 @@ def bench_steering(name: str, dtype: str, repeats: int, new_tokens: int) -> None
     print(table(["what", "plain s", "steered s", "overhead", f"<= {STEERING_GOAL:.0%}?"], rows))
 
 
+@torch.no_grad()
+def profile_steering(name: str, dtype: str, pairs: int) -> None:
+    import time
+
+    from torch.profiler import ProfilerActivity, profile
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    model = load_model(name, dtype=dtype)
+    pos, neg = extraction_sets(8)
+    enc = model.encode(pos + neg, chat=True)
+    vec = torch.randn(model.d_model, generator=torch.Generator().manual_seed(0))
+    be = model.backend("hf")
+
+    def fwd():
+        be.forward(enc)
+
+    def steered():
+        with steer(model, vec, layers=model.n_layers // 2, coeff=1.0):
+            fwd()
+
+    ops = {}
+    for what, fn in (("plain", fwd), ("steered", steered)):
+        fn()
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            fn()
+        ops[what] = {e.key: e.count for e in prof.key_averages()}
+    extra = {k: n - ops["plain"].get(k, 0) for k, n in ops["steered"].items()
+             if n != ops["plain"].get(k, 0)}
+    cpu: dict[str, list[float]] = {"plain": [], "steered": []}
+    for _ in range(pairs):
+        for what, fn in (("plain", fwd), ("steered", steered)):
+            t0 = time.thread_time()
+            fn()
+            cpu[what].append(time.thread_time() - t0)
+    torch.set_num_threads(threads)
+    med = {k: sorted(v)[len(v) // 2] for k, v in cpu.items()}
+    best = {k: min(v) for k, v in cpu.items()}
+    over_min, over_med = best["steered"] / best["plain"] - 1, med["steered"] / med["plain"] - 1
+    record(PART, figure="steering_overhead_cpu_time", model=name, dtype=dtype, what="forward",
+           value=over_med, min_overhead=over_min, pairs=pairs, plain_cpu_s=med["plain"],
+           steered_cpu_s=med["steered"], extra_ops=sum(extra.values()),
+           plain_ops=sum(ops["plain"].values()), extra_op_kinds=extra)
+    print(f"\n-- steered forward, profiled: {name} {dtype}, 1 torch thread, {pairs} interleaved "
+          f"pairs; {sum(extra.values())} operators added to {sum(ops['plain'].values())}: "
+          + ", ".join(f"{k.removeprefix('aten::')} x{n}" for k, n in sorted(extra.items())))
+    print(table(["", "plain CPU s", "steered CPU s", "overhead"],
+                [["median", med["plain"], med["steered"], f"{over_med:+.1%}"],
+                 ["best", best["plain"], best["steered"], f"{over_min:+.1%}"]]))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true")
     p.add_argument("--model", default="smollm2-135m-instruct")
     p.add_argument("--dtypes", default=None, help="default: bf16,fp32 (bf16 with --quick)")
     p.add_argument("--backends", default="hf,tlens,nnsight")
+    p.add_argument("--only-steering", action="store_true", help="skip the caching part")
+    p.add_argument("--profile", action="store_true", help="also profile the steered forward")
     args = p.parse_args()
     env_setup()
     dtypes = (args.dtypes or ("bf16" if args.quick else "bf16,fp32")).split(",")
     repeats = 3 if args.quick else 5
     print(f"== overhead vs plain PyTorch ({machine()})")
-    for dtype in dtypes:
+    for dtype in [] if args.only_steering else dtypes:
         bench_caching(args.model, dtype, 32 if args.quick else 64, repeats, 16,
                       args.backends.split(","))
     bench_steering(args.model, dtypes[0], repeats, 16 if args.quick else 32)
+    if args.profile:
+        profile_steering(args.model, dtypes[0], 6 if args.quick else 12)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,8 @@ process; all rows of one run share a run id in bench/results.jsonl.
   peers        steering-vectors and repeng: same extraction + sweep (bench/requirements.txt)
   loading      first load (GGUF conversion) and cached load of each embedded model
   memory       10,000 prompts x all layers streamed to disk, peak RSS
+  gpu          the seed models' sizes (random weights) on the device present: forward,
+               caching, steering, one training step per method (the 1B size only on a CPU)
 
 Usage: python bench/run_all.py [--quick] [--parts a,b] [--lock FILE]
   --lock FILE  take an exclusive flock on FILE around each part (so benchmarks never overlap
@@ -31,7 +33,8 @@ from _common import RESULTS, machine, table
 
 HERE = Path(__file__).parent
 PARTS = {"hardware": "hardware.py", "overhead": "overhead.py", "sweep": "sweep_speed.py",
-         "peers": "peers.py", "loading": "loading.py", "memory": "memory.py"}
+         "peers": "peers.py", "loading": "loading.py", "memory": "memory.py",
+         "gpu": "gpu.py"}
 
 
 @contextmanager
