@@ -34,7 +34,7 @@ from _common import RESULTS, machine, table
 HERE = Path(__file__).parent
 PARTS = {"hardware": "hardware.py", "overhead": "overhead.py", "sweep": "sweep_speed.py",
          "peers": "peers.py", "loading": "loading.py", "memory": "memory.py",
-         "gpu": "gpu.py"}
+         "patching": "patching.py", "gpu": "gpu.py"}
 
 
 @contextmanager
@@ -62,6 +62,8 @@ def summary(run: str) -> str:
                 "sweep_speedup": "sweep speed-up vs naive (identical results: "
                                  f"{r.get('identical')})",
                 "peer_ratio": f"{r.get('library')} time / steerlab time",
+                "patching_speedup": "patching map vs TransformerLens (same numbers: "
+                                    f"{r.get('same')})",
                 "cache_to_disk_peak_rss_gib": f"peak RSS caching {r.get('n_prompts')} prompts "
                                               "to disk (GiB)",
                 "peer_failed": f"{r.get('library')}: could not run"}.get(r["figure"],

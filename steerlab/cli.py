@@ -184,6 +184,60 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_replicate(args: argparse.Namespace) -> int:
+    import json
+
+    import pandas as pd
+
+    from steerlab import _io
+    from steerlab.models import load_model
+    from steerlab.replication import (
+        SEED_REPORTED,
+        best_layer_gains,
+        gain_distribution,
+        honest_protocol,
+        protocol_layers,
+        seed_protocol,
+    )
+
+    model = load_model(args.model, dtype=args.dtype, device=args.device)
+    layers = args.layers or protocol_layers(model, args.every)
+    kw = {"n": args.n, "layers": layers, "coeffs": args.coeffs, "batch_size": args.batch_size}
+    table = seed_protocol(model, draws=args.draws, out=args.out, **kw)
+    gains = best_layer_gains(table)
+    dist = gain_distribution(gains)
+    with pd.option_context("display.width", 200, "display.float_format", "{:.3f}".format):
+        print(f"{model.name}: the seed's protocol (Hong et al.'s all-sites projection, letter "
+              f"scoring, best of {len(layers)} layers x {len(args.coeffs)} coefficient(s) "
+              f"picked on the same {args.n} items), {args.draws} draws")
+        print(gains.to_string(index=False))
+        print("best-layer gain by direction over the draws:")
+        print(dist.to_string(index=False))
+    print("the seed reported (Llama / DeepSeek models, its own items): " + "; ".join(
+        f"{m}: {r['unsteered']:.3f} -> {r['best']:.3f} ({r['best'] - r['unsteered']:+.3f})"
+        for m, r in SEED_REPORTED.items()))
+    summary: dict = {"model": model.hf_id, "dtype": str(model.dtype), "layers": layers,
+                     "coeffs": args.coeffs, "n": args.n, "draws": args.draws,
+                     "gains": gains.to_dict("records"), "distribution": dist.to_dict("records"),
+                     "seed_reported": SEED_REPORTED}
+    if args.honest:
+        honest = honest_protocol(model, n_dev=args.n_dev, n_test=args.n_test, layers=layers,
+                                 coeffs=args.coeffs, batch_size=args.batch_size,
+                                 out=args.out)
+        p, t = honest["pick"], honest["test"]
+        print(f"honest protocol: picked on {args.n_dev} dev items: layer {p['layer']}, coeff "
+              f"{p['coeff']:g} (dev gain {p['dev_gain']:+.3f}, Holm p {p['dev_p_holm']:.3g}); "
+              f"on {args.n_test} disjoint test items: {t['accuracy']:.3f} vs unsteered "
+              f"{t['baseline']:.3f}, change {t['delta']:+.3f} [{t['delta_low']:+.3f}, "
+              f"{t['delta_high']:+.3f}], McNemar p {t['p_mcnemar']:.3g}")
+        summary["honest"] = {"pick": p, "test": t}
+    if args.out:
+        path = _io.write_text(f"{args.out}/replication.json",
+                              json.dumps(summary, indent=1, default=float))
+        print(f"results: {path}")
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from steerlab import _io
     from steerlab.sweep import read_table, report
@@ -364,6 +418,22 @@ def build_parser() -> argparse.ArgumentParser:
                         "at every layer's block input, attention and MLP outputs (Hong et al.)")
     p.add_argument("--out", default=None, help="results .jsonl or .parquet (resumable)")
     p.set_defaults(fn=cmd_sweep)
+
+    p = sub.add_parser("replicate", help="the seed's protocol (best layer picked on the "
+                       "evaluation items) with random and shuffled directions over several "
+                       "draws, and optionally the honest protocol (dev pick, test once)",
+                       parents=[model_only])
+    p.add_argument("--draws", type=int, default=3, help="seeded item samples / control seeds")
+    p.add_argument("--n", type=int, default=100, help="items per draw (the seed used ~100)")
+    p.add_argument("--layers", type=_ints, default=None, help="default: every layer >= 3")
+    p.add_argument("--every", type=int, default=1, help="every k-th layer >= 3 (reduced scale)")
+    p.add_argument("--coeffs", type=_floats, default=[0.1], help="Hong et al.'s a, e.g. 0.1")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--honest", action="store_true", help="also run the dev/test protocol")
+    p.add_argument("--n-dev", type=int, default=100)
+    p.add_argument("--n-test", type=int, default=100)
+    p.add_argument("--out", default=None, help="directory: resumable sweeps + replication.json")
+    p.set_defaults(fn=cmd_replicate)
 
     p = sub.add_parser("report", help="a recorded sweep's table (raw and Holm-adjusted p) and "
                        "verdict, from its results file")

@@ -66,12 +66,13 @@ class Metric:
     normalise: bool = False
 
     def __call__(self, logits: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
-        out = self.fn(logits.float(), pairs)
+        """One value per row, on the host (a few numbers per forward: the one copy back)."""
+        out = self.fn(logits.float(), pairs.to(logits.device))
         if not isinstance(out, torch.Tensor) or out.shape != pairs.shape:
             got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
             raise OptionError(f"Metric {self.name!r} returned {got}; it must return one value "
                               f"per row, shape {tuple(pairs.shape)} (not a mean over rows).")
-        return out
+        return out.cpu()
 
 
 def _token_ids(model: Model, answers: Sequence[str | int]) -> torch.Tensor:
@@ -99,8 +100,9 @@ def logit_diff(model: Model, correct: Sequence[str | int], incorrect: Sequence[s
         raise OptionError(f"{len(good)} correct answers but {len(bad)} incorrect ones.")
 
     def fn(logits: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
-        rows = torch.arange(len(pairs))
-        return logits[rows, good[pairs]] - logits[rows, bad[pairs]]
+        rows = torch.arange(len(pairs), device=logits.device)
+        g, b = good.to(logits.device)[pairs], bad.to(logits.device)[pairs]
+        return logits[rows, g] - logits[rows, b]
 
     return Metric("logit_diff" + (" (normalised)" if normalise else ""), fn, normalise)
 
@@ -110,7 +112,8 @@ def answer_logprob(model: Model, answers: Sequence[str | int]) -> Metric:
     ids = _token_ids(model, answers)
 
     def fn(logits: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
-        return torch.log_softmax(logits, -1)[torch.arange(len(pairs)), ids[pairs]]
+        rows = torch.arange(len(pairs), device=logits.device)
+        return torch.log_softmax(logits, -1)[rows, ids.to(logits.device)[pairs]]
 
     return Metric("answer_logprob", fn)
 
@@ -150,7 +153,7 @@ def _pairs(model: Model, clean: Sequence[str], corrupted: Sequence[str],
     a = model.encode(clean, chat=chat, padding_side="right")
     b = model.encode(corrupted, chat=chat, padding_side="right")
     la, lb = a["attention_mask"].sum(1), b["attention_mask"].sum(1)
-    bad = (la != lb).nonzero().flatten().tolist()
+    bad = (la != lb).nonzero().flatten().cpu().tolist()
     if bad:
         i = bad[0]
         raise PatchInputError(
@@ -161,21 +164,22 @@ def _pairs(model: Model, clean: Sequence[str], corrupted: Sequence[str],
     width = int(la.max())
     a = {k: v[:, :width] for k, v in a.items()}
     b = {k: v[:, :width] for k, v in b.items()}
-    ids = a["input_ids"][0, :int(la[0])].tolist()
+    ids = a["input_ids"][0, :int(la[0])].cpu().tolist()
     tokens = [model.tokenizer.decode([t]) for t in ids]
     return _Pairs(a, b, la.cpu(), tokens)
 
 
 def _shared_prefix(pairs: _Pairs) -> torch.Tensor:
     """(n,) number of leading tokens each clean prompt shares with its corrupted one."""
-    diff = pairs.clean["input_ids"] != pairs.corrupted["input_ids"]  # (n, T)
+    diff = (pairs.clean["input_ids"] != pairs.corrupted["input_ids"]).cpu()  # (n, T)
     width = diff.shape[1]
     first = torch.where(diff.any(1), diff.float().argmax(1), torch.full((len(diff),), width))
     return torch.minimum(first, pairs.lengths)
 
 
 def _last_logits(logits: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    return logits[torch.arange(len(lengths)), lengths.to(logits.device) - 1].float()
+    rows = torch.arange(len(lengths), device=logits.device)
+    return logits[rows, lengths.to(logits.device) - 1].float()
 
 
 @dataclass
@@ -221,8 +225,8 @@ def pair_behaviour(model: Model, pairs: FactPairs, chat: bool | None = None,
     be = model.backend(backend)
     n = len(p.lengths)
     with torch.no_grad():
-        clean = m(_last_logits(be.forward(p.clean), p.lengths), torch.arange(n)).numpy()
-        corr = m(_last_logits(be.forward(p.corrupted), p.lengths), torch.arange(n)).numpy()
+        clean = m(_last_logits(be.forward(p.clean), p.lengths), torch.arange(n)).cpu().numpy()
+        corr = m(_last_logits(be.forward(p.corrupted), p.lengths), torch.arange(n)).cpu().numpy()
     out = pd.DataFrame({"clean": pairs.clean, "correct": pairs.correct,
                         "incorrect": pairs.incorrect, "logit_diff_clean": clean,
                         "logit_diff_corrupted": corr})
@@ -299,7 +303,8 @@ def _result(values: np.ndarray, cells: list[tuple[int, int, int]], site: str,
         rows.append({"site": site, "layer": layer, "position": pos,
                      "token": tokens[pos] if 0 <= pos < len(tokens) else "",
                      "head": head, "value": float(mean[c]), "ci_low": float(lo[c]),
-                     "ci_high": float(hi[c]), "values": values[:, c].tolist()})
+                     "ci_high": float(hi[c]),
+                     "values": values[:, c].tolist()})  # cpu: a numpy array
     frame = pd.DataFrame(rows)
     shape = [len(layers)]
     if positions != ALL:
@@ -362,8 +367,8 @@ def _patch_fn(src: torch.Tensor, rows: torch.Tensor, pairs: torch.Tensor, pos: t
     def fn(h: torch.Tensor) -> torch.Tensor:
         h = h.clone()
         s = src.to(device=h.device, dtype=h.dtype)
-        for r, i, p, k in zip(rows.tolist(), pairs.tolist(), pos.tolist(), heads.tolist(),
-                              strict=True):
+        for r, i, p, k in zip(rows.cpu().tolist(), pairs.cpu().tolist(), pos.cpu().tolist(),
+                              heads.cpu().tolist(), strict=True):
             t = slice(0, int(lengths[i])) if p < 0 else slice(p, p + 1)
             if k < 0:
                 h[r, t] = s[i, t]
@@ -421,7 +426,7 @@ def activation_patching(model: Model, clean: Sequence[str], corrupted: Sequence[
     # before a pair's first differing token both runs are the same (a causal model): a patch
     # there changes nothing, so with ``fast`` its value is the unpatched run's, not recomputed
     same = _shared_prefix(pairs) if fast else torch.zeros(n, dtype=torch.long)
-    base_v = (corr_v if direction == "denoise" else clean_v).numpy()
+    base_v = (corr_v if direction == "denoise" else clean_v).cpu().numpy()
     jobs = []
     for c, (_, p, _) in enumerate(cells):
         for i in range(n):
@@ -447,7 +452,7 @@ def activation_patching(model: Model, clean: Sequence[str], corrupted: Sequence[
                 chunk = layer_jobs[k:k + batch_cells]
                 got = _run_chunk(be, m, run_on, pairs.lengths, site, layer, src, cells, chunk,
                                  prefix)
-                for (c, i), v in zip(chunk, got.tolist(), strict=True):
+                for (c, i), v in zip(chunk, got.cpu().tolist(), strict=True):
                     values[i, c] = v
                 bar.update(len(chunk))
     bar.close()
@@ -464,7 +469,7 @@ def _run_chunk(be: Any, m: Metric, run_on: dict[str, torch.Tensor], lengths: tor
                chunk: list[tuple[int, int]], prefix: Any) -> torch.Tensor:
     """Metric values of one forward whose rows each patch one (cell, pair) of ``layer``."""
     pair_of_row = torch.tensor([i for _, i in chunk])
-    enc = {k: v[pair_of_row] for k, v in run_on.items()}
+    enc = {k: v[pair_of_row.to(v.device)] for k, v in run_on.items()}
     rows = torch.arange(len(chunk))
     pos = torch.tensor([cells[c][1] for c, _ in chunk])
     heads = torch.tensor([cells[c][2] for c, _ in chunk])
@@ -474,7 +479,8 @@ def _run_chunk(be: Any, m: Metric, run_on: dict[str, torch.Tensor], lengths: tor
         if prefix is not None:
             from steerlab.backends.base import hidden_of, replace_hidden
 
-            rep = replace_hidden(prefix, hidden_of(prefix)[pair_of_row])
+            hidden = hidden_of(prefix)
+            rep = replace_hidden(prefix, hidden[pair_of_row.to(hidden.device)])
             with be.replaying(layer - 1, rep):
                 logits = be.forward(enc, keep=None)
         else:
@@ -543,9 +549,10 @@ def attribution_patching(model: Model, clean: Sequence[str], corrupted: Sequence
         g = grads[li]
         if g is None:
             g = torch.zeros_like(tensors[li])
-        delta = clean_acts.at(layer)[:, :width] - tensors[li].detach().float()
+        act = tensors[li].detach().float()
+        delta = clean_acts.at(layer)[:, :width].to(act.device) - act
         contrib = (delta * g.float())  # (n, T, d) or (n, T, H, dh)
-        contrib = contrib.sum(-1)      # (n, T) or (n, T, H)
+        contrib = contrib.sum(-1).cpu()  # (n, T) or (n, T, H): small, to the host once
         for c, (l, p, hd) in enumerate(cells):
             if l != layer:
                 continue
@@ -554,10 +561,10 @@ def attribution_patching(model: Model, clean: Sequence[str], corrupted: Sequence
                 x = x.sum(-1)
             if p < 0:
                 val = (x * mask).sum(1)
-                values[:, c] = val.numpy()
+                values[:, c] = val.cpu().numpy()
             else:
                 ok = p < pairs.lengths
-                values[ok.numpy(), c] = x[ok, p].numpy()
+                values[ok.cpu().numpy(), c] = x[ok, p].cpu().numpy()
     values = values / scale
     return _result(values, cells, site, use_layers, use_pos, use_heads, "denoise", m, clean_m,
                    corr_m, pairs.tokens, seed, {"backend": backend, "n_pairs": n,
@@ -719,7 +726,7 @@ def kind_patching(model: Model, target: str = "memorisation-mc",
                     correct[layer, cond] += mc.choose(logits)[1]
                     for k in range(len(batch)):  # one size per item: the mean of its rows
                         norms[layer, cond].append(float(np.mean(
-                            [x for x, i in zip(sizes, mc.row_item.tolist(), strict=True)
+                            [x for x, i in zip(sizes, mc.row_item.cpu().tolist(), strict=True)
                              if i == k])))
                 bar.update(1)
     bar.close()
@@ -731,7 +738,7 @@ def kind_patching(model: Model, target: str = "memorisation-mc",
                          else "reasoning", "condition": cond, "layer": layer,
                          **comparison_row(base_correct, got, seed=seed),
                          "edit_norm": float(np.mean(norms[layer, cond])),
-                         "correct": got.tolist()})
+                         "correct": got.tolist()})  # cpu: a numpy array
     out = pd.DataFrame(rows)
     base = accuracy(base_correct)
     out.attrs.update({"model": model.hf_id, "target": target, "n": len(items),

@@ -1,0 +1,81 @@
+"""The seed's protocol (best layer picked on the evaluation items) and the honest one (dev
+pick, one test evaluation), on a tiny model and a shipped task."""
+
+import pandas as pd
+import pytest
+from conftest import no_hooks
+
+from steerlab.errors import OptionError
+from steerlab.replication import (
+    best_layer_gains,
+    gain_distribution,
+    honest_protocol,
+    protocol_config,
+    seed_protocol,
+    split_items,
+)
+from steerlab.sweep import sweep
+
+TASK = "reasoning-mc"
+
+
+def _row(method, layer, acc, draw=0, base=0.30):
+    return {"method": method, "layer": layer, "coeff": 0.0 if method == "baseline" else 0.1,
+            "accuracy": acc, "baseline": base, "delta": acc - base, "delta_low": -0.1,
+            "delta_high": 0.1, "p_mcnemar": 0.5, "p_holm": 1.0, "n": 100, "draw": draw}
+
+
+def test_best_layer_gain_is_the_protocols_own_pick():
+    table = pd.DataFrame([_row("baseline", -1, 0.30), _row("diff_means", 3, 0.31),
+                          _row("diff_means", 4, 0.36), _row("random", 3, 0.34),
+                          _row("random", 4, 0.29), _row("baseline", -1, 0.20, draw=1, base=0.2),
+                          _row("random", 3, 0.27, draw=1, base=0.2)])
+    gains = best_layer_gains(table).set_index(["method", "draw"])
+    assert gains.loc[("diff_means", 0), "best_layer"] == 4
+    assert gains.loc[("diff_means", 0), "gain"] == pytest.approx(0.06)
+    assert gains.loc[("random", 0), "gain"] == pytest.approx(0.04)
+    assert gains.loc[("random", 1), "gain"] == pytest.approx(0.07)
+    dist = gain_distribution(best_layer_gains(table)).set_index("method")
+    assert dist.loc["random", "draws"] == 2 and dist.loc["random", "positive"] == 1.0
+
+
+def test_seed_protocol_draws_are_resumable_sweeps(tiny_llama, tmp_path):
+    kw = {"task": TASK, "n": 6, "layers": [1, 2], "coeffs": [0.1], "batch_size": 8}
+    table = seed_protocol(tiny_llama, draws=2, out=tmp_path, progress=False, **kw)
+    assert no_hooks(tiny_llama)
+    assert sorted(table["draw"].unique()) == [0, 1]
+    assert len(table) == 2 * (1 + 3 * 2)  # baseline + 3 methods x 2 layers, per draw
+    assert (tmp_path / "draw0.parquet").exists() and (tmp_path / "draw1.parquet").exists()
+    cfg = protocol_config(tiny_llama, seed=1, **kw)
+    assert (cfg.mode, cfg.scope, cfg.scoring, cfg.scale) == ("project", "all", "letter", "raw")
+    again = seed_protocol(tiny_llama, draws=2, out=tmp_path, progress=False, **kw)  # resumed
+    pd.testing.assert_frame_equal(table.drop(columns="seconds"), again.drop(columns="seconds"))
+    gains = best_layer_gains(table)
+    assert set(gains["method"]) == {"diff_means", "random", "shuffled"} and len(gains) == 6
+
+
+def test_split_items_is_disjoint_and_checked():
+    dev, test = split_items(TASK, 20, 30, seed=0)
+    a, b = {it.id for it in dev.items()}, {it.id for it in test.items()}
+    assert len(a) == 20 and len(b) == 30 and not a & b
+    assert dev.name == f"{TASK}[dev]" and test.name == f"{TASK}[test]"
+    assert {it.id for it in split_items(TASK, 20, 30, seed=0)[0].items()} == a
+    with pytest.raises(OptionError, match="cannot split"):
+        split_items(TASK, 10**6, 1)
+
+
+def test_honest_protocol_tests_the_dev_pick_once_on_disjoint_items(tiny_llama):
+    out = honest_protocol(tiny_llama, n_dev=6, n_test=8, task=TASK, layers=[1, 2],
+                          coeffs=[-0.1, 0.1], progress=False)
+    assert no_hooks(tiny_llama)
+    pick, test = out["pick"], out["test"]
+    assert pick["layer"] in (1, 2) and pick["coeff"] in (-0.1, 0.1)
+    assert test["n"] == 8 and "p_holm" in out["dev"].columns
+    # the test number is what a sweep of the test items gives at the picked cell
+    _, test_task = split_items(TASK, 6, 8, seed=0)
+    check = sweep(tiny_llama, protocol_config(tiny_llama, n=None, task=test_task,
+                                              layers=[pick["layer"]], coeffs=[pick["coeff"]],
+                                              methods=["diff_means"]), progress=False)
+    cell = check[check.method == "diff_means"].iloc[0]
+    assert cell.accuracy == pytest.approx(test["accuracy"])
+    assert cell.baseline == pytest.approx(test["baseline"])
