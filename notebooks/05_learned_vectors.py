@@ -145,3 +145,67 @@ lengths = pd.DataFrame({"base": [len(t) for t in base_out],
 print("mean answer length in characters:", lengths.mean().round(1).to_dict(),
       "| learned vector norms by layer:",
       np.round(list(learned.norms().values()), 2).tolist())
+
+# %% [markdown]
+# ## The learned vectors in llama.cpp
+# The recorded final checkpoint (`results/train_smollm2_arithmetic/vectors.safetensors`),
+# exported as a GGUF control vector: `llama-cli --control-vector FILE` (and Ollama, which
+# runs llama.cpp) adds `direction.k` to the output of block k at every position, as `steer`
+# does here with coefficient 1.
+#
+# **Layer 0 does not travel.** RLOO trained a vector after every block, block 0 included, but
+# llama.cpp cannot steer block 0's output (it rejects `direction.0`). `to_gguf` refuses the
+# vector unless told which layers to write: `layers=` 1..29 here, a choice the file records
+# (`meta["dropped_layers"]` on import). The file is read back and compared tensor by tensor.
+
+# %%
+import json
+
+import torch
+
+from steerlab import _io
+from steerlab.interop import llama_cpp_command
+from steerlab.models import EMBEDDED
+from steerlab.notebooks import recorded_run, summary_path
+from steerlab.vectors import SteeringVector
+
+ckpt = recorded_run(MODEL, "arithmetic") / "vectors.safetensors"
+final = SteeringVector.load(ckpt, model) if ckpt.is_file() else learned
+travel = [l for l in final.layers if l != 0]  # llama.cpp cannot steer block 0
+gguf_file = final.to_gguf(run_dir(MODEL, "arithmetic") / "learned_vectors.gguf", layers=travel)
+back = SteeringVector.from_gguf(gguf_file, model)
+exact = back.layers == travel and all(torch.equal(back[l], final[l]) for l in travel)
+assert exact, "the GGUF file does not give the exported tensors back"
+REPO = recorded_run(MODEL, "arithmetic").parents[1]  # paths below are shown relative to it
+gguf_shown = gguf_file.relative_to(REPO) if gguf_file.is_relative_to(REPO) else gguf_file
+model_gguf = EMBEDDED[MODEL].locate()  # the SmolLM2 GGUF the embedded model is made from
+command = llama_cpp_command(gguf_shown, model_gguf.name)
+print(f"wrote {gguf_shown} ({gguf_file.stat().st_size / 1024:.0f} KiB): layers "
+      f"{travel[0]}-{travel[-1]} of the step-{final.meta.get('step')} checkpoint, left out "
+      f"{back.meta['dropped_layers']}; read back: the same tensors\n\nllama.cpp, from the "
+      f"checkout (the model file is {model_gguf}):\n  {command}")
+
+# %% [markdown]
+# **What leaving layer 0 out costs**: greedy accuracy on the same test problems with the
+# vectors as the file holds them (layers 1-29, read back from the file) against all 30 layers,
+# paired bootstrap interval of the difference and McNemar's test. Written to
+# `results/learned_vectors_gguf_smollm2.json`, which the README quotes.
+
+# %%
+ALL, FILE = f"all {len(final.layers)} layers", f"layers {travel[0]}-{travel[-1]} (GGUF file)"
+cost = compare_conditions(model, {ALL: final, FILE: back}, items=test, baseline=ALL)
+row = cost.set_index("condition").loc[FILE]
+summary = {"model": model.hf_id, "smoke": S.smoke, "checkpoint": str(ckpt.relative_to(REPO)),
+           "step": final.meta.get("step"), "gguf": str(gguf_shown),
+           "layers_exported": travel, "layers_left_out": back.meta["dropped_layers"],
+           "round_trip_exact": exact, "llama_cpp": command, "test_items": int(row.n),
+           "accuracy_all_layers": row.baseline, "accuracy_gguf_layers": row.accuracy,
+           "delta": row.delta, "delta_low": row.delta_low, "delta_high": row.delta_high,
+           "p_mcnemar": row.p_mcnemar, "conditions": cost.to_dict("records")}
+out_json = _io.write_text(summary_path(MODEL, "learned_vectors_gguf"),
+                          json.dumps(summary, indent=1, default=float))
+print(("[smoke run: toy sizes, not a result] " if S.smoke else "")
+      + f"without layer 0: {row.accuracy:.3f} vs {row.baseline:.3f} with all layers (n="
+      f"{int(row.n)}), paired {row.delta:+.3f} [{row.delta_low:+.3f}, {row.delta_high:+.3f}], "
+      f"McNemar p={row.p_mcnemar:.2g} -> {out_json.name}")
+cost.round(3)
