@@ -60,3 +60,17 @@ fig2
 slider_figure(lambda layer: pca_boundary(layer_pca(r, m, layer), CHAT, data=DATA),
               layer=IntSlider(value=depth_layer(r.layers, 0.4), min=min(r.layers),
                               max=max(r.layers), continuous_update=False))
+
+
+# %% [markdown]
+# The separability numbers the README quotes, written by this run:
+
+# %%
+import json
+
+from steerlab import _io
+from steerlab.notebooks import summary_path
+
+print(_io.write_text(summary_path("all", "pca_separability"), json.dumps(
+    {"data": DATA, "models": S.models, "table": separability.to_dict("records")},
+    indent=1, default=float)))

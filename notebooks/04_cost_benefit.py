@@ -52,3 +52,16 @@ from steerlab.plots import cost_benefit_figure
 fig = cost_benefit_figure(costs, data=DATA)
 save_figure(fig, "04", "cost_benefit")
 fig
+
+
+# %% [markdown]
+# The cost table the README quotes, written by this run:
+
+# %%
+import json
+
+from steerlab import _io
+from steerlab.notebooks import summary_path
+
+print(_io.write_text(summary_path("all", "cost_benefit"), json.dumps(
+    {"data": DATA, "table": costs.to_dict("records")}, indent=1, default=str)))

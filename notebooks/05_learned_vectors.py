@@ -125,6 +125,20 @@ else:
     verdict = f"No significant change from the learned vectors: {gain}."
 print(("[smoke run: toy sizes, not a result] " if S.smoke else "") + verdict)
 
+# %%
+# the numbers the README's training and test tables quote, written by this run
+import json
+
+from steerlab import _io
+from steerlab.notebooks import summary_path
+from steerlab.train import training_summary
+
+print(_io.write_text(summary_path(MODEL, "learned_vectors"), json.dumps(
+    {"model": model.hf_id, "smoke": S.smoke, "n_test": len(test), "n_dev": len(dev),
+     "training": training_summary(hist), "dev_tuning": tuning.to_dict("records"),
+     "picked": best, "test": results.to_dict("records"), "verdict": verdict},
+    indent=1, default=float)))
+
 # %% [markdown]
 # ## What changed in the answers
 # Greedy answers of the base and the steered model to the first test problems.

@@ -121,3 +121,19 @@ fig = resource_table_figure(table, MODEL, dtype=model.dtype,
                             data=f"batch of {len(batch)} shipped prompts")
 save_figure(fig, "06", "resource_table")
 table.round(4)
+
+
+# %% [markdown]
+# The cluster table, the layer cosines and the resource table the README quotes, written by
+# this run:
+
+# %%
+import json
+
+from steerlab import _io
+from steerlab.notebooks import summary_path
+
+print(_io.write_text(summary_path(MODEL, "lens_and_resources"), json.dumps(
+    {"vectors": source, "clusters": clusters.to_dict("records"),
+     "layer_cosines": cos.to_dict("records"), "resources": table.to_dict("records")},
+    indent=1, default=str)))

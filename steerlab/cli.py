@@ -202,7 +202,8 @@ def cmd_replicate(args: argparse.Namespace) -> int:
 
     model = load_model(args.model, dtype=args.dtype, device=args.device)
     layers = args.layers or protocol_layers(model, args.every)
-    kw = {"n": args.n, "layers": layers, "coeffs": args.coeffs, "batch_size": args.batch_size}
+    kw = {"n": args.n, "layers": layers, "coeffs": args.coeffs, "batch_size": args.batch_size,
+          "extract_n": args.extract_n or None}
     table = seed_protocol(model, draws=args.draws, out=args.out, **kw)
     gains = best_layer_gains(table)
     dist = gain_distribution(gains)
@@ -218,12 +219,13 @@ def cmd_replicate(args: argparse.Namespace) -> int:
         for m, r in SEED_REPORTED.items()))
     summary: dict = {"model": model.hf_id, "dtype": str(model.dtype), "layers": layers,
                      "coeffs": args.coeffs, "n": args.n, "draws": args.draws,
+                     "extract_n": args.extract_n,
                      "gains": gains.to_dict("records"), "distribution": dist.to_dict("records"),
                      "seed_reported": SEED_REPORTED}
     if args.honest:
         honest = honest_protocol(model, n_dev=args.n_dev, n_test=args.n_test, layers=layers,
                                  coeffs=args.coeffs, batch_size=args.batch_size,
-                                 out=args.out)
+                                 extract_n=args.extract_n or None, out=args.out)
         p, t = honest["pick"], honest["test"]
         print(f"honest protocol: picked on {args.n_dev} dev items: layer {p['layer']}, coeff "
               f"{p['coeff']:g} (dev gain {p['dev_gain']:+.3f}, Holm p {p['dev_p_holm']:.3g}); "
@@ -270,6 +272,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         curve = hist.dropna(subset=["dev_acc"])
         print("dev accuracy by step: " + ", ".join(
             f"{int(s)}: {a:.3f}" for s, a in zip(curve.step, curve.dev_acc, strict=True)))
+    if args.out:  # the numbers the README's training table quotes, from the journal
+        import json
+
+        from steerlab import _io
+        from steerlab.train import training_summary
+
+        path = _io.write_text(f"{args.out}/summary.json",
+                              json.dumps(training_summary(hist), indent=1))
+        print(f"summary: {path}")
     return 0
 
 
@@ -429,6 +440,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--every", type=int, default=1, help="every k-th layer >= 3 (reduced scale)")
     p.add_argument("--coeffs", type=_floats, default=[0.1], help="Hong et al.'s a, e.g. 0.1")
     p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--extract-n", type=int, default=300,
+                   help="extraction prompts per set (0: all; MMLU-Pro's are 2,578 long ones)")
     p.add_argument("--honest", action="store_true", help="also run the dev/test protocol")
     p.add_argument("--n-dev", type=int, default=100)
     p.add_argument("--n-test", type=int, default=100)

@@ -283,6 +283,23 @@ def history(out_dir: str | Path) -> pd.DataFrame:
     return pd.DataFrame([r for r in rows if step is None or r["step"] <= step])
 
 
+def training_summary(hist: pd.DataFrame, window: int = 10) -> dict[str, Any]:
+    """What the README's training table quotes, from a run's journal (:func:`history`): the
+    mean rollout reward and completion length of the first and last ``window`` steps, the
+    greedy dev accuracy at each evaluation step, and the wall time."""
+    steps = hist.dropna(subset=["reward"]) if "reward" in hist else hist.iloc[:0]
+    first, last = steps.head(window), steps.tail(window)
+    dev = hist.dropna(subset=["dev_acc"]) if "dev_acc" in hist else hist.iloc[:0]
+    out: dict[str, Any] = {"steps": int(len(steps)), "window": window,
+                           "dev_acc": {int(r.step): float(r.dev_acc) for r in dev.itertuples()}}
+    for name, col in (("reward", "reward"), ("mean_tokens", "mean_tokens"),
+                      ("seconds", "seconds"), ("gen_seconds", "gen_seconds")):
+        if col in steps:
+            out[name] = {"first": float(first[col].mean()), "last": float(last[col].mean()),
+                         "median": float(steps[col].median()), "total": float(steps[col].sum())}
+    return out
+
+
 def train_rloo(model: Model, cfg: TrainConfig | None = None, out_dir: str | Path | None = None,
                progress: bool = True, reward_fn: RewardFn = verified_reward,
                **overrides: Any) -> TrainRun:
