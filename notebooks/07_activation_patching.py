@@ -162,7 +162,7 @@ for site, cell in summary["strongest"].items():
 from steerlab.patching import kind_patching, kind_patching_summary, kind_patching_verdict
 from steerlab.plots import kind_patching_figure
 
-KIND_LAYERS = spread_layers(model.n_layers, 2 if S.smoke else 6)
+KIND_LAYERS = spread_layers(model.n_layers, 2 if S.smoke else 4)
 KIND_N = 16 if S.smoke else 100
 KIND_SOURCES = 16 if S.smoke else 100  # source prompts per kind (extraction split)
 kinds = {target: kind_patching(model, target, layers=KIND_LAYERS, n=KIND_N,
