@@ -692,8 +692,10 @@ def kind_patching(model: Model, target: str = "memorisation-mc",
     replay = be.supports_prefix_replay and not be.has_foreign_hooks()
     batches = [(b, items[b:b + batch_size]) for b in range(0, len(items), batch_size)]
     base_correct: list[bool] = []
-    correct = {(l, c): [] for l in use_layers for c in KIND_CONDITIONS}  # type: ignore[var-annotated]
-    norms = {(l, c): [] for l in use_layers for c in KIND_CONDITIONS}  # type: ignore[var-annotated]
+    correct: dict[tuple[int, str], list[bool]] = {(l, c): [] for l in use_layers
+                                                  for c in KIND_CONDITIONS}
+    norms: dict[tuple[int, str], list[float]] = {(l, c): [] for l in use_layers
+                                                 for c in KIND_CONDITIONS}
     show = progress if progress is not None else len(batches) * len(use_layers) > 4
     bar = tqdm(total=len(batches) * len(use_layers), desc=f"kind patching {target}",
                disable=not show, leave=False)
@@ -724,10 +726,12 @@ def kind_patching(model: Model, target: str = "memorisation-mc",
                     finally:
                         handle.remove()
                     correct[layer, cond] += mc.choose(logits)[1]
-                    for k in range(len(batch)):  # one size per item: the mean of its rows
-                        norms[layer, cond].append(float(np.mean(
-                            [x for x, i in zip(sizes, mc.row_item.cpu().tolist(), strict=True)
-                             if i == k])))
+                    # one size per item: the mean over its option rows
+                    per_row = torch.tensor(sizes, dtype=torch.float64)
+                    total = torch.zeros(len(batch), dtype=torch.float64).index_add_(
+                        0, mc.row_item, per_row)
+                    count = torch.bincount(mc.row_item, minlength=len(batch))
+                    norms[layer, cond] += (total / count).cpu().tolist()
                 bar.update(1)
     bar.close()
     rows = []
