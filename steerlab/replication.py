@@ -71,6 +71,12 @@ def protocol_config(model: Model, seed: int = 0, n: int | None = 100,
     """The sweep of one draw of the seed's protocol: Hong et al.'s all-sites projection from
     each layer in turn (``coeffs`` are their ``a``), letter scoring, ``n`` items sampled with
     ``seed`` (which also seeds the controls)."""
+    fixed = {"task", "layers", "coeffs", "methods", "n", "seed", "scale", "mode", "scope"}
+    unknown = sorted(set(options) - (set(SweepConfig.__dataclass_fields__) - fixed))
+    if unknown:
+        raise OptionError(f"Unknown or fixed protocol option(s) {unknown}: the protocol sets "
+                          f"{sorted(fixed)} itself; others: "
+                          f"{sorted(set(SweepConfig.__dataclass_fields__) - fixed)}.")
     return SweepConfig(task, list(layers) if layers is not None else protocol_layers(model),
                        list(coeffs), tuple(methods), n=n, seed=seed,  # type: ignore[arg-type]
                        scale="raw", mode="project", scope="all",

@@ -64,6 +64,13 @@ def test_split_items_is_disjoint_and_checked():
         split_items(TASK, 10**6, 1)
 
 
+def test_protocol_options_are_checked_early(tiny_llama):
+    with pytest.raises(OptionError, match="batch_sise"):
+        protocol_config(tiny_llama, task=TASK, batch_sise=8)
+    with pytest.raises(OptionError, match="mode"):
+        protocol_config(tiny_llama, task=TASK, mode="add")
+
+
 def test_honest_protocol_tests_the_dev_pick_once_on_disjoint_items(tiny_llama):
     out = honest_protocol(tiny_llama, n_dev=6, n_test=8, task=TASK, layers=[1, 2],
                           coeffs=[-0.1, 0.1], progress=False)
