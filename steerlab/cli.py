@@ -193,8 +193,10 @@ def cmd_replicate(args: argparse.Namespace) -> int:
     from steerlab.models import load_model
     from steerlab.replication import (
         SEED_REPORTED,
+        answer_letters,
         best_layer_gains,
         gain_distribution,
+        gold_letters,
         honest_protocol,
         protocol_layers,
         seed_protocol,
@@ -207,6 +209,7 @@ def cmd_replicate(args: argparse.Namespace) -> int:
     table = seed_protocol(model, draws=args.draws, out=args.out, **kw)
     gains = best_layer_gains(table)
     dist = gain_distribution(gains)
+    letters = answer_letters(table, gold_letters(args.draws, args.n))
     with pd.option_context("display.width", 200, "display.float_format", "{:.3f}".format):
         print(f"{model.name}: the seed's protocol (Hong et al.'s all-sites projection, letter "
               f"scoring, best of {len(layers)} layers x {len(args.coeffs)} coefficient(s) "
@@ -214,6 +217,9 @@ def cmd_replicate(args: argparse.Namespace) -> int:
         print(gains.to_string(index=False))
         print("best-layer gain by direction over the draws:")
         print(dist.to_string(index=False))
+        print("answered letters (share of items), unsteered and at each direction's best "
+              "layer, next to the gold letters:")
+        print(letters.to_string(index=False))
     print("the seed reported (Llama / DeepSeek models, its own items): " + "; ".join(
         f"{m}: {r['unsteered']:.3f} -> {r['best']:.3f} ({r['best'] - r['unsteered']:+.3f})"
         for m, r in SEED_REPORTED.items()))
@@ -221,6 +227,7 @@ def cmd_replicate(args: argparse.Namespace) -> int:
                      "coeffs": args.coeffs, "n": args.n, "draws": args.draws,
                      "extract_n": args.extract_n,
                      "gains": gains.to_dict("records"), "distribution": dist.to_dict("records"),
+                     "answered_letters": letters.to_dict("records"),
                      "seed_reported": SEED_REPORTED}
     if args.honest:
         honest = honest_protocol(model, n_dev=args.n_dev, n_test=args.n_test, layers=layers,

@@ -171,6 +171,22 @@ def _mc_batch(model: Model, items: list[Item], scoring: str, chat: bool) -> _MCB
     return _mc_text_batch(model, [fmt(it, chat) for it in items], items, chat)
 
 
+def mc_batches(model: Model, items: Sequence[Item], scoring: str, chat: bool,
+               batch_size: int) -> list[list[int]]:
+    """Item indices in batches of similar prompt length (a stable sort by token count, then
+    chunks of ``batch_size``): a left-padded batch costs its longest prompt times its rows,
+    so grouping lengths cuts the padding (about half the work on MMLU-Pro, whose prompts run
+    from 100 to 800 tokens). Results are put back in item order by the caller."""
+    fmt = mc_prompt if scoring in ("letter", "text") else cloze_prompt
+    texts = model.format([fmt(it, chat) for it in items], chat)
+    lens = [len(ids) for ids in model.tokenizer(texts, add_special_tokens=False)["input_ids"]]
+    if scoring != "letter":  # every option follows its prompt in the same forward
+        lens = [n + max(len(o) for o in it.options) // 3 for n, it in zip(lens, items,
+                                                                          strict=True)]
+    order = sorted(range(len(items)), key=lens.__getitem__)
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+
 def cloze_prompt(item: Item | str, chat: bool) -> str:
     """The question alone (no option list): options are scored as its continuation. Takes an
     item or a bare question (e.g. an extraction prompt put in the same format)."""
@@ -208,28 +224,28 @@ def evaluate(model: Model, task: Task, items: Sequence[Item] | None = None,
         raise OptionError(f"Unknown scoring {scoring!r}: use one of {SCORINGS}.")
     chat = model.uses_chat(chat)
     t0 = time.perf_counter()
-    preds: list[str] = []
-    correct: list[bool] = []
-    completions: list[str] = []
-    batches = [items[i:i + batch_size] for i in range(0, len(items), batch_size)]
+    preds: list[str] = [""] * len(items)
+    correct: list[bool] = [False] * len(items)
+    completions: list[str] = [""] * len(items) if task.kind != "mc" else []
+    batches = mc_batches(model, items, scoring, chat, batch_size) if task.kind == "mc" \
+        else [list(range(i, min(i + batch_size, len(items))))
+              for i in range(0, len(items), batch_size)]
     show = progress if progress is not None else len(batches) > 4
-    for batch in tqdm(batches, desc=f"{task.name}", disable=not show, leave=False):
+    for idx in tqdm(batches, desc=f"{task.name}", disable=not show, leave=False):
+        batch = [items[i] for i in idx]
         if task.kind == "mc":
             mc = _mc_batch(model, batch, scoring, chat)
             with torch.no_grad():
                 logits = model.backend(backend).forward(mc.enc, keep=mc.keep)
-            p, c = mc.choose(logits)
-            preds += p
-            correct += c
+            for i, p, c in zip(idx, *mc.choose(logits), strict=True):
+                preds[i], correct[i] = p, c
         else:
             prompts = [gen_prompt(it, shots, chat) for it in batch]
             outs = generate(model, prompts, task.max_new_tokens, chat=chat, backend=backend,
                             batch_size=len(prompts), progress=False)
-            for it, out in zip(batch, outs, strict=True):
-                ok, pred = judge(it, out if chat else first_answer(out))
-                preds.append(pred)
-                correct.append(ok)
-                completions.append(out)
+            for i, it, out in zip(idx, batch, outs, strict=True):
+                correct[i], preds[i] = judge(it, out if chat else first_answer(out))
+                completions[i] = out
     return EvalResult(task.name, model.hf_id, [it.id for it in items], np.array(correct),
                       preds, time.perf_counter() - t0, task.chance(items),
                       {"chat": chat, "scoring": scoring, "backend": backend},
@@ -282,13 +298,14 @@ def evaluate_cells(model: Model, task: Task, layer: int, vectors: Sequence[torch
     if scoring not in SCORINGS:
         raise OptionError(f"Unknown scoring {scoring!r}: use one of {SCORINGS}.")
     be = model.backend(backend)
-    preds: list[list[str]] = [[] for _ in vectors]
-    correct: list[list[bool]] = [[] for _ in vectors]
+    preds = [[""] * len(items) for _ in vectors]
+    correct = [[False] * len(items) for _ in vectors]
     seconds = [0.0] * len(vectors)
-    batches = [items[i:i + batch_size] for i in range(0, len(items), batch_size)]
+    batches = mc_batches(model, items, scoring, chat, batch_size)  # as evaluate() batches
     show = progress if progress is not None else len(batches) > 4
-    for b, batch in enumerate(tqdm(batches, desc=f"{task.name} L{layer}", disable=not show,
-                                   leave=False)):
+    for b, idx in enumerate(tqdm(batches, desc=f"{task.name} L{layer}", disable=not show,
+                                 leave=False)):
+        batch = [items[i] for i in idx]
         t0 = time.perf_counter()
         mc = _mc_batch(model, batch, scoring, chat)
         prev = reuse.get(b) if reuse is not None else None
@@ -303,9 +320,8 @@ def evaluate_cells(model: Model, task: Task, layer: int, vectors: Sequence[torch
             with be.replaying(layer, recorded), steer(model, v, layers=layer, coeff=1.0,
                                                       backend=backend):
                 logits = be.forward(mc.enc, keep=mc.keep)
-            p, c = mc.choose(logits)
-            preds[k] += p
-            correct[k] += c
+            for i, p, c in zip(idx, *mc.choose(logits), strict=True):
+                preds[k][i], correct[k][i] = p, c
             seconds[k] += shared + time.perf_counter() - t1
     ids = [it.id for it in items]
     extra = {"chat": chat, "scoring": scoring, "backend": backend,

@@ -35,7 +35,7 @@ import pandas as pd
 from steerlab.errors import OptionError
 from steerlab.stats import comparison_row
 from steerlab.sweep import SweepConfig, steered_cells, sweep
-from steerlab.tasks import Task, get_task
+from steerlab.tasks import LETTERS, Task, get_task
 
 if TYPE_CHECKING:
     from steerlab.models import Model
@@ -119,6 +119,50 @@ def best_layer_gains(table: pd.DataFrame) -> pd.DataFrame:
                      "p_holm": float(best.get("p_holm", np.nan)), "cells": len(g),
                      "n": int(best.n)})
     return pd.DataFrame(rows)
+
+
+def answer_letters(table: pd.DataFrame, gold: dict[int, str] | None = None) -> pd.DataFrame:
+    """Which letters the model answered, per draw and condition: unsteered, and each
+    direction's best-layer cell (the one :func:`best_layer_gains` picks). One row each with
+    the share of every letter, the most common letter and its share, and (``gold``: the gold
+    letters of each draw's items, e.g. from :func:`gold_letters`) the gold letters' own
+    shares as a ``gold`` row, so a best-layer "gain" that only moves answers towards a
+    letter the sample happens to favour can be read off. Needs the journal's ``answered``
+    column (recorded by sweeps of multiple-choice tasks)."""
+    if "answered" not in table.columns:
+        raise OptionError("This table has no answered letters: it was recorded before sweeps "
+                          "kept them (rerun the sweep into a new --out).")
+    draws = table["draw"] if "draw" in table.columns else pd.Series(0, index=table.index)
+    best = best_layer_gains(table)
+    rows = []
+
+    def shares(condition: str, draw: int, letters: str, layer: int = -1) -> dict[str, Any]:
+        counts = pd.Series(list(letters)).value_counts()
+        top = str(counts.index[0])
+        return {"draw": draw, "condition": condition, "layer": layer, "n": len(letters),
+                "top": top, "top_share": counts.iloc[0] / len(letters),
+                **{c: counts.get(c, 0) / len(letters) for c in LETTERS}}
+
+    for draw in sorted(set(draws)):
+        here = table[draws == draw]
+        if gold is not None:
+            rows.append(shares("gold", int(draw), gold[int(draw)]))
+        base = here[here["method"] == "baseline"]
+        rows.append(shares("unsteered", int(draw), str(base["answered"].iloc[0])))
+        for b in best[best["draw"] == draw].itertuples():
+            cell = here[(here["method"] == b.method) & (here["layer"] == b.best_layer)
+                        & (here["coeff"] == b.best_coeff)]
+            rows.append(shares(f"{b.method} best", int(draw), str(cell["answered"].iloc[0]),
+                               b.best_layer))
+    out = pd.DataFrame(rows)
+    return out[[c for c in out.columns if c not in LETTERS or out[c].any()]]
+
+
+def gold_letters(draws: int, n: int | None = 100, task: str | Task = TASK) -> dict[int, str]:
+    """The gold answer letter of each item of each of the protocol's draws (the items
+    :func:`seed_protocol` evaluates: ``n`` sampled with the draw's seed)."""
+    t = get_task(task) if isinstance(task, str) else task
+    return {d: "".join(LETTERS[it.answer_index] for it in t.items(n, d)) for d in range(draws)}
 
 
 def gain_distribution(gains: pd.DataFrame) -> pd.DataFrame:

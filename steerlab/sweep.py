@@ -69,7 +69,7 @@ from steerlab.options import (
 )
 from steerlab.stats import COMPARISON_COLUMNS, comparison_row, holm
 from steerlab.steering import HONG_SITES, steer
-from steerlab.tasks import Task, get_task, shots
+from steerlab.tasks import LETTERS, Item, Task, get_task, shots
 from steerlab.vectors import SteeringVector, extract_pair, vector_from_pair
 
 if TYPE_CHECKING:
@@ -168,6 +168,10 @@ class SweepKey:
     shots: int
     mode: str = "add"
     scope: str = "layer"
+    #: how multiple-choice items are batched (``length``: by prompt length,
+    #: :func:`steerlab.evaluate.mc_batches`); batch shapes move the last bits of the logits,
+    #: so journals recorded under the earlier item-order batching do not share rows
+    batching: str = "length"
 
     def key(self) -> str:
         """12 hex digits of the hash of every field (``mode``/``scope`` only when not the
@@ -261,22 +265,35 @@ def _completions(res: EvalResult) -> list[str]:
     return list(getattr(res, "completions", None) or [])
 
 
+def answered(items: Sequence[Item], preds: Sequence[str]) -> str:
+    """The letter of each multiple-choice item's chosen option, one character per item (the
+    journal's ``answered`` column, from which an answer-letter bias can be read)."""
+    return "".join(LETTERS[it.options.index(p)] for it, p in zip(items, preds, strict=True))
+
+
 def _row(cfg: SweepKey, method: str, layer: int, coeff: float, added_norm: float,
-         res: EvalResult, base: EvalResult, seconds: float,
+         res: EvalResult, base: EvalResult, seconds: float, items: Sequence[Item] | None,
          completions: list[str] | None = None) -> dict:
-    """One journal row; ``completions`` (generative tasks) are kept with it when given."""
+    """One journal row; ``completions`` (generative tasks) are kept with it when given, the
+    answered letters when ``items`` (a multiple-choice task's) are given."""
     return {"model": cfg.model_id, "task": cfg.task, "method": method, "layer": layer,
             "coeff": coeff, "scale": cfg.scale, "added_norm": added_norm,
             **comparison_row(base.correct, res.correct, seed=cfg.seed),
             "chance": res.chance,
             "seconds": seconds, "config": cfg.key(),
             "correct": "".join("1" if c else "0" for c in res.correct),
-            **({"completions": completions} if completions is not None else {})}
+            **({"completions": completions} if completions is not None else
+               {"answered": answered(items, res.predictions)}
+               if items is not None and res.predictions else {})}
 
 
-def _from_row(row: dict, task: str, model_id: str, item_ids: list[str]) -> EvalResult:
+def _from_row(row: dict, task: str, model_id: str, items: Sequence[Item]) -> EvalResult:
     correct = np.array([c == "1" for c in row["correct"]])
-    return EvalResult(task, model_id, item_ids, correct, [], row["seconds"], row["chance"])
+    preds = [it.options[LETTERS.index(a)] for it, a in zip(items, row["answered"],
+                                                           strict=True)] \
+        if row.get("answered") else []
+    return EvalResult(task, model_id, [it.id for it in items], correct, preds, row["seconds"],
+                      row["chance"])
 
 
 def sweep(model: Model, config: SweepConfig | Task | str,
@@ -331,6 +348,7 @@ def sweep(model: Model, config: SweepConfig | Task | str,
     items = task.items(n, seed)
     few = default_shots(model, task)
     gen = task.kind != "mc"
+    mc_items = None if gen else items  # whose answered letters the journal keeps
     cfg = SweepKey(model.hf_id, str(model.dtype).removeprefix("torch."), task.name,
                       len(items), seed, scale, extract_from or task.extract_from, extract_n,
                       reduction, chat, scoring, backend,
@@ -339,7 +357,6 @@ def sweep(model: Model, config: SweepConfig | Task | str,
     rows = [r for r in _io.read_jsonl(journal) if r.get("config") == cfg.key()] if journal \
         else []
     done = {(r["method"], r["layer"], r["coeff"]): r for r in rows}
-    ids = [it.id for it in items]
     ev: dict[str, Any] = {"items": items, "chat": chat, "scoring": scoring, "backend": backend,
           "batch_size": batch_size, "progress": False}
 
@@ -353,14 +370,14 @@ def sweep(model: Model, config: SweepConfig | Task | str,
 
     if ("baseline", -1, 0.0) in done:
         base_row = done[("baseline", -1, 0.0)]
-        base = _from_row(base_row, task.name, model.hf_id, ids)
+        base = _from_row(base_row, task.name, model.hf_id, items)
         base_completions = base_row.get("completions") if gen else None
     else:
         t0 = time.perf_counter()
         base = evaluate(model, task, shots=few, **ev)
         base_completions = _completions(base) if gen else None
         record(_row(cfg, "baseline", -1, 0.0, 0.0, base, base, time.perf_counter() - t0,
-                    base_completions))
+                    mc_items, base_completions))
     cells = [(m, l, float(c)) for m in methods for l in layers for c in coeffs
              if (m, l, float(c)) not in done]
     if not cells:  # a finished sweep: nothing to extract or evaluate
@@ -394,7 +411,7 @@ def sweep(model: Model, config: SweepConfig | Task | str,
                     res = evaluate(model, task, shots=few, **ev)
                 completions = _completions(res) if gen else None
             record(_row(cfg, method, layer, coeff, norm, res, base, time.perf_counter() - t0,
-                        completions))
+                        mc_items, completions))
             bar.update()
     else:
         reuse: dict[int, tuple[int, Any]] = {}  # batch -> (layer, output) of the last layer
@@ -410,10 +427,10 @@ def sweep(model: Model, config: SweepConfig | Task | str,
             for cell in group:  # in the naive loop's order
                 method, _, coeff = cell
                 if coeff == 0.0:
-                    record(_row(cfg, method, layer, coeff, 0.0, base, base, 0.0))
+                    record(_row(cfg, method, layer, coeff, 0.0, base, base, 0.0, mc_items))
                 else:
                     res, norm = by_cell[cell]
-                    record(_row(cfg, method, layer, coeff, norm, res, base, res.seconds))
+                    record(_row(cfg, method, layer, coeff, norm, res, base, res.seconds, mc_items))
             bar.update(len(group))
     bar.close()
     return _table(rows, methods)

@@ -6,15 +6,19 @@ import pytest
 from conftest import no_hooks
 
 from steerlab.errors import OptionError
+from steerlab.evaluate import evaluate
 from steerlab.replication import (
+    answer_letters,
     best_layer_gains,
     gain_distribution,
+    gold_letters,
     honest_protocol,
     protocol_config,
     seed_protocol,
     split_items,
 )
-from steerlab.sweep import sweep
+from steerlab.sweep import answered, sweep
+from steerlab.tasks import LETTERS, get_task
 
 TASK = "reasoning-mc"
 
@@ -52,6 +56,21 @@ def test_seed_protocol_draws_are_resumable_sweeps(tiny_llama, tmp_path):
     pd.testing.assert_frame_equal(table.drop(columns="seconds"), again.drop(columns="seconds"))
     gains = best_layer_gains(table)
     assert set(gains["method"]) == {"diff_means", "random", "shuffled"} and len(gains) == 6
+    # the answered letters: the journal's are the evaluation's own picks, restored on resume
+    items = get_task(TASK).items(6, 0)
+    base = evaluate(tiny_llama, get_task(TASK), items=items, scoring="letter", progress=False)
+    first = table[(table["draw"] == 0) & (table["method"] == "baseline")]
+    assert first["answered"].iloc[0] == answered(items, base.predictions)
+    letters = answer_letters(table, gold_letters(2, 6, TASK))
+    assert list(letters["condition"][:5]) == ["gold", "unsteered", "diff_means best",
+                                              "random best", "shuffled best"]
+    gold = letters.iloc[0]
+    assert gold["n"] == 6 and gold["top_share"] == max(
+        "".join(LETTERS[it.answer_index] for it in items).count(c) for c in LETTERS) / 6
+    shares = letters[[c for c in letters.columns if c in LETTERS]]
+    assert (shares.sum(axis=1) - 1).abs().max() < 1e-9
+    with pytest.raises(OptionError, match="no answered letters"):
+        answer_letters(table.drop(columns="answered"))
 
 
 def test_split_items_is_disjoint_and_checked():
