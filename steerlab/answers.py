@@ -161,9 +161,20 @@ def strip_echo(question: str, completion: str, options: Sequence[str] = ()) -> s
     return completion
 
 
+#: where a base model's continuation starts a new few-shot example
+_NEXT_EXAMPLE = re.compile(r"\n\s*\n|\nQ:|\nQuestion:")
+
+
 def first_answer(text: str) -> str:
     """Cut a base model's continuation at the start of a new few-shot example."""
-    return re.split(r"\n\s*\n|\nQ:|\nQuestion:", text, maxsplit=1)[0]
+    return _NEXT_EXAMPLE.split(text, maxsplit=1)[0]
+
+
+def answer_complete(text: str) -> bool:
+    """True once ``text`` holds the start of a new few-shot example: then no continuation
+    changes :func:`first_answer` (the cut is the leftmost match, and a match further left
+    would have to be made of characters already there), so decoding can stop exactly."""
+    return _NEXT_EXAMPLE.search(text) is not None
 
 
 # ---- generative choices ----------------------------------------------------------------------

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from steerlab.answers import answer_complete, first_answer, judge
 from steerlab.answers import extract_answer as extract_answer  # re-exported (older imports)
-from steerlab.answers import first_answer, judge
 from steerlab.errors import EmptyInputError, OptionError
 from steerlab.inference import generate
 from steerlab.options import SCORINGS
@@ -253,10 +253,60 @@ def evaluate(model: Model, task: Task, items: Sequence[Item] | None = None,
 
 
 def can_share_prefix(task: Task, backend: str, model: Model) -> bool:
-    """True when :func:`evaluate_cells` takes its fast path: a multiple-choice task, a backend
-    that can replay a recorded prefix (``hf``), and no other hooks or edits on the model."""
+    """True when :func:`evaluate_cells` takes a fast path: a multiple-choice task on a
+    backend that can replay a recorded prefix (``hf``), or a generative task on one with a
+    greedy loop (``hf``, models with a KV cache), and no other hooks or edits on the
+    model."""
     be = model.backend(backend)
-    return task.kind == "mc" and be.supports_prefix_replay and not be.has_foreign_hooks()
+    able = be.supports_prefix_replay if task.kind == "mc" else be.supports_greedy
+    return able and not be.has_foreign_hooks()
+
+
+def _gen_cells(model: Model, task: Task, layer: int, vectors: Sequence[torch.Tensor],
+               items: list[Item], chat: bool, backend: str, batch_size: int,
+               shots: Sequence[tuple[str, str]], positions: str) -> list[EvalResult]:
+    """All cells of one layer decoded together: each item batch (the batches ``evaluate``
+    makes) becomes ``len(vectors)`` rows per prompt, row ``i * K + k`` steered by vector
+    ``k``, and every row leaves the batch once its answer is complete (EOS; for a base
+    model also the start of a new few-shot example, :func:`answer_complete`, after which
+    nothing it generates is judged). With ``positions="generated"`` the prompt's forward is
+    unsteered, so each prompt is read once for all cells."""
+    from steerlab.steering import RowSteering
+
+    be = model.backend(backend)
+    k = len(vectors)
+    dec = model.tokenizer.decode
+
+    def done(row: int, toks: list[int]) -> bool:
+        return not chat and answer_complete(dec(toks, skip_special_tokens=True))
+
+    prompts = [gen_prompt(it, shots, chat) for it in items]
+    texts = [[""] * len(items) for _ in vectors]
+    t0 = time.perf_counter()
+    share = positions == "generated"
+    for start in range(0, len(items), batch_size):
+        enc = model.encode(prompts[start:start + batch_size], chat=chat)
+        rows = enc["input_ids"].shape[0]
+        if not share:
+            enc = {name: t.repeat_interleave(k, 0) for name, t in enc.items()}
+        with RowSteering(model, torch.stack([v.float() for v in vectors]).repeat(rows, 1),
+                         layer, positions, backend) as steering:
+            toks = be.greedy(enc, task.max_new_tokens, done=done, on_keep=steering.keep,
+                             repeat=k if share else 1)
+        for r, t in enumerate(toks):
+            i, c = divmod(r, k)
+            texts[c][start + i] = dec(t, skip_special_tokens=True)
+    seconds = (time.perf_counter() - t0) / k
+    results = []
+    for outs in texts:
+        judged = [judge(it, out if chat else first_answer(out)) for it, out in zip(
+            items, outs, strict=True)]
+        results.append(EvalResult(
+            task.name, model.hf_id, [it.id for it in items], np.array([ok for ok, _ in judged]),
+            [p for _, p in judged], seconds, task.chance(items),
+            {"chat": chat, "scoring": "generate", "backend": backend, "cells_per_batch": k,
+             "positions": positions}, outs))
+    return results
 
 
 @torch.no_grad()
@@ -264,7 +314,9 @@ def evaluate_cells(model: Model, task: Task, layer: int, vectors: Sequence[torch
                    items: Sequence[Item] | None = None, n: int | None = None, seed: int = 0,
                    chat: bool | None = None, backend: str = "hf", batch_size: int = 16,
                    scoring: str | None = None, progress: bool | None = None,
-                   reuse: dict[int, tuple[int, Any]] | None = None) -> list[EvalResult]:
+                   reuse: dict[int, tuple[int, Any]] | None = None,
+                   shots: Sequence[tuple[str, str]] = (), positions: str = "all"
+                   ) -> list[EvalResult]:
     """Results of steering at one ``layer`` with each of ``vectors`` (added with coefficient 1
     at every position), the same as ``evaluate`` under ``steer(model, v, layers=layer)`` for
     each ``v`` in turn, but cheaper.
@@ -273,8 +325,15 @@ def evaluate_cells(model: Model, task: Task, layer: int, vectors: Sequence[torch
     on the vector, so each batch runs blocks ``0..layer`` once, records block ``layer``'s
     output, and every vector then runs only the blocks after it (plus the unembedding at the
     scored positions). Same batches, shapes and operations as the one-pass-per-vector loop, so
-    the logits are the same bit for bit. Generative tasks, the ``tlens``/``nnsight`` backends
-    and models that already carry hooks fall back to that loop.
+    the logits are the same bit for bit.
+
+    Fast path (generative tasks, ``hf`` backend, models with a KV cache): all vectors decode
+    together, one row per (item, vector), and rows leave the batch as their answers complete
+    (:func:`_gen_cells`); the same greedy tokens up to the rounding of a different batch
+    size (tested equal item by item in fp32). ``shots``: a base model's few-shot examples;
+    ``positions``: where the vectors act (``all``, ``generated``: then the prompt is read
+    once for all vectors). The ``tlens``/``nnsight`` backends and models that already carry
+    hooks fall back to one pass per vector.
 
     ``reuse``: pass the same (initially empty) dict to successive calls with increasing
     ``layer`` on the same items: each batch's recorded output is kept there, and the next call
@@ -287,13 +346,18 @@ def evaluate_cells(model: Model, task: Task, layer: int, vectors: Sequence[torch
         raise EmptyInputError(f"No items to evaluate for task {task.name}.")
     chat = model.uses_chat(chat)
     kw: dict[str, Any] = {"items": items, "chat": chat, "backend": backend,
-                          "batch_size": batch_size, "scoring": scoring, "progress": progress}
+                          "batch_size": batch_size, "scoring": scoring, "progress": progress,
+                          "shots": shots}
     if not can_share_prefix(task, backend, model):
         results = []
         for v in vectors:
-            with steer(model, v, layers=layer, coeff=1.0, backend=backend):
+            with steer(model, v, layers=layer, coeff=1.0, backend=backend,
+                       positions=positions):
                 results.append(evaluate(model, task, **kw))
         return results
+    if task.kind != "mc":
+        return _gen_cells(model, task, layer, vectors, items, chat, backend, batch_size, shots,
+                          positions)
     scoring = scoring or task.scoring
     if scoring not in SCORINGS:
         raise OptionError(f"Unknown scoring {scoring!r}: use one of {SCORINGS}.")

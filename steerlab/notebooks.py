@@ -37,6 +37,8 @@ class Settings:
     n_layers: int = 6  # steering layers per model in sweeps
     coeffs: tuple[float, ...] = (-0.4, -0.2, 0.2, 0.4)
     max_new_tokens: int = 40
+    n_gen: int = 100  # items per generative sweep cell
+    gen_coeffs: tuple[float, ...] = (-0.1, 0.1)  # generative sweeps (~0.3·‖h‖ breaks them)
     smoke: bool = False
 
 
@@ -45,7 +47,8 @@ def settings() -> Settings:
     names = [m.strip() for m in models.split(",")] if models else list(EMBEDDED)
     if smoke():
         return Settings(names, n_extract=24, n_eval=24, n_sweep_extract=24, n_layers=2,
-                        coeffs=(-0.3, 0.3), max_new_tokens=12, smoke=True)
+                        coeffs=(-0.3, 0.3), max_new_tokens=12, n_gen=8,
+                        gen_coeffs=(0.1,), smoke=True)
     return Settings(names)
 
 
@@ -88,6 +91,14 @@ def summary_path(model: str, what: str) -> Path:
     (``results/smoke/`` under the smoke switch, like :func:`results_path`)."""
     short = SHORT_NAMES.get(model, model.replace("/", "--"))
     return results_path(model, what).with_name(f"{what}_{short}.json")
+
+
+def replication_dir(model: str) -> Path:
+    """Where the seed-protocol replication of ``model`` is kept (``steerlab replicate --out``
+    in the README): ``results/replication_<model>/`` (``results/smoke/...`` under the smoke
+    switch)."""
+    return results_path(model, "x").with_name(
+        f"replication_{SHORT_NAMES.get(model, model.replace('/', '--'))}")
 
 
 def run_dir(model: str, task: str) -> Path:

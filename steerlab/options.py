@@ -34,6 +34,8 @@ Method = Literal["diff_means", "random", "shuffled", "memorisation"]
 BACKENDS: tuple[BackendName, ...] = get_args(BackendName)
 SCALES: tuple[Scale, ...] = get_args(Scale)
 MODES: tuple[Mode, ...] = get_args(Mode)
+#: the sweep's control directions: the difference of means' norm, no reasoning signal
+CONTROLS: tuple[Method, ...] = ("random", "shuffled")
 SCOPES: tuple[Scope, ...] = get_args(Scope)
 REDUCTIONS: tuple[Reduction, ...] = get_args(Reduction)
 DIRECTIONS: tuple[Direction, ...] = get_args(Direction)

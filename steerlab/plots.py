@@ -9,6 +9,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from steerlab.analysis import LayerPCA
+from steerlab.options import CONTROLS
 
 POS_COLOR, NEG_COLOR = "#d62728", "#1f77b4"
 METHOD_STYLE = {"diff_means": ("#d62728", "solid"), "random": ("#7f7f7f", "dot"),
@@ -75,9 +76,12 @@ def pca_boundary(p: LayerPCA, model: str, pos_name: str = "reasoning",
     return fig
 
 
-def accuracy_by_layer(table: pd.DataFrame, coeff: float, title: str = "") -> go.Figure:
+def accuracy_by_layer(table: pd.DataFrame, coeff: float, title: str = "",
+                      bands: bool = False) -> go.Figure:
     """Accuracy vs steering layer at one coefficient, per method, with 95% intervals, the
-    unsteered baseline (band = its interval) and chance as reference lines (Figure 3)."""
+    unsteered baseline (band = its interval) and chance as reference lines (Figure 3).
+    ``bands``: also shade, per layer, the range the control directions' (random, shuffled)
+    intervals span, the accuracy a direction with no signal reaches there."""
     fig = go.Figure()
     base = table[table["method"] == "baseline"].iloc[0]
     cells = table[(table["method"] != "baseline") & np.isclose(table["coeff"], coeff)]
@@ -94,6 +98,14 @@ def accuracy_by_layer(table: pd.DataFrame, coeff: float, title: str = "") -> go.
         fig.add_hline(y=base.chance, line={"color": "gray", "dash": "dot"},
                       annotation_text=f"chance {base.chance:.2f}",
                       annotation_position="bottom right")
+    controls = cells[cells["method"].isin(CONTROLS)]
+    if bands and len(controls):  # the range the no-signal directions' intervals span
+        span = controls.groupby("layer").agg(low=("ci_low", "min"), high=("ci_high", "max"))
+        fig.add_trace(go.Scatter(
+            x=[*span.index, *span.index[::-1]], y=[*span["low"], *span["high"][::-1]],
+            fill="toself", fillcolor="rgba(127,127,127,0.18)", line={"width": 0},
+            mode="lines", name="controls' 95% CIs (" + ", ".join(
+                sorted(controls["method"].unique())) + ")", hoverinfo="skip"))
     for method, group in cells.groupby("method", sort=False):
         g = group.sort_values("layer")
         color, dash = METHOD_STYLE.get(str(method), ("#9467bd", "solid"))
@@ -105,6 +117,36 @@ def accuracy_by_layer(table: pd.DataFrame, coeff: float, title: str = "") -> go.
     fig.update_layout(title=title or f"Accuracy vs steering layer (coeff {coeff:g})",
                       xaxis_title="steering layer", yaxis_title="accuracy (95% Wilson CI)",
                       template="plotly_white", height=450, width=760)
+    return fig
+
+
+def protocol_gains(gains: dict[str, pd.DataFrame], reported: dict[str, dict],
+                   title: str = "") -> go.Figure:
+    """The seed protocol's "best-layer gain" (best cell picked on the evaluation items minus
+    unsteered, :func:`steerlab.replication.best_layer_gains`), one marker per draw, per
+    direction and model (``gains``: model -> that table), with the gains the seed reported
+    for its own models (``reported``: :data:`~steerlab.replication.SEED_REPORTED`) as
+    dashed lines: how large a gain the protocol yields from directions with no signal."""
+    fig = go.Figure()
+    for i, (name, g) in enumerate(gains.items()):
+        for method, group in g.groupby("method", sort=False):
+            color, _ = METHOD_STYLE.get(str(method), ("#9467bd", "solid"))
+            fig.add_trace(go.Scatter(
+                x=[f"{name}<br>{method}"] * len(group), y=group["gain"], mode="markers",
+                marker={"color": color, "size": 10, "symbol": ["circle", "diamond"][i % 2]},
+                name=f"{name}: {method}", customdata=group[["draw", "best_layer"]],
+                hovertemplate="draw %{customdata[0]}, layer %{customdata[1]}: "
+                              "%{y:+.3f}<extra></extra>"))
+    for name, r in reported.items():
+        fig.add_hline(y=r["best"] - r["unsteered"], line={"color": "black", "dash": "dash",
+                                                          "width": 1},
+                      annotation_text=f"seed: {name.split('/')[-1]} "
+                                      f"{r['best'] - r['unsteered']:+.3f}",
+                      annotation_position="top left")
+    fig.add_hline(y=0, line={"color": "gray"})
+    fig.update_layout(title=title or "The seed protocol's best-layer gain, per direction",
+                      yaxis_title="best-layer accuracy − unsteered (same items)",
+                      template="plotly_white", height=480, width=860)
     return fig
 
 

@@ -124,7 +124,8 @@ def best_layer_gains(table: pd.DataFrame) -> pd.DataFrame:
 def answer_letters(table: pd.DataFrame, gold: dict[int, str] | None = None) -> pd.DataFrame:
     """Which letters the model answered, per draw and condition: unsteered, and each
     direction's best-layer cell (the one :func:`best_layer_gains` picks). One row each with
-    the share of every letter, the most common letter and its share, and (``gold``: the gold
+    the share of every letter, the most common letter and its share, the share of items
+    whose letter the steering changed (``changed``), and (``gold``: the gold
     letters of each draw's items, e.g. from :func:`gold_letters`) the gold letters' own
     shares as a ``gold`` row, so a best-layer "gain" that only moves answers towards a
     letter the sample happens to favour can be read off. Needs the journal's ``answered``
@@ -136,11 +137,14 @@ def answer_letters(table: pd.DataFrame, gold: dict[int, str] | None = None) -> p
     best = best_layer_gains(table)
     rows = []
 
-    def shares(condition: str, draw: int, letters: str, layer: int = -1) -> dict[str, Any]:
+    def shares(condition: str, draw: int, letters: str, layer: int = -1,
+               unsteered: str | None = None) -> dict[str, Any]:
         counts = pd.Series(list(letters)).value_counts()
         top = str(counts.index[0])
+        changed = np.nan if unsteered is None else float(np.mean(
+            [a != b for a, b in zip(letters, unsteered, strict=True)]))
         return {"draw": draw, "condition": condition, "layer": layer, "n": len(letters),
-                "top": top, "top_share": counts.iloc[0] / len(letters),
+                "top": top, "top_share": counts.iloc[0] / len(letters), "changed": changed,
                 **{c: counts.get(c, 0) / len(letters) for c in LETTERS}}
 
     for draw in sorted(set(draws)):
@@ -148,12 +152,13 @@ def answer_letters(table: pd.DataFrame, gold: dict[int, str] | None = None) -> p
         if gold is not None:
             rows.append(shares("gold", int(draw), gold[int(draw)]))
         base = here[here["method"] == "baseline"]
-        rows.append(shares("unsteered", int(draw), str(base["answered"].iloc[0])))
+        unsteered = str(base["answered"].iloc[0])
+        rows.append(shares("unsteered", int(draw), unsteered))
         for b in best[best["draw"] == draw].itertuples():
             cell = here[(here["method"] == b.method) & (here["layer"] == b.best_layer)
                         & (here["coeff"] == b.best_coeff)]
             rows.append(shares(f"{b.method} best", int(draw), str(cell["answered"].iloc[0]),
-                               b.best_layer))
+                               b.best_layer, unsteered))
     out = pd.DataFrame(rows)
     return out[[c for c in out.columns if c not in LETTERS or out[c].any()]]
 

@@ -23,8 +23,8 @@ from steerlab.vectors import SITE, SteeringVector
 if TYPE_CHECKING:
     from steerlab.models import Model
 
-__all__ = ["HONG_SITES", "MODES", "POSITIONS", "SCALES", "SteeringHandle", "add_steering",
-           "hong_projection", "steer"]
+__all__ = ["HONG_SITES", "MODES", "POSITIONS", "SCALES", "RowSteering", "SteeringHandle",
+           "add_steering", "hong_projection", "steer"]
 POSITIONS = WHEN  # the backend decides which forward reads the prompt
 
 
@@ -66,6 +66,46 @@ def _make_steer_fn(v: torch.Tensor, coeff: float, mode: str):
         return h - proj  # ablate
 
     return fn
+
+
+class RowSteering(SteeringHandle):
+    """Steering in which each row of the batch gets its own added vector (the rows of one
+    batch are several sweep cells); :meth:`keep` follows the rows that stay when others leave
+    a generation (:meth:`~steerlab.backends.base.Backend.greedy`'s ``on_keep``)."""
+
+    def __init__(self, model: Model, rows: torch.Tensor, layer: int, positions: str,
+                 backend: str) -> None:
+        if rows.ndim != 2 or rows.shape[1] != model.d_model:
+            raise VectorMismatchError(f"Row vectors have shape {tuple(rows.shape)}, but "
+                                      f"{model.name} needs (rows, {model.d_model}).")
+        if not torch.isfinite(rows).all():
+            raise InvalidVectorError("The row vectors hold NaN or inf values.")
+        if positions not in POSITIONS:
+            raise OptionError(f"Unsupported position mode {positions!r}: use one of "
+                              f"{POSITIONS}.")
+        self.rows = rows.float()
+        self._cast: dict[tuple[torch.dtype, torch.device], torch.Tensor] = {}
+        be = model.backend(backend)
+        super().__init__([be.add_edit(check_layers(model, layer)[0], self._edit,
+                                      when=positions)])
+
+    def _edit(self, h: torch.Tensor) -> torch.Tensor:
+        key = (h.dtype, h.device)
+        if key not in self._cast:  # the same cast as steer()'s: row k adds exactly its vector
+            self._cast[key] = self.rows.to(device=h.device, dtype=h.dtype)
+        d = self._cast[key]
+        if d.shape[0] != h.shape[0]:
+            raise VectorMismatchError(f"{d.shape[0]} row vectors for a batch of {h.shape[0]} "
+                                      "rows.")
+        return h + 1.0 * d[:, None, :]
+
+    def __enter__(self) -> RowSteering:
+        return self
+
+    def keep(self, index: torch.Tensor) -> None:
+        """Keep the vectors of the rows at ``index`` (in the current order), drop the rest."""
+        self._cast = {k: v[index.to(v.device)] for k, v in self._cast.items()}
+        self.rows = self.rows[index.to(self.rows.device)]
 
 
 #: Hong et al.'s intervention: the direction applied at every layer's block input, attention

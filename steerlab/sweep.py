@@ -19,7 +19,10 @@ does not extract them again, and a finished one extracts nothing.
 Speed (``fast=True``, the default): cells are run one layer at a time, and for multiple-choice
 tasks on the ``hf`` backend each batch runs the blocks before the steering layer once for all
 of that layer's (method, coeff) cells (:func:`steerlab.evaluate.evaluate_cells`): same items,
-same logits bit for bit, less work. Generative tasks and the ``tlens``/``nnsight`` backends run
+same logits bit for bit, less work. Generative tasks decode all of a layer's cells in one
+batch (a row per item and cell, each with its own vector) and drop each row once its answer is
+complete, so a layer's cells cost about what its unfinished rows cost (same answers item by
+item; completions end where the answer is complete). The ``tlens``/``nnsight`` backends run
 one full pass per cell (``fast=False`` forces that everywhere).
 
 Modes (``mode=``): ``add`` (the default; coefficients in ``scale`` units), ``project`` (Hong
@@ -55,6 +58,7 @@ from steerlab.errors import OptionError, SteerlabError
 from steerlab.evaluate import EvalResult, evaluate, evaluate_cells
 from steerlab.options import (
     BACKENDS,
+    CONTROLS,
     METHODS,
     MODES,
     REDUCTIONS,
@@ -389,8 +393,8 @@ def sweep(model: Model, config: SweepConfig | Task | str,
         if journal is not None:
             save_vectors(vecs, journal, cfg.key())
     bar = tqdm(total=len(cells), desc=f"sweep {task.name}", disable=not progress)
-    if not fast or gen or (mode, scope) != ("add", "layer"):
-        # generation shares no work between cells, nor do projections: one pass per cell
+    if not fast or (mode, scope) != ("add", "layer"):
+        # projections and all-site scopes share no work between cells: one pass per cell
         for method, layer, coeff in cells:
             bar.set_postfix_str(f"{method} L{layer} c{coeff:g}")
             if mode == "add":
@@ -421,16 +425,18 @@ def sweep(model: Model, config: SweepConfig | Task | str,
             bar.set_postfix_str(f"layer {layer}: {len(group)} cells")
             added = [vecs.added(m, l, c, scale) for m, l, c in steered]
             results = evaluate_cells(model, task, layer, [v for v, _ in added], reuse=reuse,
-                                     **ev) if steered else []
+                                     shots=few, **ev) if steered else []
             by_cell = {c: (r, norm) for c, r, (_, norm) in zip(steered, results, added,
                                                                 strict=True)}
             for cell in group:  # in the naive loop's order
                 method, _, coeff = cell
                 if coeff == 0.0:
-                    record(_row(cfg, method, layer, coeff, 0.0, base, base, 0.0, mc_items))
+                    record(_row(cfg, method, layer, coeff, 0.0, base, base, 0.0, mc_items,
+                                base_completions))
                 else:
                     res, norm = by_cell[cell]
-                    record(_row(cfg, method, layer, coeff, norm, res, base, res.seconds, mc_items))
+                    record(_row(cfg, method, layer, coeff, norm, res, base, res.seconds,
+                                mc_items, _completions(res) if gen else None))
             bar.update(len(group))
     bar.close()
     return _table(rows, methods)
@@ -490,7 +496,7 @@ def verdict(table: pd.DataFrame) -> str:
                      f"{holm_down} down; best cell's p {best.p_mcnemar:.3g} -> "
                      f"{best.p_holm:.3g}")
     dm = steered[steered["method"] == "diff_means"]
-    ctrl = steered[steered["method"].isin(["random", "shuffled"])]
+    ctrl = steered[steered["method"].isin(CONTROLS)]
     if len(dm) and len(ctrl):
         dm_up = dm[dm["delta_low"] > 0]
         dm_holm = dm_up[dm_up["p_holm"] < ALPHA]

@@ -69,9 +69,24 @@ def test_accuracy_and_heatmap_figures():
     assert "diff_means" in names and "random" in names and "baseline 95% CI" in names
     dm = next(tr for tr in fig.data if tr.name == "diff_means")
     assert list(dm.y) == [0.6, 0.6]
+    band = next(tr for tr in accuracy_by_layer(table, 0.2, bands=True).data
+                if str(tr.name).startswith("controls"))
+    assert list(band.x) == [1, 2, 2, 1] and list(band.y) == [0.39, 0.39, 0.59, 0.59]
     heat = delta_heatmap(table)
     assert heat.data[0].z.shape == (2, 2)
     assert any("*" in t for row in heat.data[0].text for t in row)  # significant cells marked
+
+
+def test_protocol_gains_figure():
+    from steerlab.plots import protocol_gains
+    from steerlab.replication import SEED_REPORTED
+
+    gains = pd.DataFrame({"method": ["diff_means", "random", "random"], "draw": [0, 0, 1],
+                          "best_layer": [3, 9, 3], "gain": [0.02, 0.01, 0.03]})
+    fig = protocol_gains({"m": gains}, SEED_REPORTED)
+    assert [list(tr.y) for tr in fig.data] == [[0.02], [0.01, 0.03]]
+    seeds = [a.text for a in fig.layout.annotations]
+    assert any("Llama-3.2-1B +0.087" in t for t in seeds) and len(seeds) == 3
 
 
 def test_cosine_profile(sets):

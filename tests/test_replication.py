@@ -67,6 +67,12 @@ def test_seed_protocol_draws_are_resumable_sweeps(tiny_llama, tmp_path):
     gold = letters.iloc[0]
     assert gold["n"] == 6 and gold["top_share"] == max(
         "".join(LETTERS[it.answer_index] for it in items).count(c) for c in LETTERS) / 6
+    steered = table[(table["draw"] == 0) & (table["method"] == "random")]
+    pick = best_layer_gains(table).set_index(["method", "draw"]).loc[("random", 0)]
+    cell = steered[steered["layer"] == pick["best_layer"]]["answered"].iloc[0]
+    row = letters[(letters["draw"] == 0) & (letters["condition"] == "random best")].iloc[0]
+    assert row["changed"] == sum(a != b for a, b in zip(cell, first["answered"].iloc[0],
+                                                        strict=True)) / 6
     shares = letters[[c for c in letters.columns if c in LETTERS]]
     assert (shares.sum(axis=1) - 1).abs().max() < 1e-9
     with pytest.raises(OptionError, match="no answered letters"):

@@ -142,15 +142,47 @@ def test_evaluate_cells_predictions_equal_steered_evaluate(tiny_llama):
     assert no_hooks(tiny_llama)
 
 
-def test_generative_tasks_fall_back_to_one_pass_per_vector(tiny_llama):
+@pytest.mark.parametrize("arch", ["llama", "gemma3", "qwen2", "gpt2", "rwkv"])
+@pytest.mark.parametrize("positions", ["all", "generated"])
+def test_generative_cells_decode_together_with_the_answers_of_one_pass_each(arch, positions):
+    """All of a layer's cells in one batch (a row per item and vector; rows leave as their
+    answers complete; with positions="generated" the prompt is read once): the same answers
+    and the same judged text, item by item, as one steered evaluation per vector."""
+    from steerlab.answers import first_answer
+    from steerlab.tasks import shots
+
+    model = tiny_model(arch)
     task = get_task("reasoning-gen")
-    items = task.items(2, 0)
-    v = torch.ones(tiny_llama.d_model)
-    (fast,) = evaluate_cells(tiny_llama, task, 1, [v], items=items)
-    assert "shared_prefix" not in fast.extra
-    with steer(tiny_llama, v, layers=1, coeff=1.0):
-        ref = evaluate(tiny_llama, task, items=items)
-    assert fast.predictions == ref.predictions
+    items, few = task.items(5, 2), shots(task)[:1]  # one: the tiny gpt2 has 256 positions
+    gen = torch.Generator().manual_seed(3)
+    vecs = [torch.randn(model.d_model, generator=gen) * s for s in (0.0, 2.0, 8.0)]
+    fast = evaluate_cells(model, task, 1, vecs, items=items, batch_size=2, shots=few,
+                          positions=positions)
+    assert ("cells_per_batch" in fast[0].extra) == (arch != "rwkv")  # rwkv: no KV cache
+    seen = set()
+    for v, f in zip(vecs, fast, strict=True):
+        with steer(model, v, layers=1, coeff=1.0, positions=positions):
+            ref = evaluate(model, task, items=items, batch_size=2, shots=few)
+        assert f.predictions == ref.predictions
+        assert (f.correct == ref.correct).all()
+        assert [first_answer(c) for c in f.completions] == [first_answer(c)
+                                                             for c in ref.completions]
+        seen.add(tuple(ref.completions))
+    assert len(seen) >= 2  # steering changed the text: the comparison means something
+    assert no_hooks(model)
+
+
+def test_generative_cells_leave_no_hooks_when_decoding_fails(tiny_llama, monkeypatch):
+    be = tiny_llama.backend("hf")
+
+    def broken(*a, **k):
+        raise RuntimeError("decoding failed")
+
+    monkeypatch.setattr(be, "greedy", broken)
+    with pytest.raises(RuntimeError, match="decoding failed"):
+        evaluate_cells(tiny_llama, get_task("reasoning-gen"), 1, [torch.ones(32)],
+                       items=get_task("reasoning-gen").items(2, 0))
+    assert no_hooks(tiny_llama)
 
 
 def test_killed_fast_sweep_resumes_and_reuses_vectors(tiny_llama, tmp_path, monkeypatch):
@@ -213,6 +245,25 @@ def test_fast_sweep_matches_naive_loop_on_smollm2(smollm_fast):
     assert (naive["correct"] != naive["correct"].iloc[0]).any()  # steering changed answers
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("chat", [True, False])
+def test_fast_generative_sweep_matches_naive_loop_on_smollm2(smollm, chat):
+    """fp32 SmolLM2 on arithmetic, as a chat model (rows end at EOS) and as a base model with
+    few-shot examples (rows also end where a new example starts): per-item answers equal."""
+    kw = {"layers": [9], "coeffs": [-0.3, 0.3], "methods": ["diff_means", "random"],
+          "n": 12, "extract_n": 20, "batch_size": 8, "progress": False, "chat": chat}
+    naive = sweep(smollm, "arithmetic", fast=False, **kw)
+    fast = sweep(smollm, "arithmetic", **kw)
+    pd.testing.assert_frame_equal(_stable(fast).drop(columns="completions"),
+                                  _stable(naive).drop(columns="completions"))
+    assert (naive["correct"] != naive["correct"].iloc[0]).any()  # steering changed answers
+    if not chat:  # completions stop where the answer is complete: same judged text
+        from steerlab.answers import first_answer
+
+        for a, b in zip(fast["completions"], naive["completions"], strict=True):
+            assert [first_answer(x) for x in a] == [first_answer(x) for x in b]
+
+
 def test_a_torn_journal_line_does_not_swallow_the_next_record(tiny_llama, tmp_path,
                                                               monkeypatch):
     out = tmp_path / "results.jsonl"
@@ -271,22 +322,27 @@ def test_generative_sweep_gives_base_models_few_shot_examples(tiny_llama, tmp_pa
 
     task = get_task("reasoning-gen")
     seen = []
-    real = sweep_mod.evaluate
+    made: list = []
 
-    def spy(*a, **k):
-        seen.append(k.get("shots"))
-        res = real(*a, **k)
-        res.completions = [f"completion {i}" for i in range(res.n)]
-        return res
+    def spy(real):
+        def call(*a, **k):
+            seen.append(k.get("shots"))
+            res = real(*a, **k)
+            made.extend([r.completions for r in res] if isinstance(res, list)
+                        else [res.completions])
+            return res
+        return call
 
-    monkeypatch.setattr(sweep_mod, "evaluate", spy)
+    monkeypatch.setattr(sweep_mod, "evaluate", spy(sweep_mod.evaluate))
+    monkeypatch.setattr(sweep_mod, "evaluate_cells", spy(sweep_mod.evaluate_cells))
     out = tmp_path / "gen.jsonl"
     sweep(tiny_llama, task, [1], [0.5], ["diff_means"], n=2, extract_n=6, out=out,
           progress=False, fast=fast)
     assert not tiny_llama.is_chat
     assert seen == [shots(task)] * 2  # the baseline and the one steered cell
     rows = [json.loads(line) for line in out.read_text().splitlines()]
-    assert [r["completions"] for r in rows] == [["completion 0", "completion 1"]] * 2
+    assert [r["completions"] for r in rows] == made and len(made) == 2
+    assert all(len(c) == 2 for c in made)
 
 
 @pytest.mark.parametrize("mode,scope", [("project", "all"), ("project", "layer"),

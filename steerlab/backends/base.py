@@ -352,6 +352,19 @@ class Backend(ABC):
         """True when something other than this backend's live edits hooks the model."""
         return False
 
+    #: True when :meth:`greedy` exists (rows leave the batch as they finish)
+    supports_greedy: bool = False
+
+    def greedy(self, enc: dict[str, torch.Tensor], max_new_tokens: int,
+               stop: set[int] | None = None,
+               done: Callable[[int, list[int]], bool] | None = None,
+               on_keep: Callable[[torch.Tensor], None] | None = None,
+               repeat: int = 1) -> list[list[int]]:
+        """Greedy decoding in which each row leaves the batch once it is finished (a token in
+        ``stop``, ``max_new_tokens`` reached, or ``done(row, new_tokens)``); see the HF
+        backend."""
+        raise OptionError(f"Backend {self.name!r} has no greedy loop; use backend='hf'.")
+
     def record(self, enc: dict[str, torch.Tensor], layer: int,
                start: tuple[int, Any] | None = None) -> Any:
         """Block ``layer``'s output on ``enc``, running no block after it; ``start`` =

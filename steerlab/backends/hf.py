@@ -69,6 +69,8 @@ class HFBackend(Backend):
         params = _forward_params(model.hf)
         self._takes_positions = "position_ids" in params
         self._takes_keep = "logits_to_keep" in params
+        # the KV cache's keyword (``cache`` from transformers 5.2x, ``past_key_values`` before)
+        self._cache_kw = next((k for k in ("cache", "past_key_values") if k in params), None)
         super().__init__(model)
 
     def _points(self) -> frozenset[Point]:
@@ -107,6 +109,82 @@ class HFBackend(Backend):
         self.check_sole()
         with self.phase.generation():
             return self.top.generate(**enc, **kwargs)
+
+    @property
+    def supports_greedy(self) -> bool:  # type: ignore[override]
+        return self._cache_kw is not None
+
+    @torch.no_grad()
+    def greedy(self, enc: dict[str, torch.Tensor], max_new_tokens: int,
+               stop: set[int] | None = None,
+               done: Callable[[int, list[int]], bool] | None = None,
+               on_keep: Callable[[torch.Tensor], None] | None = None,
+               repeat: int = 1) -> list[list[int]]:
+        """Greedy decoding with a KV cache in which finished rows leave the batch: a row ends
+        at a token in ``stop`` (default: the generation config's EOS ids, where ``generate``
+        stops; kept out of the result, as ``generate`` leaves it to the decoder's
+        ``skip_special_tokens``), after ``max_new_tokens``, or once
+        ``done(row, new_tokens)`` is true (its answer is complete). The unfinished rows go on
+        alone, so a batch costs what its live rows cost. ``on_keep(index)`` is called with
+        the surviving rows' positions in the current batch whenever rows leave, so per-row
+        state (a per-row steering vector) can follow them.
+
+        ``repeat`` > 1: each prompt row of ``enc`` stands for ``repeat`` consecutive rows
+        (row ``i * repeat + k``): the prompt is read once and its cache and first token are
+        copied, which is exact when nothing edits the prompt's forward (steering at
+        ``positions="generated"``). Same tokens as ``generate(do_sample=False)`` row by row
+        (the forwards are the same up to the batch's size, which this loop changes).
+
+        Returns:
+            Each row's new tokens, in row order (``len(enc) * repeat`` rows).
+        """
+        from transformers import DynamicCache
+
+        self.check_sole()
+        if stop is None:
+            eos = self.top.generation_config.eos_token_id
+            eos = self.model.tokenizer.eos_token_id if eos is None else eos
+            stop = {eos} if isinstance(eos, int) else set(eos or ())
+        mask = enc["attention_mask"]
+        cache = DynamicCache(config=self.top.config)
+        pos = position_ids(mask)
+        kw: dict[str, Any] = {"use_cache": True, str(self._cache_kw): cache}
+        if self._takes_keep:
+            kw["logits_to_keep"] = 1
+        n = mask.shape[0] * repeat
+        out: list[list[int]] = [[] for _ in range(n)]
+        alive = list(range(n))  # the row of ``out`` each current batch row decodes
+        ids = enc["input_ids"]
+        with self.phase.generation():
+            for step in range(max_new_tokens):
+                args = dict(kw, input_ids=ids, attention_mask=mask)
+                if self._takes_positions:
+                    args["position_ids"] = pos
+                nxt = self.top(**args).logits[:, -1].argmax(-1)
+                if step == 0 and repeat > 1:  # the prompt read once: copy its results
+                    cache.batch_repeat_interleave(repeat)
+                    mask, pos = (t.repeat_interleave(repeat, 0) for t in (mask, pos))
+                    nxt = nxt.repeat_interleave(repeat, 0)
+                keep = []
+                for j, (row, tok) in enumerate(zip(alive, nxt.cpu().tolist(), strict=True)):
+                    if tok in stop:
+                        continue
+                    out[row].append(tok)
+                    if done is None or not done(row, out[row]):
+                        keep.append(j)
+                if not keep or step == max_new_tokens - 1:
+                    break
+                if len(keep) < len(alive):
+                    index = torch.tensor(keep, device=mask.device)
+                    cache.batch_select_indices(index)
+                    mask, pos, nxt = mask[index], pos[index], nxt[index]
+                    alive = [alive[j] for j in keep]
+                    if on_keep is not None:
+                        on_keep(index)
+                ids = nxt[:, None]
+                mask = torch.cat([mask, mask.new_ones(len(alive), 1)], 1)
+                pos = pos[:, -1:] + 1
+        return out
 
     def has_foreign_hooks(self) -> bool:
         live = self.model._live_edits.get(self.name, 0)
