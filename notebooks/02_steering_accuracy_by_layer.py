@@ -1,40 +1,130 @@
 # %% [markdown]
-# # 02 · Steering accuracy by layer, with controls
+# # 02 · Reasoning accuracy by layer, with controls
 #
 # The seed's Figure 3: accuracy when the reasoning vector is added at one layer, for each
 # layer, against the unsteered baseline — plus what the replication said was missing:
 # a **random** vector of the same norm, a **shuffled-label** difference of means, and a
 # **coefficient sweep**. Coefficients are fractions of the layer's typical residual norm
-# (0.2 = a fifth of ‖h‖), so they compare across layers and models.
+# (0.1 = a tenth of ‖h‖), so they compare across layers and models.
 #
 # Every accuracy has a 95% Wilson interval; every change has a paired 95% bootstrap interval
-# on the same items. The task is the shipped recall set as 4-way multiple choice
-# (`memorisation-mc`): both small models are far above chance there, so an effect can show.
-# On the reasoning sets both sit at chance (see the README), so a *gain* in reasoning accuracy
-# cannot be measured on these models at all.
+# on the same items. Three parts:
+#
+# 1. **Reasoning accuracy by layer** on a task where both embedded models are clearly above
+#    chance: synthetic two-operand arithmetic (`arithmetic`, free answer checked with
+#    math-verify; SmolLM2 with its chat template, Gemma-3-270M base with three worked
+#    examples). On MMLU-Pro both models sit at chance (README), so no *gain* could show there.
+# 2. **The seed's protocol**: the best layer picked on the very items it is reported on. How
+#    large a "best-layer gain" does it yield from directions that carry no signal?
+# 3. **Recall accuracy by layer** (`memorisation-mc`), the second panel: far above chance for
+#    both models.
 
 # %%
 from ipywidgets import SelectionSlider
 
 from steerlab.figures import save_figure
 from steerlab.models import load_model
-from steerlab.notebooks import results_path, settings, sweep_layers
-from steerlab.plots import accuracy_by_layer, delta_heatmap
+from steerlab.notebooks import replication_dir, results_path, settings, sweep_layers
+from steerlab.plots import accuracy_by_layer, delta_heatmap, protocol_gains
+from steerlab.replication import (
+    SEED_REPORTED,
+    answer_letters,
+    best_layer_gains,
+    gain_distribution,
+    gold_letters,
+    protocol_layers,
+    seed_protocol,
+)
 from steerlab.sweep import summary, sweep, verdict
 from steerlab.widgets import slider_figure
 
 S = settings()
+METHODS = ("diff_means", "random", "shuffled")
+REASONING = "arithmetic"
+reasoning = {}
+for name in S.models:
+    model = load_model(name)
+    layers = sweep_layers(name, model.n_layers, S.n_layers)
+    reasoning[name] = sweep(model, REASONING, layers, S.gen_coeffs, METHODS, n=S.n_gen,
+                            extract_n=S.n_sweep_extract, out=results_path(name, REASONING))
+    print(verdict(reasoning[name]))
+
+# %% [markdown]
+# ## 1. Reasoning accuracy vs steering layer, with the controls' band
+#
+# The grey band spans the 95% intervals of the random and shuffled directions (the same
+# norm as the reasoning vector) at each layer: what a direction with no reasoning signal
+# reaches there. A reasoning-vector point above both the unsteered band and the control band
+# would be a gain; the verdicts above say (Holm-adjusted) whether any cell is one.
+
+# %%
+for name, table in reasoning.items():
+    coeff = max(S.gen_coeffs)
+    fig = accuracy_by_layer(table, coeff, bands=True,
+                            title=f"{name}: {REASONING} accuracy vs steering layer, coeff "
+                            f"{coeff:g}·‖h‖ (n={int(table.n.iloc[0])}, greedy)")
+    save_figure(fig, "02", f"reasoning_by_layer_{name}")
+    fig.show()
+
+# %%
+FIRST = S.models[0]
+slider_figure(lambda coeff: accuracy_by_layer(reasoning[FIRST], coeff, bands=True,
+                                              title=f"{FIRST}, {REASONING}: coeff {coeff:g}"),
+              coeff=SelectionSlider(options=list(S.gen_coeffs), value=max(S.gen_coeffs),
+                                    description="coeff", continuous_update=False))
+
+# %% [markdown]
+# ## 2. The seed's protocol: a "best-layer gain" from no signal
+#
+# Hong et al.'s all-sites projection `h <- h + a (h . r̂) r̂` (a = 0.1) from each layer in
+# turn, MMLU-Pro reasoning items, the best layer picked **on the same items** — for the
+# reasoning direction and for random and shuffled directions, over several item draws. Here
+# it is scored by the log-probability of the answer letter (the seed generated 200 tokens and
+# extracted the letter, which this CPU cannot afford at scale; see the README). The recorded
+# run is `steerlab replicate` (README); this cell reuses its journals, or runs it.
+
+# %%
+gains, letters = {}, {}
+for name in S.models:
+    model = load_model(name)
+    every, n, draws = (6, 100, 2) if not S.smoke else (model.n_layers, S.n_gen, 1)
+    layers = protocol_layers(model, every)
+    proto = seed_protocol(model, draws=draws, out=replication_dir(name), n=n, layers=layers,
+                          extract_n=100 if not S.smoke else S.n_sweep_extract, progress=True)
+    gains[name] = best_layer_gains(proto)
+    letters[name] = answer_letters(proto, gold_letters(draws, n))
+    print(f"{name}: best of {len(layers)} layers on the same {n} items, {draws} draws")
+    print(gain_distribution(gains[name]).to_string(index=False))
+fig = protocol_gains(gains, SEED_REPORTED, title="The seed's protocol: best-layer gain on "
+                     "the evaluation items (MMLU-Pro reasoning, letter scoring), per direction "
+                     "and draw<br><sup>dashed: what the seed reported for its models</sup>")
+save_figure(fig, "02", "protocol_gains")
+fig.show()
+
+# %% [markdown]
+# Which letters the model answered, unsteered and at each direction's best layer, next to
+# the gold letters of the same items (`changed`: the share of items whose letter the steering
+# moved). A model that answers one letter most of the time scores about that letter's share
+# of the gold answers, whatever it reads.
+
+# %%
+letters[FIRST].round(3)
+
+# %% [markdown]
+# ## 3. Recall accuracy vs steering layer (the second panel)
+#
+# The shipped recall set as 4-way multiple choice (`memorisation-mc`), where both models are
+# far above chance: here an effect of steering on answers can show either way.
+
+# %%
 TASK = "memorisation-mc"
 tables = {}
 for name in S.models:
     model = load_model(name)
     layers = sweep_layers(name, model.n_layers, S.n_layers)
-    tables[name] = sweep(model, TASK, layers, S.coeffs, ("diff_means", "random", "shuffled"),
+    tables[name] = sweep(model, TASK, layers, S.coeffs, METHODS,
                          n=S.n_eval, extract_n=S.n_sweep_extract, out=results_path(name, TASK))
     print(verdict(tables[name]))
-
-# %% [markdown]
-# ## Figure 3: accuracy vs steering layer (one coefficient), per model
 
 # %%
 figs = {}
