@@ -205,11 +205,11 @@ def cmd_replicate(args: argparse.Namespace) -> int:
     model = load_model(args.model, dtype=args.dtype, device=args.device)
     layers = args.layers or protocol_layers(model, args.every)
     kw = {"n": args.n, "layers": layers, "coeffs": args.coeffs, "batch_size": args.batch_size,
-          "extract_n": args.extract_n or None}
+          "extract_n": args.extract_n or None, "task": args.task}
     table = seed_protocol(model, draws=args.draws, out=args.out, **kw)
     gains = best_layer_gains(table)
     dist = gain_distribution(gains)
-    letters = answer_letters(table, gold_letters(args.draws, args.n))
+    letters = answer_letters(table, gold_letters(args.draws, args.n, args.task))
     with pd.option_context("display.width", 200, "display.float_format", "{:.3f}".format):
         print(f"{model.name}: the seed's protocol (Hong et al.'s all-sites projection, letter "
               f"scoring, best of {len(layers)} layers x {len(args.coeffs)} coefficient(s) "
@@ -223,7 +223,8 @@ def cmd_replicate(args: argparse.Namespace) -> int:
     print("the seed reported (Llama / DeepSeek models, its own items): " + "; ".join(
         f"{m}: {r['unsteered']:.3f} -> {r['best']:.3f} ({r['best'] - r['unsteered']:+.3f})"
         for m, r in SEED_REPORTED.items()))
-    summary: dict = {"model": model.hf_id, "dtype": str(model.dtype), "layers": layers,
+    summary: dict = {"model": model.hf_id, "dtype": str(model.dtype), "task": args.task,
+                     "layers": layers,
                      "coeffs": args.coeffs, "n": args.n, "draws": args.draws,
                      "extract_n": args.extract_n,
                      "gains": gains.to_dict("records"), "distribution": dist.to_dict("records"),
@@ -231,6 +232,7 @@ def cmd_replicate(args: argparse.Namespace) -> int:
                      "seed_reported": SEED_REPORTED}
     if args.honest:
         honest = honest_protocol(model, n_dev=args.n_dev, n_test=args.n_test, layers=layers,
+                                 task=args.task,
                                  coeffs=args.coeffs, batch_size=args.batch_size,
                                  extract_n=args.extract_n or None, out=args.out)
         p, t = honest["pick"], honest["test"]
@@ -239,7 +241,16 @@ def cmd_replicate(args: argparse.Namespace) -> int:
               f"on {args.n_test} disjoint test items: {t['accuracy']:.3f} vs unsteered "
               f"{t['baseline']:.3f}, change {t['delta']:+.3f} [{t['delta_low']:+.3f}, "
               f"{t['delta_high']:+.3f}], McNemar p {t['p_mcnemar']:.3g}")
-        summary["honest"] = {"pick": p, "test": t}
+        lt = honest["test_letters"]
+        print("  answered letters on test: " + "; ".join(
+            f"{k}: {v['top']} for {v['top_share']:.0%} of items (gold is {v['top']} for "
+            f"{v['gold_share_of_top']:.0%})" for k, v in lt.items()))
+        if honest["dev_letters"] is not None:
+            print("  answered letters on dev (each direction's best cell):")
+            print(honest["dev_letters"].to_string(index=False))
+        summary["honest"] = {"pick": p, "test": t, "test_letters": lt,
+                             "dev_letters": None if honest["dev_letters"] is None
+                             else honest["dev_letters"].to_dict("records")}
     if args.out:
         path = _io.write_text(f"{args.out}/replication.json",
                               json.dumps(summary, indent=1, default=float))
@@ -442,6 +453,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "draws, and optionally the honest protocol (dev pick, test once)",
                        parents=[model_only])
     p.add_argument("--draws", type=int, default=3, help="seeded item samples / control seeds")
+    p.add_argument("--task", default="mmlu-pro-reasoning",
+                   help="a multiple-choice task (the seed's: mmlu-pro-reasoning)")
     p.add_argument("--n", type=int, default=100, help="items per draw (the seed used ~100)")
     p.add_argument("--layers", type=_ints, default=None, help="default: every layer >= 3")
     p.add_argument("--every", type=int, default=1, help="every k-th layer >= 3 (reduced scale)")

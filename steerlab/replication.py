@@ -202,8 +202,11 @@ def honest_protocol(model: Model, n_dev: int = 100, n_test: int = 100, seed: int
     items (paired interval, McNemar p). ``out``: a directory for the dev sweep's journal.
 
     Returns:
-        ``dev`` (the dev sweep's table), ``pick`` (layer, coeff, dev accuracy and gain) and
-        ``test`` (a :func:`steerlab.stats.comparison_row` of the pick vs unsteered on test).
+        ``dev`` (the dev sweep's table), ``pick`` (layer, coeff, dev accuracy and gain),
+        ``test`` (a :func:`steerlab.stats.comparison_row` of the pick vs unsteered on test),
+        ``dev_letters`` (:func:`answer_letters` of the dev sweep, with the dev gold letters)
+        and ``test_letters`` (unsteered and steered on test: the most common answered letter,
+        its share, and the share of test items whose gold answer is that letter).
     """
     from steerlab.evaluate import evaluate
     from steerlab.steering import hong_projection
@@ -230,9 +233,25 @@ def honest_protocol(model: Model, n_dev: int = 100, n_test: int = 100, seed: int
     base = evaluate(model, test_task, **ev)
     with hong_projection(model, vec, from_layer=layer, coeff=coeff, backend=cfg.backend):
         steered = evaluate(model, test_task, **ev)
+    from steerlab.sweep import answered
+
+    def letters_of(items: Sequence[Any], got: Sequence[str] | None, gold: str) -> dict:
+        """The most common answered letter, its share, and the gold answers' share of it."""
+        said = answered(items, got) if got is not None else gold
+        top = max(LETTERS, key=said.count)
+        return {"top": top, "top_share": said.count(top) / len(said),
+                "gold_share_of_top": gold.count(top) / len(gold)}
+
+    dev_gold = "".join(LETTERS[it.answer_index] for it in dev_task.items())
+    test_gold = "".join(LETTERS[it.answer_index] for it in test_items)
+    dev_letters = answer_letters(dev, {0: dev_gold}) if "answered" in dev.columns else None
     return {"dev": dev,
             "pick": {"method": method, "layer": layer, "coeff": coeff,
                      "dev_accuracy": float(best.accuracy), "dev_unsteered": float(best.baseline),
                      "dev_gain": float(best.delta), "dev_p_holm": float(best.p_holm)},
             "test": {**comparison_row(base.correct, steered.correct, seed=seed),
-                     "n_dev": n_dev, "n_test": n_test}}
+                     "n_dev": n_dev, "n_test": n_test},
+            # what moved: the answered letters, dev (every condition's best cell) and test
+            "dev_letters": dev_letters,
+            "test_letters": {"unsteered": letters_of(test_items, base.predictions, test_gold),
+                             "steered": letters_of(test_items, steered.predictions, test_gold)}}

@@ -111,3 +111,11 @@ def test_honest_protocol_tests_the_dev_pick_once_on_disjoint_items(tiny_llama):
     cell = check[check.method == "diff_means"].iloc[0]
     assert cell.accuracy == pytest.approx(test["accuracy"])
     assert cell.baseline == pytest.approx(test["baseline"])
+    # the letters on test are those of the same cell's answers
+    said = cell["answered"]
+    top = out["test_letters"]["steered"]["top"]
+    assert top == max(LETTERS, key=said.count)
+    assert out["test_letters"]["steered"]["top_share"] == said.count(top) / 8
+    gold = "".join(LETTERS[it.answer_index] for it in test_task.items())
+    assert out["test_letters"]["steered"]["gold_share_of_top"] == gold.count(top) / 8
+    assert list(out["dev_letters"]["condition"][:2]) == ["gold", "unsteered"]
