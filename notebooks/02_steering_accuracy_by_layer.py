@@ -59,12 +59,12 @@ for name in S.models:
 
 # %%
 for name, table in reasoning.items():
-    coeff = max(S.gen_coeffs)
-    fig = accuracy_by_layer(table, coeff, bands=True,
-                            title=f"{name}: {REASONING} accuracy vs steering layer, coeff "
-                            f"{coeff:g}·‖h‖ (n={int(table.n.iloc[0])}, greedy)")
-    save_figure(fig, "02", f"reasoning_by_layer_{name}")
-    fig.show()
+    for coeff in S.gen_coeffs:  # towards the reasoning side (+) and away from it (-)
+        fig = accuracy_by_layer(table, coeff, bands=True,
+                                title=f"{name}: {REASONING} accuracy vs steering layer, coeff "
+                                f"{coeff:+g}·‖h‖ (n={int(table.n.iloc[0])}, greedy)")
+        save_figure(fig, "02", f"reasoning_by_layer_{name}_{coeff:+g}")
+        fig.show()
 
 # %%
 FIRST = S.models[0]
