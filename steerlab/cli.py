@@ -229,7 +229,8 @@ def cmd_replicate(args: argparse.Namespace) -> int:
                      "extract_n": args.extract_n,
                      "gains": gains.to_dict("records"), "distribution": dist.to_dict("records"),
                      "answered_letters": letters.to_dict("records"),
-                     "seed_reported": SEED_REPORTED}
+                     "seed_reported": {m: {**r, "gain": r["best"] - r["unsteered"]}
+                                       for m, r in SEED_REPORTED.items()}}
     if args.honest:
         honest = honest_protocol(model, n_dev=args.n_dev, n_test=args.n_test, layers=layers,
                                  task=args.task,
