@@ -63,7 +63,7 @@ for name, table in reasoning.items():
         fig = accuracy_by_layer(table, coeff, bands=True,
                                 title=f"{name}: {REASONING} accuracy vs steering layer, coeff "
                                 f"{coeff:+g}·‖h‖ (n={int(table.n.iloc[0])}, greedy)")
-        save_figure(fig, "02", f"reasoning_by_layer_{name}_{coeff:+g}")
+        save_figure(fig, "02", f"reasoning_by_layer_{name}_{coeff:+g}".replace(".", "p"))
         fig.show()
 
 # %%
