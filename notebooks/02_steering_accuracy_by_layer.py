@@ -95,9 +95,9 @@ for name in S.models:
     letters[name] = answer_letters(proto, gold_letters(draws, n))
     print(f"{name}: best of {len(layers)} layers on the same {n} items, {draws} draws")
     print(gain_distribution(gains[name]).to_string(index=False))
-fig = protocol_gains(gains, SEED_REPORTED, title="The seed's protocol: best-layer gain on "
-                     "the evaluation items (MMLU-Pro reasoning, letter scoring), per direction "
-                     "and draw<br><sup>dashed: what the seed reported for its models</sup>")
+fig = protocol_gains(gains, SEED_REPORTED, title="The seed's protocol: best-layer gain, per "
+                     "direction and draw<br><sup>MMLU-Pro reasoning, letter scoring, best layer "
+                     "picked on the evaluation items; dashed: what the seed reported</sup>")
 save_figure(fig, "02", "protocol_gains")
 fig.show()
 
