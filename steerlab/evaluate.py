@@ -175,8 +175,8 @@ def mc_batches(model: Model, items: Sequence[Item], scoring: str, chat: bool,
                batch_size: int) -> list[list[int]]:
     """Item indices in batches of similar prompt length (a stable sort by token count, then
     chunks of ``batch_size``): a left-padded batch costs its longest prompt times its rows,
-    so grouping lengths cuts the padding (about half the work on MMLU-Pro, whose prompts run
-    from 100 to 800 tokens). Results are put back in item order by the caller."""
+    so grouping lengths cuts the padding (MMLU-Pro prompts run from 100 to 800 tokens).
+    Results are put back in item order by the caller."""
     fmt = mc_prompt if scoring in ("letter", "text") else cloze_prompt
     texts = model.format([fmt(it, chat) for it in items], chat)
     lens = [len(ids) for ids in model.tokenizer(texts, add_special_tokens=False)["input_ids"]]
@@ -275,7 +275,10 @@ def _gen_cells(model: Model, task: Task, layer: int, vectors: Sequence[torch.Ten
 
     be = model.backend(backend)
     k = len(vectors)
+    if k == 0:
+        return []
     dec = model.tokenizer.decode
+    per_cell = torch.stack([v.float() for v in vectors])  # (k, d_model): row i*k + c gets c
 
     def done(row: int, toks: list[int]) -> bool:
         return not chat and answer_complete(dec(toks, skip_special_tokens=True))
@@ -289,8 +292,8 @@ def _gen_cells(model: Model, task: Task, layer: int, vectors: Sequence[torch.Ten
         rows = enc["input_ids"].shape[0]
         if not share:
             enc = {name: t.repeat_interleave(k, 0) for name, t in enc.items()}
-        with RowSteering(model, torch.stack([v.float() for v in vectors]).repeat(rows, 1),
-                         layer, positions, backend) as steering:
+        with RowSteering(model, per_cell.repeat(rows, 1), layer, positions,
+                         backend) as steering:
             toks = be.greedy(enc, task.max_new_tokens, done=done, on_keep=steering.keep,
                              repeat=k if share else 1)
         for r, t in enumerate(toks):

@@ -38,7 +38,7 @@ class Settings:
     coeffs: tuple[float, ...] = (-0.4, -0.2, 0.2, 0.4)
     max_new_tokens: int = 40
     n_gen: int = 100  # items per generative sweep cell
-    gen_coeffs: tuple[float, ...] = (-0.1, 0.1)  # generative sweeps (~0.3·‖h‖ breaks them)
+    gen_coeffs: tuple[float, ...] = (-0.1, 0.1)  # generative sweeps: smaller pushes than recall's
     smoke: bool = False
 
 

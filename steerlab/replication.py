@@ -235,9 +235,9 @@ def honest_protocol(model: Model, n_dev: int = 100, n_test: int = 100, seed: int
         steered = evaluate(model, test_task, **ev)
     from steerlab.sweep import answered
 
-    def letters_of(items: Sequence[Any], got: Sequence[str] | None, gold: str) -> dict:
+    def letters_of(items: Sequence[Any], got: Sequence[str], gold: str) -> dict:
         """The most common answered letter, its share, and the gold answers' share of it."""
-        said = answered(items, got) if got is not None else gold
+        said = answered(items, got)
         top = max(LETTERS, key=said.count)
         return {"top": top, "top_share": said.count(top) / len(said),
                 "gold_share_of_top": gold.count(top) / len(gold)}

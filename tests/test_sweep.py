@@ -410,3 +410,14 @@ def test_holm_column_verdict_and_report_command(tmp_path, capsys):
     assert text in out.read_text() and "p_holm" in out.read_text()
     with pytest.raises(FileNotFoundError, match="--out file"):
         read_table(tmp_path / "missing.parquet")
+
+
+def test_greedy_refuses_an_empty_budget_and_no_cells_decode_nothing(tiny_llama):
+    be = tiny_llama.backend("hf")
+    enc = tiny_llama.encode(["What is 2 + 3?"], chat=False)
+    with pytest.raises(OptionError, match="max_new_tokens >= 1"):
+        be.greedy(enc, 0)
+    with pytest.raises(OptionError, match="repeat >= 1"):
+        be.greedy(enc, 4, repeat=0)
+    assert evaluate_cells(tiny_llama, get_task("reasoning-gen"), 1, [],
+                          items=get_task("reasoning-gen").items(2, 0)) == []

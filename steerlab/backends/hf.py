@@ -31,6 +31,7 @@ from steerlab.backends.base import (
     register_all,
     replace_hidden,
 )
+from steerlab.errors import OptionError
 
 if TYPE_CHECKING:
     from steerlab.models import Model
@@ -141,6 +142,9 @@ class HFBackend(Backend):
         from transformers import DynamicCache
 
         self.check_sole()
+        if max_new_tokens < 1 or repeat < 1:
+            raise OptionError(f"greedy needs max_new_tokens >= 1 and repeat >= 1, got "
+                              f"{max_new_tokens} and {repeat}.")
         if stop is None:
             eos = self.top.generation_config.eos_token_id
             eos = self.model.tokenizer.eos_token_id if eos is None else eos
