@@ -184,7 +184,7 @@ def test_compare_conditions_rows_are_sweep_rows(monkeypatch):
     cfg = sweep.SweepKey(model.hf_id, "float32", "arithmetic", 80, 5, "norm", "x", None,
                             "last", False, None, "hf", (0,), 0)
     for (name, res), row in zip(results.items(), table.to_dict("records"), strict=True):
-        want = sweep._row(cfg, name, 0, 1.0, 0.0, res, results["base"], res.seconds)
+        want = sweep._row(cfg, name, 0, 1.0, 0.0, res, results["base"], res.seconds, None)
         assert row["condition"] == name
         assert {c: row[c] for c in shared} == {c: want[c] for c in shared}, name
     assert table.delta.iloc[1] > 0 > table.delta.iloc[2]
