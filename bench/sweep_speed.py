@@ -67,6 +67,10 @@ def main() -> None:
     fast = sweep(model, args.task, **kw)
     t_fast = time.perf_counter() - t0
     same = bool((naive["correct"].to_numpy() == fast["correct"].to_numpy()).all())
+    texts = {}  # generative: the decoded answers too, cell by cell
+    if "completions" in naive.columns:
+        texts = {"identical_text": all(list(a) == list(b) for a, b in zip(
+            naive["completions"], fast["completions"], strict=True))}
     moved = int((naive["correct"] != naive["correct"].iloc[0]).sum())
     speedup = t_naive / t_fast
     kind = get_task(args.task).kind
@@ -79,12 +83,14 @@ def main() -> None:
     record(PART, figure="sweep_seconds", variant="naive", value=t_naive, **common)
     record(PART, figure="sweep_seconds", variant="steerlab", value=t_fast, **common)
     record(PART, figure="sweep_speedup", value=speedup, identical=same, goal=goal,
-           met=speedup >= goal and same, cells_changed_by_steering=moved, **common)
+           met=speedup >= goal and same, cells_changed_by_steering=moved, **texts, **common)
     print(table(["sweep", "seconds", "s / cell", "speed-up", "same per-item correctness"],
                 [["naive: one full pass per cell", t_naive, t_naive / cells, 1.0, "-"],
                  [f"steerlab sweep ({how})", t_fast, t_fast / cells, speedup,
                   "yes" if same else "NO"]]))
     verdict = "met" if speedup >= goal and same else "missed"
+    if texts:
+        print(f"identical decoded text in every cell: {'yes' if texts['identical_text'] else 'NO'}")
     print(f"goal >= {goal}x with identical accuracies: {verdict}"
           f" ({moved} of {cells} cells changed some answer, so the comparison is not vacuous)")
     acc = fast[fast.method != "baseline"][["method", "layer", "coeff", "accuracy", "delta"]]

@@ -270,7 +270,8 @@ def _gen_cells(model: Model, task: Task, layer: int, vectors: Sequence[torch.Ten
     ``k``, and every row leaves the batch once its answer is complete (EOS; for a base
     model also the start of a new few-shot example, :func:`answer_complete`, after which
     nothing it generates is judged). With ``positions="generated"`` the prompt's forward is
-    unsteered, so each prompt is read once for all cells."""
+    unsteered, so each prompt is read once for all cells; otherwise its blocks ``0..layer``
+    are (``greedy``'s ``shared_until``)."""
     from steerlab.steering import RowSteering
 
     be = model.backend(backend)
@@ -286,16 +287,16 @@ def _gen_cells(model: Model, task: Task, layer: int, vectors: Sequence[torch.Ten
     prompts = [gen_prompt(it, shots, chat) for it in items]
     texts = [[""] * len(items) for _ in vectors]
     t0 = time.perf_counter()
-    share = positions == "generated"
+    # the prompt's forward up to the steering layer is the same for every cell: shared
+    # whole when the vectors act on generated tokens only, else up to block ``layer``
+    until = None if positions == "generated" else layer
     for start in range(0, len(items), batch_size):
         enc = model.encode(prompts[start:start + batch_size], chat=chat)
         rows = enc["input_ids"].shape[0]
-        if not share:
-            enc = {name: t.repeat_interleave(k, 0) for name, t in enc.items()}
         with RowSteering(model, per_cell.repeat(rows, 1), layer, positions,
                          backend) as steering:
             toks = be.greedy(enc, task.max_new_tokens, done=done, on_keep=steering.keep,
-                             repeat=k if share else 1)
+                             repeat=k, shared_until=until)
         for r, t in enumerate(toks):
             i, c = divmod(r, k)
             texts[c][start + i] = dec(t, skip_special_tokens=True)

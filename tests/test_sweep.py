@@ -172,6 +172,31 @@ def test_generative_cells_decode_together_with_the_answers_of_one_pass_each(arch
     assert no_hooks(model)
 
 
+@pytest.mark.parametrize("arch", ["llama", "gemma3", "qwen2", "gpt2"])
+def test_greedy_shares_the_prompt_up_to_a_layer_exactly(arch):
+    """``shared_until=L``: blocks 0..L of the prompt run once per prompt, the repeats go on
+    from there with their own cache above L; with a per-row vector at block L the tokens
+    equal decoding the repeated prompts one row each (every layer, the first and the last)."""
+    from steerlab.steering import RowSteering
+
+    model = tiny_model(arch)
+    be = model.backend("hf")
+    enc = model.encode(["What is 2 + 3?", "Name a colour", "7 * 6 ="], chat=False)
+    k = 3
+    gen = torch.Generator().manual_seed(1)
+    per = torch.randn(k, model.d_model, generator=gen)
+    wide = {name: t.repeat_interleave(k, 0) for name, t in enc.items()}
+    plain = be.greedy(wide, 6)
+    for layer in range(model.n_layers):
+        with RowSteering(model, per.repeat(3, 1), layer, "all", "hf") as s:
+            ref = be.greedy(wide, 6, on_keep=s.keep)
+        with RowSteering(model, per.repeat(3, 1), layer, "all", "hf") as s:
+            got = be.greedy(enc, 6, on_keep=s.keep, repeat=k, shared_until=layer)
+        assert got == ref, layer
+        assert ref != plain  # the vectors changed the tokens
+    assert no_hooks(model)
+
+
 def test_generative_cells_leave_no_hooks_when_decoding_fails(tiny_llama, monkeypatch):
     be = tiny_llama.backend("hf")
 
@@ -412,12 +437,14 @@ def test_holm_column_verdict_and_report_command(tmp_path, capsys):
         read_table(tmp_path / "missing.parquet")
 
 
-def test_greedy_refuses_an_empty_budget_and_no_cells_decode_nothing(tiny_llama):
+def test_greedy_refuses_bad_budgets_and_layers_and_no_cells_decode_nothing(tiny_llama):
     be = tiny_llama.backend("hf")
     enc = tiny_llama.encode(["What is 2 + 3?"], chat=False)
     with pytest.raises(OptionError, match="max_new_tokens >= 1"):
         be.greedy(enc, 0)
     with pytest.raises(OptionError, match="repeat >= 1"):
         be.greedy(enc, 4, repeat=0)
+    with pytest.raises(OptionError, match="shared_until=9 is not a layer"):
+        be.greedy(enc, 4, repeat=2, shared_until=9)
     assert evaluate_cells(tiny_llama, get_task("reasoning-gen"), 1, [],
                           items=get_task("reasoning-gen").items(2, 0)) == []

@@ -359,7 +359,7 @@ class Backend(ABC):
                stop: set[int] | None = None,
                done: Callable[[int, list[int]], bool] | None = None,
                on_keep: Callable[[torch.Tensor], None] | None = None,
-               repeat: int = 1) -> list[list[int]]:
+               repeat: int = 1, shared_until: int | None = None) -> list[list[int]]:
         """Greedy decoding in which each row leaves the batch once it is finished (a token in
         ``stop``, ``max_new_tokens`` reached, or ``done(row, new_tokens)``); see the HF
         backend."""

@@ -120,7 +120,7 @@ class HFBackend(Backend):
                stop: set[int] | None = None,
                done: Callable[[int, list[int]], bool] | None = None,
                on_keep: Callable[[torch.Tensor], None] | None = None,
-               repeat: int = 1) -> list[list[int]]:
+               repeat: int = 1, shared_until: int | None = None) -> list[list[int]]:
         """Greedy decoding with a KV cache in which finished rows leave the batch: a row ends
         at a token in ``stop`` (default: the generation config's EOS ids, where ``generate``
         stops; kept out of the result, as ``generate`` leaves it to the decoder's
@@ -135,6 +135,10 @@ class HFBackend(Backend):
         copied, which is exact when nothing edits the prompt's forward (steering at
         ``positions="generated"``). Same tokens as ``generate(do_sample=False)`` row by row
         (the forwards are the same up to the batch's size, which this loop changes).
+        ``shared_until=L`` with ``repeat`` > 1: only blocks ``0..L`` of the prompt's forward
+        are shared (exact when the edits act at block ``L``'s output or later, as a sweep
+        cell's steering does): they run once per prompt row, and the repeated rows go on from
+        block ``L``'s output (where their edits apply) with their own cache above ``L``.
 
         Returns:
             Each row's new tokens, in row order (``len(enc) * repeat`` rows).
@@ -145,6 +149,9 @@ class HFBackend(Backend):
         if max_new_tokens < 1 or repeat < 1:
             raise OptionError(f"greedy needs max_new_tokens >= 1 and repeat >= 1, got "
                               f"{max_new_tokens} and {repeat}.")
+        if shared_until is not None and not 0 <= shared_until < len(self._layers):
+            raise OptionError(f"shared_until={shared_until} is not a layer of this model "
+                              f"(0..{len(self._layers) - 1}).")
         if stop is None:
             eos = self.top.generation_config.eos_token_id
             eos = self.model.tokenizer.eos_token_id if eos is None else eos
@@ -164,8 +171,13 @@ class HFBackend(Backend):
                 args = dict(kw, input_ids=ids, attention_mask=mask)
                 if self._takes_positions:
                     args["position_ids"] = pos
-                nxt = self.top(**args).logits[:, -1].argmax(-1)
-                if step == 0 and repeat > 1:  # the prompt read once: copy its results
+                if step == 0 and repeat > 1 and shared_until is not None:
+                    nxt = self._shared_prefill(args, cache, shared_until, repeat)
+                    mask, pos = (t.repeat_interleave(repeat, 0) for t in (mask, pos))
+                else:
+                    nxt = self.top(**args).logits[:, -1].argmax(-1)
+                if step == 0 and repeat > 1 and shared_until is None:
+                    # the prompt read once: copy its results
                     cache.batch_repeat_interleave(repeat)
                     mask, pos = (t.repeat_interleave(repeat, 0) for t in (mask, pos))
                     nxt = nxt.repeat_interleave(repeat, 0)
@@ -189,6 +201,39 @@ class HFBackend(Backend):
                 mask = torch.cat([mask, mask.new_ones(len(alive), 1)], 1)
                 pos = pos[:, -1:] + 1
         return out
+
+    def _shared_prefill(self, args: dict[str, Any], cache: Any, layer: int, repeat: int
+                        ) -> torch.Tensor:
+        """The prompt's first forward of :meth:`greedy` with blocks ``0..layer`` run once per
+        prompt row: their output is recorded (before any edit of block ``layer`` sees it) and
+        repeated, the repeated rows run the blocks after ``layer`` into ``cache``, and the
+        recorded rows' cache of blocks ``0..layer`` is copied in. Returns the first tokens."""
+        from transformers import DynamicCache
+
+        seen: dict[str, Any] = {}
+
+        def stop(module: torch.nn.Module, inputs: Any, output: Any) -> None:
+            seen["out"] = output
+            raise StopForward
+
+        shared = DynamicCache(config=self.top.config)
+        handle = self._layers[layer].register_forward_hook(stop, prepend=True)
+        try:
+            with contextlib.suppress(StopForward):
+                self.top(**dict(args, **{str(self._cache_kw): shared}))
+        finally:
+            handle.remove()
+        out = seen["out"]
+        rows = (out.repeat_interleave(repeat, 0) if isinstance(out, torch.Tensor) else
+                (out[0].repeat_interleave(repeat, 0), *out[1:]))
+        wide = {name: t.repeat_interleave(repeat, 0) if isinstance(t, torch.Tensor) else t
+                for name, t in args.items()}
+        with self.replaying(layer, rows):
+            nxt = self.top(**wide).logits[:, -1].argmax(-1)
+        shared.batch_repeat_interleave(repeat)
+        for i in range(layer + 1):
+            cache.layers[i] = shared.layers[i]
+        return nxt
 
     def has_foreign_hooks(self) -> bool:
         live = self.model._live_edits.get(self.name, 0)
