@@ -14,7 +14,7 @@ import re
 from collections.abc import Sequence
 
 from steerlab.errors import OptionError
-from steerlab.tasks import Item
+from steerlab.tasks import LETTERS, Item
 
 ANSWER_TYPES = ("number", "choice", "text")
 
@@ -175,6 +175,33 @@ def answer_complete(text: str) -> bool:
     changes :func:`first_answer` (the cut is the leftmost match, and a match further left
     would have to be made of characters already there), so decoding can stop exactly."""
     return _NEXT_EXAMPLE.search(text) is not None
+
+
+# ---- a letter from generated text (multiple choice, scoring="generate") ---------------------
+
+#: MMLU-Pro's own answer extraction (its evaluation script), tried in order: "the answer is
+#: (X)", then "Answer: X", then the last standalone option letter in the text
+_LETTER_PATTERNS = (r"answer is \(?([{L}])\b", r".*[aA]nswer:\s*\(?([{L}])\b",
+                    r"\b([{L}])\b(?!.*\b[{L}]\b)")
+
+
+def extract_letter(text: str, n_options: int) -> str | None:
+    """The option letter a generated answer gives (``A``..), None when it names none.
+
+    MMLU-Pro's extraction, restricted to the item's ``n_options`` letters and with a word
+    boundary after the letter ("the answer is Abraham" names no option); unlike its script,
+    a text with no letter is no answer (the script guesses one at random). Its last resort,
+    the last standalone letter, is lenient ("I think" reads as option I): kept, as MMLU-Pro's
+    evaluation uses it.
+    """
+    if not 1 <= n_options <= len(LETTERS):
+        raise OptionError(f"n_options must be 1..{len(LETTERS)}, got {n_options}.")
+    letters = LETTERS[:n_options]
+    for pattern in _LETTER_PATTERNS:
+        found = re.search(pattern.format(L=letters), text, re.DOTALL)
+        if found:
+            return found.group(1)
+    return None
 
 
 # ---- generative choices ----------------------------------------------------------------------

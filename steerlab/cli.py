@@ -205,15 +205,15 @@ def cmd_replicate(args: argparse.Namespace) -> int:
     model = load_model(args.model, dtype=args.dtype, device=args.device)
     layers = args.layers or protocol_layers(model, args.every)
     kw = {"n": args.n, "layers": layers, "coeffs": args.coeffs, "batch_size": args.batch_size,
-          "extract_n": args.extract_n or None, "task": args.task}
+          "extract_n": args.extract_n or None, "task": args.task, "scoring": args.scoring}
     table = seed_protocol(model, draws=args.draws, out=args.out, **kw)
     gains = best_layer_gains(table)
     dist = gain_distribution(gains)
     letters = answer_letters(table, gold_letters(args.draws, args.n, args.task))
     with pd.option_context("display.width", 200, "display.float_format", "{:.3f}".format):
-        print(f"{model.name}: the seed's protocol (Hong et al.'s all-sites projection, letter "
-              f"scoring, best of {len(layers)} layers x {len(args.coeffs)} coefficient(s) "
-              f"picked on the same {args.n} items), {args.draws} draws")
+        print(f"{model.name}: the seed's protocol (Hong et al.'s all-sites projection, "
+              f"{args.scoring} scoring, best of {len(layers)} layers x {len(args.coeffs)} "
+              f"coefficient(s) picked on the same {args.n} items), {args.draws} draws")
         print(gains.to_string(index=False))
         print("best-layer gain by direction over the draws:")
         print(dist.to_string(index=False))
@@ -226,6 +226,7 @@ def cmd_replicate(args: argparse.Namespace) -> int:
     summary: dict = {"model": model.hf_id, "dtype": str(model.dtype), "task": args.task,
                      "layers": layers,
                      "coeffs": args.coeffs, "n": args.n, "draws": args.draws,
+                     "scoring": args.scoring,
                      "extract_n": args.extract_n,
                      "gains": gains.to_dict("records"), "distribution": dist.to_dict("records"),
                      "answered_letters": letters.to_dict("records"),
@@ -233,7 +234,7 @@ def cmd_replicate(args: argparse.Namespace) -> int:
                                        for m, r in SEED_REPORTED.items()}}
     if args.honest:
         honest = honest_protocol(model, n_dev=args.n_dev, n_test=args.n_test, layers=layers,
-                                 task=args.task,
+                                 task=args.task, scoring=args.scoring,
                                  coeffs=args.coeffs, batch_size=args.batch_size,
                                  extract_n=args.extract_n or None, out=args.out)
         p, t = honest["pick"], honest["test"]
@@ -460,6 +461,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", type=_ints, default=None, help="default: every layer >= 3")
     p.add_argument("--every", type=int, default=1, help="every k-th layer >= 3 (reduced scale)")
     p.add_argument("--coeffs", type=_floats, default=[0.1], help="Hong et al.'s a, e.g. 0.1")
+    p.add_argument("--scoring", default="letter", choices=("letter", "generate"),
+                   help="letter: log-prob of each option letter (one forward per item); "
+                        "generate: the seed's 200 greedy tokens, letter extracted")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--extract-n", type=int, default=300,
                    help="extraction prompts per set (0: all; MMLU-Pro's are 2,578 long ones)")

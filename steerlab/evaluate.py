@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from steerlab.answers import answer_complete, first_answer, judge
+from steerlab.answers import answer_complete, extract_letter, first_answer, judge
 from steerlab.answers import extract_answer as extract_answer  # re-exported (older imports)
 from steerlab.errors import EmptyInputError, OptionError
 from steerlab.inference import generate
@@ -171,16 +171,46 @@ def _mc_batch(model: Model, items: list[Item], scoring: str, chat: bool) -> _MCB
     return _mc_text_batch(model, [fmt(it, chat) for it in items], items, chat)
 
 
+#: new tokens a multiple-choice answer may take with ``scoring="generate"`` (the seed's 200)
+MC_GENERATE_TOKENS = 200
+
+
+def _mc_generate(model: Model, items: list[Item], chat: bool, backend: str
+                 ) -> tuple[list[str], list[bool], list[str]]:
+    """Multiple choice answered in words: greedy text after the lettered prompt, the letter
+    taken from it (:func:`extract_letter`). Rows leave the batch once their text is final
+    (EOS; for a base model the start of a new example, after which nothing is read).
+    Returns (chosen option text or "" when the text names no letter, correct, completion)
+    per item."""
+    prompts = [mc_prompt(it, chat) for it in items]
+    be = model.backend(backend)
+    if be.supports_greedy:
+        dec = model.tokenizer.decode
+        toks = be.greedy(model.encode(prompts, chat=chat), MC_GENERATE_TOKENS, done=None if chat
+                         else lambda row, t: answer_complete(dec(t, skip_special_tokens=True)))
+        outs = [dec(t, skip_special_tokens=True) for t in toks]
+    else:
+        outs = generate(model, prompts, MC_GENERATE_TOKENS, chat=chat, backend=backend,
+                        batch_size=len(items), progress=False)
+    preds, correct = [], []
+    for it, out in zip(items, outs, strict=True):
+        letter = extract_letter(out if chat else first_answer(out), len(it.options))
+        pick = it.options[LETTERS.index(letter)] if letter is not None else ""
+        preds.append(pick)
+        correct.append(letter is not None and LETTERS.index(letter) == it.answer_index)
+    return preds, correct, outs
+
+
 def mc_batches(model: Model, items: Sequence[Item], scoring: str, chat: bool,
                batch_size: int) -> list[list[int]]:
     """Item indices in batches of similar prompt length (a stable sort by token count, then
     chunks of ``batch_size``): a left-padded batch costs its longest prompt times its rows,
     so grouping lengths cuts the padding (MMLU-Pro prompts run from 100 to 800 tokens).
     Results are put back in item order by the caller."""
-    fmt = mc_prompt if scoring in ("letter", "text") else cloze_prompt
+    fmt = mc_prompt if scoring in ("letter", "text", "generate") else cloze_prompt
     texts = model.format([fmt(it, chat) for it in items], chat)
     lens = [len(ids) for ids in model.tokenizer(texts, add_special_tokens=False)["input_ids"]]
-    if scoring != "letter":  # every option follows its prompt in the same forward
+    if scoring in ("text", "cloze"):  # every option follows its prompt in the same forward
         lens = [n + max(len(o) for o in it.options) // 3 for n, it in zip(lens, items,
                                                                           strict=True)]
     order = sorted(range(len(items)), key=lens.__getitem__)
@@ -212,8 +242,11 @@ def evaluate(model: Model, task: Task, items: Sequence[Item] | None = None,
         chat: apply the chat template (default: when the model is a chat model).
         scoring: multiple choice only: ``letter`` (log-prob of the option letter after the
             question and its lettered options), ``text`` (mean log-prob per token of the
-            option text after the same prompt) or ``cloze`` (mean log-prob per token of the
-            option text after the question alone); default: the task's.
+            option text after the same prompt), ``cloze`` (mean log-prob per token of the
+            option text after the question alone) or ``generate`` (up to
+            :data:`MC_GENERATE_TOKENS` greedy tokens after the lettered prompt, the letter
+            extracted from the text as MMLU-Pro's evaluation does; the completions are
+            kept); default: the task's.
         shots: (question, answer) examples prepended for base models on generative tasks.
     """
     items = list(items) if items is not None else task.items(n, seed)
@@ -226,14 +259,19 @@ def evaluate(model: Model, task: Task, items: Sequence[Item] | None = None,
     t0 = time.perf_counter()
     preds: list[str] = [""] * len(items)
     correct: list[bool] = [False] * len(items)
-    completions: list[str] = [""] * len(items) if task.kind != "mc" else []
+    completions: list[str] = [""] * len(items) \
+        if task.kind != "mc" or scoring == "generate" else []
     batches = mc_batches(model, items, scoring, chat, batch_size) if task.kind == "mc" \
         else [list(range(i, min(i + batch_size, len(items))))
               for i in range(0, len(items), batch_size)]
     show = progress if progress is not None else len(batches) > 4
     for idx in tqdm(batches, desc=f"{task.name}", disable=not show, leave=False):
         batch = [items[i] for i in idx]
-        if task.kind == "mc":
+        if task.kind == "mc" and scoring == "generate":
+            for i, p, c, out in zip(idx, *_mc_generate(model, batch, chat, backend),
+                                    strict=True):
+                preds[i], correct[i], completions[i] = p, c, out
+        elif task.kind == "mc":
             mc = _mc_batch(model, batch, scoring, chat)
             with torch.no_grad():
                 logits = model.backend(backend).forward(mc.enc, keep=mc.keep)
@@ -352,7 +390,8 @@ def evaluate_cells(model: Model, task: Task, layer: int, vectors: Sequence[torch
     kw: dict[str, Any] = {"items": items, "chat": chat, "backend": backend,
                           "batch_size": batch_size, "scoring": scoring, "progress": progress,
                           "shots": shots}
-    if not can_share_prefix(task, backend, model):
+    if not can_share_prefix(task, backend, model) or (task.kind == "mc" and (
+            scoring or task.scoring) == "generate"):  # answers in words: one pass each
         results = []
         for v in vectors:
             with steer(model, v, layers=layer, coeff=1.0, backend=backend,

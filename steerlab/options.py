@@ -28,7 +28,7 @@ Mode = Literal["add", "project", "ablate"]
 Scope = Literal["layer", "all"]
 Reduction = Literal["last", "mean", "none"]
 Direction = Literal["denoise", "noise"]
-Scoring = Literal["letter", "text", "cloze"]
+Scoring = Literal["letter", "text", "cloze", "generate"]
 Method = Literal["diff_means", "random", "shuffled", "memorisation"]
 
 BACKENDS: tuple[BackendName, ...] = get_args(BackendName)

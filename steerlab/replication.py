@@ -16,9 +16,10 @@ the pick evaluated once on disjoint test items with a paired interval against th
 model; the dev sweep's verdict carries Holm-adjusted p-values.
 
 Scoring: ``letter`` (the log-probability of each option letter after the question and its
-options: one forward per item, the full-scale version on a CPU) or the seed's generative
-protocol (``scoring="generate"`` is not offered yet: its 200 greedy tokens per item and cell
-do not fit this project's CPU budget; see the README).
+options: one forward per item, the full-scale version on a CPU) or ``generate``, the seed's
+own: up to 200 greedy tokens per item and cell, steered at every position, the letter
+extracted from the text (:func:`steerlab.answers.extract_letter`); on this project's CPUs it
+runs at a reduced scale (see the README).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ import pandas as pd
 
 from steerlab.errors import OptionError
 from steerlab.stats import comparison_row
-from steerlab.sweep import SweepConfig, steered_cells, sweep
+from steerlab.sweep import NO_LETTER, SweepConfig, steered_cells, sweep
 from steerlab.tasks import LETTERS, Task, get_task
 
 if TYPE_CHECKING:
@@ -129,7 +130,8 @@ def answer_letters(table: pd.DataFrame, gold: dict[int, str] | None = None) -> p
     letters of each draw's items, e.g. from :func:`gold_letters`) the gold letters' own
     shares as a ``gold`` row, so a best-layer "gain" that only moves answers towards a
     letter the sample happens to favour can be read off. Needs the journal's ``answered``
-    column (recorded by sweeps of multiple-choice tasks)."""
+    column (recorded by sweeps of multiple-choice tasks); generated answers that named no
+    letter count as :data:`~steerlab.sweep.NO_LETTER` (``-``)."""
     if "answered" not in table.columns:
         raise OptionError("This table has no answered letters: it was recorded before sweeps "
                           "kept them (rerun the sweep into a new --out).")
@@ -145,7 +147,7 @@ def answer_letters(table: pd.DataFrame, gold: dict[int, str] | None = None) -> p
             [a != b for a, b in zip(letters, unsteered, strict=True)]))
         return {"draw": draw, "condition": condition, "layer": layer, "n": len(letters),
                 "top": top, "top_share": counts.iloc[0] / len(letters), "changed": changed,
-                **{c: counts.get(c, 0) / len(letters) for c in LETTERS}}
+                **{c: counts.get(c, 0) / len(letters) for c in (*LETTERS, NO_LETTER)}}
 
     for draw in sorted(set(draws)):
         here = table[draws == draw]
@@ -160,7 +162,7 @@ def answer_letters(table: pd.DataFrame, gold: dict[int, str] | None = None) -> p
             rows.append(shares(f"{b.method} best", int(draw), str(cell["answered"].iloc[0]),
                                b.best_layer, unsteered))
     out = pd.DataFrame(rows)
-    return out[[c for c in out.columns if c not in LETTERS or out[c].any()]]
+    return out[[c for c in out.columns if c not in (*LETTERS, NO_LETTER) or out[c].any()]]
 
 
 def gold_letters(draws: int, n: int | None = 100, task: str | Task = TASK) -> dict[int, str]:

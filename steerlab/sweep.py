@@ -269,10 +269,15 @@ def _completions(res: EvalResult) -> list[str]:
     return list(getattr(res, "completions", None) or [])
 
 
+#: the ``answered`` character of an item whose generated answer named no option letter
+NO_LETTER = "-"
+
+
 def answered(items: Sequence[Item], preds: Sequence[str]) -> str:
     """The letter of each multiple-choice item's chosen option, one character per item (the
     journal's ``answered`` column, from which an answer-letter bias can be read)."""
-    return "".join(LETTERS[it.options.index(p)] for it, p in zip(items, preds, strict=True))
+    return "".join(LETTERS[it.options.index(p)] if p in it.options else NO_LETTER
+                   for it, p in zip(items, preds, strict=True))
 
 
 def _row(cfg: SweepKey, method: str, layer: int, coeff: float, added_norm: float,
@@ -286,15 +291,15 @@ def _row(cfg: SweepKey, method: str, layer: int, coeff: float, added_norm: float
             "chance": res.chance,
             "seconds": seconds, "config": cfg.key(),
             "correct": "".join("1" if c else "0" for c in res.correct),
-            **({"completions": completions} if completions is not None else
-               {"answered": answered(items, res.predictions)}
+            **({"completions": completions} if completions is not None else {}),
+            **({"answered": answered(items, res.predictions)}
                if items is not None and res.predictions else {})}
 
 
 def _from_row(row: dict, task: str, model_id: str, items: Sequence[Item]) -> EvalResult:
     correct = np.array([c == "1" for c in row["correct"]])
-    preds = [it.options[LETTERS.index(a)] for it, a in zip(items, row["answered"],
-                                                           strict=True)] \
+    preds = [it.options[LETTERS.index(a)] if a != NO_LETTER else ""
+             for it, a in zip(items, row["answered"], strict=True)] \
         if row.get("answered") else []
     return EvalResult(task, model_id, [it.id for it in items], correct, preds, row["seconds"],
                       row["chance"])
@@ -352,6 +357,7 @@ def sweep(model: Model, config: SweepConfig | Task | str,
     items = task.items(n, seed)
     few = default_shots(model, task)
     gen = task.kind != "mc"
+    keep_text = gen or scoring == "generate"  # completions go to the journal
     mc_items = None if gen else items  # whose answered letters the journal keeps
     cfg = SweepKey(model.hf_id, str(model.dtype).removeprefix("torch."), task.name,
                       len(items), seed, scale, extract_from or task.extract_from, extract_n,
@@ -375,11 +381,11 @@ def sweep(model: Model, config: SweepConfig | Task | str,
     if ("baseline", -1, 0.0) in done:
         base_row = done[("baseline", -1, 0.0)]
         base = _from_row(base_row, task.name, model.hf_id, items)
-        base_completions = base_row.get("completions") if gen else None
+        base_completions = base_row.get("completions") if keep_text else None
     else:
         t0 = time.perf_counter()
         base = evaluate(model, task, shots=few, **ev)
-        base_completions = _completions(base) if gen else None
+        base_completions = _completions(base) if keep_text else None
         record(_row(cfg, "baseline", -1, 0.0, 0.0, base, base, time.perf_counter() - t0,
                     mc_items, base_completions))
     cells = [(m, l, float(c)) for m in methods for l in layers for c in coeffs
@@ -413,7 +419,7 @@ def sweep(model: Model, config: SweepConfig | Task | str,
             else:
                 with steer(model, vec, backend=backend, **how):
                     res = evaluate(model, task, shots=few, **ev)
-                completions = _completions(res) if gen else None
+                completions = _completions(res) if keep_text else None
             record(_row(cfg, method, layer, coeff, norm, res, base, time.perf_counter() - t0,
                         mc_items, completions))
             bar.update()
@@ -436,7 +442,7 @@ def sweep(model: Model, config: SweepConfig | Task | str,
                 else:
                     res, norm = by_cell[cell]
                     record(_row(cfg, method, layer, coeff, norm, res, base, res.seconds,
-                                mc_items, _completions(res) if gen else None))
+                                mc_items, _completions(res) if keep_text else None))
             bar.update(len(group))
     bar.close()
     return _table(rows, methods)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from steerlab.answers import extract_answer, first_answer, judge, strip_echo
+from steerlab.answers import extract_answer, extract_letter, first_answer, judge, strip_echo
+from steerlab.errors import OptionError
 from steerlab.tasks import Item
 
 
@@ -200,3 +201,22 @@ def test_unknown_answer_type_is_refused():
 
     with pytest.raises(OptionError, match="answer_type"):
         judge(Item("x", "q", "a", answer_type="vibes"), "a")
+
+
+@pytest.mark.parametrize(("text", "k", "want"), [
+    ("Let me think. The answer is (C).", 10, "C"),
+    ("the answer is B because A is wrong", 4, "B"),
+    ("The answer is Abraham Lincoln. Answer: D", 4, "D"),  # a word, not a letter: next rule
+    ("Answer: A\nmore text\nAnswer: (E)", 10, "E"),  # the last "Answer:"
+    ("Options A and B are close, but B", 4, "B"),  # the last standalone letter
+    ("I pick H", 4, None),  # H is not one of 4 options; no other letter
+    ("no letter here", 10, None),
+    ("The answer is J.", 10, "J"),
+])
+def test_extract_letter_follows_mmlu_pro_in_order(text, k, want):
+    assert extract_letter(text, k) == want
+
+
+def test_extract_letter_checks_the_option_count():
+    with pytest.raises(OptionError, match="n_options must be 1..10"):
+        extract_letter("A", 11)

@@ -53,7 +53,8 @@ def test_every_command_that_loads_a_model_takes_device(capsys):
     assert "cuda:99" in err and "Traceback" not in err
 
 
-def test_replicate_writes_its_summary(tmp_path, tiny_llama, monkeypatch, capsys):
+@pytest.mark.parametrize("scoring", ["letter", "generate"])
+def test_replicate_writes_its_summary(tmp_path, tiny_llama, monkeypatch, capsys, scoring):
     """The command end to end on a tiny model (shipped items in place of MMLU-Pro): gains,
     answered letters, the honest protocol and its letters, all in replication.json."""
     import json
@@ -64,10 +65,11 @@ def test_replicate_writes_its_summary(tmp_path, tiny_llama, monkeypatch, capsys)
     assert main(["replicate", "--model", "tiny", "--task", "reasoning-mc", "--layers", "1,2",
                  "--n", "6", "--draws",
                  "2", "--extract-n", "6", "--honest", "--n-dev", "6", "--n-test", "6",
-                 "--out", str(tmp_path)]) == 0
+                 "--out", str(tmp_path), "--scoring", scoring]) == 0
     out = capsys.readouterr().out
     assert "best-layer gain by direction" in out and "answered letters on test" in out
     summary = json.loads((tmp_path / "replication.json").read_text())
     assert len(summary["gains"]) == 6 and summary["honest"]["test"]["n"] == 6
     assert {r["condition"] for r in summary["answered_letters"]} >= {"gold", "unsteered"}
-    assert summary["honest"]["test_letters"]["steered"]["top"] in "ABCD"
+    assert summary["honest"]["test_letters"]["steered"]["top"] in "ABCD-"  # -: no letter
+    assert summary["scoring"] == scoring and f"{scoring} scoring" in out

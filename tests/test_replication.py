@@ -119,3 +119,39 @@ def test_honest_protocol_tests_the_dev_pick_once_on_disjoint_items(tiny_llama):
     gold = "".join(LETTERS[it.answer_index] for it in test_task.items())
     assert out["test_letters"]["steered"]["gold_share_of_top"] == gold.count(top) / 8
     assert list(out["dev_letters"]["condition"][:2]) == ["gold", "unsteered"]
+
+
+def test_seed_protocol_generative_scoring_extracts_letters_from_the_text(tiny_llama, tmp_path):
+    """scoring="generate": each item's greedy text under the steering is kept in the journal,
+    its answered letter is the one extract_letter finds there ("-" for none), correctness
+    follows that letter, and the greedy loop writes what generate() writes."""
+    from steerlab._io import read_jsonl
+    from steerlab.answers import extract_letter
+    from steerlab.evaluate import MC_GENERATE_TOKENS, mc_prompt
+    from steerlab.inference import generate
+    from steerlab.sweep import NO_LETTER, journal_path
+
+    kw = {"task": TASK, "n": 4, "layers": [1], "coeffs": [0.1], "batch_size": 4,
+          "scoring": "generate", "methods": ("diff_means",)}
+    table = seed_protocol(tiny_llama, draws=1, out=tmp_path, progress=False, **kw)
+    assert no_hooks(tiny_llama) and len(table) == 2
+    items = get_task(TASK).items(4, 0)
+    rows = list(read_jsonl(journal_path(tmp_path / "draw0.parquet")))
+    assert {r["method"] for r in rows} == {"baseline", "diff_means"}
+    for r in rows:
+        letters = [extract_letter(c, len(it.options)) for c, it in zip(r["completions"], items,
+                                                                       strict=True)]
+        assert r["answered"] == "".join(x or NO_LETTER for x in letters)
+        assert r["correct"] == "".join(
+            "1" if x is not None and LETTERS.index(x) == it.answer_index else "0"
+            for x, it in zip(letters, items, strict=True))
+    base = next(r for r in rows if r["method"] == "baseline")
+    plain = generate(tiny_llama, [mc_prompt(it, False) for it in items], MC_GENERATE_TOKENS,
+                     chat=False, progress=False)
+    from steerlab.answers import first_answer
+    assert base["completions"] == [p[:len(c)] for p, c in zip(plain, base["completions"],
+                                                              strict=True)]
+    assert [first_answer(c) for c in base["completions"]] == [first_answer(p) for p in plain]
+    again = seed_protocol(tiny_llama, draws=1, out=tmp_path, progress=False, **kw)  # resumed
+    pd.testing.assert_frame_equal(table.drop(columns="seconds"), again.drop(columns="seconds"))
+    assert answer_letters(table).shape[0] == 2
