@@ -79,9 +79,10 @@ slider_figure(lambda coeff: accuracy_by_layer(reasoning[FIRST], coeff, bands=Tru
 # Hong et al.'s all-sites projection `h <- h + a (h . r̂) r̂` (a = 0.1) from each layer in
 # turn, MMLU-Pro reasoning items, the best layer picked **on the same items** — for the
 # reasoning direction and for random and shuffled directions, over several item draws. Here
-# it is scored by the log-probability of the answer letter (the seed generated 200 tokens and
-# extracted the letter, which this CPU cannot afford at scale; see the README). The recorded
-# run is `steerlab replicate` (README); this cell reuses its journals, or runs it.
+# it is first scored by the log-probability of the answer letter (one forward per item, the
+# full scale on a CPU), then as the seed scored it (200 generated tokens, the letter
+# extracted), at a smaller scale. The recorded runs are `steerlab replicate` (README); these
+# cells reuse their journals, or run them.
 
 # %%
 gains, letters = {}, {}
@@ -102,6 +103,31 @@ save_figure(fig, "02", "protocol_gains")
 fig.show()
 
 # %% [markdown]
+# The same protocol scored as the seed scored it: up to 200 greedy tokens per item, steered
+# at every position, the answer letter extracted from the text (MMLU-Pro's extraction; `-`:
+# no letter named). Slower, so fewer items per draw (50); the recorded run is in the README.
+
+# %%
+gen_gains, gen_letters = {}, {}
+for name in S.models:
+    model = load_model(name)
+    every, n, draws = (6, 50, 2) if not S.smoke else (model.n_layers, S.n_gen, 1)
+    proto = seed_protocol(model, draws=draws, out=replication_dir(name, "generate"), n=n,
+                          layers=protocol_layers(model, every), scoring="generate",
+                          extract_n=100 if not S.smoke else S.n_sweep_extract, progress=True)
+    gen_gains[name] = best_layer_gains(proto)
+    gen_letters[name] = answer_letters(proto, gold_letters(draws, n))
+    print(f"{name}, generated answers: best of {len(protocol_layers(model, every))} layers on "
+          f"the same {n} items, {draws} draws")
+    print(gain_distribution(gen_gains[name]).to_string(index=False))
+fig = protocol_gains(gen_gains, SEED_REPORTED, title="The seed's protocol with generated "
+                     "answers: best-layer gain, per direction and draw<br><sup>MMLU-Pro "
+                     "reasoning, 200 greedy tokens, letter extracted, best layer picked on the "
+                     "evaluation items; dashed: what the seed reported</sup>")
+save_figure(fig, "02", "protocol_gains_generate")
+fig.show()
+
+# %% [markdown]
 # Which letters the model answered, unsteered and at each direction's best layer, next to
 # the gold letters of the same items (`changed`: the share of items whose letter the steering
 # moved). A model that answers one letter most of the time scores about that letter's share
@@ -109,6 +135,9 @@ fig.show()
 
 # %%
 letters[FIRST].round(3)
+
+# %%
+gen_letters[FIRST].round(3)
 
 # %% [markdown]
 # ## 3. Recall accuracy vs steering layer (the second panel)

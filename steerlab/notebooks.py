@@ -93,12 +93,14 @@ def summary_path(model: str, what: str) -> Path:
     return results_path(model, what).with_name(f"{what}_{short}.json")
 
 
-def replication_dir(model: str) -> Path:
+def replication_dir(model: str, scoring: str = "letter") -> Path:
     """Where the seed-protocol replication of ``model`` is kept (``steerlab replicate --out``
-    in the README): ``results/replication_<model>/`` (``results/smoke/...`` under the smoke
-    switch)."""
+    in the README): ``results/replication_<model>/`` for letter scoring,
+    ``results/replication_<model>_<scoring>/`` for another (``results/smoke/...`` under the
+    smoke switch)."""
+    short = SHORT_NAMES.get(model, model.replace("/", "--"))
     return results_path(model, "x").with_name(
-        f"replication_{SHORT_NAMES.get(model, model.replace('/', '--'))}")
+        f"replication_{short}" + ("" if scoring == "letter" else f"_{scoring}"))
 
 
 def run_dir(model: str, task: str) -> Path:
