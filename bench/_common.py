@@ -42,8 +42,10 @@ def run_id() -> str:
 
 def record(part: str, rows: list[dict] | None = None, **row: Any) -> dict:
     """Append one figure to results.jsonl (and to ``rows``)."""
+    from steerlab.devices import cpu_has_fast_bf16
+
     row = {"bench": part, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "run": run_id(),
-           "machine": cpu_name(), **row}
+           "machine": cpu_name(), "cpu_fast_bf16": cpu_has_fast_bf16(), **row}
     with RESULTS.open("a") as f:
         f.write(json.dumps(row) + "\n")
     if rows is not None:

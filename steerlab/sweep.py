@@ -22,8 +22,10 @@ of that layer's (method, coeff) cells (:func:`steerlab.evaluate.evaluate_cells`)
 same logits bit for bit, less work. Generative tasks decode all of a layer's cells in one
 batch (a row per item and cell, each with its own vector) and drop each row once its answer is
 complete, so a layer's cells cost about what its unfinished rows cost (same answers item by
-item; completions end where the answer is complete). The ``tlens``/``nnsight`` backends run
-one full pass per cell (``fast=False`` forces that everywhere).
+item; completions end where the answer is complete). The unsteered baseline is then one more
+cell of the first layer, the zero vector's (adding zero changes no number), so it shares that
+layer's work too. The ``tlens``/``nnsight`` backends run one full pass per cell (``fast=False``
+forces that everywhere).
 
 Modes (``mode=``): ``add`` (the default; coefficients in ``scale`` units), ``project`` (Hong
 et al.'s ``h + coeff (h . v̂) v̂``: ``coeff`` is their dimensionless ``a``, ``scale`` does not
@@ -50,6 +52,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+import torch
 from tqdm.auto import tqdm
 
 from steerlab import _io
@@ -378,11 +381,14 @@ def sweep(model: Model, config: SweepConfig | Task | str,
             if Path(out).suffix == ".parquet":  # type: ignore[arg-type]
                 _write_parquet(rows, Path(out))  # type: ignore[arg-type]
 
+    shared = fast and (mode, scope) == ("add", "layer")  # the cells of a layer share work
+    base: EvalResult | None = None
+    base_completions: list[str] | None = None
     if ("baseline", -1, 0.0) in done:
         base_row = done[("baseline", -1, 0.0)]
         base = _from_row(base_row, task.name, model.hf_id, items)
         base_completions = base_row.get("completions") if keep_text else None
-    else:
+    elif not shared:
         t0 = time.perf_counter()
         base = evaluate(model, task, shots=few, **ev)
         base_completions = _completions(base) if keep_text else None
@@ -390,7 +396,7 @@ def sweep(model: Model, config: SweepConfig | Task | str,
                     mc_items, base_completions))
     cells = [(m, l, float(c)) for m in methods for l in layers for c in coeffs
              if (m, l, float(c)) not in done]
-    if not cells:  # a finished sweep: nothing to extract or evaluate
+    if not cells and base is not None:  # a finished sweep: nothing to extract or evaluate
         return _table(rows, methods)
     vecs = load_vectors(journal, cfg.key(), layers, methods) if journal else None
     if vecs is None:
@@ -399,8 +405,9 @@ def sweep(model: Model, config: SweepConfig | Task | str,
         if journal is not None:
             save_vectors(vecs, journal, cfg.key())
     bar = tqdm(total=len(cells), desc=f"sweep {task.name}", disable=not progress)
-    if not fast or (mode, scope) != ("add", "layer"):
+    if not shared:
         # projections and all-site scopes share no work between cells: one pass per cell
+        assert base is not None  # evaluated above when the cells do not share work
         for method, layer, coeff in cells:
             bar.set_postfix_str(f"{method} L{layer} c{coeff:g}")
             if mode == "add":
@@ -430,8 +437,18 @@ def sweep(model: Model, config: SweepConfig | Task | str,
             steered = [c for c in group if c[2] != 0.0]
             bar.set_postfix_str(f"layer {layer}: {len(group)} cells")
             added = [vecs.added(m, l, c, scale) for m, l, c in steered]
-            results = evaluate_cells(model, task, layer, [v for v, _ in added], reuse=reuse,
-                                     shots=few, **ev) if steered else []
+            # the unsteered baseline is the zero vector's cell of the first layer: adding 0
+            # changes no number, and its row rides along with the cells' (its prompt shares
+            # their blocks 0..layer, its decoding their batch)
+            zero = [] if base is not None else [torch.zeros_like(vecs.vectors[methods[0]][layer])]
+            results = evaluate_cells(model, task, layer, zero + [v for v, _ in added],
+                                     reuse=reuse, shots=few, **ev) if zero or steered else []
+            if zero:
+                base = results.pop(0)
+                base_completions = _completions(base) if keep_text else None
+                record(_row(cfg, "baseline", -1, 0.0, 0.0, base, base, base.seconds, mc_items,
+                            base_completions))
+            assert base is not None  # recorded, or decoded with the first layer's cells
             by_cell = {c: (r, norm) for c, r, (_, norm) in zip(steered, results, added,
                                                                 strict=True)}
             for cell in group:  # in the naive loop's order
