@@ -45,6 +45,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -367,8 +368,10 @@ def sweep(model: Model, config: SweepConfig | Task | str,
                       reduction, chat, scoring, backend,
                       tuple(layers), len(few), mode, scope)
     journal = journal_path(out) if out is not None else None
-    rows = [r for r in _io.read_jsonl(journal) if r.get("config") == cfg.key()] if journal \
-        else []
+    recorded = _io.read_jsonl(journal) if journal else []
+    rows = [r for r in recorded if r.get("config") == cfg.key()]
+    if recorded and not rows:
+        _warn_other_dtype(recorded, cfg, journal)  # type: ignore[arg-type]
     done = {(r["method"], r["layer"], r["coeff"]): r for r in rows}
     ev: dict[str, Any] = {"items": items, "chat": chat, "scoring": scoring, "backend": backend,
           "batch_size": batch_size, "progress": False}
@@ -463,6 +466,20 @@ def sweep(model: Model, config: SweepConfig | Task | str,
             bar.update(len(group))
     bar.close()
     return _table(rows, methods)
+
+
+def _warn_other_dtype(recorded: list[dict], cfg: SweepKey, journal: Path) -> None:
+    """A results file whose rows were all recorded in another dtype (the default dtype follows
+    the machine: bf16 on a CPU with fast bf16, fp32 elsewhere) is recomputed, not reused: say
+    so, and how to reuse it."""
+    keys = {r.get("config") for r in recorded}
+    for other in ("float32", "bfloat16", "float16"):
+        if other != cfg.dtype and replace(cfg, dtype=other).key() in keys:
+            warnings.warn(f"{journal} holds this sweep recorded in {other}; the model here is "
+                          f"{cfg.dtype}, so it is computed again. To reuse the recorded cells, "
+                          f"load the model with dtype={other!r} (or set "
+                          f"STEERLAB_DTYPE={other}).", stacklevel=3)
+            return
 
 
 def _table(rows: list[dict], methods: Sequence[str]) -> pd.DataFrame:

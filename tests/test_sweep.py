@@ -460,3 +460,24 @@ def test_greedy_refuses_bad_budgets_and_layers_and_no_cells_decode_nothing(tiny_
         be.greedy(enc, 4, repeat=2, shared_until=9)
     assert evaluate_cells(tiny_llama, get_task("reasoning-gen"), 1, [],
                           items=get_task("reasoning-gen").items(2, 0)) == []
+
+
+def test_a_sweep_recorded_in_another_dtype_is_named_when_it_is_computed_again(tmp_path):
+    """The default dtype follows the machine, so a results file recorded elsewhere may hold
+    the same sweep in another dtype: the run says so (and how to reuse it) instead of
+    silently computing it all again."""
+    import warnings
+
+    out = tmp_path / "s.jsonl"
+    kw = {"layers": [1], "coeffs": [0.5], "methods": ["diff_means"], "n": 4, "extract_n": 4,
+          "progress": False, "out": out}
+    sweep(tiny_model("llama"), "memorisation-mc", **kw)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the same dtype: reused, no warning
+        sweep(tiny_model("llama"), "memorisation-mc", **kw)
+    half = tiny_model("llama")
+    half.hf.to(torch.bfloat16)
+    with pytest.warns(UserWarning, match=r"recorded in float32; the model here is bfloat16.*"
+                                         r"STEERLAB_DTYPE=float32"):
+        table = sweep(half, "memorisation-mc", **kw)
+    assert len(table) == 2  # computed in bf16: baseline + the cell
