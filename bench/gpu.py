@@ -2,9 +2,11 @@
 
 For each seed size (steerlab.sizes: random weights, the real architecture) that fits on the
 device: forward tokens/s; caching every layer vs a plain forward; steering overhead (forward
-and greedy generation); one training step of learned vectors vs LoRA vs full fine-tuning
-(seconds, peak RSS, peak GPU memory). On a CPU only the 1B size runs; ``--quick`` keeps its
-widths and vocabulary but only 4 of its 16 layers, and fewer tokens.
+and greedy generation); one layer's sweep cells (shared prefix) vs one steered evaluation per
+cell; a ``resid_pre`` patching map (every layer x position); one training step of learned
+vectors vs LoRA vs full fine-tuning (seconds, peak RSS, peak GPU memory). On a CPU only the 1B
+size runs; ``--quick`` keeps its widths and vocabulary but only 4 of its 16 layers, and fewer
+tokens.
 
 Timings are the best of interleaved repeats (a b a b ...), the clock stopped after the GPU's
 queued kernels finished.
@@ -30,8 +32,11 @@ from steerlab.devices import (
     resolve_device,
     synchronize,
 )
+from steerlab.evaluate import evaluate, evaluate_cells
+from steerlab.patching import activation_patching, logit_diff
 from steerlab.sizes import SIZES, n_params, random_model
 from steerlab.steering import steer
+from steerlab.tasks import get_task
 
 PART = "gpu"
 #: full fine-tuning on a CPU is skipped above this estimated memory (weights, a trainable
@@ -152,6 +157,54 @@ def bench_training(model, size: str, dev: torch.device, prompts: list[str],
                     f"{c['trainable_params']:,} trained"])
 
 
+@torch.no_grad()
+def bench_sweep_and_patching(model, size: str, dev: torch.device, prompts: list[str],
+                             repeats: int, out: list[list]) -> None:
+    """A sweep's cells at one layer (2 vectors, cloze-scored multiple choice, items of the
+    shipped recall set) decoded the fast way vs one steered evaluation each; and a full
+    ``resid_pre`` patching map between pairs of prompts that differ in one character."""
+    task, layer = get_task("memorisation-mc"), model.n_layers // 2
+    items = task.items(len(prompts), 0)
+    gen = torch.Generator().manual_seed(1)
+    vecs = [torch.randn(model.d_model, generator=gen).to(dev) for _ in range(2)]
+    kw = {"items": items, "chat": False, "scoring": "cloze", "batch_size": len(items),
+          "progress": False}
+
+    def naive():
+        for v in vecs:
+            with steer(model, v, layers=layer, coeff=1.0):
+                evaluate(model, task, **kw)
+
+    def fast():
+        evaluate_cells(model, task, layer, vecs, **kw)
+
+    corrupted = [p[:-2] + ("x" if p[-2] != "x" else "y") + p[-1] for p in prompts]
+    metric = logit_diff(model, ["a"] * len(prompts), ["b"] * len(prompts), normalise=False)
+
+    def patch_map():
+        activation_patching(model, prompts, corrupted, metric, site="resid_pre",
+                            batch_cells=32, progress=False, chat=False)
+
+    reset_peak_gpu(dev)
+    best = interleaved({k: _synced(f, dev) for k, f in
+                        {"naive": naive, "fast": fast, "patch": patch_map}.items()}, repeats)
+    common = {"size": size, "device": device_name(dev), "dtype": str(model.dtype)[6:],
+              "layers": model.n_layers, "items": len(items), "cells": len(vecs)}
+    ratio = best["naive"] / best["fast"]
+    record(PART, figure="sweep_cells_speedup", value=ratio, seconds=best["fast"],
+           naive_seconds=best["naive"], **common)
+    record(PART, figure="patching_map_seconds", value=best["patch"],
+           cells=model.n_layers * len(model.encode(prompts[:1])["input_ids"][0]) * len(prompts),
+           peak_gpu_bytes=peak_gpu_bytes(dev), **{k: v for k, v in common.items()
+                                                  if k != "cells"})
+    out += [[size, f"sweep: {len(vecs)} cells at layer {layer}, one pass each", best["naive"],
+             "-", "-"],
+            [size, f"sweep: the {len(vecs)} cells sharing the prefix", best["fast"], "-",
+             f"naive/fast {ratio:.2f}"],
+            [size, f"patching map, resid_pre x {model.n_layers} layers", best["patch"], "-",
+             "-"]]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true")
@@ -177,6 +230,7 @@ def main() -> None:
         t0 = time.perf_counter()
         prompts = _prompts(batch, chars)
         bench_inference(model, size, dev, prompts, repeats, new_tokens, rows)
+        bench_sweep_and_patching(model, size, dev, prompts, repeats, rows)
         if not args.no_training:
             bench_training(model, size, dev, prompts[: max(2, batch // 2)], rows)
         print(f"[{size}: {time.perf_counter() - t0:.0f} s, peak RSS {peak_rss_mib():,.0f} MiB]")
