@@ -170,13 +170,16 @@ def bench_sweep_and_patching(model, size: str, dev: torch.device, prompts: list[
     kw = {"items": items, "chat": False, "scoring": "cloze", "batch_size": len(items),
           "progress": False}
 
+    got: dict[str, list] = {}  # each side's predictions, to check they are the same
+
     def naive():
+        got["naive"] = []
         for v in vecs:
             with steer(model, v, layers=layer, coeff=1.0):
-                evaluate(model, task, **kw)
+                got["naive"].append(evaluate(model, task, **kw).predictions)
 
     def fast():
-        evaluate_cells(model, task, layer, vecs, **kw)
+        got["fast"] = [r.predictions for r in evaluate_cells(model, task, layer, vecs, **kw)]
 
     corrupted = [p[:-2] + ("x" if p[-2] != "x" else "y") + p[-1] for p in prompts]
     metric = logit_diff(model, ["a"] * len(prompts), ["b"] * len(prompts), normalise=False)
@@ -191,8 +194,9 @@ def bench_sweep_and_patching(model, size: str, dev: torch.device, prompts: list[
     common = {"size": size, "device": device_name(dev), "dtype": str(model.dtype)[6:],
               "layers": model.n_layers, "items": len(items), "cells": len(vecs)}
     ratio = best["naive"] / best["fast"]
+    same = got["naive"] == got["fast"]
     record(PART, figure="sweep_cells_speedup", value=ratio, seconds=best["fast"],
-           naive_seconds=best["naive"], **common)
+           naive_seconds=best["naive"], identical=same, **common)
     record(PART, figure="patching_map_seconds", value=best["patch"],
            cells=model.n_layers * len(model.encode(prompts[:1])["input_ids"][0]) * len(prompts),
            peak_gpu_bytes=peak_gpu_bytes(dev), **{k: v for k, v in common.items()
@@ -200,7 +204,7 @@ def bench_sweep_and_patching(model, size: str, dev: torch.device, prompts: list[
     out += [[size, f"sweep: {len(vecs)} cells at layer {layer}, one pass each", best["naive"],
              "-", "-"],
             [size, f"sweep: the {len(vecs)} cells sharing the prefix", best["fast"], "-",
-             f"naive/fast {ratio:.2f}"],
+             f"naive/fast {ratio:.2f}, {'same' if same else 'DIFFERENT'} answers"],
             [size, f"patching map, resid_pre x {model.n_layers} layers", best["patch"], "-",
              "-"]]
 

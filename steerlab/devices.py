@@ -125,6 +125,8 @@ def default_dtype(device: str | torch.device | None = "cpu") -> torch.dtype:
 
 _DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp32": torch.float32,
            "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16}
+#: the dtypes steerlab loads models in, by the name ``str(dtype)`` gives without ``torch.``
+DTYPE_NAMES = tuple(dict.fromkeys(str(d).removeprefix("torch.") for d in _DTYPES.values()))
 
 
 def parse_dtype(dtype: str | torch.dtype) -> torch.dtype:

@@ -58,6 +58,7 @@ from tqdm.auto import tqdm
 
 from steerlab import _io
 from steerlab.cache import check_layers
+from steerlab.devices import DTYPE_NAMES
 from steerlab.errors import OptionError, SteerlabError
 from steerlab.evaluate import EvalResult, evaluate, evaluate_cells
 from steerlab.options import (
@@ -370,8 +371,8 @@ def sweep(model: Model, config: SweepConfig | Task | str,
     journal = journal_path(out) if out is not None else None
     recorded = _io.read_jsonl(journal) if journal else []
     rows = [r for r in recorded if r.get("config") == cfg.key()]
-    if recorded and not rows:
-        _warn_other_dtype(recorded, cfg, journal)  # type: ignore[arg-type]
+    if journal is not None and recorded and not rows:
+        _warn_other_dtype(recorded, cfg, journal)
     done = {(r["method"], r["layer"], r["coeff"]): r for r in rows}
     ev: dict[str, Any] = {"items": items, "chat": chat, "scoring": scoring, "backend": backend,
           "batch_size": batch_size, "progress": False}
@@ -473,7 +474,7 @@ def _warn_other_dtype(recorded: list[dict], cfg: SweepKey, journal: Path) -> Non
     the machine: bf16 on a CPU with fast bf16, fp32 elsewhere) is recomputed, not reused: say
     so, and how to reuse it."""
     keys = {r.get("config") for r in recorded}
-    for other in ("float32", "bfloat16", "float16"):
+    for other in DTYPE_NAMES:
         if other != cfg.dtype and replace(cfg, dtype=other).key() in keys:
             warnings.warn(f"{journal} holds this sweep recorded in {other}; the model here is "
                           f"{cfg.dtype}, so it is computed again. To reuse the recorded cells, "

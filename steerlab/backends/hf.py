@@ -61,9 +61,9 @@ def _decoding_cache(config: Any, extra: int) -> Any:
     """A ``DynamicCache`` for :meth:`HFBackend.greedy` whose full-attention layers keep their
     keys and values in a buffer sized at the first write for ``extra`` more tokens, so each
     decoding step writes its token in place. ``DynamicLayer`` concatenates instead, copying
-    the layer's whole cache at every step (a fifth of a large decoding batch's time on a CPU).
-    The attention reads the same numbers (a view of the buffer); sliding-window and other
-    layers are kept as they are."""
+    the layer's whole cache at every step (what the generative row of
+    ``bench/sweep_speed.py`` gained from this is in the README). The attention reads the same
+    numbers (a view of the buffer); sliding-window and other layers are kept as they are."""
     from transformers import DynamicCache
     from transformers.cache_utils import DynamicLayer
 
