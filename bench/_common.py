@@ -29,6 +29,15 @@ def cpu_name() -> str:
     return platform.processor() or "unknown CPU"
 
 
+def cpu_amx() -> bool:
+    """True when the CPU has AMX tiles: there bf16 matrix products take other kernels by
+    their shape, so a wider batch moves a row's last bits (fp32 is unaffected)."""
+    try:
+        return " amx_bf16" in Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+
+
 def machine() -> str:
     import torch
 
@@ -45,7 +54,8 @@ def record(part: str, rows: list[dict] | None = None, **row: Any) -> dict:
     from steerlab.devices import cpu_has_fast_bf16
 
     row = {"bench": part, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "run": run_id(),
-           "machine": cpu_name(), "cpu_fast_bf16": cpu_has_fast_bf16(), **row}
+           "machine": cpu_name(), "cpu_fast_bf16": cpu_has_fast_bf16(), "cpu_amx": cpu_amx(),
+           **row}
     with RESULTS.open("a") as f:
         f.write(json.dumps(row) + "\n")
     if rows is not None:

@@ -67,10 +67,18 @@ def main() -> None:
     fast = sweep(model, args.task, **kw)
     t_fast = time.perf_counter() - t0
     same = bool((naive["correct"].to_numpy() == fast["correct"].to_numpy()).all())
+    # how many (cell, item) answers differ, when any do
+    differ = {"differing_answers": sum(x != y for a, b in zip(naive["correct"], fast["correct"],
+                                                              strict=True)
+                                       for x, y in zip(a, b, strict=True)),
+              "answers": int(len(naive) * n)}
     texts = {}  # generative: the decoded answers too, cell by cell
     if "completions" in naive.columns:
         texts = {"identical_text": all(list(a) == list(b) for a, b in zip(
-            naive["completions"], fast["completions"], strict=True))}
+            naive["completions"], fast["completions"], strict=True)),
+                 "differing_texts": sum(x != y for a, b in zip(
+                     naive["completions"], fast["completions"], strict=True)
+                     for x, y in zip(a, b, strict=True))}
     moved = int((naive["correct"] != naive["correct"].iloc[0]).sum())
     speedup = t_naive / t_fast
     kind = get_task(args.task).kind
@@ -91,7 +99,7 @@ def main() -> None:
     record(PART, figure="sweep_speedup", value=speedup, identical=same, goal=goal,
            met=speedup >= goal and same, cells_changed_by_steering=moved,
            cells_speedup=parts["naive_cells_seconds"] / parts["steerlab_cells_seconds"],
-           **parts, **texts, **common)
+           **parts, **differ, **texts, **common)
     print(table(["sweep", "seconds", "s / cell", "speed-up", "same per-item correctness"],
                 [["naive: one full pass per cell", t_naive, t_naive / cells, 1.0, "-"],
                  [f"steerlab sweep ({how})", t_fast, t_fast / cells, speedup,
@@ -102,8 +110,12 @@ def main() -> None:
           f"({parts['naive_cells_seconds'] / parts['steerlab_cells_seconds']:.2f}x); "
           f"baseline {parts['naive_baseline_seconds']:.0f} s / "
           f"{parts['steerlab_baseline_seconds']:.0f} s; extraction is the rest")
+    if not same:
+        print(f"answers that differ: {differ['differing_answers']} of {differ['answers']}")
     if texts:
-        print(f"identical decoded text in every cell: {'yes' if texts['identical_text'] else 'NO'}")
+        print(f"identical decoded text in every cell: {'yes' if texts['identical_text'] else 'NO'}"
+              + ("" if texts["identical_text"] else
+                 f" ({texts['differing_texts']} of {differ['answers']} texts differ)"))
     print(f"goal >= {goal}x with identical accuracies: {verdict}"
           f" ({moved} of {cells} cells changed some answer, so the comparison is not vacuous)")
     acc = fast[fast.method != "baseline"][["method", "layer", "coeff", "accuracy", "delta"]]

@@ -70,11 +70,14 @@ def _make_steer_fn(v: torch.Tensor, coeff: float, mode: str):
 
 class RowSteering(SteeringHandle):
     """Steering in which each row of the batch gets its own added vector (the rows of one
-    batch are several sweep cells); :meth:`keep` follows the rows that stay when others leave
-    a generation (:meth:`~steerlab.backends.base.Backend.greedy`'s ``on_keep``)."""
+    batch are several sweep cells), at one ``layer`` for every row or at each row's own layer
+    (a sequence, one layer per row: the rows of one batch may then be cells of several
+    layers; each layer's edit adds zero to the other rows, which changes no number).
+    :meth:`select` follows the rows a forward runs when that is a subset of them
+    (:meth:`~steerlab.backends.base.Backend.greedy`'s ``on_rows``)."""
 
-    def __init__(self, model: Model, rows: torch.Tensor, layer: int, positions: str,
-                 backend: str) -> None:
+    def __init__(self, model: Model, rows: torch.Tensor, layer: int | Sequence[int],
+                 positions: str, backend: str) -> None:
         if rows.ndim != 2 or rows.shape[1] != model.d_model:
             raise VectorMismatchError(f"Row vectors have shape {tuple(rows.shape)}, but "
                                       f"{model.name} needs (rows, {model.d_model}).")
@@ -83,29 +86,50 @@ class RowSteering(SteeringHandle):
         if positions not in POSITIONS:
             raise OptionError(f"Unsupported position mode {positions!r}: use one of "
                               f"{POSITIONS}.")
-        self.rows = rows.float()
-        self._cast: dict[tuple[torch.dtype, torch.device], torch.Tensor] = {}
+        per_row = [layer] * rows.shape[0] if isinstance(layer, int) else list(layer)
+        if len(per_row) != rows.shape[0]:
+            raise VectorMismatchError(f"{len(per_row)} layers for {rows.shape[0]} row "
+                                      "vectors: give one layer per row (or one for all).")
+        layers = check_layers(model, sorted(set(per_row)))
+        at = torch.tensor(per_row)
+        # each layer's rows: the row's vector where the row steers at that layer, else zero
+        self.rows = {lay: torch.where((at == lay)[:, None], rows.float(), 0.0)
+                     for lay in layers}
+        self._index: torch.Tensor | None = None  # the rows now run (None: all)
+        self._cast: dict[tuple[int, torch.dtype, torch.device], torch.Tensor] = {}
         be = model.backend(backend)
-        super().__init__([be.add_edit(check_layers(model, layer)[0], self._edit,
-                                      when=positions)])
+        handles: list[Handle] = []
+        try:
+            for lay in layers:
+                handles.append(be.add_edit(lay, self._edit_at(lay), when=positions))
+        except BaseException:
+            for h in handles:
+                h.remove()
+            raise
+        super().__init__(handles)
 
-    def _edit(self, h: torch.Tensor) -> torch.Tensor:
-        key = (h.dtype, h.device)
-        if key not in self._cast:  # the same cast as steer()'s: row k adds exactly its vector
-            self._cast[key] = self.rows.to(device=h.device, dtype=h.dtype)
-        d = self._cast[key]
-        if d.shape[0] != h.shape[0]:
-            raise VectorMismatchError(f"{d.shape[0]} row vectors for a batch of {h.shape[0]} "
-                                      "rows.")
-        return h + 1.0 * d[:, None, :]
+    def _edit_at(self, layer: int) -> Any:
+        def edit(h: torch.Tensor) -> torch.Tensor:
+            key = (layer, h.dtype, h.device)
+            if key not in self._cast:  # the same cast as steer()'s: row k adds its vector
+                d = self.rows[layer].to(device=h.device, dtype=h.dtype)
+                self._cast[key] = d if self._index is None else d[self._index.to(h.device)]
+            d = self._cast[key]
+            if d.shape[0] != h.shape[0]:
+                raise VectorMismatchError(f"{d.shape[0]} row vectors for a batch of "
+                                          f"{h.shape[0]} rows.")
+            return h + 1.0 * d[:, None, :]
+
+        return edit
 
     def __enter__(self) -> RowSteering:
         return self
 
-    def keep(self, index: torch.Tensor) -> None:
-        """Keep the vectors of the rows at ``index`` (in the current order), drop the rest."""
-        self._cast = {k: v[index.to(v.device)] for k, v in self._cast.items()}
-        self.rows = self.rows[index.to(self.rows.device)]
+    def select(self, index: torch.Tensor) -> None:
+        """From now on the batch holds the rows at ``index`` (positions among the rows this
+        steering was made with), in that order."""
+        self._index = index.cpu()
+        self._cast = {}
 
 
 #: Hong et al.'s intervention: the direction applied at every layer's block input, attention

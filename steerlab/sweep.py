@@ -16,15 +16,17 @@ the parquet file is rewritten atomically), so a killed sweep resumes where it st
 vectors are saved next to the journal (keyed by the sweep's config hash), so a resumed sweep
 does not extract them again, and a finished one extracts nothing.
 
-Speed (``fast=True``, the default): cells are run one layer at a time, and for multiple-choice
-tasks on the ``hf`` backend each batch runs the blocks before the steering layer once for all
-of that layer's (method, coeff) cells (:func:`steerlab.evaluate.evaluate_cells`): same items,
-same logits bit for bit, less work. Generative tasks decode all of a layer's cells in one
-batch (a row per item and cell, each with its own vector) and drop each row once its answer is
-complete, so a layer's cells cost about what its unfinished rows cost (same answers item by
-item; completions end where the answer is complete). The unsteered baseline is then one more
-cell of the first layer, the zero vector's (adding zero changes no number), so it shares that
-layer's work too. The ``tlens``/``nnsight`` backends run one full pass per cell (``fast=False``
+Speed (``fast=True``, the default): for multiple-choice tasks on the ``hf`` backend, cells
+are run one layer at a time, and each batch runs the blocks before the steering layer once for
+all of that layer's (method, coeff) cells (:func:`steerlab.evaluate.evaluate_cells`): same
+items, same logits bit for bit, less work. Generative tasks decode the cells of all layers
+together (:func:`_groups`, up to :data:`~steerlab.evaluate.DECODE_ROWS` rows per batch): a
+row per item and cell, each with its own vector at its own layer, the prompt's forward shared
+among the rows whose inputs to a block are still equal, and each row dropped once its answer
+is complete, so the cells cost about what their unfinished rows cost in one wide batch (same
+answers item by item in fp32; completions end where the answer is complete). The unsteered
+baseline is then one more cell, the zero vector's (adding zero changes no number), so it
+shares that work too. The ``tlens``/``nnsight`` backends run one full pass per cell (``fast=False``
 forces that everywhere).
 
 Modes (``mode=``): ``add`` (the default; coefficients in ``scale`` units), ``project`` (Hong
@@ -60,7 +62,7 @@ from steerlab import _io
 from steerlab.cache import check_layers
 from steerlab.devices import DTYPE_NAMES
 from steerlab.errors import OptionError, SteerlabError
-from steerlab.evaluate import EvalResult, evaluate, evaluate_cells
+from steerlab.evaluate import EvalResult, cells_per_batch, evaluate, evaluate_cells
 from steerlab.options import (
     BACKENDS,
     CONTROLS,
@@ -436,27 +438,34 @@ def sweep(model: Model, config: SweepConfig | Task | str,
             bar.update()
     else:
         reuse: dict[int, tuple[int, Any]] = {}  # batch -> (layer, output) of the last layer
-        for layer in layers:  # one layer's cells at a time: they share the blocks before it
-            group = [c for c in cells if c[1] == layer]
+        for group in _groups(cells, gen, cells_per_batch(batch_size), base is None):
             steered = [c for c in group if c[2] != 0.0]
-            bar.set_postfix_str(f"layer {layer}: {len(group)} cells")
+            bar.set_postfix_str(f"layer {'/'.join(map(str, sorted({c[1] for c in group})))}: "
+                                f"{len(group)} cells")
             added = [vecs.added(m, l, c, scale) for m, l, c in steered]
-            # the unsteered baseline is the zero vector's cell of the first layer: adding 0
+            # the unsteered baseline is the zero vector's cell of the first group: adding 0
             # changes no number, and its row rides along with the cells' (its prompt shares
-            # their blocks 0..layer, its decoding their batch)
-            zero = [] if base is not None else [torch.zeros_like(vecs.vectors[methods[0]][layer])]
-            results = evaluate_cells(model, task, layer, zero + [v for v, _ in added],
-                                     reuse=reuse, shots=few, **ev) if zero or steered else []
+            # their blocks, its decoding their batch); put at the group's highest layer, where
+            # it shares the most of the prompt's forward
+            zero = [] if base is not None else [torch.zeros_like(vecs.vectors[methods[0]][
+                layers[0]])]
+            at = [max((l for _, l, _ in steered), default=layers[0])] * len(zero) \
+                + [l for _, l, _ in steered]
+            one = len(set(at)) == 1  # one layer's cells (always, for multiple choice)
+            results = evaluate_cells(model, task, at[0] if one else at,
+                                     zero + [v for v, _ in added],
+                                     reuse=reuse, shots=few, **ev) if at else []
             if zero:
                 base = results.pop(0)
                 base_completions = _completions(base) if keep_text else None
                 record(_row(cfg, "baseline", -1, 0.0, 0.0, base, base, base.seconds, mc_items,
                             base_completions))
-            assert base is not None  # recorded, or decoded with the first layer's cells
+            assert base is not None  # recorded, or decoded with the first group's cells
             by_cell = {c: (r, norm) for c, r, (_, norm) in zip(steered, results, added,
                                                                 strict=True)}
             for cell in group:  # in the naive loop's order
-                method, _, coeff = cell
+                _, layer, coeff = cell
+                method = cell[0]
                 if coeff == 0.0:
                     record(_row(cfg, method, layer, coeff, 0.0, base, base, 0.0, mc_items,
                                 base_completions))
@@ -467,6 +476,30 @@ def sweep(model: Model, config: SweepConfig | Task | str,
             bar.update(len(group))
     bar.close()
     return _table(rows, methods)
+
+
+def _groups(cells: Sequence[tuple[Method, int, float]], gen: bool, per_batch: int,
+            with_zero: bool) -> list[list[tuple[Method, int, float]]]:
+    """The cells evaluated together by the fast path, each group in the naive loop's order:
+    a multiple-choice sweep's cells one layer at a time (they share the blocks before it,
+    and each layer continues from the last one's recorded output); a generative sweep's
+    cells of any layers, up to ``per_batch`` decoded rows per item (the unsteered zero
+    vector's row, ``with_zero``, counts in the first group), since a wider decoding batch
+    costs less per row. Coefficient-0 cells need no row (they are the baseline)."""
+    if not gen:
+        return [[c for c in cells if c[1] == layer] for layer in dict.fromkeys(
+            c[1] for c in cells)]
+    groups: list[list[tuple[Method, int, float]]] = []
+    group: list[tuple[Method, int, float]] = []
+    used = int(with_zero)
+    for cell in cells:
+        steers = cell[2] != 0.0
+        if steers and used >= per_batch and group:
+            groups.append(group)
+            group, used = [], 0
+        group.append(cell)
+        used += steers
+    return [*groups, group] if group else groups
 
 
 def _warn_other_dtype(recorded: list[dict], cfg: SweepKey, journal: Path) -> None:

@@ -7,7 +7,7 @@ import pytest
 import torch
 from conftest import no_hooks, tiny_model
 
-from steerlab.errors import OptionError, SteerlabError
+from steerlab.errors import LayerError, OptionError, SteerlabError, VectorMismatchError
 from steerlab.evaluate import evaluate, evaluate_cells
 from steerlab.steering import steer
 from steerlab.sweep import build_vectors, journal_path, load_vectors, save_vectors, sweep
@@ -199,12 +199,54 @@ def test_greedy_shares_the_prompt_up_to_a_layer_exactly(arch):
     plain = be.greedy(wide, 6)
     for layer in range(model.n_layers):
         with RowSteering(model, per.repeat(3, 1), layer, "all", "hf") as s:
-            ref = be.greedy(wide, 6, on_keep=s.keep)
+            ref = be.greedy(wide, 6, on_rows=s.select)
         with RowSteering(model, per.repeat(3, 1), layer, "all", "hf") as s:
-            got = be.greedy(enc, 6, on_keep=s.keep, repeat=k, shared_until=layer)
+            got = be.greedy(enc, 6, on_rows=s.select, repeat=k, shared_until=layer)
         assert got == ref, layer
         assert ref != plain  # the vectors changed the tokens
     assert no_hooks(model)
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma3", "qwen2", "gpt2"])
+def test_greedy_shares_the_prompt_in_stages_for_rows_of_several_layers(arch):
+    """``shared_until`` with one layer per repeat (cells of several layers in one batch): the
+    prompt's blocks run once per group of rows whose inputs are still equal, and the tokens
+    equal decoding the repeated prompts one row each, each row steered at its own layer."""
+    from steerlab.steering import RowSteering
+
+    model = tiny_model(arch)
+    be = model.backend("hf")
+    enc = model.encode(["What is 2 + 3?", "Name a colour", "7 * 6 ="], chat=False)
+    until = [2, 0, 3, 2, 1, 3]  # the repeat index's layer: first, last, repeated ones
+    k = len(until)
+    gen = torch.Generator().manual_seed(2)
+    per = torch.randn(k, model.d_model, generator=gen)
+    per[2] = 0.0  # a zero vector among them (a sweep's baseline row)
+    wide = {name: t.repeat_interleave(k, 0) for name, t in enc.items()}
+    with RowSteering(model, per.repeat(3, 1), until * 3, "all", "hf") as s:
+        ref = be.greedy(wide, 6, on_rows=s.select)
+    with RowSteering(model, per.repeat(3, 1), until * 3, "all", "hf") as s:
+        got = be.greedy(enc, 6, on_rows=s.select, repeat=k, shared_until=until)
+    assert got == ref
+    for c in range(k):  # each row as steer() at its own layer alone gives it
+        with steer(model, per[c], layers=until[c], coeff=1.0):
+            alone = be.greedy(enc, 6)
+        assert [got[i * k + c] for i in range(3)] == alone, c
+    assert len({tuple(got[c]) for c in range(k)}) > 2  # the vectors changed the tokens
+    assert no_hooks(model)
+
+
+def test_row_steering_refuses_a_wrong_layer_count(tiny_llama):
+    from steerlab.steering import RowSteering
+
+    with pytest.raises(VectorMismatchError, match="3 layers for 2 row vectors"):
+        RowSteering(tiny_llama, torch.ones(2, tiny_llama.d_model), [0, 1, 2], "all", "hf")
+    with pytest.raises(LayerError):
+        RowSteering(tiny_llama, torch.ones(2, tiny_llama.d_model), [0, 9], "all", "hf")
+    assert no_hooks(tiny_llama)
+    with pytest.raises(OptionError, match="shared_until has 2 layers for repeat=3"):
+        tiny_llama.backend("hf").greedy(tiny_llama.encode(["a"], chat=False), 2, repeat=3,
+                                        shared_until=[0, 1])
 
 
 def test_generative_cells_leave_no_hooks_when_decoding_fails(tiny_llama, monkeypatch):

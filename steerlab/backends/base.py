@@ -24,7 +24,7 @@ output is added to is the same tensor (exact up to float rounding).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Literal, Protocol, get_args
 
@@ -358,8 +358,9 @@ class Backend(ABC):
     def greedy(self, enc: dict[str, torch.Tensor], max_new_tokens: int,
                stop: set[int] | None = None,
                done: Callable[[int, list[int]], bool] | None = None,
-               on_keep: Callable[[torch.Tensor], None] | None = None,
-               repeat: int = 1, shared_until: int | None = None) -> list[list[int]]:
+               on_rows: Callable[[torch.Tensor], None] | None = None,
+               repeat: int = 1, shared_until: int | Sequence[int] | None = None
+               ) -> list[list[int]]:
         """Greedy decoding in which each row leaves the batch once it is finished (a token in
         ``stop``, ``max_new_tokens`` reached, or ``done(row, new_tokens)``); see the HF
         backend."""

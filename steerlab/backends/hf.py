@@ -9,7 +9,7 @@ before the MLP. This backend alone can replay a recorded prefix (the fast sweep)
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -179,26 +179,30 @@ class HFBackend(Backend):
     def greedy(self, enc: dict[str, torch.Tensor], max_new_tokens: int,
                stop: set[int] | None = None,
                done: Callable[[int, list[int]], bool] | None = None,
-               on_keep: Callable[[torch.Tensor], None] | None = None,
-               repeat: int = 1, shared_until: int | None = None) -> list[list[int]]:
+               on_rows: Callable[[torch.Tensor], None] | None = None,
+               repeat: int = 1, shared_until: int | Sequence[int] | None = None
+               ) -> list[list[int]]:
         """Greedy decoding with a KV cache in which finished rows leave the batch: a row ends
         at a token in ``stop`` (default: the generation config's EOS ids, where ``generate``
         stops; kept out of the result, as ``generate`` leaves it to the decoder's
         ``skip_special_tokens``), after ``max_new_tokens``, or once
         ``done(row, new_tokens)`` is true (its answer is complete). The unfinished rows go on
-        alone, so a batch costs what its live rows cost. ``on_keep(index)`` is called with
-        the surviving rows' positions in the current batch whenever rows leave, so per-row
-        state (a per-row steering vector) can follow them.
+        alone, so a batch costs what its live rows cost. ``on_rows(index)`` is called with
+        the rows the next forwards run (positions among all the rows) whenever that
+        changes, so per-row state (a per-row steering vector) can follow them.
 
         ``repeat`` > 1: each prompt row of ``enc`` stands for ``repeat`` consecutive rows
-        (row ``i * repeat + k``): the prompt is read once and its cache and first token are
+        (row ``i * repeat + c``): the prompt is read once and its cache and first token are
         copied, which is exact when nothing edits the prompt's forward (steering at
         ``positions="generated"``). Same tokens as ``generate(do_sample=False)`` row by row
         (the forwards are the same up to the batch's size, which this loop changes).
-        ``shared_until=L`` with ``repeat`` > 1: only blocks ``0..L`` of the prompt's forward
-        are shared (exact when the edits act at block ``L``'s output or later, as a sweep
-        cell's steering does): they run once per prompt row, and the repeated rows go on from
-        block ``L``'s output (where their edits apply) with their own cache above ``L``.
+        ``shared_until`` with ``repeat`` > 1: a layer, or one per repeat index (``c``): row
+        ``i * repeat + c`` has no edit before block ``shared_until[c]``'s output (as a sweep
+        cell steering there). The prompt's forward then runs each block once per group of
+        rows whose inputs to it are still equal: up to the lowest of those blocks once per
+        prompt, and above it the rows whose edits have begun each on their own, the others
+        still once per prompt (:meth:`_shared_prefill`). Several layers need ``on_rows``
+        (the forwards between them run a subset of the rows).
 
         Returns:
             Each row's new tokens, in row order (``len(enc) * repeat`` rows).
@@ -207,9 +211,18 @@ class HFBackend(Backend):
         if max_new_tokens < 1 or repeat < 1:
             raise OptionError(f"greedy needs max_new_tokens >= 1 and repeat >= 1, got "
                               f"{max_new_tokens} and {repeat}.")
-        if shared_until is not None and not 0 <= shared_until < len(self._layers):
-            raise OptionError(f"shared_until={shared_until} is not a layer of this model "
-                              f"(0..{len(self._layers) - 1}).")
+        until = None if shared_until is None else (
+            [shared_until] * repeat if isinstance(shared_until, int) else list(shared_until))
+        if until is not None:
+            if len(until) != repeat:
+                raise OptionError(f"shared_until has {len(until)} layers for repeat={repeat}: "
+                                  "give one layer, or one per repeat.")
+            bad = [u for u in until if not 0 <= u < len(self._layers)]
+            if bad:
+                raise OptionError(f"shared_until={bad[0]} is not a layer of this model "
+                                  f"(0..{len(self._layers) - 1}).")
+            if on_rows is None:  # no way to steer a subset of rows: share up to the lowest
+                until = [min(until)] * repeat
         if stop is None:
             eos = self.top.generation_config.eos_token_id
             eos = self.model.tokenizer.eos_token_id if eos is None else eos
@@ -229,13 +242,12 @@ class HFBackend(Backend):
                 args = dict(kw, input_ids=ids, attention_mask=mask)
                 if self._takes_positions:
                     args["position_ids"] = pos
-                if step == 0 and repeat > 1 and shared_until is not None:
-                    nxt = self._shared_prefill(args, cache, shared_until, repeat,
-                                              max_new_tokens)
+                if step == 0 and repeat > 1 and until is not None:
+                    nxt = self._shared_prefill(args, cache, until, max_new_tokens, on_rows)
                     mask, pos = (t.repeat_interleave(repeat, 0) for t in (mask, pos))
                 else:
                     nxt = self.top(**args).logits[:, -1].argmax(-1)
-                if step == 0 and repeat > 1 and shared_until is None:
+                if step == 0 and repeat > 1 and until is None:
                     # the prompt read once: copy its results
                     cache.batch_repeat_interleave(repeat)
                     mask, pos = (t.repeat_interleave(repeat, 0) for t in (mask, pos))
@@ -254,42 +266,79 @@ class HFBackend(Backend):
                     cache.batch_select_indices(index)
                     mask, pos, nxt = mask[index], pos[index], nxt[index]
                     alive = [alive[j] for j in keep]
-                    if on_keep is not None:
-                        on_keep(index)
+                    if on_rows is not None:
+                        on_rows(torch.tensor(alive))
                 ids = nxt[:, None]
                 mask = torch.cat([mask, mask.new_ones(len(alive), 1)], 1)
                 pos = pos[:, -1:] + 1
         return out
 
-    def _shared_prefill(self, args: dict[str, Any], cache: Any, layer: int, repeat: int,
-                        extra: int) -> torch.Tensor:
-        """The prompt's first forward of :meth:`greedy` with blocks ``0..layer`` run once per
-        prompt row: their output is recorded (before any edit of block ``layer`` sees it) and
-        repeated, the repeated rows run the blocks after ``layer`` into ``cache``, and the
-        recorded rows' cache of blocks ``0..layer`` is copied in. Returns the first tokens."""
-        seen: dict[str, Any] = {}
+    def _shared_prefill(self, args: dict[str, Any], cache: Any, until: list[int], extra: int,
+                        on_rows: Callable[[torch.Tensor], None] | None) -> torch.Tensor:
+        """The prompt's first forward of :meth:`greedy` in stages, one per distinct layer of
+        ``until`` (one per repeat index; ``L1 < L2 < ...``). Stage 1 runs blocks ``0..L1``
+        once per prompt; stage ``j`` runs blocks ``L(j-1)+1..Lj`` (the last one: to the
+        logits) on the rows whose edits have begun (``until <= L(j-1)``) each, plus one
+        representative per prompt for the rest: the row of the highest ``until``, whose
+        edits below it add nothing. Each stage goes on from the last one's output at block
+        ``L(j-1)`` (recorded before any edit there ran, which then runs on it). Every row's
+        cache of a stage's blocks is its group's. Returns every row's first token."""
+        repeat, prompts = len(until), args["input_ids"].shape[0]
+        top = max(range(repeat), key=until.__getitem__)  # the representative repeat index
+        stages = sorted(set(until))
 
-        def stop(module: torch.nn.Module, inputs: Any, output: Any) -> None:
-            seen["out"] = output
-            raise StopForward
+        def groups(wanted: Sequence[int], rows: list[int]) -> torch.Tensor:
+            """Each wanted row's group among a stage's ``rows``: itself, or its prompt's
+            representative."""
+            where = {x: p for p, x in enumerate(rows)}
+            return torch.tensor([where.get(r, where[r - r % repeat + top]) for r in wanted])
 
-        shared = _decoding_cache(self.top.config, extra)
-        handle = self._layers[layer].register_forward_hook(stop, prepend=True)
-        try:
-            with contextlib.suppress(StopForward):
-                self.top(**dict(args, **{str(self._cache_kw): shared}))
-        finally:
-            handle.remove()
-        out = seen["out"]
-        rows = (out.repeat_interleave(repeat, 0) if isinstance(out, torch.Tensor) else
-                (out[0].repeat_interleave(repeat, 0), *out[1:]))
-        wide = {name: t.repeat_interleave(repeat, 0) if isinstance(t, torch.Tensor) else t
-                for name, t in args.items()}
-        with self.replaying(layer, rows):
-            nxt = self.top(**wide).logits[:, -1].argmax(-1)
-        shared.batch_repeat_interleave(repeat)
-        for i in range(layer + 1):
-            cache.layers[i] = shared.layers[i]
+        rows = [i * repeat + top for i in range(prompts)]
+        done: list[tuple[range, Any, list[int]]] = []  # (blocks, their cache, rows)
+        recorded: Any = None
+        nxt = None
+        for j, hi in enumerate([*stages, None]):  # the last stage runs to the logits
+            lo = stages[j - 1] if j else -1
+            if j:
+                new = sorted(set(rows) | {i * repeat + c for i in range(prompts)
+                                          for c in range(repeat) if until[c] <= lo})
+                src = groups(new, rows)
+                recorded = (recorded[src] if isinstance(recorded, torch.Tensor) else
+                            (recorded[0][src], *recorded[1:]))
+                rows = new
+            index = torch.tensor(rows)
+            sub = {name: t[index // repeat] if isinstance(t, torch.Tensor) else t
+                   for name, t in args.items()}
+            part = cache if hi is None else _decoding_cache(self.top.config, extra)
+            sub[str(self._cache_kw)] = part
+            if on_rows is not None:
+                on_rows(index)
+            seen: dict[str, Any] = {}
+
+            def stop(module: torch.nn.Module, inputs: Any, output: Any,
+                     seen: dict[str, Any] = seen) -> None:
+                seen["out"] = output
+                raise StopForward
+
+            with contextlib.ExitStack() as stack:
+                if j:
+                    stack.enter_context(self.replaying(lo, recorded))
+                if hi is not None:
+                    handle = self._layers[hi].register_forward_hook(stop, prepend=True)
+                    stack.callback(handle.remove)
+                    with contextlib.suppress(StopForward):
+                        self.top(**sub)
+                    recorded = seen["out"]
+                    done.append((range(lo + 1, hi + 1), part, rows))
+                else:
+                    nxt = self.top(**sub).logits[:, -1].argmax(-1)
+        n = prompts * repeat
+        for blocks, part, rows in done:  # each row's cache of a stage's blocks: its group's
+            index = groups(range(n), rows)
+            for b in blocks:
+                part.layers[b].batch_select_indices(index)
+                cache.layers[b] = part.layers[b]
+        assert nxt is not None
         return nxt
 
     def has_foreign_hooks(self) -> bool:
