@@ -32,10 +32,9 @@ def cpu_name() -> str:
 def cpu_amx() -> bool:
     """True when the CPU has AMX tiles: there bf16 matrix products take other kernels by
     their shape, so a wider batch moves a row's last bits (fp32 is unaffected)."""
-    try:
-        return " amx_bf16" in Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
+    from steerlab.devices import cpu_flags
+
+    return "amx_bf16" in cpu_flags()
 
 
 def machine() -> str:

@@ -25,12 +25,9 @@ SUMMARY = re.compile(r"(\d+) (passed|failed|skipped|errors?|deselected)")
 
 
 def cpu_flags() -> list[str]:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return []
-    flags = next((ln for ln in text.splitlines() if ln.startswith("flags")), "").split()
-    return [f for f in FLAGS if f in flags]
+    from steerlab.devices import cpu_flags as flags
+
+    return [f for f in FLAGS if f in flags()]
 
 
 def main(argv: list[str]) -> int:

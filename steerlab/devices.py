@@ -91,18 +91,23 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
                       f"or cuda:N (this machine has {', '.join(available_devices())}).")
 
 
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags (``/proc/cpuinfo``; empty where there is none)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return frozenset()
+    line = next((ln for ln in text.splitlines() if ln.startswith("flags")), "flags:")
+    return frozenset(line.split(":", 1)[1].split())
+
+
 def cpu_has_fast_bf16() -> bool:
     """True when the CPU has bf16 matrix instructions (AMX or AVX512-BF16).
 
     On such CPUs a bf16 forward runs several times faster than fp32 (see bench/hardware.py);
     elsewhere bf16 is emulated and crawls.
     """
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    flags = next((line for line in text.splitlines() if line.startswith("flags")), "").split()
-    return "amx_bf16" in flags or "avx512_bf16" in flags
+    return bool({"amx_bf16", "avx512_bf16"} & cpu_flags())
 
 
 def default_dtype(device: str | torch.device | None = "cpu") -> torch.dtype:

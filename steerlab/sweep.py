@@ -464,8 +464,7 @@ def sweep(model: Model, config: SweepConfig | Task | str,
             by_cell = {c: (r, norm) for c, r, (_, norm) in zip(steered, results, added,
                                                                 strict=True)}
             for cell in group:  # in the naive loop's order
-                _, layer, coeff = cell
-                method = cell[0]
+                method, layer, coeff = cell
                 if coeff == 0.0:
                     record(_row(cfg, method, layer, coeff, 0.0, base, base, 0.0, mc_items,
                                 base_completions))

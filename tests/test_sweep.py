@@ -236,6 +236,28 @@ def test_greedy_shares_the_prompt_in_stages_for_rows_of_several_layers(arch):
     assert no_hooks(model)
 
 
+@pytest.mark.parametrize("task_name", ["memorisation-mc", "reasoning-gen"])
+def test_cells_of_several_layers_equal_one_pass_each(tiny_llama, task_name):
+    """``evaluate_cells`` with one layer per vector (a sweep's cells of several layers) gives
+    each vector's ``evaluate`` under ``steer`` at its own layer."""
+    task = get_task(task_name)
+    items = task.items(6, 0)
+    gen = torch.Generator().manual_seed(3)
+    vecs = [torch.randn(tiny_llama.d_model, generator=gen) * 4 for _ in range(3)]
+    at = [2, 0, 2]
+    got = evaluate_cells(tiny_llama, task, at, vecs, items=items, batch_size=4)
+    for res, v, lay in zip(got, vecs, at, strict=True):
+        with steer(tiny_llama, v, layers=lay, coeff=1.0):
+            ref = evaluate(tiny_llama, task, items=items, batch_size=4)
+        assert res.predictions == ref.predictions
+        assert (res.correct == ref.correct).all()
+        assert res.completions == ref.completions
+    assert len({(tuple(r.predictions), tuple(r.completions)) for r in got}) > 1  # not vacuous
+    with pytest.raises(OptionError, match="2 layers for 3 vectors"):
+        evaluate_cells(tiny_llama, task, [0, 1], vecs, items=items)
+    assert no_hooks(tiny_llama)
+
+
 def test_row_steering_refuses_a_wrong_layer_count(tiny_llama):
     from steerlab.steering import RowSteering
 
