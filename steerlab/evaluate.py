@@ -388,8 +388,12 @@ def evaluate_cells(model: Model, task: Task, layer: int | Sequence[int],
     Fast path (multiple-choice tasks, ``hf`` backend): nothing before block ``layer`` depends
     on the vector, so each batch runs blocks ``0..layer`` once, records block ``layer``'s
     output, and every vector then runs only the blocks after it (plus the unembedding at the
-    scored positions). Same batches, shapes and operations as the one-pass-per-vector loop, so
-    the logits are the same bit for bit.
+    scored positions). Within each of those forwards the columns every row shares (a chat
+    template's system prompt, few-shot examples, at the start of right-padded option rows) are
+    read once (:meth:`~steerlab.backends.base.Backend.forward_shared`). Same batches, the same
+    positions, mask and key lengths as the one-pass-per-vector loop, so the logits are its
+    logits up to the rounding of smaller matrix products (the same answers item by item on
+    the tiny models and on SmolLM2, tested).
 
     Fast path (generative tasks, ``hf`` backend, models with a KV cache): the vectors, of
     one layer or of several, decode together, one row per (item, vector), and rows leave the
@@ -465,7 +469,7 @@ def evaluate_cells(model: Model, task: Task, layer: int | Sequence[int],
             t1 = time.perf_counter()
             with be.replaying(layer, recorded), steer(model, v, layers=layer, coeff=1.0,
                                                       backend=backend):
-                logits = be.forward(mc.enc, keep=mc.keep)
+                logits = be.forward_shared(mc.enc, keep=mc.keep)
             for i, p, c in zip(idx, *mc.choose(logits), strict=True):
                 preds[k][i], correct[k][i] = p, c
             seconds[k] += shared + time.perf_counter() - t1

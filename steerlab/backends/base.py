@@ -343,6 +343,12 @@ class Backend(ABC):
         here), so the same call scores completions for training.
         """
 
+    def forward_shared(self, enc: dict[str, torch.Tensor], keep: int | torch.Tensor,
+                       start: int | None = None) -> torch.Tensor:
+        """:meth:`forward` with ``keep``, reading the leading columns all rows share once
+        where the backend can (the HF backend); here, a plain :meth:`forward`."""
+        return self.forward(enc, keep)
+
     @abstractmethod
     def generate(self, enc: dict[str, torch.Tensor], **kwargs: Any) -> Any:
         """Token ids (B, T + new) from HF-style generation with the current edits applied

@@ -57,6 +57,11 @@ def _input_hook(fn: EditFn):
     return hook
 
 
+#: rows :meth:`HFBackend.forward_shared` runs whole (2: a lone row's forward rounded
+#: differently from the same row's in a batch, on SmolLM2 in fp32; two rows did not)
+LEAD_ROWS = 2
+
+
 def _decoding_cache(config: Any, extra: int) -> Any:
     """A ``DynamicCache`` for :meth:`HFBackend.greedy` whose full-attention layers keep their
     keys and values in a buffer sized at the first write for ``extra`` more tokens, so each
@@ -132,6 +137,9 @@ class HFBackend(Backend):
         self._takes_keep = "logits_to_keep" in params
         # the KV cache's keyword (``cache`` from transformers 5.2x, ``past_key_values`` before)
         self._cache_kw = next((k for k in ("cache", "past_key_values") if k in params), None)
+        #: (rows, first column) a replayed prefix is cut to, while a part of a batch runs
+        self._view: tuple[torch.Tensor, int] | None = None
+        self._sliding: float | None = None  # see _window
         super().__init__(model)
 
     def _points(self) -> frozenset[Point]:
@@ -341,6 +349,88 @@ class HFBackend(Backend):
         assert nxt is not None
         return nxt
 
+    def forward_shared(self, enc: dict[str, torch.Tensor], keep: int | torch.Tensor,
+                       start: int | None = None) -> torch.Tensor:
+        """``forward(enc, keep)`` reading the columns every row shares only once: when the
+        rows' first ``start`` columns (default: as many as they share, :func:`common_start`)
+        hold the same tokens and mask, as a right-padded batch's shared chat template or
+        few-shot examples do, :data:`LEAD_ROWS` rows run whole and the others run from column
+        ``start`` on, with the lead's keys and values of the first ``start`` columns as their
+        cache. Each row's tokens sit where they sit in ``forward`` (the same positions, the
+        same mask, the same key length), so the scored logits are those of ``forward`` up to
+        the rounding of smaller matrix products (equal to the bit on SmolLM2's
+        memorisation-mc batches in fp32 and bf16; one ulp on the tiny test models).
+
+        ``keep``: a tensor of positions (``start`` is cut to the first); an int, no shared
+        column, too few rows, a model without a KV cache, or a batch wider than a sliding
+        attention window falls back to a plain :meth:`forward`. A replay in force
+        (:meth:`replaying`) is cut to each part's rows and columns."""
+        self.check_sole()
+        shared = common_start(enc) if start is None else start
+        if isinstance(keep, torch.Tensor) and len(keep):
+            shared = min(shared, int(keep.min()))
+        ids, mask = enc["input_ids"], enc["attention_mask"]
+        rows, width = ids.shape
+        if (shared < 1 or not isinstance(keep, torch.Tensor) or self._cache_kw is None
+                or not self._takes_keep or width >= self._window()):
+            return self.forward(enc, keep)
+        # the lead rows run whole: LEAD_ROWS of them (a lone row takes other kernels, which
+        # round differently), one with padding when any row has some, so that their mask
+        # takes the whole batch's attention path (an explicit mask, not sdpa's is_causal)
+        padded = int((mask == 0).any(1).long().argmax())
+        lead = sorted({padded, *range(LEAD_ROWS - 1)} if padded >= LEAD_ROWS - 1
+                      else range(LEAD_ROWS))
+        if rows <= len(lead):
+            return self.forward(enc, keep)
+        lead_at = torch.tensor(lead, device=ids.device)
+        rest = torch.tensor([r for r in range(rows) if r not in lead], device=ids.device)
+        pos = position_ids(mask)
+        cache_kw = str(self._cache_kw)
+        lead_cache = _decoding_cache(self.top.config, 0)
+        args: dict[str, Any] = {"input_ids": ids[lead_at], "attention_mask": mask[lead_at],
+                                "use_cache": True, cache_kw: lead_cache, "logits_to_keep": keep}
+        if self._takes_positions:
+            args["position_ids"] = pos[lead_at]
+        with self._viewing(lead_at, 0):
+            first = self.top(**args).logits
+        past = _shared_past(self.top.config, lead_cache, len(rest), shared)
+        args = {"input_ids": ids[rest, shared:], "attention_mask": mask[rest],
+                "use_cache": True, cache_kw: past, "logits_to_keep": keep - shared}
+        if self._takes_positions:
+            args["position_ids"] = pos[rest, shared:]
+        with self._viewing(rest, shared):
+            others = self.top(**args).logits
+        out = others.new_empty(rows, *others.shape[1:])
+        out[lead_at] = first
+        out[rest] = others
+        return out
+
+    def _window(self) -> float:
+        """The shortest sliding window of the model's cache layers (inf: none): a sliding
+        layer keeps only its last ``window - 1`` columns, so a batch that wide has no
+        complete lead cache to share; 0 when a layer keeps no keys and values (a linear
+        attention's state), which has no columns to share."""
+        if self._sliding is None:
+            from transformers import DynamicCache
+            from transformers.cache_utils import DynamicLayer
+
+            layers = DynamicCache(config=self.top.config).layers
+            windows = [getattr(layer, "sliding_window", None) or float("inf")
+                       for layer in layers]
+            plain = all(isinstance(layer, DynamicLayer) for layer in layers)
+            self._sliding = float(min(windows, default=float("inf"))) if plain else 0.0
+        return self._sliding
+
+    @contextmanager
+    def _viewing(self, rows: torch.Tensor, start: int) -> Iterator[None]:
+        """While in force, a replayed prefix returns only ``rows`` and columns ``start:``."""
+        before = self._view
+        self._view = (rows, start)
+        try:
+            yield
+        finally:
+            self._view = before
+
     def has_foreign_hooks(self) -> bool:
         live = self.model._live_edits.get(self.name, 0)
         return live > 0 or any(_user_hooks(m) for m in self.top.modules())
@@ -369,7 +459,10 @@ class HFBackend(Backend):
         blocks = list(self._layers)[:layer + 1]
 
         def recorded(*args: Any, **kwargs: Any) -> Any:
-            return output
+            if self._view is None:
+                return output
+            rows, start = self._view
+            return _take(output, rows, start)
 
         # a library may keep its own wrapper as the block's instance ``forward`` (nnsight
         # does): put back exactly what was there, not the class's method
@@ -384,6 +477,40 @@ class HFBackend(Backend):
                     block.__dict__.pop("forward", None)
                 else:
                     block.forward = before
+
+
+def common_start(enc: dict[str, torch.Tensor]) -> int:
+    """How many leading columns all rows of ``enc`` share (same token, same mask)."""
+    ids, mask = enc["input_ids"], enc["attention_mask"]
+    same = ((ids == ids[:1]) & (mask == mask[:1])).all(0)  # (T,)
+    return int(same.long().cumprod(0).sum())
+
+
+def _take(output: Any, rows: torch.Tensor, start: int) -> Any:
+    """A block's recorded output (a tensor or a tuple led by one) cut to ``rows`` and the
+    columns from ``start`` on."""
+    if isinstance(output, torch.Tensor):
+        return output[rows.to(output.device), start:]
+    return (_take(output[0], rows, start), *output[1:])
+
+
+def _shared_past(config: Any, lead: Any, rows: int, start: int) -> Any:
+    """A cache for ``rows`` rows holding the first ``start`` columns of the one-row cache
+    ``lead`` at every layer it has; a layer ``lead`` never saw (a replayed block, which reads
+    no cache) gets zeros of the same shape, so every layer reports the same length."""
+    from transformers import DynamicCache
+
+    past = DynamicCache(config=config)
+    seen = [layer for layer in lead.layers if layer.is_initialized]
+    shape = seen[-1].keys.shape
+    zeros = seen[-1].keys.new_zeros(1, shape[1], start, shape[-1])
+    for i, layer in enumerate(lead.layers):
+        if layer.is_initialized:
+            k, v = layer.keys[:1, :, :start], layer.values[:1, :, :start]
+        else:
+            k = v = zeros
+        past.update(k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1), i)
+    return past
 
 
 def _user_hooks(module: torch.nn.Module) -> list[Any]:
