@@ -90,3 +90,47 @@ def test_forward_shared_falls_back_to_a_plain_forward(arch):
             handle.remove()
         assert shapes == [tuple(e["input_ids"].shape)]
         assert torch.equal(got, be.forward(e, keep=k))
+
+
+FEW_SHOT = ["Q: 1+1\nA: 2\n\nQ: " + q + "\nA:"
+            for q in ["9*9", "What is 2 + 3?", "8*8", "Name a colour", "7-6", "2+30"]]
+
+
+@pytest.mark.parametrize("arch", ATTENTION_ARCHS)
+def test_greedy_reads_the_shared_few_shot_prefix_once(arch, monkeypatch):
+    """Cells of several layers decoded together (``repeat`` with ``shared_until``): the lead
+    prompts (one per padding length) run whole, the others from the first column they do not
+    share, on their lead's cache; the tokens equal decoding every row on its own. (The tiny
+    Gemma 3's sliding window is narrower than these prompts: it reads them whole.)"""
+    from steerlab.backends import hf
+    from steerlab.steering import RowSteering
+
+    model = tiny_model(arch)
+    be = model.backend("hf")
+    enc = model.encode(FEW_SHOT, chat=False)
+    until = [2, 0, 3, 2, 1, 3]
+    k, n = len(until), len(FEW_SHOT)
+    per = torch.randn(k, model.d_model, generator=torch.Generator().manual_seed(2)) * 4
+    per[2] = 0.0  # a sweep's baseline row
+    wide = {name: t.repeat_interleave(k, 0) for name, t in enc.items()}
+    with RowSteering(model, per.repeat(n, 1), until * n, "all", "hf") as s:
+        ref = be.greedy(wide, 6, on_rows=s.select)
+    calls: list[tuple[tuple[int, int], bool]] = []
+    real = hf.HFBackend._shared_prefill
+
+    def spy(self, args, *a, **kw):
+        calls.append((tuple(args["input_ids"].shape), kw.get("past") is not None))
+        return real(self, args, *a, **kw)
+
+    monkeypatch.setattr(hf.HFBackend, "_shared_prefill", spy)
+    with RowSteering(model, per.repeat(n, 1), until * n, "all", "hf") as s:
+        got = be.greedy(enc, 6, on_rows=s.select, repeat=k, shared_until=until)
+    assert got == ref
+    assert len({tuple(got[c]) for c in range(k)}) > 2  # the vectors changed the tokens
+    width = enc["input_ids"].shape[1]
+    if arch == "gemma3":
+        assert calls == [((n, width), False)]
+    else:  # 3 padding lengths among 6 prompts: 4 leads (one of each, and one more)
+        assert [c[1] for c in calls] == [False, True] and calls[0][0] == (4, width)
+        assert calls[1][0][0] == 2 and calls[1][0][1] < width // 2
+    assert no_hooks(model)

@@ -251,7 +251,7 @@ class HFBackend(Backend):
                 if self._takes_positions:
                     args["position_ids"] = pos
                 if step == 0 and repeat > 1 and until is not None:
-                    nxt = self._shared_prefill(args, cache, until, max_new_tokens, on_rows)
+                    nxt = self._prefill_rows(args, cache, until, max_new_tokens, on_rows)
                     mask, pos = (t.repeat_interleave(repeat, 0) for t in (mask, pos))
                 else:
                     nxt = self.top(**args).logits[:, -1].argmax(-1)
@@ -281,8 +281,55 @@ class HFBackend(Backend):
                 pos = pos[:, -1:] + 1
         return out
 
+    def _prefill_rows(self, args: dict[str, Any], cache: Any, until: list[int], extra: int,
+                      on_rows: Callable[[torch.Tensor], None] | None) -> torch.Tensor:
+        """:meth:`greedy`'s first forward for ``repeat`` rows per prompt, each steered from
+        ``until[c]`` up: :meth:`_shared_prefill`, with the tokens all prompts begin with (a
+        chat template's system prompt, few-shot examples) read once per row of the lead
+        prompts only (:func:`_leads`: one per padding length, at least :data:`LEAD_ROWS`).
+        The other prompts run from the first column they do not share on, each row with its
+        lead's row of the same repeat (same steering, same padding) as the cache of the
+        columns before: every token sits at its own position, under the same mask and key
+        length, as in one forward of the whole batch. Returns every row's first token."""
+        ids, mask = args["input_ids"], args["attention_mask"]
+        prompts, width = ids.shape
+        repeat = len(until)
+        plan = _leads(ids, mask, LEAD_ROWS)
+        if plan is None or width >= self._window():
+            return self._shared_prefill(args, cache, until, extra, on_rows)
+        lead, others, lead_of, start = plan
+
+        def part(which: list[int], cols: int) -> dict[str, Any]:
+            at = torch.tensor(which, device=ids.device)
+            return {name: (t[at] if name == "attention_mask" else t[at, cols:])
+                    if isinstance(t, torch.Tensor) else t for name, t in args.items()}
+
+        lead_cache = _decoding_cache(self.top.config, extra)
+        lead_next = self._shared_prefill(part(lead, 0), lead_cache, until, extra, on_rows,
+                                         prompt_ids=lead)
+        other_cache = _decoding_cache(self.top.config, extra)
+        other_next = self._shared_prefill(part(others, start), other_cache, until, extra,
+                                          on_rows, prompt_ids=others,
+                                          past=(lead_cache, lead_of, start))
+        rows = [torch.tensor([i * repeat + c for i in which for c in range(repeat)])
+                for which in (lead, others)]
+        nxt = lead_next.new_empty(prompts * repeat)
+        nxt[rows[0]], nxt[rows[1]] = lead_next, other_next
+        for b, layer in enumerate(cache.layers):  # every row's cache, in row order
+            k0, v0 = lead_cache.layers[b].keys, lead_cache.layers[b].values
+            k1, v1 = other_cache.layers[b].keys, other_cache.layers[b].values
+            keys, values = k0.new_empty(prompts * repeat, *k0.shape[1:]), \
+                v0.new_empty(prompts * repeat, *v0.shape[1:])
+            keys[rows[0]], keys[rows[1]], values[rows[0]], values[rows[1]] = k0, k1, v0, v1
+            layer.update(keys, values)
+        if on_rows is not None:  # the decoding runs every row
+            on_rows(torch.arange(prompts * repeat))
+        return nxt
+
     def _shared_prefill(self, args: dict[str, Any], cache: Any, until: list[int], extra: int,
-                        on_rows: Callable[[torch.Tensor], None] | None) -> torch.Tensor:
+                        on_rows: Callable[[torch.Tensor], None] | None,
+                        prompt_ids: Sequence[int] | None = None,
+                        past: tuple[Any, torch.Tensor, int] | None = None) -> torch.Tensor:
         """The prompt's first forward of :meth:`greedy` in stages, one per distinct layer of
         ``until`` (one per repeat index; ``L1 < L2 < ...``). Stage 1 runs blocks ``0..L1``
         once per prompt; stage ``j`` runs blocks ``L(j-1)+1..Lj`` (the last one: to the
@@ -290,8 +337,15 @@ class HFBackend(Backend):
         representative per prompt for the rest: the row of the highest ``until``, whose
         edits below it add nothing. Each stage goes on from the last one's output at block
         ``L(j-1)`` (recorded before any edit there ran, which then runs on it). Every row's
-        cache of a stage's blocks is its group's. Returns every row's first token."""
+        cache of a stage's blocks is its group's. Returns every row's first token.
+
+        ``prompt_ids``: the prompts of ``args`` among those ``on_rows`` counts (default: all,
+        in order). ``past``: (cache, lead of each prompt, columns): ``args`` holds each
+        prompt's columns from ``columns`` on, and row ``i * repeat + c`` takes the first
+        ``columns`` columns of its keys and values from row ``lead[i] * repeat + c`` of the
+        cache (:meth:`_prefill_rows`)."""
         repeat, prompts = len(until), args["input_ids"].shape[0]
+        ids = torch.tensor(list(range(prompts) if prompt_ids is None else prompt_ids))
         top = max(range(repeat), key=until.__getitem__)  # the representative repeat index
         stages = sorted(set(until))
 
@@ -318,9 +372,12 @@ class HFBackend(Backend):
             sub = {name: t[index // repeat] if isinstance(t, torch.Tensor) else t
                    for name, t in args.items()}
             part = cache if hi is None else _decoding_cache(self.top.config, extra)
+            if past is not None:
+                _fill_past(part, past, index, repeat, range(lo + 1, len(self._layers)
+                                                            if hi is None else hi + 1))
             sub[str(self._cache_kw)] = part
             if on_rows is not None:
-                on_rows(index)
+                on_rows(ids[index // repeat] * repeat + index % repeat)
             seen: dict[str, Any] = {}
 
             def stop(module: torch.nn.Module, inputs: Any, output: Any,
@@ -477,6 +534,60 @@ class HFBackend(Backend):
                     block.__dict__.pop("forward", None)
                 else:
                     block.forward = before
+
+
+def _leads(ids: torch.Tensor, mask: torch.Tensor, least: int
+           ) -> tuple[list[int], list[int], torch.Tensor, int] | None:
+    """How :meth:`HFBackend._prefill_rows` splits a left-padded batch: (lead prompts, the
+    others, each other's lead as an index into the leads, the first column every other
+    prompt runs). A lead has each padding length that occurs (so its first columns are an
+    other's, token for token), and there are at least ``least`` of them (a lone row's
+    forward rounds differently). None when the batch is not left-padded, no token is
+    shared, or no prompt would be left to share them."""
+    prompts, width = ids.shape
+    pads = (mask == 0).sum(1)  # (B,)
+    cols = torch.arange(width, device=mask.device)
+    if not torch.equal(mask.bool(), cols[None, :] >= pads[:, None]):
+        return None  # not left-padded
+    shared = width - int(pads.max())  # the shortest prompt's length
+    for i in range(prompts):  # the longest run of tokens every prompt begins with
+        row = ids[i, int(pads[i]):]
+        same = (row[:shared] == ids[0, int(pads[0]):int(pads[0]) + shared]).long()
+        shared = int(same.cumprod(0).sum())
+    first: dict[int, int] = {}
+    for i, p in enumerate(pads.tolist()):
+        first.setdefault(p, i)
+    lead = sorted(first.values())
+    lead += [i for i in range(prompts) if i not in lead][:max(least - len(lead), 0)]
+    lead.sort()
+    others = [i for i in range(prompts) if i not in lead]
+    if not others:
+        return None
+    start = min(int(pads[i]) + shared for i in others)
+    start = min(start, width - 1)  # each row runs its last column at least
+    if start < 1 or shared < 1:
+        return None
+    lead_of = torch.tensor([lead.index(first[int(pads[i])]) for i in others])
+    return lead, others, lead_of, start
+
+
+def _fill_past(part: Any, past: tuple[Any, torch.Tensor, int], rows: torch.Tensor,
+               repeat: int, blocks: range) -> None:
+    """Give a stage's cache ``part`` (for the local ``rows``) the first columns of their
+    leads' keys and values at ``blocks``, and every other layer a stand-in of that length
+    (those blocks are replayed or not run, so only the cache's length is read: the mask)."""
+    cache, lead_of, start = past
+    src = lead_of[rows // repeat] * repeat + rows % repeat
+    for b, layer in enumerate(part.layers):
+        keys, values = cache.layers[b].keys, cache.layers[b].values
+        if b in blocks:
+            part.update(keys[src, :, :start], values[src, :, :start], b)
+        else:
+            layer.keys = layer.values = keys.new_zeros(()).expand(
+                len(rows), keys.shape[1], start, keys.shape[-1])
+            layer.is_initialized = True
+            if hasattr(layer, "cumulative_length"):  # a sliding layer's length
+                layer.cumulative_length = start
 
 
 def common_start(enc: dict[str, torch.Tensor]) -> int:
