@@ -109,9 +109,17 @@ def _decoding_cache(config: Any, extra: int) -> Any:
                 self._views()
 
         def batch_select_indices(self, indices: torch.Tensor) -> None:
-            if self.get_seq_length() > 0:
+            if self.get_seq_length() == 0:
+                return
+            n = len(indices)
+            if n <= self._k.shape[0]:  # fewer rows: move only those whose place changes,
+                moved = (indices != torch.arange(n, device=indices.device)).nonzero()[:, 0]
+                src = indices[moved]  # (gathered before any is overwritten)
+                self._k[moved], self._v[moved] = self._k[src], self._v[src]
+                self._k, self._v = self._k[:n], self._v[:n]  # and keep the buffer
+            else:
                 self._k, self._v = self._k[indices], self._v[indices]
-                self._views()
+            self._views()
 
         def crop(self, tokens_to_remove: int) -> None:
             raise NotImplementedError("greedy's decoding cache is never cropped")
@@ -270,6 +278,12 @@ class HFBackend(Backend):
                 if not keep or step == max_new_tokens - 1:
                     break
                 if len(keep) < len(alive):
+                    # the rows that go on: the first len(keep) positions, each finished
+                    # row's place among them taken by a row from beyond them, so that the
+                    # cache moves those rows only (PreallocatedLayer.batch_select_indices)
+                    gone = set(range(len(alive))) - set(keep)
+                    movers = iter(j for j in keep if j >= len(keep))
+                    keep = [next(movers) if j in gone else j for j in range(len(keep))]
                     index = torch.tensor(keep, device=mask.device)
                     cache.batch_select_indices(index)
                     mask, pos, nxt = mask[index], pos[index], nxt[index]
