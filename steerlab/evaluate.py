@@ -325,7 +325,8 @@ def _gen_cells(model: Model, task: Task, layers: Sequence[int], vectors: Sequenc
     most: more cells are decoded in turn). With ``positions="generated"`` the prompt's forward
     is unsteered, so each prompt is read once for all cells; otherwise each block of it runs
     once for the cells steered below it each and once for all the others (``greedy``'s
-    ``shared_until``)."""
+    ``shared_until``), and the tokens all prompts begin with are read by a few lead prompts
+    only (``HFBackend._prefill_rows``)."""
     from steerlab.steering import RowSteering
 
     be = model.backend(backend)

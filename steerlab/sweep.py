@@ -18,12 +18,15 @@ does not extract them again, and a finished one extracts nothing.
 
 Speed (``fast=True``, the default): for multiple-choice tasks on the ``hf`` backend, cells
 are run one layer at a time, and each batch runs the blocks before the steering layer once for
-all of that layer's (method, coeff) cells (:func:`steerlab.evaluate.evaluate_cells`): same
-items, same logits bit for bit, less work. Generative tasks decode the cells of all layers
+all of that layer's (method, coeff) cells (:func:`steerlab.evaluate.evaluate_cells`), and
+each cell's later blocks read the columns all rows of a batch begin with (a chat template,
+few-shot examples) once: same items, the same logits up to the rounding of smaller matrix
+products (the same answers, tested), less work. Generative tasks decode the cells of all layers
 together (:func:`_groups`, up to :data:`~steerlab.evaluate.DECODE_ROWS` rows per batch): a
 row per item and cell, each with its own vector at its own layer, the prompt's forward shared
-among the rows whose inputs to a block are still equal, and each row dropped once its answer
-is complete, so the cells cost about what their unfinished rows cost in one wide batch (same
+among the rows whose inputs to a block are still equal (and the tokens all prompts begin with
+read by a few lead prompts only), and each row dropped once its answer is complete, so the
+cells cost about what their unfinished rows cost in one wide batch (same
 answers item by item in fp32; completions end where the answer is complete). The unsteered
 baseline is then one more cell, the zero vector's (adding zero changes no number), so it
 shares that work too. The ``tlens``/``nnsight`` backends run one full pass per cell (``fast=False``
