@@ -6,7 +6,7 @@ import pytest
 import torch
 from conftest import ATTENTION_ARCHS, no_hooks, tiny_model
 
-from steerlab.backends.hf import common_start
+from steerlab.backends.kvcache import common_start
 from steerlab.steering import steer
 
 PREFIX = 3
@@ -65,6 +65,10 @@ def test_forward_shared_equals_a_plain_forward(arch):
         ref = be.forward(enc, keep=keep)
     close(got, ref)
     assert not torch.equal(ref, be.forward(enc, keep=keep))  # the vector changed the logits
+    last = model.n_layers - 1  # every block replayed: nothing to share, the same logits
+    rec = be.record(enc, last)
+    with be.replaying(last, rec), steer(model, vec, layers=last, coeff=1.0):
+        close(be.forward_shared(enc, keep=keep), be.forward(enc, keep=keep))
     assert no_hooks(model)
 
 

@@ -1,0 +1,173 @@
+"""KV caches for the HF backend's fast paths: the decoding buffer each step of
+:meth:`~steerlab.backends.hf.HFBackend.greedy` writes its token into, and the keys and values
+of the columns all rows of a batch begin with, computed for a few lead rows and handed to the
+others (:meth:`~steerlab.backends.hf.HFBackend.forward_shared`,
+:meth:`~steerlab.backends.hf.HFBackend._prefill_rows`). Cache objects are transformers'
+``DynamicCache``; only this package's backends touch them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+#: rows :meth:`HFBackend.forward_shared` runs whole (2: a lone row's forward rounded
+#: differently from the same row's in a batch, on SmolLM2 in fp32; two rows did not)
+LEAD_ROWS = 2
+
+
+def decoding_cache(config: Any, extra: int) -> Any:
+    """A ``DynamicCache`` for :meth:`HFBackend.greedy` whose full-attention layers keep their
+    keys and values in a buffer sized at the first write for ``extra`` more tokens, so each
+    decoding step writes its token in place. ``DynamicLayer`` concatenates instead, copying
+    the layer's whole cache at every step (what the generative row of
+    ``bench/sweep_speed.py`` gained from this is in the README). The attention reads the same
+    numbers (a view of the buffer); sliding-window and other layers are kept as they are."""
+    from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer
+
+    class PreallocatedLayer(DynamicLayer):  # the library's own layer, storage aside
+        def lazy_initialization(self, key_states: torch.Tensor,
+                                value_states: torch.Tensor) -> None:
+            super().lazy_initialization(key_states, value_states)
+            self.length = 0
+            self._k = key_states.new_empty(*key_states.shape[:2], 0, key_states.shape[-1])
+            self._v = value_states.new_empty(*value_states.shape[:2], 0,
+                                             value_states.shape[-1])
+
+        def _views(self) -> tuple[torch.Tensor, torch.Tensor]:
+            keys, values = self._k[:, :, :self.length], self._v[:, :, :self.length]
+            self.keys, self.values = keys, values
+            return keys, values
+
+        def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any,
+                   **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+            if not self.is_initialized:
+                self.lazy_initialization(key_states, value_states)
+            end = self.length + key_states.shape[-2]
+            if end > self._k.shape[-2]:  # the first write (or more than foreseen): grow
+                k, v = self._k, self._v
+                self._k = k.new_empty(*key_states.shape[:2], end + extra, k.shape[-1])
+                self._v = v.new_empty(*value_states.shape[:2], end + extra, v.shape[-1])
+                self._k[:, :, :self.length] = k[:, :, :self.length]
+                self._v[:, :, :self.length] = v[:, :, :self.length]
+            self._k[:, :, self.length:end] = key_states
+            self._v[:, :, self.length:end] = value_states
+            self.length = end
+            return self._views()
+
+        def batch_repeat_interleave(self, repeats: int) -> None:
+            if self.get_seq_length() > 0:
+                self._k = self._k.repeat_interleave(repeats, dim=0)
+                self._v = self._v.repeat_interleave(repeats, dim=0)
+                self._views()
+
+        def batch_select_indices(self, indices: torch.Tensor) -> None:
+            if self.get_seq_length() == 0:
+                return
+            n = len(indices)
+            if n <= self._k.shape[0]:  # fewer rows: move only those whose place changes,
+                moved = (indices != torch.arange(n, device=indices.device)).nonzero()[:, 0]
+                src = indices[moved]  # (gathered before any is overwritten)
+                self._k[moved], self._v[moved] = self._k[src], self._v[src]
+                self._k, self._v = self._k[:n], self._v[:n]  # and keep the buffer
+            else:
+                self._k, self._v = self._k[indices], self._v[indices]
+            self._views()
+
+        def crop(self, tokens_to_remove: int) -> None:
+            raise NotImplementedError("greedy's decoding cache is never cropped")
+
+    cache = DynamicCache(config=config)
+    cache.layers = [PreallocatedLayer() if type(layer) is DynamicLayer else layer
+                    for layer in cache.layers]
+    return cache
+
+
+def leads(ids: torch.Tensor, mask: torch.Tensor, least: int
+           ) -> tuple[list[int], list[int], torch.Tensor, int] | None:
+    """How :meth:`HFBackend._prefill_rows` splits a left-padded batch: (lead prompts, the
+    others, each other's lead as an index into the leads, the first column every other
+    prompt runs). A lead has each padding length that occurs (so its first columns are an
+    other's, token for token), and there are at least ``least`` of them (a lone row's
+    forward rounds differently). None when the batch is not left-padded, no token is
+    shared, or no prompt would be left to share them."""
+    prompts, width = ids.shape
+    pads = (mask == 0).sum(1)  # (B,)
+    cols = torch.arange(width, device=mask.device)
+    if not torch.equal(mask.bool(), cols[None, :] >= pads[:, None]):
+        return None  # not left-padded
+    shared = width - int(pads.max())  # the shortest prompt's length
+    for i in range(prompts):  # the longest run of tokens every prompt begins with
+        row = ids[i, int(pads[i]):]
+        same = (row[:shared] == ids[0, int(pads[0]):int(pads[0]) + shared]).long()
+        shared = int(same.cumprod(0).sum())
+    first: dict[int, int] = {}
+    for i, p in enumerate(pads.tolist()):
+        first.setdefault(p, i)
+    lead = sorted(first.values())
+    lead += [i for i in range(prompts) if i not in lead][:max(least - len(lead), 0)]
+    lead.sort()
+    others = [i for i in range(prompts) if i not in lead]
+    if not others:
+        return None
+    start = min(int(pads[i]) + shared for i in others)
+    start = min(start, width - 1)  # each row runs its last column at least
+    if start < 1 or shared < 1:
+        return None
+    lead_of = torch.tensor([lead.index(first[int(pads[i])]) for i in others])
+    return lead, others, lead_of, start
+
+
+def fill_past(part: Any, past: tuple[Any, torch.Tensor, int], rows: torch.Tensor,
+               repeat: int, blocks: range) -> None:
+    """Give a stage's cache ``part`` (for the local ``rows``) the first columns of their
+    leads' keys and values at ``blocks``, and every other layer a stand-in of that length
+    (those blocks are replayed or not run, so only the cache's length is read: the mask)."""
+    cache, lead_of, start = past
+    src = lead_of[rows // repeat] * repeat + rows % repeat
+    for b, layer in enumerate(part.layers):
+        keys, values = cache.layers[b].keys, cache.layers[b].values
+        if b in blocks:
+            part.update(keys[src, :, :start], values[src, :, :start], b)
+        else:
+            layer.keys = layer.values = keys.new_zeros(()).expand(
+                len(rows), keys.shape[1], start, keys.shape[-1])
+            layer.is_initialized = True
+            if hasattr(layer, "cumulative_length"):  # a sliding layer's length
+                layer.cumulative_length = start
+
+
+def common_start(enc: dict[str, torch.Tensor]) -> int:
+    """How many leading columns all rows of ``enc`` share (same token, same mask)."""
+    ids, mask = enc["input_ids"], enc["attention_mask"]
+    same = ((ids == ids[:1]) & (mask == mask[:1])).all(0)  # (T,)
+    return int(same.long().cumprod(0).sum())
+
+
+def take(output: Any, rows: torch.Tensor, start: int) -> Any:
+    """A block's recorded output (a tensor or a tuple led by one) cut to ``rows`` and the
+    columns from ``start`` on."""
+    if isinstance(output, torch.Tensor):
+        return output[rows.to(output.device), start:]
+    return (take(output[0], rows, start), *output[1:])
+
+
+def shared_past(config: Any, lead: Any, rows: int, start: int) -> Any:
+    """A cache for ``rows`` rows holding the first ``start`` columns of the one-row cache
+    ``lead`` at every layer it has; a layer ``lead`` never saw (a replayed block, which reads
+    no cache) gets zeros of the same shape, so every layer reports the same length."""
+    from transformers import DynamicCache
+
+    past = DynamicCache(config=config)
+    seen = [layer for layer in lead.layers if layer.is_initialized]
+    shape = seen[-1].keys.shape
+    zeros = seen[-1].keys.new_zeros(1, shape[1], start, shape[-1])
+    for i, layer in enumerate(lead.layers):
+        if layer.is_initialized:
+            k, v = layer.keys[:1, :, :start], layer.values[:1, :, :start]
+        else:
+            k = v = zeros
+        past.update(k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1), i)
+    return past
