@@ -94,29 +94,28 @@ def leads(ids: torch.Tensor, mask: torch.Tensor, least: int
     forward rounds differently). None when the batch is not left-padded, no token is
     shared, or no prompt would be left to share them."""
     prompts, width = ids.shape
-    pads = (mask == 0).sum(1)  # (B,)
+    counts = (mask == 0).sum(1)  # (B,) left pads per row
     cols = torch.arange(width, device=mask.device)
-    if not torch.equal(mask.bool(), cols[None, :] >= pads[:, None]):
+    if not torch.equal(mask.bool(), cols[None, :] >= counts[:, None]):
         return None  # not left-padded
-    shared = width - int(pads.max())  # the shortest prompt's length
+    pads: list[int] = counts.cpu().tolist()
+    shared = width - max(pads)  # the shortest prompt's length
     for i in range(prompts):  # the longest run of tokens every prompt begins with
-        row = ids[i, int(pads[i]):]
-        same = (row[:shared] == ids[0, int(pads[0]):int(pads[0]) + shared]).long()
+        same = (ids[i, pads[i]:pads[i] + shared] == ids[0, pads[0]:pads[0] + shared]).long()
         shared = int(same.cumprod(0).sum())
     first: dict[int, int] = {}
-    for i, p in enumerate(pads.tolist()):
+    for i, p in enumerate(pads):
         first.setdefault(p, i)
     lead = sorted(first.values())
     lead += [i for i in range(prompts) if i not in lead][:max(least - len(lead), 0)]
     lead.sort()
     others = [i for i in range(prompts) if i not in lead]
-    if not others:
+    if not others or shared < 1:
         return None
-    start = min(int(pads[i]) + shared for i in others)
-    start = min(start, width - 1)  # each row runs its last column at least
-    if start < 1 or shared < 1:
+    start = min(min(pads[i] + shared for i in others), width - 1)  # each row runs a column
+    if start < 1:
         return None
-    lead_of = torch.tensor([lead.index(first[int(pads[i])]) for i in others])
+    lead_of = torch.tensor([lead.index(first[pads[i]]) for i in others])
     return lead, others, lead_of, start
 
 
