@@ -343,8 +343,8 @@ class Backend(ABC):
         here), so the same call scores completions for training.
         """
 
-    def forward_shared(self, enc: dict[str, torch.Tensor], keep: int | torch.Tensor,
-                       start: int | None = None) -> torch.Tensor:
+    def forward_shared(self, enc: dict[str, torch.Tensor],
+                       keep: int | torch.Tensor) -> torch.Tensor:
         """:meth:`forward` with ``keep``, reading the leading columns all rows share once
         where the backend can (the HF backend); here, a plain :meth:`forward`."""
         return self.forward(enc, keep)

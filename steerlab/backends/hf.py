@@ -37,7 +37,6 @@ from steerlab.backends.kvcache import (
     decoding_cache,
     fill_past,
     leads,
-    shared_past,
     take,
 )
 from steerlab.errors import OptionError
@@ -324,8 +323,9 @@ class HFBackend(Backend):
                    for name, t in args.items()}
             part = cache if hi is None else decoding_cache(self.top.config, extra)
             if past is not None:
-                fill_past(part, past, index, repeat, range(lo + 1, len(self._layers)
-                                                            if hi is None else hi + 1))
+                lead_cache, lead_of, columns = past
+                fill_past(part, lead_cache, lead_of[index // repeat] * repeat + index % repeat,
+                          columns, range(lo + 1, len(self._layers) if hi is None else hi + 1))
             sub[str(self._cache_kw)] = part
             if on_rows is not None:
                 on_rows(ids[index // repeat] * repeat + index % repeat)
@@ -357,25 +357,25 @@ class HFBackend(Backend):
         assert nxt is not None
         return nxt
 
-    def forward_shared(self, enc: dict[str, torch.Tensor], keep: int | torch.Tensor,
-                       start: int | None = None) -> torch.Tensor:
+    def forward_shared(self, enc: dict[str, torch.Tensor],
+                       keep: int | torch.Tensor) -> torch.Tensor:
         """``forward(enc, keep)`` reading the columns every row shares only once: when the
-        rows' first ``start`` columns (default: as many as they share,
-        :func:`~steerlab.backends.kvcache.common_start`)
-        hold the same tokens and mask, as a right-padded batch's shared chat template or
-        few-shot examples do, :data:`LEAD_ROWS` rows run whole and the others run from column
-        ``start`` on, with the lead's keys and values of the first ``start`` columns as their
-        cache. Each row's tokens sit where they sit in ``forward`` (the same positions, the
-        same mask, the same key length), so the scored logits are those of ``forward`` up to
-        the rounding of smaller matrix products (equal to the bit on SmolLM2's
-        memorisation-mc batches in fp32 and bf16; one ulp on the tiny test models).
+        rows' first columns hold the same tokens and mask
+        (:func:`~steerlab.backends.kvcache.common_start`), as a right-padded batch's shared
+        chat template or few-shot examples do, :data:`LEAD_ROWS` rows run whole and the
+        others run from the first column they do not share, with the lead's keys and values
+        of the shared columns as their cache. Each row's tokens sit where they sit in
+        ``forward`` (the same positions, the same mask, the same key length), so the scored
+        logits are those of ``forward`` up to the rounding of smaller matrix products (equal
+        to the bit on SmolLM2's memorisation-mc batches in fp32 and bf16 in an unrecorded
+        check; one ulp on the tiny test models).
 
-        ``keep``: a tensor of positions (``start`` is cut to the first); an int, no shared
+        ``keep``: a tensor of positions (sharing stops at the first); an int, no shared
         column, too few rows, a model without a KV cache, or a batch wider than a sliding
         attention window falls back to a plain :meth:`forward`. A replay in force
         (:meth:`replaying`) is cut to each part's rows and columns."""
         self.check_sole()
-        shared = common_start(enc) if start is None else start
+        shared = common_start(enc)
         if isinstance(keep, torch.Tensor) and len(keep):
             shared = min(shared, int(keep.min()))
         ids, mask = enc["input_ids"], enc["attention_mask"]
@@ -386,9 +386,8 @@ class HFBackend(Backend):
         # the lead rows run whole: LEAD_ROWS of them (a lone row takes other kernels, which
         # round differently), one with padding when any row has some, so that their mask
         # takes the whole batch's attention path (an explicit mask, not sdpa's is_causal)
-        padded = int((mask == 0).any(1).long().argmax())
-        lead = sorted({padded, *range(LEAD_ROWS - 1)} if padded >= LEAD_ROWS - 1
-                      else range(LEAD_ROWS))
+        padded = int((mask == 0).any(1).long().argmax())  # row 0 when none is padded
+        lead = sorted([padded, *[r for r in range(rows) if r != padded][:LEAD_ROWS - 1]])
         if rows <= len(lead):
             return self.forward(enc, keep)
         lead_at = torch.tensor(lead, device=ids.device)
@@ -406,9 +405,12 @@ class HFBackend(Backend):
             shared = 0  # every block replayed: no keys to share, and none to compute
         args = {"input_ids": ids[rest, shared:], "attention_mask": mask[rest],
                 "use_cache": False, "logits_to_keep": keep - shared}
-        if shared:
-            args.update({"use_cache": True,
-                         cache_kw: shared_past(self.top.config, lead_cache, len(rest), shared)})
+        if shared:  # every other row's cache: the first lead row's shared columns
+            from transformers import DynamicCache
+
+            past = DynamicCache(config=self.top.config)
+            fill_past(past, lead_cache, torch.zeros(len(rest), dtype=torch.long), shared)
+            args.update({"use_cache": True, cache_kw: past})
         if self._takes_positions:
             args["position_ids"] = pos[rest, shared:]
         with self._viewing(rest, shared):

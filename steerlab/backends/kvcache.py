@@ -119,20 +119,23 @@ def leads(ids: torch.Tensor, mask: torch.Tensor, least: int
     return lead, others, lead_of, start
 
 
-def fill_past(part: Any, past: tuple[Any, torch.Tensor, int], rows: torch.Tensor,
-               repeat: int, blocks: range) -> None:
-    """Give a stage's cache ``part`` (for the local ``rows``) the first columns of their
-    leads' keys and values at ``blocks``, and every other layer a stand-in of that length
-    (those blocks are replayed or not run, so only the cache's length is read: the mask)."""
-    cache, lead_of, start = past
-    src = lead_of[rows // repeat] * repeat + rows % repeat
+def fill_past(part: Any, cache: Any, src: torch.Tensor, start: int,
+              blocks: range | None = None) -> None:
+    """Give the empty cache ``part`` (one row per entry of ``src``) the first ``start``
+    columns of the keys and values of rows ``src`` of ``cache`` at ``blocks`` (default:
+    every layer), and every other layer, or one ``cache`` never saw (a replayed block), a
+    stand-in of that length: those blocks are replayed or not run, so only the cache's
+    length is read there (for the mask)."""
+    seen = next(layer for layer in cache.layers if layer.is_initialized)
+    shape = seen.keys.shape
+    src = src.to(seen.keys.device)
     for b, layer in enumerate(part.layers):
-        keys, values = cache.layers[b].keys, cache.layers[b].values
-        if b in blocks:
-            part.update(keys[src, :, :start], values[src, :, :start], b)
-        else:
-            layer.keys = layer.values = keys.new_zeros(()).expand(
-                len(rows), keys.shape[1], start, keys.shape[-1])
+        held = cache.layers[b]
+        if held.is_initialized and (blocks is None or b in blocks):
+            part.update(held.keys[src, :, :start], held.values[src, :, :start], b)
+        else:  # a zero-stride view: no memory
+            layer.keys = layer.values = seen.keys.new_zeros(()).expand(
+                len(src), shape[1], start, shape[-1])
             layer.is_initialized = True
             if hasattr(layer, "cumulative_length"):  # a sliding layer's length
                 layer.cumulative_length = start
@@ -151,22 +154,3 @@ def take(output: Any, rows: torch.Tensor, start: int) -> Any:
     if isinstance(output, torch.Tensor):
         return output[rows.to(output.device), start:]
     return (take(output[0], rows, start), *output[1:])
-
-
-def shared_past(config: Any, lead: Any, rows: int, start: int) -> Any:
-    """A cache for ``rows`` rows holding the first ``start`` columns of the one-row cache
-    ``lead`` at every layer it has; a layer ``lead`` never saw (a replayed block, which reads
-    no cache) gets zeros of the same shape, so every layer reports the same length."""
-    from transformers import DynamicCache
-
-    past = DynamicCache(config=config)
-    seen = [layer for layer in lead.layers if layer.is_initialized]
-    shape = seen[-1].keys.shape
-    zeros = seen[-1].keys.new_zeros(1, shape[1], start, shape[-1])
-    for i, layer in enumerate(lead.layers):
-        if layer.is_initialized:
-            k, v = layer.keys[:1, :, :start], layer.values[:1, :, :start]
-        else:
-            k = v = zeros
-        past.update(k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1), i)
-    return past
