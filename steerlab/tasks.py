@@ -264,6 +264,8 @@ EXTRACT_SOURCES = ("shipped", "mmlu-pro", "gsm8k-popqa")
 
 
 def get_task(name: str) -> Task:
+    """The evaluation task called ``name`` (``steerlab tasks`` lists them); an unknown name
+    fails with the list of the known ones."""
     if name not in TASKS:
         raise OptionError(f"Unknown task {name!r}; available: {', '.join(TASKS)} "
                           "(`steerlab tasks` describes them).")
