@@ -1,17 +1,21 @@
-"""Every number in the README's results tables comes from a file the code wrote.
+"""Every number in the results tables of the README and the documentation (every ``.md`` under
+``docs/``) comes from a file the code wrote.
 
-Each results table (a markdown table) and each quoted output (an untagged fenced block) in the
-README that holds a decimal number is introduced by a marker on the line before it:
+Each results table (a markdown table) and each quoted output (an untagged fenced block) in
+``README.md`` or a page of ``docs/`` that holds a decimal number is introduced by a marker on
+the line before it:
 
     <!-- numbers: results/sweep_smollm2_memorisation-mc.txt bench/results.jsonl -->
 
 naming the file(s) (or a directory of them) it was copied from; ``<!-- numbers: examples -->``
-marks a table of example arguments (no results), and ``<!-- numbers: unrecorded: WHY -->``
-a table whose numbers an older run printed without writing them to a file (reported as a
-skip with its reason, so the gap stays visible until a run records them). This test reads
-the named files and checks that every decimal number of the block appears in them at the
-precision the README shows it (percentages also as fractions, signs ignored). A table or
-output block with decimals and no marker fails: say where its numbers come from.
+marks a table of example arguments (no results), ``<!-- numbers: none: WHY -->`` a table whose
+decimals are not measurements (exercise numbers such as 1.1), and
+``<!-- numbers: unrecorded: WHY -->`` a table whose numbers an older run printed without
+writing them to a file (reported as a skip with its reason, so the gap stays visible until a
+run records them). This test reads the named files and checks that every decimal number of
+the block appears in them at the precision the page shows it (percentages also as fractions,
+signs ignored). A table or output block with decimals and no marker fails: say where its
+numbers come from.
 """
 
 from __future__ import annotations
@@ -110,34 +114,50 @@ def _check(body: str, pool: list[float]) -> list[str]:
     return missing
 
 
-README = (ROOT / "README.md").read_text()
-LINES = README.split("\n")
-BLOCKS = [(at, kind, body) for at, kind, body in _blocks(README)
-          if README_NUMBER.search(body)]
+#: the README and every page of the documentation site (docs/, the pages moved out of the README)
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+LINES = {p.relative_to(ROOT).as_posix(): p.read_text().split("\n") for p in PAGES}
+BLOCKS = [(page, at, kind, body) for page, lines in LINES.items()
+          for at, kind, body in _blocks("\n".join(lines)) if README_NUMBER.search(body)]
+
+
+def test_the_pages_are_read():
+    assert "README.md" in LINES and "docs/results/sweeps.md" in LINES, sorted(LINES)
+    assert any(page.startswith("docs/") for page, *_ in BLOCKS), "no docs page quotes a number"
 
 
 def test_every_results_block_names_its_files():
-    unmarked = [f"README.md:{at + 1} ({kind}): {LINES[at][:70]!r}" for at, kind, _ in BLOCKS
-                if _marker(LINES, at) is None]
-    assert not unmarked, ("These README blocks hold numbers but do not say which results file "
-                          "they come from; put '<!-- numbers: results/FILE -->' on the line "
-                          "before each:\n" + "\n".join(unmarked))
+    unmarked = [f"{page}:{at + 1} ({kind}): {LINES[page][at][:70]!r}"
+                for page, at, kind, _ in BLOCKS if _marker(LINES[page], at) is None]
+    assert not unmarked, ("These blocks hold numbers but do not say which results file they "
+                          "come from; put '<!-- numbers: results/FILE -->' on the line before "
+                          "each:\n" + "\n".join(unmarked))
 
 
-@pytest.mark.parametrize("at,kind,body", BLOCKS, ids=[f"line{at + 1}" for at, _, _ in BLOCKS])
-def test_block_numbers_appear_in_the_named_files(at, kind, body):
-    spec = _marker(LINES, at)
-    if spec is None or spec.strip() == "examples":
+@pytest.mark.parametrize("page,at,kind,body", BLOCKS,
+                         ids=[f"{page}:{at + 1}" for page, at, _, _ in BLOCKS])
+def test_block_numbers_appear_in_the_named_files(page, at, kind, body):
+    spec = _marker(LINES[page], at)
+    if spec is None or spec.strip() == "examples" or spec.startswith("none:"):
         pytest.skip("no results named (the test above reports unmarked blocks)")
     if spec.startswith("unrecorded"):
-        pytest.skip(f"README.md:{at + 1}: {spec}")
+        pytest.skip(f"{page}:{at + 1}: {spec}")
     files = [ROOT / f for f in spec.split()]
     absent = [str(f.relative_to(ROOT)) for f in files if not f.exists()]
-    assert not absent, f"README.md:{at + 1} names files that do not exist: {absent}"
+    assert not absent, f"{page}:{at + 1} names files that do not exist: {absent}"
     pool = _numbers("\n".join(_file_text(f) for f in files))
     missing = _check(body, pool)
-    assert not missing, (f"README.md:{at + 1} ({kind}) quotes numbers that are in none of "
+    assert not missing, (f"{page}:{at + 1} ({kind}) quotes numbers that are in none of "
                          f"{spec.split()}: {missing[:12]}{' ...' if len(missing) > 12 else ''}")
+
+
+def test_an_unmarked_block_is_caught():
+    text = "Some prose.\n\n| a | b |\n|---|---|\n| x | 0.123 |\n"
+    lines = text.split("\n")
+    blocks = [(at, kind) for at, kind, body in _blocks(text) if README_NUMBER.search(body)]
+    assert blocks == [(2, "table")] and _marker(lines, 2) is None
+    marked = "<!-- numbers: results/x.txt -->\n" + text.split("\n\n", 1)[1]
+    assert _marker(marked.split("\n"), 1) == "results/x.txt"
 
 
 def test_the_checker_catches_a_number_that_is_not_in_the_file():

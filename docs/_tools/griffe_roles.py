@@ -1,0 +1,28 @@
+"""A griffe extension for the API reference: the docstrings are written with Sphinx roles
+(``:func:`steer```, ``:class:`~steerlab.vectors.SteeringVector```), which Markdown would show
+literally; each becomes inline code of the name (``steer``, ``SteeringVector``)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import griffe
+
+ROLE = re.compile(r":(?:func|class|data|meth|attr|mod|obj|exc):`~?([^`]+)`")
+
+
+def plain(text: str) -> str:
+    """``:func:`name``` -> ``name`` in backticks (a leading ``~`` keeps the last part only)."""
+    def code(m: re.Match[str]) -> str:
+        name = m.group(1)
+        return f"`{name.rsplit('.', 1)[-1] if m.group(0).count('`~') else name}`"
+    return ROLE.sub(code, text)
+
+
+class SphinxRoles(griffe.Extension):
+    """Rewrite the roles in every docstring as it is loaded."""
+
+    def on_instance(self, *, obj: griffe.Object, **kwargs: Any) -> None:
+        if obj.docstring is not None:
+            obj.docstring.value = plain(obj.docstring.value)

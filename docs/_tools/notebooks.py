@@ -1,0 +1,143 @@
+"""The executed notebooks the documentation site renders (``make docs`` runs this first).
+
+For each numbered notebook, the executed copy in ``notebooks/executed/`` (what ``make run`` and
+``steerlab notebooks`` write) is used when its code cells are the current notebook's; the
+notebooks without one (a fresh clone) or with a stale one are run first with the project's own
+runner (:func:`steerlab.notebooks.run`) in smoke mode (``STEERLAB_SMOKE=1``: small data, the
+same code paths), their figures and results written under ``build/docs/`` so that ``figures/``
+and ``results/`` keep the recorded run's. Each copy then gets a note under its title saying
+which run it came from, and goes to ``build/docs/notebooks/``, which ``docs/_tools/hooks.py``
+adds to the site.
+
+    python docs/_tools/notebooks.py          # reuse what is there, run the rest in smoke mode
+    python docs/_tools/notebooks.py --check  # only say what would be run
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+
+ROOT = Path(__file__).resolve().parents[2]
+EXECUTED = ROOT / "notebooks" / "executed"
+BUILD = ROOT / "build" / "docs"
+OUT = BUILD / "notebooks"
+#: metadata key of an executed notebook that records its run (written here after a smoke run)
+KEY = "steerlab_run"
+
+
+def _code(nb: nbformat.NotebookNode) -> list[str]:
+    return [c.source for c in nb.cells if c.cell_type == "code"]
+
+
+def current(stem: str) -> tuple[bool, str]:
+    """(usable, why) for ``notebooks/executed/<stem>.ipynb``: present and running the code the
+    committed notebook holds now."""
+    path = EXECUTED / f"{stem}.ipynb"
+    if not path.is_file():
+        return False, "no executed copy"
+    src = nbformat.read(ROOT / "notebooks" / f"{stem}.ipynb", as_version=4)
+    done = nbformat.read(path, as_version=4)
+    if _code(done) != _code(src):
+        return False, "executed copy is stale (its code differs from the notebook's)"
+    if not any(c.get("outputs") for c in done.cells if c.cell_type == "code"):
+        return False, "executed copy has no outputs"
+    return True, "executed copy is current"
+
+
+def run_smoke(stems: list[str]) -> None:
+    """Run ``stems`` with the project's runner in smoke mode into ``notebooks/executed/`` and
+    record in each copy that it was a smoke run."""
+    os.environ["STEERLAB_SMOKE"] = "1"  # read by the kernels the runner starts
+    os.environ.setdefault("STEERLAB_FIGURES", str(BUILD / "figures"))  # not figures/
+    os.environ.setdefault("STEERLAB_RESULTS", str(BUILD / "results"))  # nothing near results/
+    from steerlab import notebooks
+
+    t0 = time.perf_counter()
+    done = notebooks.run(stems)
+    print(f"docs: ran {len(done)} notebooks in smoke mode in {time.perf_counter() - t0:.0f} s",
+          flush=True)
+    for stem, seconds in done:
+        path = EXECUTED / f"{stem}.ipynb"
+        nb = nbformat.read(path, as_version=4)
+        nb.metadata[KEY] = {"mode": "smoke", "seconds": round(seconds, 1),
+                            "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+                            "by": "make docs (docs/_tools/notebooks.py)"}
+        nbformat.write(nb, path)
+
+
+def provenance(nb: nbformat.NotebookNode, path: Path) -> str:
+    """One sentence: which run an executed copy came from."""
+    rec = nb.metadata.get(KEY) or {}
+    mode = rec.get("mode")
+    if mode is None and isinstance(nb.metadata.get("steerlab"), dict) \
+            and "smoke" in nb.metadata["steerlab"]:
+        mode = "smoke" if nb.metadata["steerlab"]["smoke"] else "full"
+    date = rec.get("date") or dt.datetime.fromtimestamp(
+        path.stat().st_mtime, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    if mode == "smoke":
+        return (f"**Executed in smoke mode** (`STEERLAB_SMOKE=1`: a few prompts and items, the "
+                f"same code paths) on {date}"
+                + (f" in {rec['seconds']:.0f} s" if "seconds" in rec else "")
+                + ". Its numbers are too small to mean anything: the measured results are on "
+                "the [Results](../../results/) pages, and `make run` renders a full run here.")
+    if mode == "full":
+        return (f"**Executed in a full run** (`make run` / `steerlab notebooks`) on {date}; "
+                "its numbers are discussed on the [Results](../../results/) pages.")
+    return (f"Executed by `make run` or `steerlab notebooks` on {date} (file date); the copy "
+            "does not record whether `STEERLAB_SMOKE=1` was set, so read its numbers as a "
+            "smoke run's unless you made it with a full run. The measured results are on the "
+            "[Results](../../results/) pages.")
+
+
+def bannered(stem: str) -> Path:
+    """Write ``build/docs/notebooks/<stem>.ipynb``: the executed copy with a note under its
+    title naming its run and its source."""
+    path = EXECUTED / f"{stem}.ipynb"
+    nb = nbformat.read(path, as_version=4)
+    note = (f"> {provenance(nb, path)} Source: `notebooks/{stem}.py` in the repository "
+            "(jupytext; the `.ipynb` beside it has no outputs). Widgets (sliders) need a "
+            "running kernel and show here as their text fallback.")
+    cell = nbformat.v4.new_markdown_cell(note)
+    cell.id = f"{stem[:2]}-docs-run"
+    at = 1 if nb.cells and nb.cells[0].cell_type == "markdown" else 0
+    nb.cells.insert(at, cell)
+    OUT.mkdir(parents=True, exist_ok=True)
+    target = OUT / f"{stem}.ipynb"
+    nbformat.write(nb, target)
+    return target
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--check", action="store_true", help="only report what would be run")
+    args = ap.parse_args(argv)
+    sys.path.insert(0, str(ROOT))
+    from steerlab.notebooks import sources, sync
+
+    sync()  # the .ipynb files from their .py sources, as the runner does
+    stems = [p.stem for p in sources()]
+    todo = []
+    for stem in stems:
+        ok, why = current(stem)
+        print(f"docs: {stem}: {why}" + ("" if ok else " -> smoke run"), flush=True)
+        if not ok:
+            todo.append(stem)
+    if args.check:
+        return 0
+    if todo:
+        run_smoke(todo)
+    for stem in stems:
+        bannered(stem)
+    print(f"docs: {len(stems)} executed notebooks ready in {OUT.relative_to(ROOT)}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
