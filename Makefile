@@ -89,5 +89,16 @@ bench: setup
 	$(BIN)/pip install -q --no-deps -r bench/requirements.txt
 	$(BIN)/python bench/run_all.py $(BENCH_ARGS)
 
+# the documentation site into site/ (mkdocs.yml, docs/): each notebook's executed copy from
+# notebooks/executed/ where it is current, a smoke run of the others first
+# (docs/_tools/notebooks.py), then a strict build: any warning fails it (a broken link or
+# anchor, a missing reference, a public name without a docstring). Packages: the `docs` extra.
+.PHONY: docs
+docs: setup
+	$(BIN)/python -c "import mkdocs, material, mkdocstrings_handlers.python, mkdocs_jupyter" \
+	    2>/dev/null || $(BIN)/pip install -q -e ".[docs]"
+	$(BIN)/python docs/_tools/notebooks.py
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
 clean:
 	rm -rf $(VENV) $(LATEST) .pytest_cache .mypy_cache .ruff_cache

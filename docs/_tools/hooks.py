@@ -94,20 +94,31 @@ def on_pre_build(config, **kwargs) -> None:
                     "docs/reference/)", qual, qual)
 
 
+def _file(config, src_dir: Path, path: Path) -> File:
+    """``path`` as a site file at its place below ``src_dir`` (a real file, so mkdocs-jupyter,
+    which reads notebooks by path, can render it)."""
+    return File(path.relative_to(src_dir).as_posix(), src_dir=str(src_dir),
+                dest_dir=config.site_dir, use_directory_urls=config.use_directory_urls)
+
+
 @event_priority(100)  # before mkdocs-jupyter's on_files, which turns .ipynb files into pages
 def on_files(files: Files, config, **kwargs) -> Files:
     executed = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
     if not executed:
         log.warning("no executed notebooks in %s: build the site with `make docs` (it runs "
                     "docs/_tools/notebooks.py first)", NOTEBOOKS.relative_to(ROOT))
-    for path in executed:
-        files.append(File.generated(config, f"notebooks/{path.name}", abs_src_path=str(path)))
+    for path in executed:  # build/docs/notebooks/NN.ipynb -> notebooks/NN/
+        files.append(_file(config, NOTEBOOKS.parent, path))
     for path in sorted(LESSONS.glob("[0-9][0-9]_*_exercises.ipynb")):
-        files.append(File.generated(config, f"lessons/{path.name}", abs_src_path=str(path)))
+        files.append(_file(config, ROOT, path))
+    # plotly.js of the plotly that made the notebooks' figures (docs/_tools/notebooks.py)
+    from plotly.offline import get_plotlyjs
+
+    files.append(File.generated(config, "assets/plotly.min.js", content=get_plotlyjs()))
     # the recorded figures (PNG, and the interactive HTML with the plotly.js beside them)
     for path in sorted(FIGURES.glob("*")):
         if path.suffix in {".png", ".html", ".js"} and "failure" not in path.name:
-            files.append(File.generated(config, f"figures/{path.name}", abs_src_path=str(path)))
+            files.append(_file(config, ROOT, path))
     return files
 
 
@@ -134,7 +145,13 @@ def _api_index() -> str:
     for name, module in public_names().items():
         obj = getattr(importlib.import_module(module), name)
         first = plain(own_docstring(obj).split("\n\n")[0].replace("\n", " "))
-        first = re.split(r"(?<=[.;:])\s", first, maxsplit=1)[0].replace("|", "\\|")
+        first = re.split(r"(?<=\.)\s+(?=[A-Z])", first, maxsplit=1)[0]  # the first sentence
+        if len(first) > 160:
+            first = first[:160].rsplit(" ", 1)[0]
+            if first.count("`") % 2:  # do not cut a code span in two
+                first = first[:first.rindex("`")].rstrip("` ")
+            first += " …"
+        first = first.replace("|", "\\|")
         rows.append(f"| [`{name}`][{module}.{name}] | `{module}` | {first} |")
     return "\n".join(rows)
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -96,14 +97,53 @@ def provenance(nb: nbformat.NotebookNode, path: Path) -> str:
             "[Results](../../results/) pages.")
 
 
+PLOTLY_JS = "../../assets/plotly.min.js"  # from a notebook page (notebooks/NN_name/)
+WIDGET = "application/vnd.jupyter.widget-view+json"
+PLOTLY = "application/vnd.plotly.v1+json"
+PROGRESS = re.compile(r"\d+%\|")  # a tqdm bar's text fallback
+
+
+def static_outputs(nb: nbformat.NotebookNode) -> None:
+    """Outputs a static page can show: each plotly figure (the kernel sends only plotly's own
+    JSON, which nbconvert does not render) also as HTML drawn by the site's plotly.js (loaded
+    before the first figure); widgets, which need a kernel, as a short note (progress bars,
+    whose saved text is their first frame, are dropped)."""
+    import plotly.io as pio
+
+    first = True
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        kept = []
+        for out in cell.get("outputs", []):
+            data = out.get("data", {})
+            if WIDGET in data:
+                if PROGRESS.search(str(data.get("text/plain", ""))):
+                    continue
+                out["data"] = {"text/html": "<p><em>(an interactive widget: it needs a running "
+                               "kernel, so run the notebook to use it)</em></p>",
+                               "text/plain": "(widget)"}
+            elif PLOTLY in data and "text/html" not in data:
+                html = pio.to_html(dict(data[PLOTLY]), include_plotlyjs=False, full_html=False,
+                                   config={"responsive": True})
+                if first:
+                    html = f'<script src="{PLOTLY_JS}"></script>\n' + html
+                    first = False
+                data["text/html"] = html
+            kept.append(out)
+        cell["outputs"] = kept
+    nb.metadata.pop("widgets", None)
+
+
 def bannered(stem: str) -> Path:
-    """Write ``build/docs/notebooks/<stem>.ipynb``: the executed copy with a note under its
-    title naming its run and its source."""
+    """Write ``build/docs/notebooks/<stem>.ipynb``: the executed copy, its outputs made static
+    (:func:`static_outputs`), with a note under its title naming its run and its source."""
     path = EXECUTED / f"{stem}.ipynb"
     nb = nbformat.read(path, as_version=4)
+    static_outputs(nb)
     note = (f"> {provenance(nb, path)} Source: `notebooks/{stem}.py` in the repository "
             "(jupytext; the `.ipynb` beside it has no outputs). Widgets (sliders) need a "
-            "running kernel and show here as their text fallback.")
+            "running kernel and are not shown here.")
     cell = nbformat.v4.new_markdown_cell(note)
     cell.id = f"{stem[:2]}-docs-run"
     at = 1 if nb.cells and nb.cells[0].cell_type == "markdown" else 0
