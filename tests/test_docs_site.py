@@ -8,7 +8,8 @@ network. When ``site/`` is not built, the test builds it the way ``make docs`` d
 notebooks, or a smoke run of them, then ``mkdocs build --strict``), which takes minutes.
 
 Needs Debian's ``chromium`` (or $STEERLAB_CHROMIUM) and the ``playwright`` Python package, as
-tests/test_browser.py does.
+tests/test_browser.py does. The last two tests need no browser: they run the check ``make docs``
+makes first (every public name has a docstring of its own and an API entry).
 """
 
 from __future__ import annotations
@@ -27,8 +28,6 @@ from urllib.parse import urlparse
 
 import pytest
 from browser_helpers import CHROMIUM, CHROMIUM_ARGS, ROOT, free_port
-
-pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 SITE = ROOT / "site"
 PAGES = {"home": "index.html", "api": "reference/steering/index.html",
@@ -122,6 +121,8 @@ def browser_page(site_url: str) -> Iterator[tuple[Any, list[str], list[str]]]:
             browser.close()
 
 
+@pytest.mark.browser
+@pytest.mark.slow
 def test_home_page(site_url, browser_page):
     page, errors, refused = browser_page
     page.goto(site_url + PAGES["home"], wait_until="domcontentloaded")
@@ -143,6 +144,8 @@ def test_home_page(site_url, browser_page):
     assert not refused, f"the home page asks for files off this site: {refused}"
 
 
+@pytest.mark.browser
+@pytest.mark.slow
 def test_api_page_is_generated_from_the_docstrings(site_url, browser_page):
     page, errors, _ = browser_page
     page.goto(site_url + PAGES["api"], wait_until="domcontentloaded")
@@ -158,6 +161,8 @@ def test_api_page_is_generated_from_the_docstrings(site_url, browser_page):
     assert not errors, errors
 
 
+@pytest.mark.browser
+@pytest.mark.slow
 def test_notebook_page_draws_its_plotly_figure(site_url, browser_page):
     page, errors, _ = browser_page
     page.goto(site_url + PAGES["notebook"], wait_until="domcontentloaded")
@@ -172,3 +177,44 @@ def test_notebook_page_draws_its_plotly_figure(site_url, browser_page):
         "w: d.getBoundingClientRect().width, h: d.getBoundingClientRect().height}))")
     assert drawn and all(d["svg"] > 0 and d["w"] > 100 and d["h"] > 100 for d in drawn), drawn
     assert not errors, errors
+
+
+def _hooks() -> Any:
+    pytest.importorskip("mkdocs", reason="the docs packages (the `docs` extra; `make docs`)")
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("docs_hooks", ROOT / "docs/_tools/hooks.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_public_name_has_a_docstring_and_an_api_entry():
+    """What ``make docs`` checks before it builds (a warning there, so the build fails)."""
+    hooks = _hooks()
+    import steerlab
+
+    assert set(hooks.public_names()) == set(steerlab.__all__) - {"__version__"}
+    assert hooks.undocumented() == [], "write a docstring for each"
+    assert hooks.unreferenced() == [], "add a '::: module.name' entry to docs/reference/"
+
+
+def test_the_docstring_check_sees_a_missing_one():
+    import dataclasses
+
+    hooks = _hooks()
+
+    @dataclasses.dataclass
+    class Bare:
+        x: int = 0
+
+    class Child(Bare):
+        """Has its own."""
+
+    def bare() -> None:
+        pass
+
+    assert hooks.own_docstring(Bare) == ""  # not the signature @dataclass writes
+    assert hooks.own_docstring(type("Sub", (Child,), {})) == ""  # not the base class's
+    assert hooks.own_docstring(bare) == "" and hooks.own_docstring(Child) == "Has its own."
