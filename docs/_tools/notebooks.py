@@ -1,13 +1,15 @@
 """The executed notebooks the documentation site renders (``make docs`` runs this first).
 
 For each numbered notebook, the executed copy in ``notebooks/executed/`` (what ``make run`` and
-``steerlab notebooks`` write) is used when its code cells are the current notebook's; the
-notebooks without one (a fresh clone) or with a stale one are run first with the project's own
-runner (:func:`steerlab.notebooks.run`) in smoke mode (``STEERLAB_SMOKE=1``: small data, the
-same code paths), their figures and results written under ``build/docs/`` so that ``figures/``
-and ``results/`` keep the recorded run's. Each copy then gets a note under its title saying
-which run it came from, and goes to ``build/docs/notebooks/``, which ``docs/_tools/hooks.py``
-adds to the site.
+``steerlab notebooks`` write) is used when its code cells are the current notebook's, else a
+smoke run's copy in ``build/docs/executed-smoke/`` (written by an earlier ``make docs``, and by
+``tests/test_notebooks.py``, which runs every notebook in smoke mode anyway); the notebooks
+with neither (a fresh clone) are run first with the project's own runner
+(:func:`steerlab.notebooks.run`) in smoke mode (``STEERLAB_SMOKE=1``: small data, the same code
+paths) into ``build/docs/executed-smoke/``, their figures and results under ``build/docs/`` so
+that ``figures/`` and ``results/`` keep the recorded run's. Each copy then gets a note under its
+title saying which run it came from, and goes to ``build/docs/notebooks/``, which
+``docs/_tools/hooks.py`` adds to the site.
 
     python docs/_tools/notebooks.py          # reuse what is there, run the rest in smoke mode
     python docs/_tools/notebooks.py --check  # only say what would be run
@@ -28,6 +30,7 @@ import nbformat
 ROOT = Path(__file__).resolve().parents[2]
 EXECUTED = ROOT / "notebooks" / "executed"
 BUILD = ROOT / "build" / "docs"
+SMOKE = BUILD / "executed-smoke"
 OUT = BUILD / "notebooks"
 #: metadata key of an executed notebook that records its run (written here after a smoke run)
 KEY = "steerlab_run"
@@ -37,40 +40,56 @@ def _code(nb: nbformat.NotebookNode) -> list[str]:
     return [c.source for c in nb.cells if c.cell_type == "code"]
 
 
-def current(stem: str) -> tuple[bool, str]:
-    """(usable, why) for ``notebooks/executed/<stem>.ipynb``: present and running the code the
-    committed notebook holds now."""
-    path = EXECUTED / f"{stem}.ipynb"
+def current(path: Path) -> tuple[bool, str]:
+    """(usable, why) for the executed copy ``path``: present, with outputs, and running the
+    code the committed notebook holds now."""
     if not path.is_file():
-        return False, "no executed copy"
-    src = nbformat.read(ROOT / "notebooks" / f"{stem}.ipynb", as_version=4)
+        return False, "none"
+    src = nbformat.read(ROOT / "notebooks" / path.name, as_version=4)
     done = nbformat.read(path, as_version=4)
     if _code(done) != _code(src):
-        return False, "executed copy is stale (its code differs from the notebook's)"
+        return False, "stale (its code differs from the notebook's)"
     if not any(c.get("outputs") for c in done.cells if c.cell_type == "code"):
-        return False, "executed copy has no outputs"
-    return True, "executed copy is current"
+        return False, "no outputs"
+    return True, "current"
+
+
+def executed_copy(stem: str) -> tuple[Path | None, str]:
+    """The executed copy to render: ``notebooks/executed/`` first, then a smoke run's."""
+    why = []
+    for folder in (EXECUTED, SMOKE):
+        ok, reason = current(folder / f"{stem}.ipynb")
+        rel = folder.relative_to(ROOT).as_posix()
+        if ok:
+            return folder / f"{stem}.ipynb", f"{rel}/ ({reason})"
+        why.append(f"{rel}/: {reason}")
+    return None, "; ".join(why)
+
+
+def stamp(path: Path, by: str, seconds: float | None = None) -> None:
+    """Record in an executed copy that it came from a smoke run (which, when, how long)."""
+    nb = nbformat.read(path, as_version=4)
+    nb.metadata[KEY] = {"mode": "smoke", "by": by,
+                        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")}
+    if seconds is not None:
+        nb.metadata[KEY]["seconds"] = round(seconds, 1)
+    nbformat.write(nb, path)
 
 
 def run_smoke(stems: list[str]) -> None:
-    """Run ``stems`` with the project's runner in smoke mode into ``notebooks/executed/`` and
-    record in each copy that it was a smoke run."""
+    """Run ``stems`` with the project's runner in smoke mode into ``build/docs/executed-smoke/``
+    and record in each copy that it was a smoke run."""
     os.environ["STEERLAB_SMOKE"] = "1"  # read by the kernels the runner starts
     os.environ.setdefault("STEERLAB_FIGURES", str(BUILD / "figures"))  # not figures/
     os.environ.setdefault("STEERLAB_RESULTS", str(BUILD / "results"))  # nothing near results/
     from steerlab import notebooks
 
     t0 = time.perf_counter()
-    done = notebooks.run(stems)
+    done = notebooks.run(stems, out_dir=SMOKE)
     print(f"docs: ran {len(done)} notebooks in smoke mode in {time.perf_counter() - t0:.0f} s",
           flush=True)
     for stem, seconds in done:
-        path = EXECUTED / f"{stem}.ipynb"
-        nb = nbformat.read(path, as_version=4)
-        nb.metadata[KEY] = {"mode": "smoke", "seconds": round(seconds, 1),
-                            "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-                            "by": "make docs (docs/_tools/notebooks.py)"}
-        nbformat.write(nb, path)
+        stamp(SMOKE / f"{stem}.ipynb", "make docs (docs/_tools/notebooks.py)", seconds)
 
 
 def provenance(nb: nbformat.NotebookNode, path: Path) -> str:
@@ -135,10 +154,9 @@ def static_outputs(nb: nbformat.NotebookNode) -> None:
     nb.metadata.pop("widgets", None)
 
 
-def bannered(stem: str) -> Path:
-    """Write ``build/docs/notebooks/<stem>.ipynb``: the executed copy, its outputs made static
-    (:func:`static_outputs`), with a note under its title naming its run and its source."""
-    path = EXECUTED / f"{stem}.ipynb"
+def bannered(stem: str, path: Path) -> Path:
+    """Write ``build/docs/notebooks/<stem>.ipynb``: the executed copy ``path``, its outputs made
+    static (:func:`static_outputs`), with a note under its title naming its run and source."""
     nb = nbformat.read(path, as_version=4)
     static_outputs(nb)
     note = (f"> {provenance(nb, path)} Source: `notebooks/{stem}.py` in the repository "
@@ -165,16 +183,19 @@ def main(argv: list[str] | None = None) -> int:
     stems = [p.stem for p in sources()]
     todo = []
     for stem in stems:
-        ok, why = current(stem)
-        print(f"docs: {stem}: {why}" + ("" if ok else " -> smoke run"), flush=True)
-        if not ok:
+        path, why = executed_copy(stem)
+        print(f"docs: {stem}: " + (f"from {why}" if path else f"{why} -> smoke run"), flush=True)
+        if path is None:
             todo.append(stem)
     if args.check:
         return 0
     if todo:
         run_smoke(todo)
     for stem in stems:
-        bannered(stem)
+        path, why = executed_copy(stem)
+        if path is None:
+            raise SystemExit(f"docs: no executed copy of {stem} after the smoke run ({why})")
+        bannered(stem, path)
     print(f"docs: {len(stems)} executed notebooks ready in {OUT.relative_to(ROOT)}", flush=True)
     return 0
 
