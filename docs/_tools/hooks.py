@@ -125,7 +125,7 @@ def on_files(files: Files, config, **kwargs) -> Files:
 def _cli_help() -> str:
     """Every ``steerlab`` command's ``--help``, as markdown."""
     sys.path.insert(0, str(ROOT))
-    os.environ["COLUMNS"] = "100"  # argparse wraps at the terminal's width: fix it
+    os.environ["COLUMNS"] = "88"  # argparse wraps at the terminal's width: fix it
     from steerlab.cli import build_parser
 
     parser = build_parser()
