@@ -115,9 +115,9 @@ def on_files(files: Files, config, **kwargs) -> Files:
     from plotly.offline import get_plotlyjs
 
     files.append(File.generated(config, "assets/plotly.min.js", content=get_plotlyjs()))
-    # the recorded figures (PNG, and the interactive HTML with the plotly.js beside them)
-    for path in sorted(FIGURES.glob("*")):
-        if path.suffix in {".png", ".html", ".js"} and "failure" not in path.name:
+    # the recorded figures' PNGs (the pages show them; the notebook pages draw their own)
+    for path in sorted(FIGURES.glob("*.png")):
+        if "failure" not in path.name:
             files.append(_file(config, ROOT, path))
     return files
 
