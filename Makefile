@@ -22,7 +22,7 @@ cpu_torch = if [ "$$(uname -s)" = Linux ]; then $(1)/pip install -q --no-deps --
 # one universal lock: every platform and Python >= 3.11, markers where they differ
 UVFLAGS := --universal --python-version 3.11
 
-.PHONY: setup browser run test test-latest lock bench clean
+.PHONY: setup browser run test test-latest test-oldest lock bench clean
 
 setup: $(STAMP)
 
@@ -73,7 +73,12 @@ test-latest:
 	$(LATEST)/bin/pip freeze | grep -iE '^(torch|transformers|transformer-lens|nnsight)=='
 	$(LATEST)/bin/ruff check .
 	$(LATEST)/bin/mypy
-	$(LATEST)/bin/python -m pytest
+	STEERLAB_SUITE_LABEL=latest $(LATEST)/bin/python bench/suite_time.py
+
+# the lower bounds' proof: the suite on the oldest versions the ranges allow (uv lowest-direct),
+# in a venv of its own (.ci/test-oldest says how torch's CPU build is found)
+test-oldest:
+	bash .ci/test-oldest
 
 lock:
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -101,4 +106,4 @@ docs: setup
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 clean:
-	rm -rf $(VENV) $(LATEST) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(LATEST) .venv-oldest .pytest_cache .mypy_cache .ruff_cache

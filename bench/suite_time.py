@@ -5,11 +5,17 @@ streams its output, and appends one row to ``bench/results.jsonl``: wall seconds
 passed / failed / skipped counts pytest reported, the CPU model, its bf16-relevant flags and
 the dtype the default-dtype rule picks here (fp32 where bf16 would be emulated).
 
+The row also records the Python and the versions of the packages that matter (``VERSIONED``)
+and a label (``$STEERLAB_SUITE_LABEL``: ``locked`` by default; ``make test-oldest`` and
+``make test-latest`` say ``oldest`` and ``latest``), so the docs can say which sets passed.
+
 Usage: python bench/suite_time.py [pytest args]
 """
 
 from __future__ import annotations
 
+import os
+import platform
 import re
 import subprocess
 import sys
@@ -21,6 +27,10 @@ from _common import machine, record  # noqa: E402
 
 #: the flags that decide how fast bf16 (and fp32) matmuls run on a CPU
 FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
+#: the packages whose installed versions each row records (which set passed)
+VERSIONED = ("torch", "transformers", "transformer-lens", "nnsight", "accelerate", "peft",
+             "numpy", "pandas", "scipy", "scikit-learn", "datasets", "plotly", "kaleido",
+             "ipywidgets", "ipykernel", "nbclient", "jupyterlab", "gguf", "safetensors")
 SUMMARY = re.compile(r"(\d+) (passed|failed|skipped|errors?|deselected)")
 
 
@@ -28,6 +38,19 @@ def cpu_flags() -> list[str]:
     from steerlab.devices import cpu_flags as flags
 
     return [f for f in FLAGS if f in flags()]
+
+
+def versions() -> dict[str, str]:
+    """The installed versions of the packages whose ranges matter most (the set that ran)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in VERSIONED:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return out
 
 
 def main(argv: list[str]) -> int:
@@ -49,7 +72,8 @@ def main(argv: list[str]) -> int:
               for n, kind in SUMMARY.findall(last)}
     row = record("suite_time", seconds=round(seconds, 1), exit_code=rc, args=argv,
                  flags=cpu_flags(), default_dtype=str(default_dtype("cpu")).split(".")[-1],
-                 setup=machine(), **counts)
+                 setup=machine(), python=platform.python_version(), versions=versions(),
+                 label=os.environ.get("STEERLAB_SUITE_LABEL", "locked"), **counts)
     print(f"\nsuite: {seconds / 60:.1f} min, exit {rc}, {counts}, "
           f"flags {row['flags']}, default dtype {row['default_dtype']}")
     return rc
