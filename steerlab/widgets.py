@@ -61,13 +61,83 @@ def steering_explorer(model: Model, vector: SteeringVector, prompt: str,
     return W.VBox([W.HBox([layer_slider, coeff_slider]), status, output])
 
 
-def slider_figure(make_figure: Callable[..., Any], **sliders: Any) -> Any:
-    """``ipywidgets.interactive`` over a function that returns a plotly figure (the same
-    function the notebook and the tests call without a UI)."""
-    import ipywidgets as W
-    from IPython.display import display
+class SliderFigure:
+    """Controls over a plotly figure, shown as the controls' widget and the figure as a plain
+    output beneath it; moving a control redraws the figure in place (an IPython display
+    handle's ``update_display_data``).
 
-    def show(**kwargs: Any) -> None:
-        display(make_figure(**kwargs))
+    Unlike ``ipywidgets.interactive`` there is no ``Output`` widget: a headless runner
+    (``jupyter nbconvert --execute``, papermill, nbclient) mimics an ``Output`` widget by
+    sending its outputs back to the kernel on the shell channel while it waits there for the
+    cell's reply, and that send can hide the reply until the cell timeout runs out
+    (``bench/nbclient_stall_repro.py``). The figure is also an ordinary output of the cell, so
+    an executed notebook shows it without the widget state.
+    """
 
-    return W.interactive(show, **sliders)
+    def __init__(self, make_figure: Callable[..., Any], **sliders: Any) -> None:
+        import ipywidgets as W
+
+        self.make_figure = make_figure
+        self.controls: dict[str, Any] = {}
+        for name, abbrev in sliders.items():
+            control = W.interactive.widget_from_abbrev(abbrev)
+            if control is None:
+                raise ValueError(f"slider_figure: {name}={abbrev!r} cannot be turned into a "
+                                 "control (give an ipywidgets control, a tuple or a list)")
+            if isinstance(control, W.Widget) and not getattr(control, "description", "x"):
+                control.description = name
+            self.controls[name] = control
+        self.box = W.VBox([c for c in self.controls.values() if isinstance(c, W.DOMWidget)],
+                          _dom_classes=["widget-interact"])
+        self.handles: list[Any] = []
+        for control in self.controls.values():
+            if isinstance(control, W.Widget):
+                control.observe(self._redraw, names="value")
+
+    def values(self) -> dict[str, Any]:
+        """The controls' current values, by argument name."""
+        return {name: getattr(c, "get_interact_value", lambda c=c: c.value)()
+                for name, c in self.controls.items()}
+
+    def figure(self) -> Any:
+        """The figure for the controls' current values."""
+        return self.make_figure(**self.values())
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        display(self.box)
+        data, metadata = _mimebundle(self.figure())
+        self.handles.append(display(data, raw=True, metadata=metadata, display_id=True))
+
+    def _redraw(self, _: Any = None) -> None:
+        try:
+            data, metadata = _mimebundle(self.figure())
+        except Exception:  # noqa: BLE001 - shown where the figure was, as interactive does
+            import traceback
+
+            data, metadata = {"text/plain": traceback.format_exc()}, {}
+        for handle in self.handles:
+            handle.update(data, raw=True, metadata=metadata)
+
+
+def _mimebundle(obj: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(data, metadata)`` of ``obj`` for a raw display: a plotly figure's own
+    ``_ipython_display_`` would show it without the display id that later redraws need."""
+    if hasattr(obj, "_repr_mimebundle_"):
+        got = obj._repr_mimebundle_()
+        return got if isinstance(got, tuple) else (got, {})
+    from IPython import get_ipython
+
+    shell = get_ipython()
+    if shell is None:
+        return {"text/plain": repr(obj)}, {}
+    data, metadata = shell.display_formatter.format(obj)
+    return data, metadata
+
+
+def slider_figure(make_figure: Callable[..., Any], **sliders: Any) -> SliderFigure:
+    """Controls (ipywidgets, or ``interactive``'s abbreviations) over a function that returns a
+    plotly figure (the same function the notebook and the tests call without a UI); see
+    :class:`SliderFigure`."""
+    return SliderFigure(make_figure, **sliders)
