@@ -1,6 +1,7 @@
 # steerlab: every target does its own set-up on a fresh machine (Python 3.11-3.13, Linux x86-64
 # or aarch64, macOS arm64; CPU; no hub), with pip's default configuration.
 #   make run          the main job on the embedded defaults (demo + all notebooks -> figures/)
+#   make run-all      the same, every recorded sweep, replication and training computed anew
 #   make test         lint + type check + the test suite, on the locked set (requirements.lock)
 #   make test-latest  the same suite on the newest versions pyproject.toml's ranges allow
 #   make test-oldest  the same suite on the oldest versions they allow (the lower bounds' proof)
@@ -22,7 +23,7 @@ cpu_torch = if [ "$$(uname -s)" = Linux ]; then $(1)/pip install -q --no-deps --
 # one universal lock: every platform and Python >= 3.11, markers where they differ
 UVFLAGS := --universal --python-version 3.11
 
-.PHONY: setup browser run test test-latest test-oldest lock bench clean
+.PHONY: setup browser run run-all test test-latest test-oldest lock bench clean
 
 setup: $(STAMP)
 
@@ -43,7 +44,10 @@ $(STAMP): pyproject.toml requirements.lock requirements-embedded.lock
 	$(BIN)/pip install -q --no-deps -r bench/requirements.txt
 	touch $(STAMP)
 
-# the demo, then every numbered notebook in order (figures/ and notebooks/executed/);
+# the demo, then every numbered notebook in order (figures/ and notebooks/executed/), with
+# progress and every warning on the terminal; the expensive recordings in results/ (sweeps,
+# replications, training, notebook 05's evaluations) are read back in the dtype each was
+# recorded in and each is spot-checked (steerlab.recordings), the rest is computed.
 # STEERLAB_SMOKE=1 make run shrinks data and sweeps without changing code paths.
 # Every figure gets its PNG from this run: the browser is found, or installed (root + apt-get,
 # as CI does), or the target fails at once naming the command; a PNG export is tried before the
@@ -53,6 +57,11 @@ run: browser setup
 	$(BIN)/python -m steerlab.figures
 	$(BIN)/steerlab demo
 	$(BIN)/steerlab notebooks
+
+# the same with every recording computed anew, in this machine's default dtype, under
+# runs/recomputed/ (results/ stays as recorded): hours on a 2-core CPU
+run-all: export STEERLAB_RECOMPUTE := 1
+run-all: run
 
 browser:
 	bash .ci/chromium

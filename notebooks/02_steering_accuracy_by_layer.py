@@ -26,6 +26,7 @@ from steerlab.figures import save_figure
 from steerlab.models import load_model
 from steerlab.notebooks import replication_dir, results_path, settings, sweep_layers
 from steerlab.plots import accuracy_by_layer, delta_heatmap, protocol_gains
+from steerlab.recordings import recorded_protocol, recorded_sweep
 from steerlab.replication import (
     SEED_REPORTED,
     answer_letters,
@@ -33,9 +34,8 @@ from steerlab.replication import (
     gain_distribution,
     gold_letters,
     protocol_layers,
-    seed_protocol,
 )
-from steerlab.sweep import summary, sweep, verdict
+from steerlab.sweep import SweepConfig, summary, verdict
 from steerlab.widgets import slider_figure
 
 S = settings()
@@ -45,8 +45,10 @@ reasoning = {}
 for name in S.models:
     model = load_model(name)
     layers = sweep_layers(name, model.n_layers, S.n_layers)
-    reasoning[name] = sweep(model, REASONING, layers, S.gen_coeffs, METHODS, n=S.n_gen,
-                            extract_n=S.n_sweep_extract, out=results_path(name, REASONING))
+    # a recorded sweep is read back in its own dtype and spot-checked; a missing one computed
+    model, reasoning[name] = recorded_sweep(
+        name, SweepConfig(REASONING, layers, S.gen_coeffs, METHODS, n=S.n_gen,
+                          extract_n=S.n_sweep_extract), results_path(name, REASONING), model=model)
     print(verdict(reasoning[name]))
 
 # %% [markdown]
@@ -82,7 +84,8 @@ slider_figure(lambda coeff: accuracy_by_layer(reasoning[FIRST], coeff, bands=Tru
 # it is first scored by the log-probability of the answer letter (one forward per item, the
 # full scale on a CPU), then as the seed scored it (200 generated tokens, the letter
 # extracted), at a smaller scale. The recorded runs are `steerlab replicate` (README); these
-# cells reuse their journals, or run them.
+# cells reuse their journals (in the dtype they were recorded in, one random cell of each
+# computed again as a spot check), or run them.
 
 # %%
 gains, letters = {}, {}
@@ -90,8 +93,9 @@ for name in S.models:
     model = load_model(name)
     every, n, draws = (6, 100, 2) if not S.smoke else (model.n_layers, S.n_gen, 1)
     layers = protocol_layers(model, every)
-    proto = seed_protocol(model, draws=draws, out=replication_dir(name), n=n, layers=layers,
-                          extract_n=100 if not S.smoke else S.n_sweep_extract, progress=True)
+    model, proto = recorded_protocol(name, replication_dir(name), draws, model=model, n=n,
+                                     layers=layers,
+                                     extract_n=100 if not S.smoke else S.n_sweep_extract)
     gains[name] = best_layer_gains(proto)
     letters[name] = answer_letters(proto, gold_letters(draws, n))
     print(f"{name}: best of {len(layers)} layers on the same {n} items, {draws} draws")
@@ -115,9 +119,10 @@ gen_gains, gen_letters = {}, {}
 for name in S.models:
     model = load_model(name)
     every, n, draws = (6, 50, 2) if not S.smoke else (model.n_layers, S.n_gen, 1)
-    proto = seed_protocol(model, draws=draws, out=replication_dir(name, "generate"), n=n,
-                          layers=protocol_layers(model, every), scoring="generate",
-                          extract_n=100 if not S.smoke else S.n_sweep_extract, progress=True)
+    model, proto = recorded_protocol(name, replication_dir(name, "generate"), draws,
+                                     model=model, n=n, layers=protocol_layers(model, every),
+                                     scoring="generate",
+                                     extract_n=100 if not S.smoke else S.n_sweep_extract)
     gen_gains[name] = best_layer_gains(proto)
     gen_letters[name] = answer_letters(proto, gold_letters(draws, n))
     print(f"{name}, generated answers: best of {len(protocol_layers(model, every))} layers on "
@@ -154,8 +159,9 @@ tables = {}
 for name in S.models:
     model = load_model(name)
     layers = sweep_layers(name, model.n_layers, S.n_layers)
-    tables[name] = sweep(model, TASK, layers, S.coeffs, METHODS,
-                         n=S.n_eval, extract_n=S.n_sweep_extract, out=results_path(name, TASK))
+    model, tables[name] = recorded_sweep(
+        name, SweepConfig(TASK, layers, S.coeffs, METHODS, n=S.n_eval,
+                          extract_n=S.n_sweep_extract), results_path(name, TASK), model=model)
     print(verdict(tables[name]))
 
 # %%

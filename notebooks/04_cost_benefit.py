@@ -55,7 +55,8 @@ fig
 
 
 # %% [markdown]
-# The cost table the README quotes, written by this run:
+# The cost table the README quotes, written by this run (to `results/` the first time; once
+# one is recorded there, to `runs/measured/`: wall times differ from run to run):
 
 # %%
 import json
@@ -63,5 +64,5 @@ import json
 from steerlab import _io
 from steerlab.notebooks import summary_path
 
-print(_io.write_text(summary_path("all", "cost_benefit"), json.dumps(
+print(_io.write_text(summary_path("all", "cost_benefit", measured=True), json.dumps(
     {"data": DATA, "table": costs.to_dict("records")}, indent=1, default=str)))

@@ -17,8 +17,12 @@
 #
 # **How this notebook runs.** By default it reuses the recorded run in
 # `results/train_smollm2_arithmetic/` (made with `steerlab train --out
-# results/train_smollm2_arithmetic`, 60 steps, ~20 min here); set `STEERLAB_TRAIN_FULL=1`
-# to train (or finish) it here. Under the smoke switch it trains a 2-step toy run instead.
+# results/train_smollm2_arithmetic`, 60 steps, ~20 min here) and the recorded evaluations in
+# its `evaluations.jsonl`, with the model in the dtype the run was trained in, and
+# spot-checks both (`steerlab.recordings`: one randomly drawn training step and one randomly
+# drawn evaluated condition are computed again and compared with the journals).
+# `STEERLAB_RECOMPUTE=1` (`make run-all`) trains and evaluates everything anew under `runs/`.
+# Under the smoke switch it trains a 2-step toy run instead.
 
 # %%
 import os
@@ -27,20 +31,18 @@ import numpy as np
 import pandas as pd
 
 from steerlab.data import questions
-from steerlab.evaluate import compare_conditions
 from steerlab.figures import save_figure
 from steerlab.inference import generate
-from steerlab.models import load_model
 from steerlab.notebooks import run_dir, settings
 from steerlab.plots import condition_bars, training_curves
+from steerlab.recordings import Evaluations, recorded_training
 from steerlab.tasks import arithmetic_items
-from steerlab.train import TrainConfig, train_rloo
+from steerlab.train import TrainConfig
 from steerlab.vectors import extract_vector, random_like, reference_norms
 
 S = settings()
 MODEL = "smollm2-135m-instruct"
 FULL = os.environ.get("STEERLAB_TRAIN_FULL", "0") == "1"
-model = load_model(MODEL)
 if S.smoke:
     cfg = TrainConfig(steps=2, prompts_per_step=2, samples=2, max_new_tokens=8, eval_every=1,
                       eval_n=8)
@@ -51,7 +53,8 @@ recorded = (out / "vectors.safetensors").is_file()
 print(f"config: {cfg}\nrun directory: {out} ({'recorded run found' if recorded else 'new'})")
 if not (S.smoke or FULL or recorded):
     print("No recorded run and STEERLAB_TRAIN_FULL is not set: training anyway (~20 min).")
-run = train_rloo(model, cfg, out)
+model, run = recorded_training(MODEL, cfg, out)  # in the run's dtype; spot-checked
+evals = Evaluations(out / "evaluations.jsonl")  # this notebook's evaluations, recorded
 learned = run.vector
 hist = run.history
 hist.drop(columns=["sample"], errors="ignore").tail(8).round(3)
@@ -95,7 +98,7 @@ coeffs = [0.05, 0.1, 0.2] if not S.smoke else [0.1]
 dom = extract_vector(model, (R_q, M_q), layers)
 dom = dom.with_ref_norms(reference_norms(model, R_q, layers))
 grid = {f"L{l} x{c:+g}": dom.only(l).at_scale(c, "norm") for l in layers for c in coeffs}
-tuning = compare_conditions(model, {"base": None, **grid}, items=dev)
+tuning = evals.compare(model, {"base": None, **grid}, items=dev)
 best = tuning.iloc[1:].sort_values("accuracy", ascending=False).iloc[0].condition
 print(f"diff-of-means picked on dev: {best}")
 tuning.round(3)
@@ -103,7 +106,7 @@ tuning.round(3)
 # %%
 conditions = {"base": None, "learned": learned, "random (same norms)": random_like(learned),
               f"diff-of-means ({best})": grid[best]}
-results = compare_conditions(model, conditions, items=test)
+results = evals.compare(model, conditions, items=test)
 results.round(3)
 
 # %%
@@ -207,7 +210,7 @@ print(f"wrote {gguf_shown} ({gguf_file.stat().st_size / 1024:.0f} KiB): layers "
 
 # %%
 ALL, FILE = f"all {len(final.layers)} layers", f"layers {travel[0]}-{travel[-1]} (GGUF file)"
-cost = compare_conditions(model, {ALL: final, FILE: back}, items=test, baseline=ALL)
+cost = evals.compare(model, {ALL: final, FILE: back}, items=test, baseline=ALL)
 row = cost.set_index("condition").loc[FILE]
 summary = {"model": model.hf_id, "smoke": S.smoke, "checkpoint": str(ckpt.relative_to(REPO)),
            "step": final.meta.get("step"), "gguf": str(gguf_shown),
@@ -223,3 +226,11 @@ print(("[smoke run: toy sizes, not a result] " if S.smoke else "")
       f"{int(row.n)}), paired {row.delta:+.3f} [{row.delta_low:+.3f}, {row.delta_high:+.3f}], "
       f"McNemar p={row.p_mcnemar:.2g} -> {out_json.name}")
 cost.round(3)
+
+# %% [markdown]
+# **Spot check.** The evaluations above that were read back from `evaluations.jsonl`: one of
+# them, drawn at random, is evaluated again on one batch of its items and compared with the
+# journal item by item (an error if any answer differs).
+
+# %%
+evals.spot_check(model)

@@ -125,7 +125,8 @@ table.round(4)
 
 # %% [markdown]
 # The cluster table, the layer cosines and the resource table the README quotes, written by
-# this run:
+# this run (to `results/` the first time; once recorded there, to `runs/measured/`: the
+# resource table's wall times differ from run to run):
 
 # %%
 import json
@@ -133,7 +134,7 @@ import json
 from steerlab import _io
 from steerlab.notebooks import summary_path
 
-print(_io.write_text(summary_path(MODEL, "lens_and_resources"), json.dumps(
+print(_io.write_text(summary_path(MODEL, "lens_and_resources", measured=True), json.dumps(
     {"vectors": source, "clusters": clusters.to_dict("records"),
      "layer_cosines": cos.to_dict("records"), "resources": table.to_dict("records")},
     indent=1, default=str)))

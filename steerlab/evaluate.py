@@ -26,6 +26,8 @@ from steerlab.stats import Accuracy, accuracy
 from steerlab.tasks import LETTERS, Item, Task
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from steerlab.models import Model
 
 
@@ -217,6 +219,19 @@ def mc_batches(model: Model, items: Sequence[Item], scoring: str, chat: bool,
     return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
 
 
+def evaluation_batches(model: Model, task: Task, items: Sequence[Item], scoring: str,
+                       chat: bool, batch_size: int, batching: str = "length"
+                       ) -> list[list[int]]:
+    """The item indices of each batch :func:`evaluate` runs: multiple choice by prompt length
+    (:func:`mc_batches`; ``batching="items"``: consecutive items, as evaluations recorded
+    before length batching ran), generative tasks in item order. Evaluating one batch's items
+    alone (``batch_size=len(batch)``) repeats that batch's computation exactly."""
+    if task.kind == "mc" and batching == "length":
+        return mc_batches(model, items, scoring, chat, batch_size)
+    return [list(range(i, min(i + batch_size, len(items))))
+            for i in range(0, len(items), batch_size)]
+
+
 def cloze_prompt(item: Item | str, chat: bool) -> str:
     """The question alone (no option list): options are scored as its continuation. Takes an
     item or a bare question (e.g. an extraction prompt put in the same format)."""
@@ -261,9 +276,7 @@ def evaluate(model: Model, task: Task, items: Sequence[Item] | None = None,
     correct: list[bool] = [False] * len(items)
     completions: list[str] = [""] * len(items) \
         if task.kind != "mc" or scoring == "generate" else []
-    batches = mc_batches(model, items, scoring, chat, batch_size) if task.kind == "mc" \
-        else [list(range(i, min(i + batch_size, len(items))))
-              for i in range(0, len(items), batch_size)]
+    batches = evaluation_batches(model, task, items, scoring, chat, batch_size)
     show = progress if progress is not None else len(batches) > 4
     for idx in tqdm(batches, desc=f"{task.name}", disable=not show, leave=False):
         batch = [items[i] for i in idx]
@@ -487,12 +500,51 @@ if TYPE_CHECKING:
     from steerlab.vectors import SteeringVector
 
 
+def condition_fingerprint(vec: SteeringVector | None) -> dict[str, Any] | None:
+    """What identifies a condition's vector in an evaluation journal: its method, layers and
+    per-layer norms to 3 significant digits (the last bits of a vector extracted on another
+    CPU may differ; a different vector differs in these)."""
+    if vec is None:
+        return None
+    return {"method": vec.method, "layers": list(vec.layers),
+            "norms": [f"{float(n):.3g}" for n in vec.norms().values()]}
+
+
+def condition_key(model: Model, task: str, items: Sequence[Item], batch_size: int,
+                  name: str, vec: SteeringVector | None) -> str:
+    """The journal key of one condition of :func:`compare_conditions`: model, dtype, task,
+    items, batching, the condition's name and :func:`condition_fingerprint`."""
+    import hashlib
+    import json
+
+    d = {"model": model.hf_id, "dtype": str(model.dtype).removeprefix("torch."),
+         "task": task, "items": [it.id for it in items], "batch_size": batch_size,
+         "condition": name, "vector": condition_fingerprint(vec)}
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def evaluate_condition(model: Model, task: Task, items: Sequence[Item] | None,
+                       vec: SteeringVector | None, batch_size: int) -> EvalResult:
+    """One condition of :func:`compare_conditions`: ``vec`` added at its layers with
+    coefficient 1 (``None``: the unsteered model), greedy, ``batch_size`` items per batch."""
+    from steerlab.steering import steer
+
+    if vec is None:
+        return evaluate(model, task, items=items, batch_size=batch_size)
+    with steer(model, vec, coeff=1.0):
+        return evaluate(model, task, items=items, batch_size=batch_size)
+
+
 def compare_conditions(model: Model, conditions: dict[str, SteeringVector | None],
                        task: str = "arithmetic", items: Sequence[Item] | None = None,
                        baseline: str = "base", batch_size: int = 50,
-                       seed: int = 0) -> pd.DataFrame:
+                       seed: int = 0, out: str | Path | None = None) -> pd.DataFrame:
     """Accuracy of ``model`` on the same items under each condition (a vector added at its
     layers with coefficient 1, or ``None`` for the unsteered model), against ``baseline``.
+
+    ``out``: a JSON-lines journal; each condition's evaluation (per-item correctness, answers
+    and completions, the model's dtype) is appended when done, and a condition found there
+    under the same :func:`condition_key` is read back instead of evaluated again.
 
     Returns:
         One row per condition, in ``conditions`` order: ``condition``, the
@@ -507,8 +559,9 @@ def compare_conditions(model: Model, conditions: dict[str, SteeringVector | None
     """
     import pandas as pd
 
+    from steerlab import _io
+    from steerlab.console import say
     from steerlab.stats import comparison_row
-    from steerlab.steering import steer
     from steerlab.tasks import get_task
 
     if baseline not in conditions:
@@ -516,13 +569,40 @@ def compare_conditions(model: Model, conditions: dict[str, SteeringVector | None
                           f"{list(conditions)}: add it (e.g. {{{baseline!r}: None, ...}} for "
                           "the unsteered model) or pass baseline= one of them.")
     t = get_task(task)
+    its = list(items) if items is not None else t.items()
+    recorded = {r["key"]: r for r in _io.read_jsonl(out)} if out is not None else {}
     results: dict[str, EvalResult] = {}
-    for name, vec in conditions.items():
-        if vec is None:
-            results[name] = evaluate(model, t, items=items, batch_size=batch_size)
-        else:
-            with steer(model, vec, coeff=1.0):
-                results[name] = evaluate(model, t, items=items, batch_size=batch_size)
+    for k, (name, vec) in enumerate(conditions.items(), start=1):
+        key = condition_key(model, t.name, its, batch_size, name, vec)
+        if key in recorded:
+            results[name] = journal_result(recorded[key], its)
+            continue
+        t0 = time.perf_counter()
+        say(f"evaluating condition {k}/{len(conditions)} {name!r} ({len(its)} items)")
+        results[name] = evaluate_condition(model, t, its, vec, batch_size)
+        say(f"  {name!r}: accuracy {results[name].correct.mean():.3f}, "
+            f"{time.perf_counter() - t0:.0f} s")
+        if out is not None:
+            _io.append_jsonl(out, {
+                "key": key, "condition": name, "model": model.hf_id,
+                "dtype": str(model.dtype).removeprefix("torch."), "task": t.name,
+                "n": len(its), "batch_size": batch_size,
+                "vector": condition_fingerprint(vec), "seconds": results[name].seconds,
+                "correct": "".join("1" if c else "0" for c in results[name].correct),
+                "predictions": list(results[name].predictions),
+                "completions": list(results[name].completions)})
     base = results[baseline].correct
     return pd.DataFrame([{"condition": name, **comparison_row(base, res.correct, seed=seed),
                           "seconds": res.seconds} for name, res in results.items()])
+
+
+def journal_result(row: dict[str, Any], items: Sequence[Item]) -> EvalResult:
+    """The :class:`EvalResult` of an evaluation journal row of :func:`compare_conditions`."""
+    correct = np.array([c == "1" for c in row["correct"]])
+    if len(correct) != len(items):
+        raise OptionError(f"A journal row of {row.get('condition')!r} has {len(correct)} items, "
+                          f"the evaluation {len(items)}.")
+    return EvalResult(row["task"], row["model"], [it.id for it in items], correct,
+                      list(row.get("predictions", [])), float(row["seconds"]),
+                      extra={"dtype": row.get("dtype")},
+                      completions=list(row.get("completions", [])))

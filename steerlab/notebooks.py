@@ -9,7 +9,9 @@ copies to ``notebooks/executed/`` and the figures to ``figures/``.
 from __future__ import annotations
 
 import os
+import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,7 @@ from steerlab.figures import figures_dir
 from steerlab.models import EMBEDDED
 from steerlab.options import env_flag
 
-__all__ = ["figures_dir", "run", "settings", "smoke", "sync"]
+__all__ = ["figures_dir", "recompute", "results_root", "run", "settings", "smoke", "sync"]
 
 
 def smoke() -> bool:
@@ -76,21 +78,43 @@ def spread_layers(n_layers: int, k: int) -> list[int]:
 SHORT_NAMES = {"smollm2-135m-instruct": "smollm2", "gemma-3-270m": "gemma3"}
 
 
+def recompute() -> bool:
+    """True when ``STEERLAB_RECOMPUTE=1`` (``make run-all``): the notebooks reuse no recording
+    (:mod:`steerlab.recordings`) and write new ones under :func:`results_root`."""
+    return env_flag("STEERLAB_RECOMPUTE")
+
+
+def results_root() -> Path:
+    """Where notebooks keep recordings and summaries: ``$STEERLAB_RESULTS``, else
+    ``runs/recomputed/`` under :func:`recompute` (so ``results/`` keeps the recorded ones),
+    else ``results/``."""
+    repo = Path(__file__).resolve().parent.parent
+    if os.environ.get("STEERLAB_RESULTS"):
+        return Path(os.environ["STEERLAB_RESULTS"])
+    return repo / "runs" / "recomputed" if recompute() else repo / "results"
+
+
 def results_path(model: str, task: str) -> Path:
     """Where notebooks keep sweep results: ``results/sweep_<model>_<task>.parquet`` (the same
     files the CLI commands in the README write, so a finished sweep is reused), or
-    ``results/smoke/`` under the smoke switch; ``$STEERLAB_RESULTS`` moves the root."""
+    ``results/smoke/`` under the smoke switch; :func:`results_root` names the root."""
     short = SHORT_NAMES.get(model, model.replace("/", "--"))
-    root = Path(os.environ.get("STEERLAB_RESULTS",
-                               Path(__file__).resolve().parent.parent / "results"))
+    root = results_root()
     return (root / "smoke" if smoke() else root) / f"sweep_{short}_{task}.parquet"
 
 
-def summary_path(model: str, what: str) -> Path:
+def summary_path(model: str, what: str, measured: bool = False) -> Path:
     """Where a notebook writes the summary the README quotes: ``results/<what>_<model>.json``
-    (``results/smoke/`` under the smoke switch, like :func:`results_path`)."""
+    (``results/smoke/`` under the smoke switch, like :func:`results_path`).
+
+    ``measured``: the summary holds this machine's wall times, which no two runs share; once
+    one is recorded in ``results/`` it is kept, and a later run's goes to ``runs/measured/``
+    (so ``make run`` leaves ``results/`` as recorded; delete the file to record anew)."""
     short = SHORT_NAMES.get(model, model.replace("/", "--"))
-    return results_path(model, what).with_name(f"{what}_{short}.json")
+    path = results_path(model, what).with_name(f"{what}_{short}.json")
+    if measured and path.is_file():
+        return Path(__file__).resolve().parent.parent / "runs" / "measured" / path.name
+    return path
 
 
 def replication_dir(model: str, scoring: str = "letter") -> Path:
@@ -113,7 +137,10 @@ def run_dir(model: str, task: str) -> Path:
 def recorded_run(model: str, task: str) -> Path:
     """The training run recorded in the repository (``results/train_<model>_<task>/``),
     whatever ``$STEERLAB_RESULTS`` and the smoke switch say: notebooks that only read a
-    learned vector use it when it is there."""
+    learned vector use it when it is there. Under :func:`recompute`: the run trained anew
+    (:func:`run_dir`)."""
+    if recompute():
+        return run_dir(model, task)
     short = SHORT_NAMES.get(model, model.replace("/", "--"))
     return Path(__file__).resolve().parent.parent / "results" / f"train_{short}_{task}"
 
@@ -180,10 +207,12 @@ def _sliced_polls(channel: Any) -> None:
     channel.get_msg = get_msg
 
 
-def execute(nb: Any, cwd: Path, timeout: int = 3600) -> Any:
+def execute(nb: Any, cwd: Path, timeout: int = 3600,
+            on_cell: Callable[[int, Any], None] | None = None) -> Any:
     """Run notebook ``nb`` (an nbformat node, changed in place: outputs, widget state) top to
     bottom in a fresh kernel with ``cwd`` as its folder; raises on a cell error or timeout.
-    The one notebook runner of the project (``steerlab notebooks``, the lessons, the tests)."""
+    The one notebook runner of the project (``steerlab notebooks``, the lessons, the tests).
+    ``on_cell(index, cell)`` is called after each cell has run."""
     from nbclient import NotebookClient
 
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
@@ -197,14 +226,108 @@ def execute(nb: Any, cwd: Path, timeout: int = 3600) -> Any:
             nb.metadata["language_info"] = info["content"]["language_info"]
         for index, cell in enumerate(nb.cells):
             client.execute_cell(cell, index)
+            if on_cell is not None:
+                on_cell(index, cell)
         client.set_widgets_metadata()
     return nb
 
 
+#: seconds without a line on the terminal after which the runner says where it is
+HEARTBEAT = 60.0
+#: a cell that runs at least this long gets its own "done" line
+SLOW_CELL = 10.0
+#: a line of a cell's stderr that is a Python warning (``file:line: SomeWarning: text``)
+_WARNING = re.compile(r"\b\w*Warning: ")
+
+
+def _elapsed(seconds: float) -> str:
+    m, sec = divmod(int(seconds), 60)
+    return f"{m}m{sec:02d}s" if m else f"{sec}s"
+
+
+def warnings_in(cell: Any) -> list[str]:
+    """The warning lines a executed cell printed (its stderr outputs)."""
+    lines = []
+    for out in cell.get("outputs", []):
+        if out.get("output_type") == "stream" and out.get("name") == "stderr":
+            lines += [ln.strip() for ln in out.get("text", "").splitlines()
+                      if _WARNING.search(ln)]
+    return lines
+
+
+class _Terminal:
+    """What one notebook shows on the terminal while it runs: the lines its kernel sends
+    (:mod:`steerlab.console`: the sweep's cell counter, spot checks), a line for each slow
+    cell (cells done / total, elapsed time), every warning a cell printed, and a heartbeat
+    when nothing was said for :data:`HEARTBEAT` seconds."""
+
+    def __init__(self, label: str, cells: int) -> None:
+        import tempfile
+        import threading
+
+        self.label, self.cells, self.done = label, cells, 0
+        self.t0 = self.last = self.cell_t0 = time.perf_counter()
+        fd, name = tempfile.mkstemp(prefix="steerlab-console-", suffix=".log")
+        os.close(fd)
+        self.path = Path(name)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._follow, daemon=True)
+
+    def say(self, text: str) -> None:
+        print(f"{self.label} | {text}", flush=True)
+        self.last = time.perf_counter()
+
+    def _follow(self) -> None:
+        with self.path.open(encoding="utf-8") as f:
+            while True:
+                stopping = self.stop.wait(1.0)
+                for line in f.read().splitlines():
+                    self.say(line)
+                if stopping:
+                    return
+                now = time.perf_counter()
+                if now - self.last >= HEARTBEAT:
+                    self.say(f"cell {self.done + 1}/{self.cells} running for "
+                             f"{_elapsed(now - self.cell_t0)}; {_elapsed(now - self.t0)} "
+                             "elapsed")
+
+    def cell_done(self, index: int, cell: Any) -> None:
+        if cell.get("cell_type") != "code":
+            return
+        self.done += 1
+        now = time.perf_counter()
+        for line in warnings_in(cell):
+            self.say(f"warning in cell {self.done}/{self.cells}: {line}")
+        if now - self.cell_t0 >= SLOW_CELL:
+            self.say(f"cell {self.done}/{self.cells} done in {_elapsed(now - self.cell_t0)}; "
+                     f"{_elapsed(now - self.t0)} elapsed")
+        self.cell_t0 = now
+
+    def __enter__(self) -> _Terminal:
+        from steerlab.console import ENV
+
+        self.before = os.environ.get(ENV)
+        os.environ[ENV] = str(self.path)  # the kernel inherits it
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        from steerlab.console import ENV
+
+        self.stop.set()
+        self.thread.join()
+        if self.before is None:
+            os.environ.pop(ENV, None)
+        else:
+            os.environ[ENV] = self.before
+        self.path.unlink(missing_ok=True)
+
+
 def run(names: list[str] | None = None, out_dir: Path | None = None,
         timeout: int = 3600) -> list[tuple[str, float]]:
-    """Execute the notebooks in order (each in its own kernel, cwd = notebooks/); print one
-    progress line per notebook; return (name, seconds)."""
+    """Execute the notebooks in order (each in its own kernel, cwd = notebooks/); print a
+    line when each starts and ends, and while it runs its progress (:class:`_Terminal`);
+    return (name, seconds)."""
     import nbformat
 
     sync()
@@ -215,9 +338,11 @@ def run(names: list[str] | None = None, out_dir: Path | None = None,
             if names is None or p.stem in names or p.stem[:2] in names]
     for i, path in enumerate(todo, start=1):
         t0 = time.perf_counter()
-        print(f"[{i}/{len(todo)}] {path.stem} ...", flush=True)
         nb = nbformat.read(path, as_version=4)
-        execute(nb, notebooks_dir(), timeout)
+        cells = sum(c.cell_type == "code" for c in nb.cells)
+        print(f"[{i}/{len(todo)}] {path.stem} ({cells} code cells) ...", flush=True)
+        with _Terminal(f"[{i}/{len(todo)}] {path.stem[:2]}", cells) as terminal:
+            execute(nb, notebooks_dir(), timeout, on_cell=terminal.cell_done)
         nbformat.write(nb, out / path.name)
         sec = time.perf_counter() - t0
         done.append((path.stem, sec))

@@ -59,10 +59,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from steerlab import _io
 from steerlab.cache import check_layers
+from steerlab.console import progress as progress_bar
 from steerlab.devices import DTYPE_NAMES
 from steerlab.errors import OptionError, SteerlabError
 from steerlab.evaluate import EvalResult, cells_per_batch, evaluate, evaluate_cells
@@ -89,8 +89,10 @@ from steerlab.vectors import SteeringVector, extract_pair, vector_from_pair
 if TYPE_CHECKING:
     from steerlab.models import Model
 
-__all__ = ["COLUMNS", "METHODS", "SCALES", "SCOPES", "SweepConfig", "SweepKey", "SweepVectors",
-           "build_vectors", "default_shots", "journal_path", "summary", "sweep", "verdict"]
+__all__ = ["COLUMNS", "METHODS", "SCALES", "SCOPES", "SweepConfig", "SweepKey", "SweepPlan",
+           "SweepVectors", "as_config", "build_vectors", "default_shots", "journal_path",
+           "missing_cells", "plan_sweep", "recorded_dtype", "recorded_rows", "summary", "sweep",
+           "verdict"]
 
 COLUMNS = ["model", "task", "method", "layer", "coeff", "scale", "added_norm",
            *COMPARISON_COLUMNS, "p_holm", "chance", "seconds"]
@@ -193,6 +195,14 @@ class SweepKey:
         d = asdict(self)
         if d["mode"] == "add" and d["scope"] == "layer":
             del d["mode"], d["scope"]
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+
+    def legacy_key(self) -> str:
+        """The key the same sweep had before the key held the layers, the few-shot count and
+        the batching (the first twelve fields): its rows were scored in batches of consecutive
+        items (``batching="items"``) and are read only as a whole grid (:func:`recorded_rows`)."""
+        d = {k: v for k, v in asdict(self).items() if k not in (
+            "layers", "shots", "mode", "scope", "batching")}
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -315,6 +325,108 @@ def _from_row(row: dict, task: str, model_id: str, items: Sequence[Item]) -> Eva
                       row["chance"])
 
 
+def as_config(config: SweepConfig | Task | str, layers: Sequence[int] | None = None,
+              coeffs: Sequence[float] | None = None, methods: Sequence[Method] | None = None,
+              **options: Any) -> SweepConfig:
+    """``config`` itself, or the :class:`SweepConfig` of :func:`sweep`'s shorthand (a task
+    with ``layers``, ``coeffs``, ``methods`` and other fields as keywords)."""
+    if isinstance(config, SweepConfig):
+        if layers is not None or coeffs is not None or methods is not None or options:
+            raise OptionError("Pass either a SweepConfig or a task with its options, not both.")
+        return config
+    if layers is None or coeffs is None:
+        raise OptionError("sweep(model, task, layers, coeffs, ...) needs layers and coeffs "
+                          "(or pass a SweepConfig).")
+    unknown = sorted(set(options) - set(SweepConfig.__dataclass_fields__))
+    if unknown:
+        raise OptionError(f"Unknown sweep option(s) {unknown}: SweepConfig has "
+                          f"{', '.join(SweepConfig.__dataclass_fields__)}.")
+    if methods is not None:
+        options["methods"] = methods
+    return SweepConfig(config, layers, coeffs, **options)
+
+
+@dataclass(frozen=True)
+class SweepPlan:
+    """What a sweep of ``config`` on a model evaluates: the task, the checked layers, the
+    coefficients (``[1.0]`` for ablation), the items, the few-shot examples, the chat rule and
+    the journal key (which holds the model's dtype)."""
+
+    config: SweepConfig
+    task: Task
+    layers: list[int]
+    coeffs: list[float]
+    items: list[Item]
+    shots: list[tuple[str, str]]
+    chat: bool
+    key: SweepKey
+
+
+def plan_sweep(model: Model, config: SweepConfig) -> SweepPlan:
+    """The :class:`SweepPlan` of ``config`` on ``model`` (no model work)."""
+    task = get_task(config.task) if isinstance(config.task, str) else config.task
+    layers = check_layers(model, list(config.layers))
+    coeffs = [1.0] if config.mode == "ablate" else list(config.coeffs)  # ablation: no strength
+    chat = model.uses_chat(config.chat)
+    items = task.items(config.n, config.seed)
+    few = default_shots(model, task)
+    key = SweepKey(model.hf_id, str(model.dtype).removeprefix("torch."), task.name,
+                   len(items), config.seed, config.scale,
+                   config.extract_from or task.extract_from, config.extract_n,
+                   config.reduction, chat, config.scoring, config.backend,
+                   tuple(layers), len(few), config.mode, config.scope)
+    return SweepPlan(config, task, layers, coeffs, list(items), list(few), chat, key)
+
+
+def _grid(plan: SweepPlan) -> set[tuple[str, int, float]]:
+    """Every (method, layer, coeff) the plan's table holds, the baseline included."""
+    return {("baseline", -1, 0.0)} | {(m, l, float(c)) for m in plan.config.methods
+                                      for l in plan.layers for c in plan.coeffs}
+
+
+def _rows_of(recorded: list[dict], key: SweepKey, plan: SweepPlan) -> tuple[list[dict], str]:
+    rows = [r for r in recorded if r.get("config") == key.key()]
+    if rows or key.mode != "add" or key.scope != "layer":
+        return rows, key.batching
+    legacy = [r for r in recorded if r.get("config") == key.legacy_key()]
+    cells = {(r["method"], r["layer"], float(r["coeff"])): r for r in legacy}
+    if legacy and _grid(plan) <= set(cells):  # a whole grid, never mixed with new cells
+        return [cells[c] for c in sorted(_grid(plan), key=str)], "items"
+    return [], key.batching
+
+
+def recorded_rows(model: Model, config: SweepConfig, out: str | Path | None,
+                  dtype: str | None = None) -> tuple[list[dict], str]:
+    """The journal rows at ``out`` of the sweep ``config`` of ``model`` (in ``dtype``, default
+    the model's), and the batching they were scored with (``length``, or ``items`` for a
+    whole grid recorded under :meth:`SweepKey.legacy_key`)."""
+    if out is None:
+        return [], "length"
+    plan = plan_sweep(model, config)
+    key = replace(plan.key, dtype=dtype or plan.key.dtype)
+    return _rows_of(_io.read_jsonl(journal_path(out)), key, plan)
+
+
+def missing_cells(model: Model, config: SweepConfig, out: str | Path | None,
+                  dtype: str | None = None) -> int:
+    """How many cells of the sweep (the baseline included) its journal at ``out`` lacks in
+    ``dtype`` (default: the model's); 0: the sweep is recorded whole."""
+    plan = plan_sweep(model, config)
+    rows, _ = recorded_rows(model, config, out, dtype)
+    return len(_grid(plan) - {(r["method"], r["layer"], float(r["coeff"])) for r in rows})
+
+
+def recorded_dtype(model: Model, config: SweepConfig, out: str | Path) -> str | None:
+    """The dtype the sweep ``config`` of ``model`` was recorded in at ``out`` (its journal's
+    rows carry the key of the sweep, and the key holds the dtype): the model's own dtype when
+    rows of it are there, else the first of :data:`~steerlab.devices.DTYPE_NAMES` that has
+    rows; None when the journal holds no row of this sweep in any dtype."""
+    own = plan_sweep(model, config).key.dtype
+    for dtype in (own, *DTYPE_NAMES):
+        if recorded_rows(model, config, out, dtype)[0]:
+            return dtype
+    return None
+
 def sweep(model: Model, config: SweepConfig | Task | str,
           layers: Sequence[int] | None = None, coeffs: Sequence[float] | None = None,
           methods: Sequence[Method] | None = None, *, out: str | Path | None = None,
@@ -338,46 +450,24 @@ def sweep(model: Model, config: SweepConfig | Task | str,
         and the paired difference to the baseline on the same items with its 95% bootstrap
         interval and McNemar p-value.
     """
-    if isinstance(config, SweepConfig):
-        if layers is not None or coeffs is not None or methods is not None or options:
-            raise OptionError("Pass either a SweepConfig or a task with its options, not both.")
-        cfg_in = config
-    else:
-        if layers is None or coeffs is None:
-            raise OptionError("sweep(model, task, layers, coeffs, ...) needs layers and coeffs "
-                              "(or pass a SweepConfig).")
-        unknown = sorted(set(options) - set(SweepConfig.__dataclass_fields__))
-        if unknown:
-            raise OptionError(f"Unknown sweep option(s) {unknown}: SweepConfig has "
-                              f"{', '.join(SweepConfig.__dataclass_fields__)}.")
-        if methods is not None:
-            options["methods"] = methods
-        cfg_in = SweepConfig(config, layers, coeffs, **options)
-    task = get_task(cfg_in.task) if isinstance(cfg_in.task, str) else cfg_in.task
-    layers = check_layers(model, list(cfg_in.layers))
-    coeffs, n, seed, scale = list(cfg_in.coeffs), cfg_in.n, cfg_in.seed, cfg_in.scale
+    cfg_in = as_config(config, layers, coeffs, methods, **options)
+    plan = plan_sweep(model, cfg_in)
+    task, layers, items, few, chat, cfg = (plan.task, plan.layers, plan.items, plan.shots,
+                                           plan.chat, plan.key)
+    coeffs, seed, scale = plan.coeffs, cfg_in.seed, cfg_in.scale
     methods = list(cfg_in.methods)
-    extract_from, extract_n, reduction, chat = (cfg_in.extract_from, cfg_in.extract_n,
-                                                cfg_in.reduction, cfg_in.chat)
+    extract_from, extract_n, reduction = (cfg_in.extract_from, cfg_in.extract_n,
+                                          cfg_in.reduction)
     scoring, backend, batch_size, mode, scope = (cfg_in.scoring, cfg_in.backend,
                                                  cfg_in.batch_size, cfg_in.mode, cfg_in.scope)
-    if mode == "ablate":
-        coeffs = [1.0]  # ablation has no strength
-    chat = model.uses_chat(chat)
-    items = task.items(n, seed)
-    few = default_shots(model, task)
     gen = task.kind != "mc"
     keep_text = gen or scoring == "generate"  # completions go to the journal
     mc_items = None if gen else items  # whose answered letters the journal keeps
-    cfg = SweepKey(model.hf_id, str(model.dtype).removeprefix("torch."), task.name,
-                      len(items), seed, scale, extract_from or task.extract_from, extract_n,
-                      reduction, chat, scoring, backend,
-                      tuple(layers), len(few), mode, scope)
     journal = journal_path(out) if out is not None else None
     recorded = _io.read_jsonl(journal) if journal else []
-    rows = [r for r in recorded if r.get("config") == cfg.key()]
+    rows, _ = _rows_of(recorded, cfg, plan)
     if journal is not None and recorded and not rows:
-        _warn_other_dtype(recorded, cfg, journal)
+        _warn_other_dtype(recorded, cfg, plan, journal)
     done = {(r["method"], r["layer"], r["coeff"]): r for r in rows}
     ev: dict[str, Any] = {"items": items, "chat": chat, "scoring": scoring, "backend": backend,
           "batch_size": batch_size, "progress": False}
@@ -413,22 +503,13 @@ def sweep(model: Model, config: SweepConfig | Task | str,
                              reduction, chat, batch_size, backend, items)
         if journal is not None:
             save_vectors(vecs, journal, cfg.key())
-    bar = tqdm(total=len(cells), desc=f"sweep {task.name}", disable=not progress)
+    bar = progress_bar(total=len(cells), desc=f"sweep {task.name}", disable=not progress)
     if not shared:
         # projections and all-site scopes share no work between cells: one pass per cell
         assert base is not None  # evaluated above when the cells do not share work
         for method, layer, coeff in cells:
             bar.set_postfix_str(f"{method} L{layer} c{coeff:g}")
-            if mode == "add":
-                vec, norm = vecs.added(method, layer, coeff, scale)
-                how: dict[str, Any] = {"coeff": 1.0}
-            else:  # a direction: its norm does not enter, coeff is the projection's own
-                vec, norm = vecs.vectors[method][layer], float("nan")
-                how = {"coeff": coeff, "mode": mode}
-            if scope == "all":
-                how.update(layers=None, from_layer=layer, site=HONG_SITES, any_site=True)
-            else:
-                how.update(layers=layer)
+            vec, norm, how = cell_steering(vecs, cfg_in, method, layer, coeff)
             t0 = time.perf_counter()
             if coeff == 0.0 and mode != "ablate":  # leaves the logits bit-for-bit unchanged
                 res, completions = base, base_completions
@@ -480,6 +561,24 @@ def sweep(model: Model, config: SweepConfig | Task | str,
     return _table(rows, methods)
 
 
+def cell_steering(vecs: SweepVectors, config: SweepConfig, method: str, layer: int,
+                  coeff: float) -> tuple[torch.Tensor, float, dict[str, Any]]:
+    """How one cell of a sweep steers, as one pass per cell applies it: the tensor, its added
+    norm (nan for projections and ablations) and the keywords of
+    :func:`steerlab.steering.steer` (with ``backend`` to be added by the caller)."""
+    if config.mode == "add":
+        vec, norm = vecs.added(method, layer, coeff, config.scale)
+        how: dict[str, Any] = {"coeff": 1.0}
+    else:  # a direction: its norm does not enter, coeff is the projection's own
+        vec, norm = vecs.vectors[method][layer], float("nan")
+        how = {"coeff": coeff, "mode": config.mode}
+    if config.scope == "all":
+        how.update(layers=None, from_layer=layer, site=HONG_SITES, any_site=True)
+    else:
+        how.update(layers=layer)
+    return vec, norm, how
+
+
 def _groups(cells: Sequence[tuple[Method, int, float]], gen: bool, per_batch: int,
             with_zero: bool) -> list[list[tuple[Method, int, float]]]:
     """The cells evaluated together by the fast path, each group in the naive loop's order:
@@ -504,13 +603,13 @@ def _groups(cells: Sequence[tuple[Method, int, float]], gen: bool, per_batch: in
     return [*groups, group] if group else groups
 
 
-def _warn_other_dtype(recorded: list[dict], cfg: SweepKey, journal: Path) -> None:
+def _warn_other_dtype(recorded: list[dict], cfg: SweepKey, plan: SweepPlan,
+                      journal: Path) -> None:
     """A results file whose rows were all recorded in another dtype (the default dtype follows
     the machine: bf16 on a CPU with fast bf16, fp32 elsewhere) is recomputed, not reused: say
-    so, and how to reuse it."""
-    keys = {r.get("config") for r in recorded}
+    so, and how to reuse it (:func:`steerlab.recordings.recorded_sweep` does)."""
     for other in DTYPE_NAMES:
-        if other != cfg.dtype and replace(cfg, dtype=other).key() in keys:
+        if other != cfg.dtype and _rows_of(recorded, replace(cfg, dtype=other), plan)[0]:
             warnings.warn(f"{journal} holds this sweep recorded in {other}; the model here is "
                           f"{cfg.dtype}, so it is computed again. To reuse the recorded cells, "
                           f"load the model with dtype={other!r} (or set "

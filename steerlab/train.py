@@ -37,12 +37,12 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from steerlab import _io
 from steerlab.adapters import ADAPTER_CLASSES, ADAPTERS, Adapter, freeze, make_adapter
 from steerlab.adapters import LearnedVectors as LearnedVectors  # re-exported (older imports)
 from steerlab.adapters import LoraAdapter as LoraAdapter  # re-exported
+from steerlab.console import progress as progress_bar
 from steerlab.errors import OptionError, SteerlabError
 from steerlab.evaluate import compare_conditions as compare_conditions  # re-exported
 from steerlab.evaluate import judge
@@ -198,7 +198,7 @@ def _save_checkpoint(out: Path, adapter: Adapter, opt: torch.optim.Optimizer,
                      model: Model, cfg: TrainConfig, step: int) -> None:
     """Replace the adapter and Adam-state files of ``out`` with ``step``'s, in one commit."""
     meta = {"config": asdict(cfg), "config_key": cfg.key(), "step": step,
-            "task": cfg.task, "trainer": "rloo"}
+            "task": cfg.task, "trainer": "rloo", "dtype": dtype_name(model)}
 
     def write_adapter(path: Path) -> None:
         adapter.save_checkpoint(path, model, meta, seed=cfg.seed)
@@ -274,6 +274,21 @@ def _resume_journal(out: Path, step: int) -> list[dict]:
     return kept
 
 
+def dtype_name(model: Model) -> str:
+    """The model's dtype as a run records it (``bfloat16``, ``float32``, ...)."""
+    return str(model.dtype).removeprefix("torch.")
+
+
+def run_dtype(out_dir: str | Path) -> str | None:
+    """The dtype the run in ``out_dir`` was trained in (its checkpoint's ``dtype``), or None
+    when there is no checkpoint or it was written before runs recorded their dtype."""
+    out = Path(out_dir)
+    for cls in ADAPTER_CLASSES:
+        if (out / cls.file_name).is_file():
+            return cls.stored_meta(out / cls.file_name).get("dtype")
+    return None
+
+
 def history(out_dir: str | Path) -> pd.DataFrame:
     """The per-step journal of a run directory as a DataFrame (step, reward, loss, ...), up to
     its checkpoint's step."""
@@ -343,7 +358,7 @@ def train_rloo(model: Model, cfg: TrainConfig | None = None, out_dir: str | Path
                                                          chat)})
         if out is not None:
             _io.append_jsonl(out / JOURNAL, rows[-1])
-    bar = tqdm(range(start + 1, cfg.steps + 1), desc="RLOO", disable=not progress,
+    bar = progress_bar(range(start + 1, cfg.steps + 1), desc="RLOO", disable=not progress,
                initial=start, total=cfg.steps)
     for step in bar:
         row = _train_step(model, adapter, opt, params, cfg, train, step, chat, reward_fn)
@@ -356,9 +371,65 @@ def train_rloo(model: Model, cfg: TrainConfig | None = None, out_dir: str | Path
         recent = [r["reward"] for r in rows[-10:] if "reward" in r]
         bar.set_postfix(reward=f"{sum(recent) / max(len(recent), 1):.3f}")
     meta = {"config": asdict(cfg), "config_key": cfg.key(), "step": cfg.steps,
-            "task": cfg.task, "trainer": "rloo"}
+            "task": cfg.task, "trainer": "rloo", "dtype": dtype_name(model)}
     vec = adapter.to_steering_vector(model, meta, seed=cfg.seed)
     return TrainRun(vec, pd.DataFrame(rows), cfg, out, adapter)
+
+
+def replayable(out_dir: str | Path) -> list[tuple[str, int]]:
+    """The recorded journal entries of the run in ``out_dir`` whose starting state is on disk,
+    so :func:`replay` can compute them again: ``("dev", 0)`` (the dev accuracy of the zero
+    start), ``("step", 1)`` (the first step, from the zero start and a fresh Adam) and
+    ``("dev", s)`` for the checkpoint's step ``s`` when its row has a dev accuracy. Other steps
+    start from checkpoints a run does not keep."""
+    out = Path(out_dir)
+    step = _checkpoint_step(out)
+    rows = {r["step"]: r for r in _io.read_jsonl(out / JOURNAL)
+            if step is None or r["step"] <= step}
+    found: list[tuple[str, int]] = []
+    if "dev_acc" in rows.get(0, {}):
+        found.append(("dev", 0))
+    if "reward" in rows.get(1, {}):
+        found.append(("step", 1))
+    if step and "dev_acc" in rows.get(step, {}):
+        found.append(("dev", step))
+    return found
+
+
+def replay(model: Model, out_dir: str | Path, kind: str, step: int,
+           reward_fn: RewardFn = verified_reward) -> dict[str, Any]:
+    """Compute one entry of :func:`replayable` again on ``model`` (which should be in the
+    run's :func:`run_dtype`): ``("dev", s)`` gives ``{"dev_acc": ...}``, ``("step", 1)`` the
+    first step's journal row (reward, loss, grad_norm, ..., sample) with the run's
+    ``reward_fn``."""
+    from steerlab.tasks import training_items
+
+    out = Path(out_dir)
+    if (kind, step) not in replayable(out):
+        raise OptionError(f"{out}: ({kind!r}, {step}) cannot be replayed; these can: "
+                          f"{replayable(out)}.")
+    meta: dict[str, Any] = {}
+    for cls in ADAPTER_CLASSES:
+        if (out / cls.file_name).is_file():
+            meta = cls.stored_meta(out / cls.file_name)
+    stored: dict[str, Any] = dict(meta["config"])
+    if stored.get("layers") is not None:
+        stored["layers"] = tuple(stored["layers"])
+    cfg = TrainConfig(**stored)
+    chat = model.uses_chat(cfg.chat)
+    freeze(model)
+    model.train_mode(False)
+    adapter = make_adapter(cfg.adapter, model, cfg.layers, cfg.lora_rank)
+    target = adapter.target(model)
+    if kind == "dev":
+        if step:
+            adapter.read_checkpoint(out / _adapter_file(adapter), target).restore()
+        dev = training_items(cfg.task, "dev")[:cfg.eval_n]
+        return {"dev_acc": _dev_accuracy(target, adapter, dev, cfg.task, chat)}
+    params = adapter.trainable_parameters()
+    opt = torch.optim.Adam(params, lr=cfg.lr)
+    return _train_step(target, adapter, opt, params, cfg, training_items(cfg.task, "train"),
+                       step, chat, reward_fn)
 
 
 def _batch(train: list[Item], cfg: TrainConfig, step: int) -> list[Item]:

@@ -1,0 +1,387 @@
+"""Recordings: the expensive results kept in ``results/``, reused in their own dtype and
+spot-checked.
+
+A *recording* is a resumable journal that an expensive computation wrote: a sweep
+(``results/sweep_*``), a seed-protocol replication (``results/replication_*``, one sweep per
+draw), a training run (``results/train_*``) or the evaluations of notebook 05
+(``results/train_*/evaluations.jsonl``). Each knows the dtype it was computed in: a sweep's
+journal key holds it (:func:`steerlab.sweep.recorded_dtype`), a training checkpoint's meta
+holds it (:func:`steerlab.train.run_dtype`), an evaluation row holds it. The notebooks read
+every recording through this module:
+
+* the model is loaded in the recording's dtype, whatever the machine's default
+  (:func:`steerlab.devices.default_dtype`), so the recording is read back, never silently
+  recomputed in another dtype;
+* each reused recording is **spot-checked**: one randomly drawn recorded cell (or evaluated
+  condition, or training step) is computed again, in the recorded dtype, on one batch of its
+  items exactly as the recording batched them, and compared with the journal item by item
+  (:data:`TOLERANCE` differing items allowed: none). The terminal and the notebook get one
+  line per check (:class:`SpotCheck`); a check that fails raises :class:`SpotCheckError`.
+  ``$STEERLAB_SPOT_SEED`` fixes the draws (the line names the seed it used);
+* what is not recorded is computed (with a line saying so and the sweep's progress bar).
+
+``$STEERLAB_RECOMPUTE=1`` (``make run-all``) reuses nothing: the notebooks write every
+recording anew under ``runs/recomputed/`` (:func:`steerlab.notebooks.results_root`), in the
+machine's default dtype, and ``results/`` stays as it is.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import secrets
+import time
+from collections.abc import Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from steerlab import _io
+from steerlab.console import say
+from steerlab.errors import SteerlabError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from steerlab.models import Model
+    from steerlab.sweep import SweepConfig
+    from steerlab.tasks import Item
+    from steerlab.vectors import SteeringVector
+
+__all__ = ["TOLERANCE", "Evaluations", "SpotCheck", "SpotCheckError", "check_evaluation",
+           "check_sweep", "check_training", "load_in", "recorded_protocol", "recorded_sweep",
+           "recorded_training", "spot_seed"]
+
+#: the environment variable that fixes the spot checks' random draws
+SEED_ENV = "STEERLAB_SPOT_SEED"
+#: items of a recomputed batch allowed to differ from the journal (per-item answers)
+TOLERANCE = 0
+#: relative tolerance of a replayed training step's float fields (loss, norms); rewards,
+#: token counts and the sampled text must be equal
+TRAIN_RTOL = 1e-3
+
+
+class SpotCheckError(SteerlabError, AssertionError):
+    """A recording that does not reproduce: the recomputed batch differs from the journal."""
+
+
+def spot_seed() -> int:
+    """The seed of this run's spot checks: ``$STEERLAB_SPOT_SEED``, else a fresh random one."""
+    value = os.environ.get(SEED_ENV)
+    return int(value) if value else secrets.randbelow(1_000_000)
+
+
+def _draw(label: str, seed: int | None = None) -> tuple[random.Random, int]:
+    seed = spot_seed() if seed is None else seed
+    return random.Random(f"{seed}:{label}"), seed
+
+
+def shown(path: str | Path) -> str:
+    """``path`` relative to the repository when inside it (as the terminal shows it)."""
+    path = Path(path).resolve()
+    repo = Path(__file__).resolve().parent.parent
+    return str(path.relative_to(repo)) if path.is_relative_to(repo) else str(path)
+
+
+@dataclass
+class SpotCheck:
+    """One spot check: which recording, what was drawn and computed again, in which dtype,
+    and how many of the compared per-item answers (or fields) differ."""
+
+    recording: str
+    drawn: str
+    dtype: str
+    compared: int
+    differ: list[str]
+    seconds: float
+    seed: int
+    what: str = "per-item answers"
+    tolerance: int = TOLERANCE
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return len(self.differ) <= self.tolerance
+
+    def line(self) -> str:
+        status = "passed" if self.ok else "FAILED"
+        same = self.compared - len(self.differ)
+        return (f"spot check {status}: {self.recording} ({self.dtype}), {self.drawn}: computed "
+                f"again in {self.seconds:.0f} s, {same}/{self.compared} {self.what} as "
+                f"recorded (seed {self.seed}; {SEED_ENV}={self.seed} repeats the draw)")
+
+
+def report(check: SpotCheck) -> SpotCheck:
+    """Print the check's line (notebook and terminal); raise :class:`SpotCheckError` when it
+    failed, naming what differs."""
+    say(check.line())
+    if not check.ok:
+        detail = "; ".join(check.differ[:8]) + (" ..." if len(check.differ) > 8 else "")
+        raise SpotCheckError(f"{check.line()}\nDiffers: {detail}\nThe recording does not "
+                             "reproduce on this machine: recompute it (make run-all, or delete "
+                             "it) or find what changed.")
+    return check
+
+
+def load_in(name: str, dtype: str, model: Model | None = None, why: str = "") -> Model:
+    """``model`` when it is already ``name`` in ``dtype``; else ``name`` loaded in ``dtype``
+    (saying so, with ``why``)."""
+    from steerlab.models import load_model
+
+    if model is not None and str(model.dtype).removeprefix("torch.") == dtype:
+        return model
+    say(f"loading {name} in {dtype}{': ' + why if why else ''}")
+    return load_model(name, dtype=dtype)
+
+
+def _compare(recorded: Sequence[str], got: Sequence[str], idx: Sequence[int],
+             what: str) -> list[str]:
+    return [f"item {i}: {what} recorded {r!r}, now {g!r}"
+            for i, r, g in zip(idx, recorded, got, strict=True) if r != g]
+
+
+# --- sweeps and replications ------------------------------------------------------------------
+
+def check_sweep(model: Model, config: SweepConfig, out: str | Path,
+                seed: int | None = None) -> SpotCheck:
+    """Spot-check the recorded sweep ``config`` at ``out`` on ``model`` (in the recorded
+    dtype): one random recorded cell, one random batch of its items as the sweep batched them;
+    its vector extracted again at that layer alone (the same vector: the extraction is per
+    layer, the controls are seeded per layer); per-item correctness (and, for multiple choice,
+    the answered letters) compared with the journal, and the added norm to 0.1%."""
+    from steerlab.evaluate import evaluate, evaluation_batches
+    from steerlab.steering import steer
+    from steerlab.sweep import (
+        NO_LETTER,
+        answered,
+        build_vectors,
+        cell_steering,
+        plan_sweep,
+        recorded_rows,
+    )
+
+    plan = plan_sweep(model, config)
+    rows, batching = recorded_rows(model, config, out)
+    if not rows:
+        raise SpotCheckError(f"{shown(out)} holds no row of this sweep in "
+                             f"{plan.key.dtype}: nothing to check.")
+    rng, seed = _draw(f"{shown(out)}", seed)
+    row = rng.choice(sorted(rows, key=lambda r: (r["method"], r["layer"], r["coeff"])))
+    cfg = plan.config
+    batches = evaluation_batches(model, plan.task, plan.items, cfg.scoring or plan.task.scoring,
+                                 plan.chat, cfg.batch_size, batching)
+    b = rng.randrange(len(batches))
+    idx = batches[b]
+    items = [plan.items[i] for i in idx]
+    t0 = time.perf_counter()
+    differ: list[str] = []
+    what = ["per-item answers"]
+    steering: Any = nullcontext()
+    if row["method"] != "baseline" and float(row["coeff"]) != 0.0:
+        vecs = build_vectors(model, plan.task, [row["layer"]], [row["method"]], cfg.seed,
+                             cfg.extract_from, cfg.extract_n, cfg.reduction, plan.chat,
+                             cfg.batch_size, cfg.backend, plan.items)
+        vec, norm, how = cell_steering(vecs, cfg, row["method"], row["layer"],
+                                       float(row["coeff"]))
+        steering = steer(model, vec, backend=cfg.backend, **how)
+        if cfg.mode == "add":  # projections record no norm
+            what.append("the added norm (to 0.1%)")
+            if abs(norm - row["added_norm"]) > 1e-3 * abs(row["added_norm"]):
+                differ.append(f"added norm recorded {row['added_norm']:.4f}, now {norm:.4f}")
+    with steering:
+        res = evaluate(model, plan.task, items=items, chat=plan.chat, scoring=cfg.scoring,
+                       backend=cfg.backend, batch_size=len(items), shots=plan.shots,
+                       progress=False)
+    differ += _compare([row["correct"][i] for i in idx],
+                       ["1" if c else "0" for c in res.correct], idx, "correct")
+    if row.get("answered") and res.predictions:
+        what.insert(1, "answered letters")
+        differ += _compare([row["answered"][i] for i in idx],
+                           list(answered(items, res.predictions)), idx,
+                           f"answered letter ({NO_LETTER}: none)")
+    compared = len(idx) * (1 + ("answered letters" in what)) + ("the added norm (to 0.1%)" in what)
+    cell = ("the unsteered baseline" if row["method"] == "baseline"
+            else f"cell {row['method']} layer {row['layer']} coeff {row['coeff']:+g}")
+    return report(SpotCheck(
+        shown(out), f"{cell}, batch {b + 1}/{len(batches)} ({len(idx)} of {len(plan.items)} "
+        "items)", plan.key.dtype, compared, differ, time.perf_counter() - t0, seed,
+        what=", ".join(what)))
+
+
+def recorded_sweep(name: str, config: SweepConfig, out: str | Path, progress: bool = True,
+                   model: Model | None = None) -> tuple[Model, pd.DataFrame]:
+    """The sweep ``config`` of model ``name`` with results file ``out``: read back in the dtype
+    it was recorded in and spot-checked (:func:`check_sweep`) when ``out`` holds it whole,
+    else computed (what is missing) in the machine's default dtype, saying so. Returns the
+    model it used (``model`` when that one fits) and the sweep's table."""
+    from steerlab.models import load_model
+    from steerlab.sweep import missing_cells, recorded_dtype, sweep
+
+    model = model if model is not None and model.name == name else load_model(name)
+    dtype = recorded_dtype(model, config, out)
+    if dtype is not None:
+        model = load_in(name, dtype, model, f"the dtype {shown(out)} was recorded in")
+    missing = missing_cells(model, config, out)
+    if missing:
+        say(f"{shown(out)}: {missing} cell(s) not recorded "
+            f"in {str(model.dtype).removeprefix('torch.')}: computing them")
+    table = sweep(model, config, out=out, progress=progress)
+    if not missing:
+        check_sweep(model, config, out)
+    return model, table
+
+
+def recorded_protocol(name: str, out: str | Path, draws: int, progress: bool = True,
+                      model: Model | None = None, **kwargs: Any) -> tuple[Model, pd.DataFrame]:
+    """:func:`steerlab.replication.seed_protocol` of model ``name`` into the directory ``out``
+    (``kwargs`` go to :func:`~steerlab.replication.protocol_config`), read back in the dtype
+    it was recorded in; one spot check for the whole recording (a random draw's random cell)
+    when every draw was recorded, else the missing cells are computed, saying so."""
+    import pandas as pd
+
+    from steerlab.models import load_model
+    from steerlab.replication import protocol_config
+    from steerlab.sweep import missing_cells, recorded_dtype, sweep
+
+    model = model if model is not None and model.name == name else load_model(name)
+    paths = [Path(out) / f"draw{d}.parquet" for d in range(draws)]
+    configs = [protocol_config(model, seed=d, **kwargs) for d in range(draws)]
+    dtypes = {recorded_dtype(model, c, p) for c, p in zip(configs, paths, strict=True)}
+    dtype = next(iter(dtypes)) if len(dtypes) == 1 else None
+    if dtype is not None:
+        model = load_in(name, dtype, model, f"the dtype {shown(out)} was recorded in")
+    missing = sum(missing_cells(model, c, p) for c, p in zip(configs, paths, strict=True))
+    if missing:
+        say(f"{shown(out)}: {missing} cell(s) not recorded "
+            f"in {str(model.dtype).removeprefix('torch.')}: computing them")
+    frames = [sweep(model, c, out=p, progress=progress).assign(draw=d)
+              for d, (c, p) in enumerate(zip(configs, paths, strict=True))]
+    if not missing:
+        rng, _ = _draw(f"{shown(out)}:draw")
+        d = rng.randrange(draws)
+        check_sweep(model, configs[d], paths[d])
+    return model, pd.concat(frames, ignore_index=True)
+
+
+# --- evaluations of conditions (notebook 05) --------------------------------------------------
+
+def check_evaluation(model: Model, row: dict[str, Any], vec: SteeringVector | None,
+                     items: Sequence[Item], journal: str | Path,
+                     seed: int | None = None) -> SpotCheck:
+    """Spot-check one recorded condition of :func:`steerlab.evaluate.compare_conditions`
+    (its journal ``row``, its vector ``vec``, its ``items``): one random batch of its items,
+    evaluated again as the recording batched it; per-item correctness and extracted answers
+    compared with the row."""
+    from steerlab.evaluate import evaluate_condition, evaluation_batches
+    from steerlab.tasks import get_task
+
+    task = get_task(row["task"])
+    rng, seed = _draw(f"{shown(journal)}:{row['key']}", seed)
+    batches = evaluation_batches(model, task, items, task.scoring, model.uses_chat(None),
+                                 int(row["batch_size"]))
+    b = rng.randrange(len(batches))
+    idx = batches[b]
+    t0 = time.perf_counter()
+    res = evaluate_condition(model, task, [items[i] for i in idx], vec, len(idx))
+    differ = _compare([row["correct"][i] for i in idx], ["1" if c else "0" for c in res.correct],
+                      idx, "correct")
+    if row.get("predictions"):
+        differ += _compare([row["predictions"][i] for i in idx], list(res.predictions), idx,
+                           "answer")
+    return report(SpotCheck(
+        shown(journal), f"condition {row['condition']!r}, batch {b + 1}/{len(batches)} "
+        f"({len(idx)} of {len(items)} items)", row["dtype"], 2 * len(idx), differ,
+        time.perf_counter() - t0, seed, what="per-item answers and correctness"))
+
+
+class Evaluations:
+    """The journal of a notebook's :func:`~steerlab.evaluate.compare_conditions` calls: each
+    :meth:`compare` reads recorded conditions back and evaluates (and records) the others;
+    :meth:`spot_check` then checks one randomly drawn reused condition."""
+
+    def __init__(self, journal: str | Path) -> None:
+        self.journal = Path(journal)
+        self.reused: list[tuple[dict[str, Any], SteeringVector | None, list[Item]]] = []
+
+    def compare(self, model: Model, conditions: dict[str, SteeringVector | None],
+                items: Sequence[Item], task: str = "arithmetic", batch_size: int = 50,
+                **kwargs: Any) -> pd.DataFrame:
+        from steerlab.evaluate import compare_conditions, condition_key
+
+        its = list(items)
+        recorded = {r["key"]: r for r in _io.read_jsonl(self.journal)}
+        reused = [(recorded[k], vec, its) for name, vec in conditions.items()
+                  if (k := condition_key(model, task, its, batch_size, name, vec)) in recorded]
+        self.reused += reused
+        todo = len(conditions) - len(reused)
+        say(f"{shown(self.journal)}: {len(reused)} of {len(conditions)} conditions recorded"
+            + (f", evaluating {todo}" if todo else ", read back"))
+        return compare_conditions(model, conditions, task, its, batch_size=batch_size,
+                                  out=self.journal, **kwargs)
+
+    def spot_check(self, model: Model, seed: int | None = None) -> SpotCheck | None:
+        """Check one randomly drawn condition that :meth:`compare` read back (None, saying
+        so, when every condition was evaluated here)."""
+        if not self.reused:
+            say(f"{shown(self.journal)}: every condition was evaluated in this run; nothing "
+                "reused, nothing to spot-check")
+            return None
+        rng, seed = _draw(f"{shown(self.journal)}:condition", seed)
+        row, vec, items = rng.choice(self.reused)
+        return check_evaluation(model, row, vec, items, self.journal, seed)
+
+
+# --- training runs ----------------------------------------------------------------------------
+
+def recorded_training(name: str, cfg: Any, out_dir: str | Path, progress: bool = True
+                      ) -> tuple[Model, Any]:
+    """:func:`steerlab.train.train_rloo` of model ``name`` with ``cfg`` into ``out_dir``: a
+    run recorded there is read back with the model in the run's dtype and, when it is
+    complete, spot-checked (:func:`check_training`); missing steps are trained, saying so.
+    Returns the model and the :class:`~steerlab.train.TrainRun`."""
+    from steerlab.models import load_model
+    from steerlab.train import _checkpoint_step, run_dtype, train_rloo
+
+    out = Path(out_dir)
+    dtype = run_dtype(out)
+    model = load_in(name, dtype, why=f"the dtype {shown(out)} was trained in") \
+        if dtype is not None else load_model(name)
+    done = _checkpoint_step(out) or 0
+    if done < cfg.steps:
+        say(f"{shown(out)}: {done} of {cfg.steps} steps recorded: training the rest")
+    run = train_rloo(model, cfg, out, progress=progress)
+    if done >= cfg.steps:
+        check_training(model, out)
+    return model, run
+
+
+def check_training(model: Model, out_dir: str | Path, seed: int | None = None,
+                   **replay_options: Any) -> SpotCheck:
+    """Spot-check the recorded training run in ``out_dir`` on ``model`` (in the run's dtype):
+    one random entry of :func:`steerlab.train.replayable` computed again and compared with
+    its journal row (the dev accuracy exactly; a step's reward, signal groups, token count
+    and sampled text exactly, its loss and norms to :data:`TRAIN_RTOL`)."""
+    from steerlab.train import JOURNAL, replay, replayable, run_dtype
+
+    out = Path(out_dir)
+    rng, seed = _draw(f"{shown(out)}:step", seed)
+    kind, step = rng.choice(replayable(out))
+    row = next(r for r in _io.read_jsonl(out / JOURNAL) if r["step"] == step)
+    t0 = time.perf_counter()
+    got = replay(model, out, kind, step, **replay_options)
+    differ = []
+    for k, v in got.items():
+        if k not in row or k in ("seconds", "gen_seconds"):
+            continue
+        if isinstance(v, float) and k in ("loss", "grad_norm", "vector_norm"):
+            same = abs(v - row[k]) <= TRAIN_RTOL * max(abs(row[k]), 1e-12)
+        else:
+            same = v == row[k]
+        if not same:
+            differ.append(f"{k}: recorded {row[k]!r}, now {v!r}")
+    compared = sum(1 for k in got if k in row and k not in ("seconds", "gen_seconds"))
+    drawn = (f"dev accuracy at step {step}" if kind == "dev"
+             else f"training step {step} (from the zero start)")
+    return report(SpotCheck(shown(out), drawn, run_dtype(out) or "unrecorded dtype", compared,
+                            differ, time.perf_counter() - t0, seed, what="journal fields"))

@@ -1,0 +1,190 @@
+"""Recordings are read back in their own dtype and spot-checked; a recording that does not
+reproduce fails loudly (tiny random models)."""
+
+from __future__ import annotations
+
+import importlib
+import json
+
+import pytest
+import torch
+from conftest import tiny_model
+
+from steerlab import _io
+from steerlab.recordings import (
+    Evaluations,
+    SpotCheckError,
+    check_sweep,
+    check_training,
+    recorded_sweep,
+)
+from steerlab.sweep import SweepConfig, journal_path, missing_cells, recorded_dtype, sweep
+from steerlab.tasks import arithmetic_items
+from steerlab.train import TrainConfig, replayable, run_dtype, train_rloo
+
+sweep_mod = importlib.import_module("steerlab.sweep")
+models_mod = importlib.import_module("steerlab.models")
+
+CFG = SweepConfig("memorisation-mc", [1, 2], [0.5], ("diff_means", "random"), n=8,
+                  extract_n=6, batch_size=4)
+TRAIN = TrainConfig(steps=2, prompts_per_step=3, samples=4, max_new_tokens=6, eval_every=0,
+                    lr=0.05)
+
+
+def _flip(path) -> None:
+    """Invert every recorded per-item answer of the journal at ``path``."""
+    rows = _io.read_jsonl(path)
+    for r in rows:
+        r["correct"] = "".join("0" if c == "1" else "1" for c in r["correct"])
+    _io.write_jsonl(path, rows)
+
+
+def _in(model, dtype):
+    model.hf.to(dtype)
+    return model
+
+
+def test_a_recorded_sweep_is_read_in_its_dtype_and_spot_checked(tmp_path, monkeypatch,
+                                                                 capsys):
+    out = tmp_path / "sweep.parquet"
+    sweep(tiny_model("llama"), CFG, out=out, progress=False)  # recorded in float32
+    bf16 = _in(tiny_model("llama"), torch.bfloat16)  # a machine whose default is bf16
+    assert recorded_dtype(bf16, CFG, out) == "float32"
+    assert missing_cells(bf16, CFG, out) == 5  # none in bf16: only the fp32 rows are there
+    loads = []
+
+    def load_model(name, dtype=None, **kw):
+        loads.append(dtype)
+        return _in(tiny_model("llama"), torch.float32 if dtype == "float32" else torch.bfloat16)
+
+    monkeypatch.setattr(models_mod, "load_model", load_model)
+
+    def no_cells(*a, **k):
+        raise AssertionError("a recorded sweep was computed again")
+
+    monkeypatch.setattr(sweep_mod, "evaluate_cells", no_cells)
+    model, table = recorded_sweep(bf16.name, CFG, out, progress=False, model=bf16)
+    assert loads == ["float32"] and model.dtype == torch.float32
+    assert len(table) == 5
+    said = capsys.readouterr().out
+    assert "in float32" in said and "spot check passed" in said
+
+
+def test_a_spot_check_of_an_altered_sweep_fails(tmp_path):
+    model = tiny_model("llama")
+    out = tmp_path / "sweep.parquet"
+    sweep(model, CFG, out=out, progress=False)
+    assert check_sweep(model, CFG, out, seed=3).ok
+    _flip(journal_path(out))
+    with pytest.raises(SpotCheckError, match="FAILED"):
+        check_sweep(model, CFG, out, seed=3)
+
+
+def test_a_spot_check_of_a_sweep_with_other_vectors_fails(tmp_path):
+    """A steered cell is recomputed with its vector extracted again: a recording made with
+    another vector (here: its recorded norm altered) does not pass."""
+    model = tiny_model("llama")
+    out = tmp_path / "sweep.parquet"
+    sweep(model, CFG, out=out, progress=False)
+    rows = _io.read_jsonl(journal_path(out))
+    for r in rows:
+        r["added_norm"] *= 1.5
+    _io.write_jsonl(journal_path(out), rows)
+    failed = 0
+    for seed in range(12):  # draws that hit a steered cell fail, the baseline's pass
+        try:
+            check_sweep(model, CFG, out, seed=seed)
+        except SpotCheckError as err:
+            failed += 1
+            assert "added norm" in str(err)
+    assert failed
+
+
+def test_a_legacy_keyed_grid_is_read_whole(tmp_path, monkeypatch):
+    """A sweep recorded before the key held layers, shots and batching is read back when its
+    journal holds the whole grid, and scored in batches of consecutive items."""
+    model = tiny_model("llama")
+    out = tmp_path / "sweep.parquet"
+    sweep(model, CFG, out=out, progress=False)
+    plan = sweep_mod.plan_sweep(model, CFG)
+    rows = _io.read_jsonl(journal_path(out))
+    for r in rows:
+        r["config"] = plan.key.legacy_key()
+    _io.write_jsonl(journal_path(out), rows)
+    got, batching = sweep_mod.recorded_rows(model, CFG, out)
+    assert len(got) == 5 and batching == "items"
+    _io.write_jsonl(journal_path(out), rows[:-1])  # a partial legacy grid is not read
+    assert sweep_mod.recorded_rows(model, CFG, out)[0] == []
+
+
+def test_evaluations_are_read_back_and_spot_checked(tmp_path, monkeypatch, capsys):
+    model = tiny_model("llama")
+    items = arithmetic_items("test")[:6]
+    vec = train_rloo(model, TrainConfig(steps=1, prompts_per_step=2, samples=2,
+                                        max_new_tokens=4, eval_every=0), progress=False).vector
+    conditions = {"base": None, "learned": vec}
+    journal = tmp_path / "evaluations.jsonl"
+    first = Evaluations(journal).compare(model, conditions, items, batch_size=4)
+    assert len(_io.read_jsonl(journal)) == 2 and Evaluations(journal).spot_check(model) is None
+    ev = importlib.import_module("steerlab.evaluate")
+    real = ev.evaluate
+    calls = []
+    monkeypatch.setattr(ev, "evaluate", lambda *a, **k: calls.append(1) or real(*a, **k))
+    again = Evaluations(journal)
+    table = again.compare(model, conditions, items, batch_size=4)
+    assert calls == []  # read back
+    assert table.drop(columns="seconds").equals(first.drop(columns="seconds"))
+    assert again.spot_check(model, seed=1).ok and calls  # one batch evaluated again
+    assert "spot check passed" in capsys.readouterr().out
+    _flip(journal)
+    altered = Evaluations(journal)
+    altered.compare(model, conditions, items, batch_size=4)
+    with pytest.raises(SpotCheckError):
+        altered.spot_check(model, seed=1)
+
+
+def test_a_training_run_records_its_dtype_and_its_first_step_replays(tmp_path):
+    from tests.test_train import has_seven
+
+    model = tiny_model("llama")
+    train_rloo(model, TRAIN, tmp_path, progress=False, reward_fn=has_seven)
+    assert run_dtype(tmp_path) == "float32"
+    assert replayable(tmp_path) == [("step", 1)]
+    assert check_training(model, tmp_path, seed=0, reward_fn=has_seven).ok
+    rows = _io.read_jsonl(tmp_path / "journal.jsonl")
+    rows[0]["loss"] += 0.5
+    rows[0]["sample"] = "not what it sampled"
+    _io.write_jsonl(tmp_path / "journal.jsonl", rows)
+    with pytest.raises(SpotCheckError, match="sample"):
+        check_training(model, tmp_path, seed=0, reward_fn=has_seven)
+
+
+def test_the_recorded_run_knows_its_dtype():
+    from steerlab.notebooks import recorded_run
+
+    assert run_dtype(recorded_run("smollm2-135m-instruct", "arithmetic")) == "bfloat16"
+
+
+def test_the_runner_prints_console_lines_cells_and_warnings(capsys, monkeypatch):
+    from steerlab import console, notebooks
+
+    monkeypatch.setattr(notebooks, "SLOW_CELL", 0.0)
+    with notebooks._Terminal("[1/1] 99", cells=2) as terminal:
+        console.say("sweep arithmetic: 3/10")
+        terminal.cell_done(0, {"cell_type": "code", "outputs": [
+            {"output_type": "stream", "name": "stderr",
+             "text": "x.py:3: UserWarning: recorded in float32\n  warn()\n"}]})
+        terminal.cell_done(1, {"cell_type": "markdown"})
+    out = capsys.readouterr().out
+    assert "[1/1] 99 | sweep arithmetic: 3/10" in out
+    assert "warning in cell 1/2: x.py:3: UserWarning: recorded in float32" in out
+    assert "cell 1/2 done" in out
+    assert console.ENV not in __import__("os").environ
+
+
+def test_journal_rows_carry_the_dtype(tmp_path):
+    model = tiny_model("llama")
+    journal = tmp_path / "e.jsonl"
+    Evaluations(journal).compare(model, {"base": None}, arithmetic_items("test")[:2],
+                                 batch_size=2)
+    assert json.loads(journal.read_text().splitlines()[0])["dtype"] == "float32"
