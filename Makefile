@@ -66,7 +66,7 @@ run-all: run
 browser:
 	bash .ci/chromium
 
-test: setup
+test: browser setup
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/python -m pytest

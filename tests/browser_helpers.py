@@ -23,10 +23,25 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from steerlab.figures import BROWSERS, INSTALL
+
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
 FIGURES = ROOT / "figures"
-CHROMIUM = Path(os.environ.get("STEERLAB_CHROMIUM", "/usr/bin/chromium"))
+
+
+def find_chromium() -> Path | None:
+    """``$STEERLAB_CHROMIUM``, else the browser ``.ci/chromium`` (``make test``'s and ``make run``'s
+    first step) finds on PATH, by the names in :data:`steerlab.figures.BROWSERS`."""
+    if os.environ.get("STEERLAB_CHROMIUM"):
+        return Path(os.environ["STEERLAB_CHROMIUM"])
+    found = next((p for p in map(shutil.which, BROWSERS) if p), None)
+    return Path(found) if found else None
+
+
+CHROMIUM = find_chromium() or Path("/usr/bin/chromium")  # absent: the browser tests skip
+NO_CHROMIUM = (f"no Chromium ({', '.join(BROWSERS)} on PATH, or $STEERLAB_CHROMIUM): `make test` "
+               f"finds or installs it as `make run` does (.ci/chromium), or `{INSTALL}`")
 CHROMIUM_ARGS = [
     "--no-sandbox",  # CI runs as root
     "--disable-gpu",

@@ -5,8 +5,9 @@ Starts a throwaway JupyterLab on loopback serving a copy of ``notebooks/00_quick
 explorer widget to show a generation, moves its layer slider with the keyboard and waits for the
 widget to re-run. Saves a screenshot to ``figures/00_quickstart_browser.png``.
 
-Needs Debian's ``chromium`` at /usr/bin/chromium (or $STEERLAB_CHROMIUM) and the ``playwright``
-Python package (its own browser download is not used).
+Needs Chromium (``chromium``, ``chromium-browser`` or ``google-chrome`` on PATH, or
+$STEERLAB_CHROMIUM; ``make test`` finds or installs it first, as ``make run`` does) and the
+``playwright`` Python package (its own browser download is not used).
 """
 
 from __future__ import annotations
@@ -19,7 +20,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from browser_helpers import CHROMIUM, CHROMIUM_ARGS, FIGURES, NOTEBOOKS, LabServer, jupyter_lab
+from browser_helpers import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    FIGURES,
+    NO_CHROMIUM,
+    NOTEBOOKS,
+    LabServer,
+    jupyter_lab,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -34,7 +43,7 @@ STATUS_RE = re.compile(r"\| layer (\S+) \| coeff (\S+) \|")
 
 def _require_browser() -> None:
     if not CHROMIUM.exists():
-        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+        pytest.skip(NO_CHROMIUM)
     pytest.importorskip("playwright.sync_api", reason="pip install playwright")
 
 

@@ -190,6 +190,17 @@ def test_make_run_finds_the_browser_or_fails_at_once(tmp_path):
         assert "STEERLAB_REQUIRE_PNG := 1" in (ROOT / "Makefile").read_text()
 
 
+def test_make_test_finds_the_browser_before_pytest():
+    """``make test`` runs ``.ci/chromium`` before the suite, as ``make run`` does, so the browser
+    tests never skip for want of Chromium under it (none found and none installable: make
+    stops at once, naming the install command)."""
+    if not shutil.which("make"):
+        pytest.skip("needs make")
+    plan = subprocess.run(["make", "-n", "test"], cwd=ROOT, capture_output=True, text=True,
+                          check=True).stdout
+    assert ".ci/chromium" in plan and plan.index(".ci/chromium") < plan.index("-m pytest"), plan
+
+
 def test_widget_wraps_the_plain_function(tiny_llama, sets):
     vec = diff_of_means(*sets)
     box = steering_explorer(tiny_llama, vec, "Hi", layer=1, coeff=40.0, max_new_tokens=4,
