@@ -111,6 +111,10 @@ class SliderFigure:
         self.handles.append(display(data, raw=True, metadata=metadata, display_id=True))
 
     def _redraw(self, _: Any = None) -> None:
+        # "computing..." first: besides saying so, it makes JupyterLab replace the figure's
+        # renderer, and jupyterlab-plotly's renderer ignores a new figure once it has drawn one
+        for handle in self.handles:
+            handle.update({"text/plain": "computing..."}, raw=True)
         try:
             data, metadata = _mimebundle(self.figure())
         except Exception:  # noqa: BLE001 - shown where the figure was, as interactive does

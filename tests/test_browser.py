@@ -204,3 +204,58 @@ def test_quickstart_in_jupyterlab(tmp_path: Path, record_property: Any) -> None:
     assert text_after, "the explorer shows no text after the slider moved"
     assert SCREENSHOT.stat().st_size > 10_000
     assert _sha256(NOTEBOOKS / NOTEBOOK) == original, "the repository's notebook was modified"
+
+
+SLIDER_CELL = """\
+import plotly.graph_objects as go
+from ipywidgets import IntSlider
+from steerlab.widgets import slider_figure
+slider_figure(lambda layer: go.Figure(go.Bar(y=[layer, 1]), layout={"title": f"LAYER {layer}"}),
+              layer=IntSlider(value=2, min=0, max=9, continuous_update=False))
+"""
+
+
+def _titles(page: Any) -> list[str]:
+    return [t or "" for t in page.locator(".js-plotly-plot .gtitle").all_text_contents()]
+
+
+@pytest.mark.timeout(400)
+def test_slider_figure_redraws_in_jupyterlab(tmp_path: Path) -> None:
+    """``slider_figure`` shows its figure as a plain output (no ``Output`` widget, see
+    tests/test_headless.py); moving its slider must still redraw that figure in JupyterLab,
+    whose plotly renderer ignores a new figure in an output it has drawn."""
+    _require_browser()
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_notebook
+    from playwright.sync_api import sync_playwright
+
+    name = "slider_figure.ipynb"
+    nb = new_notebook(cells=[new_code_cell(SLIDER_CELL)])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
+    with jupyter_lab(tmp_path, []) as server, sync_playwright() as p:
+        nbformat.write(nb, server.root_dir / name)
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = None
+        console: list[str] = []
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.set_default_timeout(60_000)
+            page.on("console", lambda m: console.append(f"[{m.type}] {m.text[:300]}"))
+            page.goto(server.url(f"lab/tree/{name}"), wait_until="domcontentloaded")
+            page.locator("#jp-main-statusbar .jp-StatusBar-Item",
+                         has_text=re.compile(r"\|\s*Idle\b")).first.wait_for(timeout=90_000)
+            page.get_by_role("menuitem", name="Run", exact=True).click()
+            page.locator("li.lm-Menu-item[data-command='runmenu:run-all']").click()
+            _poll(page, "the figure", RUN_ALL_TIMEOUT, lambda: _titles(page) == ["LAYER 2"],
+                  fail=lambda: _tracebacks(page))
+            page.locator(".noUi-handle[role='slider']").first.focus()
+            page.keyboard.press("ArrowRight")
+            _poll(page, "the figure to be redrawn for layer 3", SLIDER_TIMEOUT,
+                  lambda: _titles(page) == ["LAYER 3"], fail=lambda: _tracebacks(page))
+            assert page.locator(".js-plotly-plot").count() == 1, "one figure, redrawn in place"
+        except BaseException:
+            _diagnose(page, server, console)
+            raise
+        finally:
+            browser.close()
