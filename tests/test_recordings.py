@@ -188,3 +188,22 @@ def test_journal_rows_carry_the_dtype(tmp_path):
     Evaluations(journal).compare(model, {"base": None}, arithmetic_items("test")[:2],
                                  batch_size=2)
     assert json.loads(journal.read_text().splitlines()[0])["dtype"] == "float32"
+
+
+def test_measured_summaries_are_kept_once_recorded_and_recompute_moves_the_root(
+        tmp_path, monkeypatch):
+    from steerlab import notebooks
+
+    monkeypatch.delenv("STEERLAB_SMOKE", raising=False)
+    monkeypatch.setenv("STEERLAB_RESULTS", str(tmp_path))
+    first = notebooks.summary_path("all", "cost_benefit", measured=True)
+    assert first == tmp_path / "cost_benefit_all.json"
+    first.write_text("{}")
+    later = notebooks.summary_path("all", "cost_benefit", measured=True)
+    assert later.parent.name == "measured" and later.name == first.name
+    assert notebooks.summary_path("all", "cosine_profiles") == tmp_path / "cosine_profiles_all.json"
+    monkeypatch.delenv("STEERLAB_RESULTS")
+    monkeypatch.setenv("STEERLAB_RECOMPUTE", "1")
+    assert notebooks.results_root().parts[-2:] == ("runs", "recomputed")
+    assert notebooks.recorded_run("smollm2-135m-instruct", "arithmetic").parent \
+        == notebooks.results_root()
