@@ -182,11 +182,16 @@ POLL_SLICE = 0.1
 def _sliced_polls(channel: Any) -> None:
     """Make ``channel.get_msg(timeout=t)`` wait in slices of :data:`POLL_SLICE`.
 
-    With pyzmq 27 / jupyter_client 8.10 under asyncio, a reply that lands while many widget
-    messages arrive can sit unseen until the wait's own timeout runs out: a cell with an
-    ipywidgets slider then "takes" the whole cell timeout (900 s in the tests) and passes, or
-    fails with a timeout; ``bench/notebook_polls.py`` counts such stalls with and without
-    slices. Waking up every slice finds the reply as soon as it is there.
+    A reply can sit unseen until the wait's own timeout runs out when the client sends on the
+    same channel meanwhile: ``Session.send`` sends through a blocking shadow of the asyncio
+    socket, which uses up the edge-triggered wake-up the asyncio poll waits for
+    (``bench/nbclient_stall_repro.py``). nbclient sends so whenever a cell writes into an
+    ipywidgets ``Output`` (``interactive``, ``interact``): such a cell then "takes" the whole
+    cell timeout and passes, or fails with a timeout (``bench/notebook_polls.py`` counts the
+    stalls with and without slices). steerlab's own widgets use no ``Output``
+    (``slider_figure``), so its notebooks run under plain nbconvert too; the slices keep the
+    runner immune for notebooks and lessons that do. Waking up every slice finds the reply as
+    soon as it is there.
     """
     from queue import Empty
     from time import monotonic

@@ -99,6 +99,29 @@ def _diagnose(page: Any, server: LabServer, console: list[str]) -> None:
     print("---- end diagnostics ----")
 
 
+def _new_page(browser: Any, console: list[str]) -> Any:
+    """A page of ``browser`` whose console messages and errors are kept in ``console``."""
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.set_default_timeout(60_000)
+    page.on("console", lambda m: console.append(f"[{m.type}] {m.text[:300]}"))
+    page.on("pageerror", lambda e: console.append(f"[pageerror] {e}"))
+    return page
+
+
+def _open(page: Any, server: LabServer, name: str) -> None:
+    """Open notebook ``name``; wait for its cells and an idle kernel (status bar)."""
+    page.goto(server.url(f"lab/tree/{name}"), wait_until="domcontentloaded")
+    page.locator(".jp-NotebookPanel .jp-Notebook .jp-CodeCell").first.wait_for()
+    page.locator("#jp-main-statusbar .jp-StatusBar-Item",
+                 has_text=re.compile(r"\|\s*Idle\b")).first.wait_for(timeout=90_000)
+
+
+def _run_all(page: Any) -> None:
+    """Run > Run All Cells, as a person would."""
+    page.get_by_role("menuitem", name="Run", exact=True).click()
+    page.locator("li.lm-Menu-item[data-command='runmenu:run-all']").click()
+
+
 @pytest.mark.timeout(600)
 def test_quickstart_in_jupyterlab(tmp_path: Path, record_property: Any) -> None:
     _require_browser()
@@ -119,17 +142,10 @@ def test_quickstart_in_jupyterlab(tmp_path: Path, record_property: Any) -> None:
         page = None
         console: list[str] = []
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.set_default_timeout(60_000)
-            page.on("console", lambda m: console.append(f"[{m.type}] {m.text[:300]}"))
-            page.on("pageerror", lambda e: console.append(f"[pageerror] {e}"))
+            page = _new_page(browser, console)
 
             # 1. open the notebook; wait for its cells and an idle kernel (status bar)
-            page.goto(server.url(f"lab/tree/{NOTEBOOK}"), wait_until="domcontentloaded")
-            page.locator(".jp-NotebookPanel .jp-Notebook .jp-CodeCell").first.wait_for()
-            kernel_idle = page.locator("#jp-main-statusbar .jp-StatusBar-Item",
-                                       has_text=re.compile(r"\|\s*Idle\b"))
-            kernel_idle.first.wait_for(timeout=90_000)
+            _open(page, server, NOTEBOOK)
             mark("notebook_open_kernel_idle")
             # a wider notebook for the screenshot: collapse the file browser (its tab toggles)
             left_tab = page.locator(".jp-SideBar.jp-mod-left .lm-TabBar-tab.lm-mod-current")
@@ -137,8 +153,7 @@ def test_quickstart_in_jupyterlab(tmp_path: Path, record_property: Any) -> None:
                 left_tab.first.click()
 
             # 2. Run > Run All Cells
-            page.get_by_role("menuitem", name="Run", exact=True).click()
-            page.locator("li.lm-Menu-item[data-command='runmenu:run-all']").click()
+            _run_all(page)
             mark("run_all_clicked")
 
             # 3. the explorer widget shows a generation
@@ -239,14 +254,9 @@ def test_slider_figure_redraws_in_jupyterlab(tmp_path: Path) -> None:
         page = None
         console: list[str] = []
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.set_default_timeout(60_000)
-            page.on("console", lambda m: console.append(f"[{m.type}] {m.text[:300]}"))
-            page.goto(server.url(f"lab/tree/{name}"), wait_until="domcontentloaded")
-            page.locator("#jp-main-statusbar .jp-StatusBar-Item",
-                         has_text=re.compile(r"\|\s*Idle\b")).first.wait_for(timeout=90_000)
-            page.get_by_role("menuitem", name="Run", exact=True).click()
-            page.locator("li.lm-Menu-item[data-command='runmenu:run-all']").click()
+            page = _new_page(browser, console)
+            _open(page, server, name)
+            _run_all(page)
             _poll(page, "the figure", RUN_ALL_TIMEOUT, lambda: _titles(page) == ["LAYER 2"],
                   fail=lambda: _tracebacks(page))
             page.locator(".noUi-handle[role='slider']").first.focus()
