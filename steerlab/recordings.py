@@ -174,6 +174,10 @@ def check_sweep(model: Model, config: SweepConfig, out: str | Path,
     b = rng.randrange(len(batches))
     idx = batches[b]
     items = [plan.items[i] for i in idx]
+    cell = ("the unsteered baseline" if row["method"] == "baseline"
+            else f"cell {row['method']} layer {row['layer']} coeff {row['coeff']:+g}")
+    drawn = f"{cell}, batch {b + 1}/{len(batches)} ({len(idx)} of {len(plan.items)} items)"
+    say(f"spot check of {shown(out)} ({plan.key.dtype}): computing {drawn} again")
     t0 = time.perf_counter()
     differ: list[str] = []
     what = ["per-item answers"]
@@ -201,12 +205,8 @@ def check_sweep(model: Model, config: SweepConfig, out: str | Path,
                            list(answered(items, res.predictions)), idx,
                            f"answered letter ({NO_LETTER}: none)")
     compared = len(idx) * (1 + ("answered letters" in what)) + ("the added norm (to 0.1%)" in what)
-    cell = ("the unsteered baseline" if row["method"] == "baseline"
-            else f"cell {row['method']} layer {row['layer']} coeff {row['coeff']:+g}")
-    return report(SpotCheck(
-        shown(out), f"{cell}, batch {b + 1}/{len(batches)} ({len(idx)} of {len(plan.items)} "
-        "items)", plan.key.dtype, compared, differ, time.perf_counter() - t0, seed,
-        what=", ".join(what)))
+    return report(SpotCheck(shown(out), drawn, plan.key.dtype, compared, differ,
+                            time.perf_counter() - t0, seed, what=", ".join(what)))
 
 
 def recorded_sweep(name: str, config: SweepConfig, out: str | Path, progress: bool = True,
@@ -282,6 +282,9 @@ def check_evaluation(model: Model, row: dict[str, Any], vec: SteeringVector | No
                                  int(row["batch_size"]))
     b = rng.randrange(len(batches))
     idx = batches[b]
+    drawn = (f"condition {row['condition']!r}, batch {b + 1}/{len(batches)} ({len(idx)} of "
+             f"{len(items)} items)")
+    say(f"spot check of {shown(journal)} ({row['dtype']}): computing {drawn} again")
     t0 = time.perf_counter()
     res = evaluate_condition(model, task, [items[i] for i in idx], vec, len(idx))
     differ = _compare([row["correct"][i] for i in idx], ["1" if c else "0" for c in res.correct],
@@ -289,10 +292,9 @@ def check_evaluation(model: Model, row: dict[str, Any], vec: SteeringVector | No
     if row.get("predictions"):
         differ += _compare([row["predictions"][i] for i in idx], list(res.predictions), idx,
                            "answer")
-    return report(SpotCheck(
-        shown(journal), f"condition {row['condition']!r}, batch {b + 1}/{len(batches)} "
-        f"({len(idx)} of {len(items)} items)", row["dtype"], 2 * len(idx), differ,
-        time.perf_counter() - t0, seed, what="per-item answers and correctness"))
+    return report(SpotCheck(shown(journal), drawn, row["dtype"], 2 * len(idx), differ,
+                            time.perf_counter() - t0, seed,
+                            what="per-item answers and correctness"))
 
 
 class Evaluations:
@@ -368,6 +370,10 @@ def check_training(model: Model, out_dir: str | Path, seed: int | None = None,
     rng, seed = _draw(f"{shown(out)}:step", seed)
     kind, step = rng.choice(replayable(out))
     row = next(r for r in _io.read_jsonl(out / JOURNAL) if r["step"] == step)
+    drawn = (f"dev accuracy at step {step}" if kind == "dev"
+             else f"training step {step} (from the zero start)")
+    dtype = run_dtype(out) or "unrecorded dtype"
+    say(f"spot check of {shown(out)} ({dtype}): computing the {drawn} again")
     t0 = time.perf_counter()
     got = replay(model, out, kind, step, **replay_options)
     differ = []
@@ -381,7 +387,5 @@ def check_training(model: Model, out_dir: str | Path, seed: int | None = None,
         if not same:
             differ.append(f"{k}: recorded {row[k]!r}, now {v!r}")
     compared = sum(1 for k in got if k in row and k not in ("seconds", "gen_seconds"))
-    drawn = (f"dev accuracy at step {step}" if kind == "dev"
-             else f"training step {step} (from the zero start)")
-    return report(SpotCheck(shown(out), drawn, run_dtype(out) or "unrecorded dtype", compared,
-                            differ, time.perf_counter() - t0, seed, what="journal fields"))
+    return report(SpotCheck(shown(out), drawn, dtype, compared, differ,
+                            time.perf_counter() - t0, seed, what="journal fields"))
