@@ -276,29 +276,32 @@ class _Terminal:
         os.close(fd)
         self.path = Path(name)
         self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.file = self.path.open(encoding="utf-8")
         self.thread = threading.Thread(target=self._follow, daemon=True)
 
     def say(self, text: str) -> None:
         print(f"{self.label} | {text}", flush=True)
         self.last = time.perf_counter()
 
+    def _drain(self) -> None:
+        """Print the lines the kernel has sent since the last look (complete lines only)."""
+        with self.lock:
+            for line in self.file.read().splitlines():
+                self.say(line)
+
     def _follow(self) -> None:
-        with self.path.open(encoding="utf-8") as f:
-            while True:
-                stopping = self.stop.wait(1.0)
-                for line in f.read().splitlines():
-                    self.say(line)
-                if stopping:
-                    return
-                now = time.perf_counter()
-                if now - self.last >= HEARTBEAT:
-                    self.say(f"cell {self.done + 1}/{self.cells} running for "
-                             f"{_elapsed(now - self.cell_t0)}; {_elapsed(now - self.t0)} "
-                             "elapsed")
+        while not self.stop.wait(1.0):
+            self._drain()
+            now = time.perf_counter()
+            if now - self.last >= HEARTBEAT:
+                self.say(f"cell {self.done + 1}/{self.cells} running for "
+                         f"{_elapsed(now - self.cell_t0)}; {_elapsed(now - self.t0)} elapsed")
 
     def cell_done(self, index: int, cell: Any) -> None:
         if cell.get("cell_type") != "code":
             return
+        self._drain()  # the cell's own lines first
         self.done += 1
         now = time.perf_counter()
         for line in warnings_in(cell):
@@ -321,6 +324,8 @@ class _Terminal:
 
         self.stop.set()
         self.thread.join()
+        self._drain()
+        self.file.close()
         if self.before is None:
             os.environ.pop(ENV, None)
         else:

@@ -179,6 +179,7 @@ def test_the_runner_prints_console_lines_cells_and_warnings(capsys, monkeypatch)
     assert "[1/1] 99 | sweep arithmetic: 3/10" in out
     assert "warning in cell 1/2: x.py:3: UserWarning: recorded in float32" in out
     assert "cell 1/2 done" in out
+    assert out.index("sweep arithmetic: 3/10") < out.index("cell 1/2 done")  # its cell's line
     assert console.ENV not in __import__("os").environ
 
 
