@@ -99,6 +99,8 @@ def provenance(nb: nbformat.NotebookNode, path: Path) -> str:
     if mode is None and isinstance(nb.metadata.get("steerlab"), dict) \
             and "smoke" in nb.metadata["steerlab"]:
         mode = "smoke" if nb.metadata["steerlab"]["smoke"] else "full"
+    if mode is None and "[smoke run" in nbformat.writes(nb):  # what notebook 05 prints then
+        mode = "smoke"
     date = rec.get("date") or dt.datetime.fromtimestamp(
         path.stat().st_mtime, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     if mode == "smoke":
