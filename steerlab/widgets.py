@@ -90,6 +90,7 @@ class SliderFigure:
         self.box = W.VBox([c for c in self.controls.values() if isinstance(c, W.DOMWidget)],
                           _dom_classes=["widget-interact"])
         self.handles: list[Any] = []
+        self.shown = _mimebundle(self.figure())  # made here: an error fails the cell
         for control in self.controls.values():
             if isinstance(control, W.Widget):
                 control.observe(self._redraw, names="value")
@@ -107,7 +108,7 @@ class SliderFigure:
         from IPython.display import display
 
         display(self.box)
-        data, metadata = _mimebundle(self.figure())
+        data, metadata = self.shown
         self.handles.append(display(data, raw=True, metadata=metadata, display_id=True))
 
     def _redraw(self, _: Any = None) -> None:
@@ -121,6 +122,7 @@ class SliderFigure:
             import traceback
 
             data, metadata = {"text/plain": traceback.format_exc()}, {}
+        self.shown = data, metadata
         for handle in self.handles:
             handle.update(data, raw=True, metadata=metadata)
 

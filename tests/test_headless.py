@@ -53,6 +53,17 @@ def test_slider_figure_needs_no_frontend(tmp_path: Path) -> None:
     assert not client.comm_objects, "an Output widget: nbclient will send on the shell channel"
 
 
+def test_slider_figure_fails_where_it_is_called() -> None:
+    """A figure that cannot be made fails the cell that makes the slider (so a headless run
+    fails), not only its display."""
+    from ipywidgets import IntSlider
+
+    from steerlab.widgets import slider_figure
+
+    with pytest.raises(ZeroDivisionError):
+        slider_figure(lambda layer: layer / 0, layer=IntSlider(value=2, min=0, max=4))
+
+
 #: the cheapest numbered notebook with a ``slider_figure``: in smoke mode under
 #: ``steerlab notebooks`` on two loaded cores, 01 took 168 s, 06 358 s, 07 791 s (02 longer)
 WIDGET_NOTEBOOK = "01_pca_reasoning_vs_memorisation"
