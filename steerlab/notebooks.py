@@ -333,8 +333,14 @@ class _Terminal:
         self.path.unlink(missing_ok=True)
 
 
+#: the longest one cell of ``steerlab notebooks`` may run: a cell that computes a recording
+#: (``make run-all``, or a recording missing from ``results/``) takes hours on a 2-core CPU,
+#: and the terminal shows that it is alive (:class:`_Terminal`)
+CELL_TIMEOUT = 24 * 3600
+
+
 def run(names: list[str] | None = None, out_dir: Path | None = None,
-        timeout: int = 3600) -> list[tuple[str, float]]:
+        timeout: int = CELL_TIMEOUT) -> list[tuple[str, float]]:
     """Execute the notebooks in order (each in its own kernel, cwd = notebooks/); print a
     line when each starts and ends, and while it runs its progress (:class:`_Terminal`);
     return (name, seconds)."""
