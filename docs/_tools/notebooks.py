@@ -145,7 +145,11 @@ def static_outputs(nb: nbformat.NotebookNode) -> None:
                                "kernel, so run the notebook to use it)</em></p>",
                                "text/plain": "(widget)"}
             elif PLOTLY in data and "text/html" not in data:
-                html = pio.to_html(dict(data[PLOTLY]), include_plotlyjs=False, full_html=False,
+                fig = dict(data[PLOTLY])
+                # the page's column sets the width (a figure made wider than it is clipped)
+                fig["layout"] = {k: v for k, v in dict(fig.get("layout", {})).items()
+                                 if k != "width"} | {"autosize": True}
+                html = pio.to_html(fig, include_plotlyjs=False, full_html=False,
                                    config={"responsive": True})
                 if first:
                     html = f'<script src="{PLOTLY_JS}"></script>\n' + html
