@@ -57,19 +57,32 @@ def _no_browser() -> str:
             f"PATH). Install it with `{INSTALL}` (as root; `sudo` otherwise), then run again.")
 
 
+#: how many times a PNG export is tried before it is an error (kaleido's page sometimes is
+#: not ready on a loaded CPU: "ReferenceError: kaleido_scopes is not defined")
+EXPORT_TRIES = 3
+
+
 def _write(fig: go.Figure, html: Path, png: Path | None) -> None:
     """Render both files to temporary paths; replace the old ones only when both rendered."""
     with _io.atomic_path(html) as tmp_html:
         fig.write_html(tmp_html, include_plotlyjs="directory")  # one plotly.min.js beside them
         if png is not None:
             with _io.atomic_path(png) as tmp_png:
-                try:  # kaleido 1.x finds Debian's chromium on PATH by itself
-                    fig.write_image(tmp_png, format="png", scale=2)
-                except Exception as err:  # noqa: BLE001 - kaleido/choreographer raise many kinds
-                    raise FigureExportError(
-                        f"The PNG export of {png.name} failed ({type(err).__name__}: {err}); "
-                        f"neither {html.name} nor {png.name} was replaced. If the browser is "
-                        f"missing or broken: `{INSTALL}`.") from err
+                for attempt in range(1, EXPORT_TRIES + 1):
+                    try:  # kaleido 1.x finds Debian's chromium on PATH by itself
+                        fig.write_image(tmp_png, format="png", scale=2)
+                        break
+                    except Exception as err:  # noqa: BLE001 - kaleido/choreographer raise many
+                        if attempt < EXPORT_TRIES:  # e.g. "kaleido_scopes is not defined": its
+                            warnings.warn(  # page not loaded yet on a busy CPU
+                                f"The PNG export of {png.name} failed ({type(err).__name__}); "
+                                f"trying again ({attempt + 1}/{EXPORT_TRIES}).", stacklevel=2)
+                            continue
+                        raise FigureExportError(
+                            f"The PNG export of {png.name} failed {EXPORT_TRIES} times "
+                            f"({type(err).__name__}: {err}); neither {html.name} nor "
+                            f"{png.name} was replaced. If the browser is missing or broken: "
+                            f"`{INSTALL}`.") from err
 
 
 def save_figure(fig: go.Figure, notebook: str, name: str, png: bool = True,

@@ -158,6 +158,25 @@ def test_failed_export_replaces_neither_file(tmp_path, monkeypatch):
     assert not [p.name for p in tmp_path.iterdir() if ".tmp" in p.name]  # no temporary left
 
 
+def test_a_png_export_that_fails_once_is_tried_again(tmp_path, monkeypatch):
+    """kaleido's page is sometimes not ready on a busy CPU ("kaleido_scopes is not defined"):
+    the export is tried again, with a warning, before it is an error."""
+    monkeypatch.setattr(figures, "_chromium", lambda: "/usr/bin/chromium")
+    calls = []
+
+    def flaky(self, path, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("ReferenceError: kaleido_scopes is not defined")
+        Path(path).write_bytes(b"new png")
+
+    monkeypatch.setattr(go.Figure, "write_image", flaky)
+    html, png = _old_pair(tmp_path)
+    with pytest.warns(UserWarning, match="trying again"):
+        save_figure(accuracy_by_layer(_table(), 0.2), "99", "test", out_dir=tmp_path)
+    assert len(calls) == 2 and png.read_bytes() == b"new png"
+
+
 def _fake_bin(tmp_path, uid, *browsers):
     """A PATH with a fake ``id`` (as user ``uid``) and fake browsers, and nothing else."""
     bin_dir = tmp_path / "bin"
