@@ -183,7 +183,8 @@ def test_checkpoints_of_older_runs_still_load(kind, tmp_path):
 
 @pytest.mark.parametrize("kind", list(KINDS))
 def test_checkpoints_are_written_in_the_older_format(kind, tmp_path):
-    """The new writer and the old one give the same files (tensors and metadata)."""
+    """The new writer and the old one give the same files (tensors and metadata), but for the
+    dtype the new one records (what a reused run is replayed in)."""
     cfg = TrainConfig(adapter=kind, lora_rank=2)
     model = tiny_model("llama")
     a = _make(kind, model)
@@ -196,6 +197,9 @@ def test_checkpoints_are_written_in_the_older_format(kind, tmp_path):
     for name, file_kind in ((a.file_name, a.file_kind), ("optimizer.safetensors", "adam_state")):
         (t_old, m_old), (t_new, m_new) = (_read(tmp_path / d / name, file_kind)
                                           for d in ("old", "new"))
+        if name == a.file_name:  # the run's dtype, recorded beside the rest since runs have one
+            where = m_new.get("meta", m_new)
+            assert where.pop("dtype") == train.dtype_name(model), name
         assert m_new == m_old, name
         assert set(t_new) == set(t_old) and all(torch.equal(t_new[k], t_old[k]) for k in t_old)
 
