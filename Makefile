@@ -115,4 +115,4 @@ docs: setup
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 clean:
-	rm -rf $(VENV) $(LATEST) .venv-oldest .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(LATEST) .venv-oldest site build/docs .pytest_cache .mypy_cache .ruff_cache
