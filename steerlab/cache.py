@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import operator
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,20 +37,37 @@ def prompt_hash(prompt: str) -> str:
     return hashlib.sha256(prompt.encode("utf-8")).hexdigest()[:16]
 
 
+def _as_index(layer: object) -> object:
+    """A layer given as any integer type (numpy's included) as an ``int``; anything else (a
+    bool, a float, a string) as it is, for the error to name."""
+    if isinstance(layer, bool):
+        return layer
+    try:
+        return operator.index(layer)  # type: ignore[arg-type]
+    except TypeError:
+        return layer
+
+
 def check_layers(model: Model, layers: Sequence[int] | int | None) -> list[int]:
     """Sorted unique layer indices, all in ``0 .. n_layers - 1``; ``None`` means every layer."""
     n = model.n_layers
     if layers is None:
         return list(range(n))
-    if isinstance(layers, int):
-        layers = [layers]
-    layers = list(layers)
-    if not layers:
+    single = _as_index(layers)
+    given: list[object] = [single] if isinstance(single, int) else list(layers)  # type: ignore[arg-type]
+    if not given:
         raise LayerError("The layer list is empty: pass at least one layer, or None for all.")
-    bad = [l for l in layers if not isinstance(l, int) or isinstance(l, bool) or not 0 <= l < n]
+    found = [_as_index(l) for l in given]
+    odd = [l for l in found if not isinstance(l, int) or isinstance(l, bool)]
+    if odd:
+        raise LayerError(f"Layer(s) {odd} are not whole numbers: a layer is a block index, "
+                         f"0..{n - 1} for {model.name}.")
+    index = [l for l in found if isinstance(l, int)]
+    bad = [l for l in index if not 0 <= l < n]
     if bad:
         raise LayerError(f"Layer(s) {bad} out of range: {model.name} has {n} layers, so valid "
                          f"layers are 0..{n - 1}.")
+    layers = index
     return sorted(set(layers))
 
 

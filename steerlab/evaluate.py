@@ -454,7 +454,7 @@ def evaluate_cells(model: Model, task: Task, layer: int | Sequence[int],
         out: list[EvalResult | None] = [None] * len(vectors)
         for lay in sorted(by_layer):
             got = evaluate_cells(model, task, lay, [vectors[k] for k in by_layer[lay]],
-                                 reuse=reuse, **kw)
+                                 reuse=reuse, positions=positions, **kw)
             for k, res in zip(by_layer[lay], got, strict=True):
                 out[k] = res
         return [r for r in out if r is not None]
@@ -482,7 +482,7 @@ def evaluate_cells(model: Model, task: Task, layer: int | Sequence[int],
         for k, v in enumerate(vectors):
             t1 = time.perf_counter()
             with be.replaying(layer, recorded), steer(model, v, layers=layer, coeff=1.0,
-                                                      backend=backend):
+                                                      backend=backend, positions=positions):
                 logits = be.forward_shared(mc.enc, keep=mc.keep)
             for i, p, c in zip(idx, *mc.choose(logits), strict=True):
                 preds[k][i], correct[k][i] = p, c

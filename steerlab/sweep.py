@@ -152,6 +152,12 @@ class SweepConfig:
             raise OptionError("methods is empty: name at least one of " + ", ".join(METHODS))
         if not list(self.coeffs):
             raise OptionError("coeffs is empty: give at least one coefficient, e.g. [0.2].")
+        named: tuple[tuple[str, list[Any]], ...] = (
+            ("coeffs", [float(c) for c in self.coeffs]), ("methods", list(self.methods)))
+        for name, values in named:
+            twice = sorted({v for v in values if values.count(v) > 1}, key=str)
+            if twice:  # each would be a second row of the same cell, counted twice by Holm
+                raise OptionError(f"{name} names {twice} more than once: give each once.")
         check("scale", self.scale, SCALES)
         check("mode", self.mode, MODES)
         check("scope", self.scope, SCOPES)
@@ -712,7 +718,7 @@ def read_table(path: str | Path) -> pd.DataFrame:
         raise FileNotFoundError(f"No sweep results at {path}: pass the --out file of a "
                                 "`steerlab sweep` run (.parquet or its .journal.jsonl).")
     if path.suffix == ".jsonl":
-        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        rows = _io.read_jsonl(path)  # a last line cut by a kill is skipped
         table = pd.DataFrame(rows).drop(columns=["correct", "completions"], errors="ignore")
     else:
         table = pd.read_parquet(path)

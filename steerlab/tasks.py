@@ -15,6 +15,7 @@ from functools import cache
 
 from steerlab.data import PromptItem, load_prompt_set
 from steerlab.errors import OptionError, SteerlabError
+from steerlab.options import SCORINGS, check
 
 LETTERS = "ABCDEFGHIJ"
 
@@ -56,6 +57,14 @@ class Task:
     extract_from: str = "shipped"  # which pair of prompt sets vectors come from
     max_new_tokens: int = 48
     scoring: str = "letter"  # multiple choice: letter, text or cloze (see evaluate.evaluate)
+
+    def __post_init__(self) -> None:
+        check("task kind", self.kind, ("mc", "gen"))
+        check("scoring", self.scoring, SCORINGS)
+        n = self.max_new_tokens
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise OptionError(f"Task {self.name!r}: max_new_tokens must be a whole number >= 1 "
+                              f"(the answer's token budget), got {n!r}.")
 
     def items(self, n: int | None = None, seed: int = 0) -> list[Item]:
         """Evaluation items: all, or a seeded sample of ``n`` (fixed for a given seed)."""

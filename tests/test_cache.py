@@ -100,3 +100,16 @@ def test_streaming_replaces_an_old_cache_and_unfinished_dirs_do_not_open(tiny_ll
         ShardedActivations.open(out)
     with pytest.raises(OptionError, match="shard_size"):
         cache_activations(tiny_llama, PROMPTS, out=out, shard_size=0)
+
+
+def test_layers_of_any_integer_type(tiny_llama):
+    """numpy's integers (a layer taken from an array) are layers; bools and floats are not."""
+    import numpy as np
+
+    from steerlab.cache import check_layers
+
+    assert check_layers(tiny_llama, [np.int64(2), np.int32(1), 2]) == [1, 2]
+    assert check_layers(tiny_llama, np.int64(3)) == [3]
+    for bad in ([True], [1.0], ["1"]):
+        with pytest.raises(LayerError, match="not whole numbers"):
+            check_layers(tiny_llama, bad)

@@ -155,3 +155,16 @@ def test_real_benchmark_tasks_use_disjoint_splits():
     assert len(gsm) == 1319
     train, _ = extraction_prompts("gsm8k-popqa")
     check_disjoint(train, gsm)
+
+
+@pytest.mark.parametrize("field,value,match", [("max_new_tokens", 0, "max_new_tokens"),
+                                               ("max_new_tokens", 2.5, "max_new_tokens"),
+                                               ("kind", "free", "task kind"),
+                                               ("scoring", "logits", "scoring")])
+def test_a_task_with_a_bad_field_is_refused_when_made(field, value, match):
+    """Before any vector is extracted or item scored: a task's own fields are checked."""
+    import dataclasses
+
+    task = get_task("reasoning-gen")
+    with pytest.raises(OptionError, match=match):
+        dataclasses.replace(task, **{field: value})

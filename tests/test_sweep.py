@@ -545,3 +545,34 @@ def test_a_sweep_recorded_in_another_dtype_is_named_when_it_is_computed_again(tm
                                          r"STEERLAB_DTYPE=float32"):
         table = sweep(half, "memorisation-mc", **kw)
     assert len(table) == 2  # computed in bf16: baseline + the cell
+
+
+@pytest.mark.parametrize("field,values", [("coeffs", [0.5, 0.2, 0.5]),
+                                          ("methods", ["diff_means", "random", "diff_means"])])
+def test_a_cell_named_twice_is_refused_before_any_work(field, values):
+    """Two rows of one cell would each enter Holm's family: refused when the config is made."""
+    from steerlab.sweep import SweepConfig
+
+    kw = {"coeffs": [0.5], field: values}
+    with pytest.raises(OptionError, match=f"{field} names .* more than once"):
+        SweepConfig("reasoning-mc", [1], **kw)
+
+
+def test_report_reads_a_journal_cut_by_a_kill(tmp_path, capsys):
+    """A journal's last line cut short (the kill came mid-write) is skipped, as the sweep
+    itself skips it on resuming; the report shows the whole rows."""
+    from steerlab.cli import main
+    from steerlab.sweep import read_table
+
+    rows = [{"config": "k", "model": "m", "task": "t", "method": m, "layer": l, "coeff": c,
+             "n": 50, "accuracy": a, "ci_low": a - 0.1, "ci_high": a + 0.1, "baseline": 0.5,
+             "delta": a - 0.5, "delta_low": a - 0.6, "delta_high": a - 0.4, "p_mcnemar": p,
+             "chance": 0.25}
+            for m, l, c, a, p in [("baseline", -1, 0.0, 0.5, 1.0),
+                                  ("diff_means", 1, 0.5, 0.6, 0.04)]]
+    path = tmp_path / "s.journal.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"config": "k", "meth')
+    table = read_table(path)
+    assert list(table["method"]) == ["baseline", "diff_means"]
+    assert main(["report", str(path)]) == 0
+    assert "diff_means" in capsys.readouterr().out

@@ -128,10 +128,12 @@ def hidden_of(output: Any) -> torch.Tensor:
 class Phase:
     """Whether the forward running now reads the prompt or continues a generation.
 
-    The backend's own :meth:`Backend.generate` is the authority: it counts the forwards of
-    its generation (the first reads the prompt, each later one decodes a token), which
-    depends on no keyword a library may rename. A forward outside it (a plain forward, or a
-    generation the caller started on the HF module directly) falls back to
+    The code that runs a forward says so: :meth:`reading` declares every forward inside it
+    the prompt's (``prompt=True``: a plain forward, each stage of a staged prefill, the lead
+    and the other rows of a shared-column forward) or a decoding step's (``False``). The
+    backend's :meth:`Backend.generate` hands the library's loop to :meth:`generation`, which
+    counts its forwards (the first reads the prompt, each later one decodes a token). Only a
+    forward that neither covers (a generation started on the HF module directly) falls back to
     :func:`continues_cache` on the forward's own arguments.
     """
 
@@ -139,12 +141,23 @@ class Phase:
         self.generating = False
         self.forwards = 0  # forwards seen in the current generation
         self.prefill = True
+        self.declared: bool | None = None  # set by :meth:`reading`
         self._users = 0  # live edits that need the phase kept current
         self._hook: Any = None
 
     @contextmanager
+    def reading(self, prompt: bool) -> Iterator[None]:
+        """Every forward inside reads the prompt (``True``) or decodes a token (``False``)."""
+        before = self.declared
+        self.declared = prompt
+        try:
+            yield
+        finally:
+            self.declared = before
+
+    @contextmanager
     def generation(self) -> Iterator[None]:
-        """Count the forwards of one ``generate`` call (nested calls are refused)."""
+        """Count the forwards of one library ``generate`` call (nested calls are refused)."""
         if self.generating:
             raise RuntimeError("A generation is already running on this backend.")
         self.generating, self.forwards = True, 0
@@ -155,14 +168,16 @@ class Phase:
 
     def enter_forward(self, args: tuple, kwargs: dict[str, Any]) -> None:
         """Called before every forward of the model's top module."""
-        if self.generating:
+        if self.declared is not None:
+            self.prefill = self.declared
+        elif self.generating:
             self.prefill = self.forwards == 0
             self.forwards += 1
         else:
             self.prefill = not continues_cache(args, kwargs)
 
     def admits(self, when: str) -> bool:
-        return admits(when, self.prefill)
+        return admits(when, self.prefill if self.declared is None else self.declared)
 
     def attach(self, top: torch.nn.Module) -> Handle:
         """Keep this phase current on every forward of ``top`` (the module every forward of

@@ -80,6 +80,11 @@ class HFBackend(Backend):
         self._takes_keep = "logits_to_keep" in params
         # the KV cache's keyword (``cache`` from transformers 5.2x, ``past_key_values`` before)
         self._cache_kw = next((k for k in ("cache", "past_key_values") if k in params), None)
+        # a recurrent state (RWKV's ``state``, Mamba's ``cache_params``): the mask is ignored,
+        # so left pads would enter the recurrence (see _realigned, _generate_rows)
+        self._recurrent = not self._cache_kw and bool({"state", "cache_params"} & params)
+        #: (order, back) while a recurrent forward runs on its rows' real tokens moved first
+        self._realign: tuple[torch.Tensor, torch.Tensor] | None = None
         #: (rows, first column) a replayed prefix is cut to, while a part of a batch runs
         self._view: tuple[torch.Tensor, int] | None = None
         self._sliding: float | None = None  # see _window
@@ -90,6 +95,8 @@ class HFBackend(Backend):
 
     def _register(self, layer: int, point: Point, fn: EditFn) -> Callable[[], Handle]:
         block, parts = self._layers[layer], self._parts[layer]
+        if self._recurrent:
+            fn = self._in_caller_columns(fn)
         if point == "block_in":
             return lambda: block.register_forward_pre_hook(_input_hook(fn), with_kwargs=True)
         if point == "block_out":
@@ -109,18 +116,75 @@ class HFBackend(Backend):
     def forward(self, enc: dict[str, torch.Tensor],
                 keep: int | torch.Tensor | None = None) -> torch.Tensor:
         self.check_sole()
+        if self._recurrent and not _real_first(enc["attention_mask"]):
+            return self._realigned(enc, keep)
         kwargs: dict[str, Any] = dict(enc, use_cache=False)
         if self._takes_positions:
             kwargs["position_ids"] = position_ids(enc["attention_mask"])
-        if keep is not None and self._takes_keep:
-            kwargs["logits_to_keep"] = keep
-            return self.top(**kwargs).logits
-        return keep_positions(self.top(**kwargs).logits, keep)
+        with self.phase.reading(prompt=True):
+            if keep is not None and self._takes_keep:
+                kwargs["logits_to_keep"] = keep
+                return self.top(**kwargs).logits
+            return keep_positions(self.top(**kwargs).logits, keep)
 
     def generate(self, enc: dict[str, torch.Tensor], **kwargs: Any) -> Any:
         self.check_sole()
+        if self._recurrent and enc["input_ids"].shape[0] > 1:
+            return self._generate_rows(enc, **kwargs)
         with self.phase.generation():
             return self.top.generate(**enc, **kwargs)
+
+    def _realigned(self, enc: dict[str, torch.Tensor],
+                   keep: int | torch.Tensor | None) -> torch.Tensor:
+        """A recurrent model's forward of a left-padded batch: each row's real tokens are
+        moved to its first columns (its pads after them, where they reach no real token), and
+        the logits moved back. Every edit sees and returns the caller's columns
+        (:meth:`_in_caller_columns`), so positions mean what they mean in the batch given."""
+        mask = enc["attention_mask"]
+        order = torch.argsort((mask == 0).to(torch.int8), dim=1, stable=True)
+        back = torch.argsort(order, dim=1)
+        self._realign = (order, back)
+        try:
+            with self.phase.reading(prompt=True):
+                logits = self.top(input_ids=enc["input_ids"].gather(1, order),
+                                  attention_mask=mask.gather(1, order), use_cache=False).logits
+        finally:
+            self._realign = None
+        return keep_positions(_columns(logits, back), keep)
+
+    def _in_caller_columns(self, fn: EditFn) -> EditFn:
+        def edit(h: torch.Tensor) -> torch.Tensor | None:
+            if self._realign is None:
+                return fn(h)
+            order, back = self._realign
+            new = fn(_columns(h, back.to(h.device)))
+            return None if new is None else _columns(new, order.to(h.device))
+
+        return edit
+
+    def _generate_rows(self, enc: dict[str, torch.Tensor], **kwargs: Any) -> torch.Tensor:
+        """A recurrent model's generation, one row at a time on its real tokens: its decoding
+        state is kept per batch in a way that mixes rows (transformers' RWKV adds a (B, H)
+        token-shift state to (B, 1, H) hidden states, a (B, B, H) broadcast), and its pads
+        would enter the recurrence. Returns the rows' prompts as given, then their new tokens
+        (padded on the right, as ``generate`` pads rows that end early)."""
+        if kwargs.get("return_dict_in_generate"):
+            raise OptionError("return_dict_in_generate is not supported for a batch on a "
+                              "recurrent model (it generates one row at a time): pass one row.")
+        ids, mask = enc["input_ids"], enc["attention_mask"]
+        pad = kwargs.get("pad_token_id", self.model.tokenizer.pad_token_id)
+        new = []
+        for r in range(ids.shape[0]):
+            real = mask[r].bool()
+            with self.phase.generation():
+                out = self.top.generate(input_ids=ids[r, real][None],
+                                        attention_mask=mask[r, real][None], **kwargs)
+            new.append(out[0, int(real.sum()):])
+        width = max(len(t) for t in new)
+        tail = ids.new_full((ids.shape[0], width), 0 if pad is None else pad)
+        for r, t in enumerate(new):
+            tail[r, :len(t)] = t
+        return torch.cat([ids, tail], 1)
 
     @property
     def supports_greedy(self) -> bool:  # type: ignore[override]
@@ -188,46 +252,47 @@ class HFBackend(Backend):
         out: list[list[int]] = [[] for _ in range(n)]
         alive = list(range(n))  # the row of ``out`` each current batch row decodes
         ids = enc["input_ids"]
-        with self.phase.generation():
-            for step in range(max_new_tokens):
-                args = dict(kw, input_ids=ids, attention_mask=mask)
-                if self._takes_positions:
-                    args["position_ids"] = pos
+        for step in range(max_new_tokens):
+            args = dict(kw, input_ids=ids, attention_mask=mask)
+            if self._takes_positions:
+                args["position_ids"] = pos
+            # every forward of step 0 (however many stages) reads the prompt; later ones decode
+            with self.phase.reading(prompt=step == 0):
                 if step == 0 and repeat > 1 and until is not None:
                     nxt = self._prefill_rows(args, cache, until, max_new_tokens, on_rows)
                     mask, pos = (t.repeat_interleave(repeat, 0) for t in (mask, pos))
                 else:
                     nxt = self.top(**args).logits[:, -1].argmax(-1)
-                if step == 0 and repeat > 1 and until is None:
-                    # the prompt read once: copy its results
-                    cache.batch_repeat_interleave(repeat)
-                    mask, pos = (t.repeat_interleave(repeat, 0) for t in (mask, pos))
-                    nxt = nxt.repeat_interleave(repeat, 0)
-                keep = []
-                for j, (row, tok) in enumerate(zip(alive, nxt.cpu().tolist(), strict=True)):
-                    if tok in stop:
-                        continue
-                    out[row].append(tok)
-                    if done is None or not done(row, out[row]):
-                        keep.append(j)
-                if not keep or step == max_new_tokens - 1:
-                    break
-                if len(keep) < len(alive):
-                    # the rows that go on: the first len(keep) positions, each finished
-                    # row's place among them taken by a row from beyond them, so that the
-                    # cache moves those rows only (PreallocatedLayer.batch_select_indices)
-                    gone = set(range(len(alive))) - set(keep)
-                    movers = iter(j for j in keep if j >= len(keep))
-                    keep = [next(movers) if j in gone else j for j in range(len(keep))]
-                    index = torch.tensor(keep, device=mask.device)
-                    cache.batch_select_indices(index)
-                    mask, pos, nxt = mask[index], pos[index], nxt[index]
-                    alive = [alive[j] for j in keep]
-                    if on_rows is not None:
-                        on_rows(torch.tensor(alive))
-                ids = nxt[:, None]
-                mask = torch.cat([mask, mask.new_ones(len(alive), 1)], 1)
-                pos = pos[:, -1:] + 1
+            if step == 0 and repeat > 1 and until is None:
+                # the prompt read once: copy its results
+                cache.batch_repeat_interleave(repeat)
+                mask, pos = (t.repeat_interleave(repeat, 0) for t in (mask, pos))
+                nxt = nxt.repeat_interleave(repeat, 0)
+            keep = []
+            for j, (row, tok) in enumerate(zip(alive, nxt.cpu().tolist(), strict=True)):
+                if tok in stop:
+                    continue
+                out[row].append(tok)
+                if done is None or not done(row, out[row]):
+                    keep.append(j)
+            if not keep or step == max_new_tokens - 1:
+                break
+            if len(keep) < len(alive):
+                # the rows that go on: the first len(keep) positions, each finished
+                # row's place among them taken by a row from beyond them, so that the
+                # cache moves those rows only (PreallocatedLayer.batch_select_indices)
+                gone = set(range(len(alive))) - set(keep)
+                movers = iter(j for j in keep if j >= len(keep))
+                keep = [next(movers) if j in gone else j for j in range(len(keep))]
+                index = torch.tensor(keep, device=mask.device)
+                cache.batch_select_indices(index)
+                mask, pos, nxt = mask[index], pos[index], nxt[index]
+                alive = [alive[j] for j in keep]
+                if on_rows is not None:
+                    on_rows(torch.tensor(alive))
+            ids = nxt[:, None]
+            mask = torch.cat([mask, mask.new_ones(len(alive), 1)], 1)
+            pos = pos[:, -1:] + 1
         return out
 
     def _prefill_rows(self, args: dict[str, Any], cache: Any, until: list[int], extra: int,
@@ -399,7 +464,7 @@ class HFBackend(Backend):
                                 "use_cache": True, cache_kw: lead_cache, "logits_to_keep": keep}
         if self._takes_positions:
             args["position_ids"] = pos[lead_at]
-        with self._viewing(lead_at, 0):
+        with self.phase.reading(prompt=True), self._viewing(lead_at, 0):
             first = self.top(**args).logits
         if not any(layer.is_initialized for layer in lead_cache.layers):
             shared = 0  # every block replayed: no keys to share, and none to compute
@@ -413,7 +478,7 @@ class HFBackend(Backend):
             args.update({"use_cache": True, cache_kw: past})
         if self._takes_positions:
             args["position_ids"] = pos[rest, shared:]
-        with self._viewing(rest, shared):
+        with self.phase.reading(prompt=True), self._viewing(rest, shared):
             others = self.top(**args).logits
         out = others.new_empty(rows, *others.shape[1:])
         out[lead_at] = first
@@ -492,6 +557,17 @@ class HFBackend(Backend):
                     block.__dict__.pop("forward", None)
                 else:
                     block.forward = before
+
+
+def _real_first(mask: torch.Tensor) -> bool:
+    """True when no row has a pad before a real token (right-padded or unpadded)."""
+    return bool((mask[:, 1:] <= mask[:, :-1]).all())
+
+
+def _columns(t: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``t`` (B, T, ...) with row ``b``'s columns taken at ``index[b]`` (B, T)."""
+    at = index.view(*index.shape, *[1] * (t.ndim - 2)).expand_as(t)
+    return t.gather(1, at)
 
 
 def _user_hooks(module: torch.nn.Module) -> list[Any]:

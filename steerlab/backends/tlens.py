@@ -128,8 +128,9 @@ class TLensBackend(Backend):
     def forward(self, enc: dict[str, torch.Tensor],
                 keep: int | torch.Tensor | None = None) -> torch.Tensor:
         self.check_sole()
-        logits = self.bridge(enc["input_ids"], attention_mask=enc["attention_mask"],
-                             return_type="logits")
+        with self.phase.reading(prompt=True):
+            logits = self.bridge(enc["input_ids"], attention_mask=enc["attention_mask"],
+                                 return_type="logits")
         return keep_positions(logits, keep)
 
     def generate(self, enc: dict[str, torch.Tensor], **kwargs: Any) -> Any:
