@@ -12,7 +12,7 @@ import pandas as pd
 import torch
 
 from steerlab.cache import Activations
-from steerlab.vectors import SteeringVector
+from steerlab.vectors import SteeringVector, cosines
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,7 @@ def cosine_profile(vector: SteeringVector, vector_layer: int, acts: Activations)
     each cached layer's activation of each prompt."""
     v = vector[vector_layer].float()
     a = acts.acts.float()  # (L, n, d)
-    cos = (a @ v) / (a.norm(dim=-1) * v.norm()).clamp_min(1e-12)
+    cos = cosines(a, v)
     return cos.cpu().numpy()
 
 

@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 
 from steerlab.errors import InvalidVectorError, OptionError, VectorMismatchError
-from steerlab.vectors import SteeringVector
+from steerlab.vectors import EPS, SteeringVector, cosines, unit
 
 if TYPE_CHECKING:
     from steerlab.models import Model
@@ -84,7 +84,7 @@ def token_cosines(model: Model, direction: torch.Tensor, space: str = "unembeddi
                                   f"{space} rows have width {w.shape[1]}.")
     if not torch.isfinite(d).all() or float(d.norm()) == 0.0:
         raise InvalidVectorError("The direction is zero or holds NaN/inf: nothing to read.")
-    return (w @ d) / (w.norm(dim=1).clamp_min(1e-12) * d.norm())
+    return cosines(w, d)
 
 
 def logit_lens(vector: SteeringVector | torch.Tensor, model: Model,
@@ -158,8 +158,7 @@ def cluster_tokens(model: Model, token_ids: Sequence[int], n_clusters: int | Non
     ids = [int(i) for i in token_ids]
     if len(ids) < 2:
         raise OptionError(f"Need at least 2 tokens to cluster, got {len(ids)}.")
-    x = _embedding(model, space)[ids]
-    x = (x / x.norm(dim=1, keepdim=True).clamp_min(1e-12)).cpu().numpy()
+    x = unit(_embedding(model, space)[ids], dim=1).cpu().numpy()
     if n_clusters is None:
         best = (-2.0, 2)
         for c in range(2, min(8, len(ids) - 1) + 1):
@@ -174,7 +173,7 @@ def cluster_tokens(model: Model, token_ids: Sequence[int], n_clusters: int | Non
     rows = []
     for c in range(n_clusters):
         members = np.flatnonzero(km.labels_ == c)
-        cen = km.cluster_centers_[c] / max(np.linalg.norm(km.cluster_centers_[c]), 1e-12)
+        cen = km.cluster_centers_[c] / max(np.linalg.norm(km.cluster_centers_[c]), EPS)
         sims = x[members] @ cen
         order = members[np.argsort(-sims)]
         names = [texts[i] for i in order]

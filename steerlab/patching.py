@@ -38,6 +38,8 @@ from steerlab.cache import cache_sites, check_layers
 from steerlab.errors import EmptyInputError, OptionError
 from steerlab.models import check_prompts
 from steerlab.options import DIRECTIONS
+from steerlab.stats import accuracy, bootstrap_mean_ci, comparison_row
+from steerlab.vectors import diff_of_means, random_like, shuffled_diff_of_means, unit
 
 if TYPE_CHECKING:
     from steerlab.models import Model
@@ -218,7 +220,6 @@ def pair_behaviour(model: Model, pairs: FactPairs, chat: bool | None = None,
     on the clean and on the corrupted prompt. ``.attrs``: the share of clean prompts that
     prefer the right answer and of corrupted prompts that prefer the corrupting one, each an
     :class:`steerlab.stats.Accuracy` with its 95% Wilson interval."""
-    from steerlab.stats import accuracy
 
     m = logit_diff(model, pairs.correct, pairs.incorrect, normalise=False)
     p = _pairs(model, pairs.clean, pairs.corrupted, chat)
@@ -272,21 +273,6 @@ class PatchResult:
                 "token": str(row["token"]), "head": int(row["head"]),
                 "value": float(row["value"]), "ci_low": float(row["ci_low"]),
                 "ci_high": float(row["ci_high"])}
-
-
-def bootstrap_mean_ci(values: np.ndarray, n_boot: int = 2000, seed: int = 0
-                      ) -> tuple[np.ndarray, np.ndarray]:
-    """95% percentile bootstrap interval of the mean over axis 0 (pairs), per column, NaNs
-    (pairs without that cell) left out."""
-    vals = np.asarray(values, dtype=float)
-    n = vals.shape[0]
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, n, size=(n_boot, n))
-    with warnings.catch_warnings():  # all-NaN columns (cells no pair has) stay NaN
-        warnings.simplefilter("ignore", RuntimeWarning)
-        means = np.nanmean(vals[idx], axis=1)  # (n_boot, cells)
-        lo, hi = np.nanpercentile(means, [2.5, 97.5], axis=0)
-    return lo, hi
 
 
 def _result(values: np.ndarray, cells: list[tuple[int, int, int]], site: str,
@@ -645,9 +631,7 @@ def kind_patching(model: Model, target: str = "memorisation-mc",
     """
     from steerlab.cache import cache_activations
     from steerlab.evaluate import _mc_batch, cloze_prompt
-    from steerlab.stats import accuracy, comparison_row
     from steerlab.tasks import check_disjoint, extraction_prompts, get_task
-    from steerlab.vectors import diff_of_means, random_like, shuffled_diff_of_means
 
     if target not in KIND_TARGETS:
         raise OptionError(f"Unknown target {target!r}: kind_patching targets one of "
@@ -686,7 +670,7 @@ def kind_patching(model: Model, target: str = "memorisation-mc",
                 ).norm(dim=-1).mean()
         for name, vec in directions.items():
             v = vec[layer].float()
-            vectors.setdefault(name, {})[layer] = v / v.norm().clamp_min(1e-12) * size
+            vectors.setdefault(name, {})[layer] = unit(v) * size
 
     be = model.backend(backend)
     replay = be.supports_prefix_replay and not be.has_foreign_hooks()
@@ -780,7 +764,6 @@ def kind_patching_summary(frame: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
     the mean direction special at that size?), each a paired difference on the same items
     with its 95% bootstrap interval and McNemar p (:func:`steerlab.stats.comparison_row`;
     ``delta`` = first minus second)."""
-    from steerlab.stats import comparison_row
 
     rows = []
     for layer, g in frame.groupby("layer", sort=True):

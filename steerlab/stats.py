@@ -9,6 +9,7 @@ questions is not mistaken for an effect.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -264,3 +265,19 @@ def comparison_row(base_correct: Sequence[bool] | np.ndarray,
     return {"n": acc.n, "accuracy": acc.acc, "ci_low": acc.lo, "ci_high": acc.hi,
             "baseline": accuracy(base_correct).acc, "delta": diff.delta, "delta_low": diff.lo,
             "delta_high": diff.hi, "p_mcnemar": diff.p_value}
+
+
+def bootstrap_mean_ci(values: np.ndarray, n_boot: int = 2000, seed: int = 0
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """95% percentile bootstrap interval of the mean over axis 0 (pairs, resampled with
+    replacement), per column, NaNs (pairs without that cell) left out: the interval of every
+    patching map's cells."""
+    vals = np.asarray(values, dtype=float)
+    n = vals.shape[0]
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, n, size=(n_boot, n))
+    with warnings.catch_warnings():  # all-NaN columns (cells no pair has) stay NaN
+        warnings.simplefilter("ignore", RuntimeWarning)
+        means = np.nanmean(vals[idx], axis=1)  # (n_boot, cells)
+        lo, hi = np.nanpercentile(means, [2.5, 97.5], axis=0)
+    return lo, hi

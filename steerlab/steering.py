@@ -18,7 +18,7 @@ from steerlab.backends.base import WHEN, Handle, Site, check_site
 from steerlab.cache import check_layers
 from steerlab.errors import InvalidVectorError, OptionError, VectorMismatchError
 from steerlab.options import MODES, SCALES, Mode, Scale, check
-from steerlab.vectors import SITE, SteeringVector
+from steerlab.vectors import SITE, SteeringVector, unit
 
 if TYPE_CHECKING:
     from steerlab.models import Model
@@ -51,12 +51,12 @@ class SteeringHandle:
 
 def _make_steer_fn(v: torch.Tensor, coeff: float, mode: str):
     cache: dict[tuple[torch.dtype, torch.device], torch.Tensor] = {}
-    unit = v / v.norm().clamp_min(1e-12)
+    direction = unit(v)
 
     def fn(h: torch.Tensor) -> torch.Tensor:
         key = (h.dtype, h.device)
         if key not in cache:
-            cache[key] = (v if mode == "add" else unit).to(device=h.device, dtype=h.dtype)
+            cache[key] = (v if mode == "add" else direction).to(device=h.device, dtype=h.dtype)
         d = cache[key]  # (d_model,)
         if mode == "add":
             return h + coeff * d
@@ -168,7 +168,7 @@ def _resolve(model: Model, vector: SteeringVector | torch.Tensor,
     if mode == "add" and scale == "norm":
         raise OptionError("scale='norm' needs reference norms, which a raw tensor lacks: wrap "
                           "it in a SteeringVector with ref_norms, or use scale='raw'/'unit'.")
-    d = vector / vector.norm().clamp_min(1e-12) if scale == "unit" else vector
+    d = unit(vector) if scale == "unit" else vector
     return {l: d * coeff if mode == "add" else vector for l in use}
 
 

@@ -100,11 +100,13 @@ ALPHA = 0.05  # the verdict's significance level, after Holm's adjustment
 SHOTS = 3  # few-shot examples for base models on generative tasks (README: "get 3")
 
 
-def default_shots(model: Model, task: Task, k: int = SHOTS) -> list[tuple[str, str]]:
+def default_shots(model: Model, task: Task, k: int = SHOTS,
+                  chat: bool | None = None) -> list[tuple[str, str]]:
     """The few-shot examples an evaluation of ``task`` gives ``model``: ``k`` (question,
-    answer) pairs from :func:`steerlab.tasks.shots` for a base model on a generative task,
-    none for chat models (the template frames the question) or multiple choice."""
-    return [] if model.is_chat or task.kind == "mc" else shots(task, k)
+    answer) pairs from :func:`steerlab.tasks.shots` on a generative task read without a chat
+    template (the chat rule, :meth:`~steerlab.models.Model.uses_chat` of ``chat``), none
+    where the template frames the question, or on multiple choice."""
+    return [] if model.uses_chat(chat) or task.kind == "mc" else shots(task, k)
 
 
 @dataclass(frozen=True)
@@ -375,7 +377,7 @@ def plan_sweep(model: Model, config: SweepConfig) -> SweepPlan:
     coeffs = [1.0] if config.mode == "ablate" else list(config.coeffs)  # ablation: no strength
     chat = model.uses_chat(config.chat)
     items = task.items(config.n, config.seed)
-    few = default_shots(model, task)
+    few = default_shots(model, task, chat=chat)
     key = SweepKey(model.hf_id, str(model.dtype).removeprefix("torch."), task.name,
                    len(items), config.seed, config.scale,
                    config.extract_from or task.extract_from, config.extract_n,

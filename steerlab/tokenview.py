@@ -26,7 +26,7 @@ from steerlab.cache import cache_activations
 from steerlab.errors import LayerError
 from steerlab.options import Scale
 from steerlab.steering import steer
-from steerlab.vectors import SITE, SteeringVector
+from steerlab.vectors import SITE, SteeringVector, unit
 
 if TYPE_CHECKING:
     from steerlab.models import Model
@@ -73,14 +73,14 @@ def token_projections(model: Model, prompt: str, vector: SteeringVector | torch.
         raise LayerError(f"steer_layer={steer_layer} comes after layer={layer}: an edit there "
                          "cannot change the residual read at layer. Steer at or before it.")
     direction = vector[layer] if isinstance(vector, SteeringVector) else vector  # (d_model,)
-    unit = direction.double() / direction.double().norm().clamp_min(1e-12)
+    towards = unit(direction.double())
     site = vector.site if isinstance(vector, SteeringVector) else SITE
     chat = model.uses_chat(chat)  # one decision for the cache and the token strings
 
     def read() -> torch.Tensor:
         acts = cache_activations(model, [prompt], [layer], reduction="none", chat=chat,
                                  backend=backend, progress=False, site=site)
-        return acts.at(layer)[0].double() @ unit  # (T,)
+        return acts.at(layer)[0].double() @ towards  # (T,)
 
     plain = read()
     with steer(model, vector, layers=steer_layer, coeff=coeff, backend=backend, scale=scale):

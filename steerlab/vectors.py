@@ -130,7 +130,7 @@ class SteeringVector:
 
     def normalized(self) -> SteeringVector:
         """A copy with every layer's vector scaled to unit norm."""
-        vecs = {l: v / v.norm().clamp_min(1e-12) for l, v in self.vectors.items()}
+        vecs = {l: unit(v) for l, v in self.vectors.items()}
         return replace(self, vectors=vecs, meta={**self.meta, "normalized": True})
 
     def scaled(self, factor: float) -> SteeringVector:
@@ -309,13 +309,29 @@ def match_norms(vector: SteeringVector, reference: SteeringVector) -> SteeringVe
     missing = [l for l in vector.layers if l not in reference.vectors]
     if missing:
         raise LayerError(f"Cannot match norms: the reference has no layer(s) {missing}.")
-    vecs = {l: v / v.norm().clamp_min(1e-12) * reference[l].norm()
+    vecs = {l: unit(v) * reference[l].norm()
             for l, v in vector.vectors.items()}
     return replace(vector, vectors=vecs, meta={**vector.meta, "matched_to": reference.method})
 
 
+#: the least norm a direction is divided by: a zero vector's unit direction stays zero
+EPS = 1e-12
+
+
+def unit(v: torch.Tensor, dim: int | None = None) -> torch.Tensor:
+    """``v`` over its norm (the whole tensor's, or along ``dim`` kept for broadcasting)."""
+    norm = v.norm() if dim is None else v.norm(dim=dim, keepdim=True)
+    return v / norm.clamp_min(EPS)
+
+
+def cosines(rows: torch.Tensor, direction: torch.Tensor) -> torch.Tensor:
+    """Cosine similarity of each vector along the last axis of ``rows`` with ``direction``
+    (0 where either is zero)."""
+    return (rows @ direction) / (rows.norm(dim=-1) * direction.norm()).clamp_min(EPS)
+
+
 def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Cosine similarity of two 1-D tensors."""
+    """Cosine similarity of two 1-D tensors (NaN when either is zero)."""
     denom = float(a.norm() * b.norm())
     return float(a.float() @ b.float()) / denom if denom > 0 else math.nan
 

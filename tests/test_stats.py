@@ -231,3 +231,24 @@ def test_holm_known_values_and_order():
     for bad in ([0.1, 1.5], [np.nan], [[0.1]]):
         with pytest.raises(StatsInputError):
             holm(bad)
+
+
+def test_bootstrap_mean_interval_per_column():
+    """Each column's interval brackets its mean, narrows with more pairs, leaves NaN pairs
+    out, and repeats under the same seed."""
+    from steerlab.stats import bootstrap_mean_ci
+
+    rng = np.random.default_rng(0)
+    values = rng.normal([0.0, 5.0, 0.0], 1.0, size=(400, 3))
+    values[::2, 2] = np.nan  # a cell only half the pairs have
+    lo, hi = bootstrap_mean_ci(values, seed=1)
+    mean = np.nanmean(values, axis=0)
+    assert ((lo < mean) & (mean < hi)).all()
+    assert lo[1] > 4.5 and hi[1] < 5.5
+    assert hi[2] - lo[2] > hi[0] - lo[0]  # half the pairs: wider
+    lo2, hi2 = bootstrap_mean_ci(values, seed=1)
+    assert np.array_equal(lo, lo2) and np.array_equal(hi, hi2)
+    small_lo, small_hi = bootstrap_mean_ci(values[:40], seed=1)
+    assert (small_hi - small_lo)[0] > (hi - lo)[0]
+    gone = np.full((10, 1), np.nan)
+    assert np.isnan(bootstrap_mean_ci(gone)[0]).all()
