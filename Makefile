@@ -23,7 +23,7 @@ cpu_torch = if [ "$$(uname -s)" = Linux ]; then $(1)/pip install -q --no-deps --
 # one universal lock: every platform and Python >= 3.11, markers where they differ
 UVFLAGS := --universal --python-version 3.11
 
-.PHONY: setup browser run run-all test test-latest test-oldest lock bench clean
+.PHONY: setup browser run run-all test check test-latest test-oldest lock bench clean
 
 setup: $(STAMP)
 
@@ -70,6 +70,16 @@ test: browser setup
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/python -m pytest
+
+# the inner loop (under 3 minutes here): lint, types, and the tests on tiny models of the
+# library's own logic and of its fast paths against the oracle; `make test` is the whole suite
+CHECK_TESTS := $(addprefix tests/test_,sites.py steering.py generation_phase.py vectors.py \
+	cache.py stats.py io.py answers.py evaluate.py shared_prefix.py seam.py concepts.py \
+	sizes.py oracle.py)
+check: setup
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not slow and not browser and not shared_data" $(CHECK_TESTS)
 
 # drift watch: newest releases the declared ranges admit (torch stays the lock's CPU build:
 # a newer torch from PyPI is a multi-GB CUDA build), in a venv of its own

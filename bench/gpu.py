@@ -24,6 +24,7 @@ import torch
 from _common import env_setup, interleaved, machine, peak_rss_mib, record, table
 
 from steerlab.cache import cache_activations
+from steerlab.cells import evaluate_cells
 from steerlab.cost import training_step_costs
 from steerlab.devices import (
     default_dtype,
@@ -32,7 +33,7 @@ from steerlab.devices import (
     resolve_device,
     synchronize,
 )
-from steerlab.evaluate import evaluate, evaluate_cells
+from steerlab.evaluate import evaluate
 from steerlab.patching import activation_patching, logit_diff
 from steerlab.sizes import SIZES, n_params, random_model
 from steerlab.steering import steer

@@ -11,14 +11,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from steerlab.answers import answer_complete, extract_letter, first_answer, judge
-from steerlab.answers import extract_answer as extract_answer  # re-exported (older imports)
 from steerlab.errors import EmptyInputError, OptionError
 from steerlab.inference import generate
 from steerlab.options import SCORINGS
@@ -26,7 +25,6 @@ from steerlab.stats import Accuracy, accuracy
 from steerlab.tasks import LETTERS, Item, Task
 
 if TYPE_CHECKING:
-    from pathlib import Path
 
     from steerlab.models import Model
 
@@ -79,7 +77,7 @@ def _letter_ids(model: Model, k: int, chat: bool) -> list[int]:
 
 
 @dataclass
-class _MCBatch:
+class MCBatch:
     """One batch of multiple-choice items ready for a forward: inputs, which logit positions
     to keep, and how to turn those logits into per-option scores."""
 
@@ -102,7 +100,7 @@ class _MCBatch:
         return preds, correct
 
 
-def _mc_letter_batch(model: Model, items: list[Item], chat: bool) -> _MCBatch:
+def _mc_letter_batch(model: Model, items: list[Item], chat: bool) -> MCBatch:
     """Log-probability of each option letter as the next token (one forward per prompt)."""
     enc = model.encode([mc_prompt(it, chat) for it in items], chat=chat)
     n_opts = [len(it.options) for it in items]
@@ -116,10 +114,10 @@ def _mc_letter_batch(model: Model, items: list[Item], chat: bool) -> _MCBatch:
     mask = enc["attention_mask"]
     width = mask.shape[1]
     last = width - 1 - mask.flip(1).argmax(1)  # the last real token, left or right padded
-    return _MCBatch(items, enc, 1, finish, torch.arange(len(items)), last.cpu())
+    return MCBatch(items, enc, 1, finish, torch.arange(len(items)), last.cpu())
 
 
-def _mc_text_batch(model: Model, prompts: list[str], items: list[Item], chat: bool) -> _MCBatch:
+def _mc_text_batch(model: Model, prompts: list[str], items: list[Item], chat: bool) -> MCBatch:
     """Mean log-probability per token of each option's text after its prompt; all options of
     all items in one right-padded forward."""
     templated = chat
@@ -161,12 +159,12 @@ def _mc_text_batch(model: Model, prompts: list[str], items: list[Item], chat: bo
         return out
 
     row_item = torch.tensor([i for i, item in enumerate(items) for _ in item.options])
-    return _MCBatch(items, {"input_ids": ids, "attention_mask": mask},
+    return MCBatch(items, {"input_ids": ids, "attention_mask": mask},
                     torch.tensor(need, device=dev),
                     finish, row_item, torch.tensor([a - 1 for a, _ in spans]))
 
 
-def _mc_batch(model: Model, items: list[Item], scoring: str, chat: bool) -> _MCBatch:
+def mc_batch(model: Model, items: list[Item], scoring: str, chat: bool) -> MCBatch:
     if scoring == "letter":
         return _mc_letter_batch(model, items, chat)
     fmt = mc_prompt if scoring == "text" else cloze_prompt
@@ -285,7 +283,7 @@ def evaluate(model: Model, task: Task, items: Sequence[Item] | None = None,
                                     strict=True):
                 preds[i], correct[i], completions[i] = p, c, out
         elif task.kind == "mc":
-            mc = _mc_batch(model, batch, scoring, chat)
+            mc = mc_batch(model, batch, scoring, chat)
             with torch.no_grad():
                 logits = model.backend(backend).forward(mc.enc, keep=mc.keep)
             for i, p, c in zip(idx, *mc.choose(logits), strict=True):
@@ -301,308 +299,3 @@ def evaluate(model: Model, task: Task, items: Sequence[Item] | None = None,
                       preds, time.perf_counter() - t0, task.chance(items),
                       {"chat": chat, "scoring": scoring, "backend": backend},
                       completions)
-
-
-def can_share_prefix(task: Task, backend: str, model: Model) -> bool:
-    """True when :func:`evaluate_cells` takes a fast path: a multiple-choice task on a
-    backend that can replay a recorded prefix (``hf``), or a generative task on one with a
-    greedy loop (``hf``, models with a KV cache), and no other hooks or edits on the
-    model."""
-    be = model.backend(backend)
-    able = be.supports_prefix_replay if task.kind == "mc" else be.supports_greedy
-    return able and not be.has_foreign_hooks()
-
-
-#: the most rows (items x cells) one generative decoding batch of :func:`evaluate_cells`
-#: holds: on a CPU a decoding step's cost per row keeps falling up to a few hundred rows
-#: (``bench/sweep_speed.py``), while the KV cache grows with every row
-DECODE_ROWS = 512
-
-
-def cells_per_batch(batch_size: int) -> int:
-    """How many cells :func:`evaluate_cells` decodes together for item batches of
-    ``batch_size`` (:data:`DECODE_ROWS` rows at most, one cell at least)."""
-    return max(1, DECODE_ROWS // max(batch_size, 1))
-
-
-def _gen_cells(model: Model, task: Task, layers: Sequence[int], vectors: Sequence[torch.Tensor],
-               items: list[Item], chat: bool, backend: str, batch_size: int,
-               shots: Sequence[tuple[str, str]], positions: str) -> list[EvalResult]:
-    """Cells decoded together: each item batch (the batches ``evaluate`` makes) becomes
-    ``len(vectors)`` rows per prompt, row ``i * K + k`` steered by vector ``k`` at
-    ``layers[k]`` (one edit per layer, adding zero to the rows of other layers), and every row
-    leaves the batch once its answer is complete (EOS; for a base model also the start of a
-    new few-shot example, :func:`answer_complete`, after which nothing it generates is
-    judged). The item batches stay the naive loop's, so each row's prompt and padding are
-    the same as in one pass per cell; only the batch is wider (:data:`DECODE_ROWS` rows at
-    most: more cells are decoded in turn). With ``positions="generated"`` the prompt's forward
-    is unsteered, so each prompt is read once for all cells; otherwise each block of it runs
-    once for the cells steered below it each and once for all the others (``greedy``'s
-    ``shared_until``), and the tokens all prompts begin with are read by a few lead prompts
-    only (``HFBackend._prefill_rows``)."""
-    from steerlab.steering import RowSteering
-
-    be = model.backend(backend)
-    if not vectors:
-        return []
-    dec = model.tokenizer.decode
-
-    def done(row: int, toks: list[int]) -> bool:
-        return not chat and answer_complete(dec(toks, skip_special_tokens=True))
-
-    prompts = [gen_prompt(it, shots, chat) for it in items]
-    texts = [[""] * len(items) for _ in vectors]
-    t0 = time.perf_counter()
-    step = cells_per_batch(batch_size)
-    for first in range(0, len(vectors), step):
-        part = range(first, min(first + step, len(vectors)))
-        k = len(part)
-        per_cell = torch.stack([vectors[c].float() for c in part])  # row i*k + c gets c
-        at = [layers[c] for c in part]
-        # the prompt's forward up to a cell's steering layer is the unsteered one: shared
-        # whole when the vectors act on generated tokens only, else up to each cell's layer
-        until = None if positions == "generated" else at
-        for start in range(0, len(items), batch_size):
-            enc = model.encode(prompts[start:start + batch_size], chat=chat)
-            rows = enc["input_ids"].shape[0]
-            with RowSteering(model, per_cell.repeat(rows, 1), at * rows, positions,
-                             backend) as steering:
-                toks = be.greedy(enc, task.max_new_tokens, done=done,
-                                 on_rows=steering.select, repeat=k, shared_until=until)
-            for r, t in enumerate(toks):
-                i, c = divmod(r, k)
-                texts[first + c][start + i] = dec(t, skip_special_tokens=True)
-    seconds = (time.perf_counter() - t0) / len(vectors)
-    results = []
-    for outs in texts:
-        judged = [judge(it, out if chat else first_answer(out)) for it, out in zip(
-            items, outs, strict=True)]
-        results.append(EvalResult(
-            task.name, model.hf_id, [it.id for it in items], np.array([ok for ok, _ in judged]),
-            [p for _, p in judged], seconds, task.chance(items),
-            {"chat": chat, "scoring": "generate", "backend": backend,
-             "cells_per_batch": min(step, len(vectors)), "positions": positions}, outs))
-    return results
-
-
-@torch.no_grad()
-def evaluate_cells(model: Model, task: Task, layer: int | Sequence[int],
-                   vectors: Sequence[torch.Tensor],
-                   items: Sequence[Item] | None = None, n: int | None = None, seed: int = 0,
-                   chat: bool | None = None, backend: str = "hf", batch_size: int = 16,
-                   scoring: str | None = None, progress: bool | None = None,
-                   reuse: dict[int, tuple[int, Any]] | None = None,
-                   shots: Sequence[tuple[str, str]] = (), positions: str = "all"
-                   ) -> list[EvalResult]:
-    """Results of steering with each of ``vectors`` (added with coefficient 1 at every
-    position) at ``layer`` (one layer for all, or a sequence with each vector's own layer),
-    the same as ``evaluate`` under ``steer(model, v, layers=l)`` for each ``(v, l)`` in turn,
-    but cheaper.
-
-    Fast path (multiple-choice tasks, ``hf`` backend): nothing before block ``layer`` depends
-    on the vector, so each batch runs blocks ``0..layer`` once, records block ``layer``'s
-    output, and every vector then runs only the blocks after it (plus the unembedding at the
-    scored positions). Within each of those forwards the columns every row shares (a chat
-    template's system prompt, few-shot examples, at the start of right-padded option rows) are
-    read once (:meth:`~steerlab.backends.base.Backend.forward_shared`). Same batches, the same
-    positions, mask and key lengths as the one-pass-per-vector loop, so the logits are its
-    logits up to the rounding of smaller matrix products (the same answers item by item on
-    the tiny models and on SmolLM2, tested).
-
-    Fast path (generative tasks, ``hf`` backend, models with a KV cache): the vectors, of
-    one layer or of several, decode together, one row per (item, vector), and rows leave the
-    batch as their answers complete (:func:`_gen_cells`); the same greedy tokens up to the
-    rounding of a different batch size (tested equal item by item in fp32). Multiple-choice
-    tasks run their layers in ascending order. ``shots``: a base model's few-shot examples;
-    ``positions``: where the vectors act (``all``, ``generated``: then the prompt is read
-    once for all vectors). The ``tlens``/``nnsight`` backends and models that already carry
-    hooks fall back to one pass per vector.
-
-    ``reuse``: pass the same (initially empty) dict to successive calls with increasing
-    ``layer`` on the same items: each batch's recorded output is kept there, and the next call
-    runs only the blocks between the two layers to reach its own.
-    """
-    from steerlab.steering import steer
-
-    items = list(items) if items is not None else task.items(n, seed)
-    if not items:
-        raise EmptyInputError(f"No items to evaluate for task {task.name}.")
-    at = [layer] * len(vectors) if isinstance(layer, int) else list(layer)
-    if len(at) != len(vectors):
-        raise OptionError(f"{len(at)} layers for {len(vectors)} vectors: give one layer per "
-                          "vector (or one for all).")
-    chat = model.uses_chat(chat)
-    kw: dict[str, Any] = {"items": items, "chat": chat, "backend": backend,
-                          "batch_size": batch_size, "scoring": scoring, "progress": progress,
-                          "shots": shots}
-    if not can_share_prefix(task, backend, model) or (task.kind == "mc" and (
-            scoring or task.scoring) == "generate"):  # answers in words: one pass each
-        results = []
-        for v, lay in zip(vectors, at, strict=True):
-            with steer(model, v, layers=lay, coeff=1.0, backend=backend,
-                       positions=positions):
-                results.append(evaluate(model, task, **kw))
-        return results
-    if task.kind != "mc":
-        return _gen_cells(model, task, at, vectors, items, chat, backend, batch_size, shots,
-                          positions)
-    if not isinstance(layer, int):  # multiple choice: one layer at a time, reusing the last
-        by_layer: dict[int, list[int]] = {}
-        for k, lay in enumerate(at):
-            by_layer.setdefault(lay, []).append(k)
-        reuse = {} if reuse is None else reuse
-        out: list[EvalResult | None] = [None] * len(vectors)
-        for lay in sorted(by_layer):
-            got = evaluate_cells(model, task, lay, [vectors[k] for k in by_layer[lay]],
-                                 reuse=reuse, positions=positions, **kw)
-            for k, res in zip(by_layer[lay], got, strict=True):
-                out[k] = res
-        return [r for r in out if r is not None]
-    scoring = scoring or task.scoring
-    if scoring not in SCORINGS:
-        raise OptionError(f"Unknown scoring {scoring!r}: use one of {SCORINGS}.")
-    be = model.backend(backend)
-    preds = [[""] * len(items) for _ in vectors]
-    correct = [[False] * len(items) for _ in vectors]
-    seconds = [0.0] * len(vectors)
-    batches = mc_batches(model, items, scoring, chat, batch_size)  # as evaluate() batches
-    show = progress if progress is not None else len(batches) > 4
-    for b, idx in enumerate(tqdm(batches, desc=f"{task.name} L{layer}", disable=not show,
-                                 leave=False)):
-        batch = [items[i] for i in idx]
-        t0 = time.perf_counter()
-        mc = _mc_batch(model, batch, scoring, chat)
-        prev = reuse.get(b) if reuse is not None else None
-        # continue from an earlier layer's output where there is one
-        start = prev if prev is not None and prev[0] < layer else None
-        recorded = be.record(mc.enc, layer, start)
-        if reuse is not None:
-            reuse[b] = (layer, recorded)
-        shared = (time.perf_counter() - t0) / max(len(vectors), 1)
-        for k, v in enumerate(vectors):
-            t1 = time.perf_counter()
-            with be.replaying(layer, recorded), steer(model, v, layers=layer, coeff=1.0,
-                                                      backend=backend, positions=positions):
-                logits = be.forward_shared(mc.enc, keep=mc.keep)
-            for i, p, c in zip(idx, *mc.choose(logits), strict=True):
-                preds[k][i], correct[k][i] = p, c
-            seconds[k] += shared + time.perf_counter() - t1
-    ids = [it.id for it in items]
-    extra = {"chat": chat, "scoring": scoring, "backend": backend,
-             "shared_prefix": True}
-    return [EvalResult(task.name, model.hf_id, ids, np.array(correct[k]), preds[k], seconds[k],
-                       task.chance(items), dict(extra)) for k in range(len(vectors))]
-
-
-if TYPE_CHECKING:
-    import pandas as pd
-
-    from steerlab.vectors import SteeringVector
-
-
-def condition_fingerprint(vec: SteeringVector | None) -> dict[str, Any] | None:
-    """What identifies a condition's vector in an evaluation journal: its method, layers and
-    per-layer norms to 3 significant digits (the last bits of a vector extracted on another
-    CPU may differ; a different vector differs in these)."""
-    if vec is None:
-        return None
-    return {"method": vec.method, "layers": list(vec.layers),
-            "norms": [f"{float(n):.3g}" for n in vec.norms().values()]}
-
-
-def condition_key(model: Model, task: str, items: Sequence[Item], batch_size: int,
-                  name: str, vec: SteeringVector | None) -> str:
-    """The journal key of one condition of :func:`compare_conditions`: model, dtype, task,
-    items, batching, the condition's name and :func:`condition_fingerprint`."""
-    import hashlib
-    import json
-
-    d = {"model": model.hf_id, "dtype": str(model.dtype).removeprefix("torch."),
-         "task": task, "items": [it.id for it in items], "batch_size": batch_size,
-         "condition": name, "vector": condition_fingerprint(vec)}
-    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
-
-
-def evaluate_condition(model: Model, task: Task, items: Sequence[Item] | None,
-                       vec: SteeringVector | None, batch_size: int) -> EvalResult:
-    """One condition of :func:`compare_conditions`: ``vec`` added at its layers with
-    coefficient 1 (``None``: the unsteered model), greedy, ``batch_size`` items per batch."""
-    from steerlab.steering import steer
-
-    if vec is None:
-        return evaluate(model, task, items=items, batch_size=batch_size)
-    with steer(model, vec, coeff=1.0):
-        return evaluate(model, task, items=items, batch_size=batch_size)
-
-
-def compare_conditions(model: Model, conditions: dict[str, SteeringVector | None],
-                       task: str = "arithmetic", items: Sequence[Item] | None = None,
-                       baseline: str = "base", batch_size: int = 50,
-                       seed: int = 0, out: str | Path | None = None) -> pd.DataFrame:
-    """Accuracy of ``model`` on the same items under each condition (a vector added at its
-    layers with coefficient 1, or ``None`` for the unsteered model), against ``baseline``.
-
-    ``out``: a JSON-lines journal; each condition's evaluation (per-item correctness, answers
-    and completions, the model's dtype) is appended when done, and a condition found there
-    under the same :func:`condition_key` is read back instead of evaluated again.
-
-    Returns:
-        One row per condition, in ``conditions`` order: ``condition``, the
-        :data:`~steerlab.stats.COMPARISON_COLUMNS` of a sweep row
-        (:func:`steerlab.stats.comparison_row`: ``accuracy`` with its 95% Wilson interval
-        ``ci_low``/``ci_high``, ``baseline`` the baseline condition's accuracy, ``delta`` with
-        its paired-bootstrap interval ``delta_low``/``delta_high`` and McNemar ``p_mcnemar``;
-        ``seed`` seeds the bootstrap) and ``seconds``.
-
-    Raises:
-        OptionError: ``baseline`` is not one of the conditions.
-    """
-    import pandas as pd
-
-    from steerlab import _io
-    from steerlab.console import say
-    from steerlab.stats import comparison_row
-    from steerlab.tasks import get_task
-
-    if baseline not in conditions:
-        raise OptionError(f"The baseline {baseline!r} must be one of the conditions "
-                          f"{list(conditions)}: add it (e.g. {{{baseline!r}: None, ...}} for "
-                          "the unsteered model) or pass baseline= one of them.")
-    t = get_task(task)
-    its = list(items) if items is not None else t.items()
-    recorded = {r["key"]: r for r in _io.read_jsonl(out)} if out is not None else {}
-    results: dict[str, EvalResult] = {}
-    for k, (name, vec) in enumerate(conditions.items(), start=1):
-        key = condition_key(model, t.name, its, batch_size, name, vec)
-        if key in recorded:
-            results[name] = journal_result(recorded[key], its)
-            continue
-        t0 = time.perf_counter()
-        say(f"evaluating condition {k}/{len(conditions)} {name!r} ({len(its)} items)")
-        results[name] = evaluate_condition(model, t, its, vec, batch_size)
-        say(f"  {name!r}: accuracy {results[name].correct.mean():.3f}, "
-            f"{time.perf_counter() - t0:.0f} s")
-        if out is not None:
-            _io.append_jsonl(out, {
-                "key": key, "condition": name, "model": model.hf_id,
-                "dtype": str(model.dtype).removeprefix("torch."), "task": t.name,
-                "n": len(its), "batch_size": batch_size,
-                "vector": condition_fingerprint(vec), "seconds": results[name].seconds,
-                "correct": "".join("1" if c else "0" for c in results[name].correct),
-                "predictions": list(results[name].predictions),
-                "completions": list(results[name].completions)})
-    base = results[baseline].correct
-    return pd.DataFrame([{"condition": name, **comparison_row(base, res.correct, seed=seed),
-                          "seconds": res.seconds} for name, res in results.items()])
-
-
-def journal_result(row: dict[str, Any], items: Sequence[Item]) -> EvalResult:
-    """The :class:`EvalResult` of an evaluation journal row of :func:`compare_conditions`."""
-    correct = np.array([c == "1" for c in row["correct"]])
-    if len(correct) != len(items):
-        raise OptionError(f"A journal row of {row.get('condition')!r} has {len(correct)} items, "
-                          f"the evaluation {len(items)}.")
-    return EvalResult(row["task"], row["model"], [it.id for it in items], correct,
-                      list(row.get("predictions", [])), float(row["seconds"]),
-                      extra={"dtype": row.get("dtype")},
-                      completions=list(row.get("completions", [])))

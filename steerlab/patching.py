@@ -630,7 +630,7 @@ def kind_patching(model: Model, target: str = "memorisation-mc",
         source prompt each item got (``sources``).
     """
     from steerlab.cache import cache_activations
-    from steerlab.evaluate import _mc_batch, cloze_prompt
+    from steerlab.evaluate import cloze_prompt, mc_batch
     from steerlab.tasks import check_disjoint, extraction_prompts, get_task
 
     if target not in KIND_TARGETS:
@@ -685,7 +685,7 @@ def kind_patching(model: Model, target: str = "memorisation-mc",
                disable=not show, leave=False)
     with torch.no_grad():
         for start, batch in batches:
-            mc = _mc_batch(model, batch, "cloze", chat_)
+            mc = mc_batch(model, batch, "cloze", chat_)
             base_correct += mc.choose(be.forward(mc.enc, keep=mc.keep))[1]
             item_idx = mc.row_item + start  # each row's item in ``items``
             prev: tuple[int, Any] | None = None  # the last recorded (layer, block output)

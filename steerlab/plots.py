@@ -237,7 +237,7 @@ def condition_bars(table: pd.DataFrame, title: str = "", baseline: str = "base")
     """Accuracy per condition with 95% Wilson intervals; each bar labelled with its paired
     difference to the baseline (bootstrap 95% interval). ``table``: the comparison schema
     (:data:`steerlab.stats.COMPARISON_COLUMNS`, e.g. from
-    :func:`steerlab.evaluate.compare_conditions`) with a ``condition`` column."""
+    :func:`steerlab.conditions.compare_conditions`) with a ``condition`` column."""
     text = [("baseline" if r.condition == baseline else
              f"{r.delta:+.3f} [{r.delta_low:+.3f}, {r.delta_high:+.3f}]")
             for _, r in table.iterrows()]

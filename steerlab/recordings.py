@@ -269,11 +269,12 @@ def recorded_protocol(name: str, out: str | Path, draws: int, progress: bool = T
 def check_evaluation(model: Model, row: dict[str, Any], vec: SteeringVector | None,
                      items: Sequence[Item], journal: str | Path,
                      seed: int | None = None) -> SpotCheck:
-    """Spot-check one recorded condition of :func:`steerlab.evaluate.compare_conditions`
+    """Spot-check one recorded condition of :func:`steerlab.conditions.compare_conditions`
     (its journal ``row``, its vector ``vec``, its ``items``): one random batch of its items,
     evaluated again as the recording batched it; per-item correctness and extracted answers
     compared with the row."""
-    from steerlab.evaluate import evaluate_condition, evaluation_batches
+    from steerlab.conditions import evaluate_condition
+    from steerlab.evaluate import evaluation_batches
     from steerlab.tasks import get_task
 
     task = get_task(row["task"])
@@ -298,7 +299,7 @@ def check_evaluation(model: Model, row: dict[str, Any], vec: SteeringVector | No
 
 
 class Evaluations:
-    """The journal of a notebook's :func:`~steerlab.evaluate.compare_conditions` calls: each
+    """The journal of a notebook's :func:`~steerlab.conditions.compare_conditions` calls: each
     :meth:`compare` reads recorded conditions back and evaluates (and records) the others;
     :meth:`spot_check` then checks one randomly drawn reused condition."""
 
@@ -309,7 +310,7 @@ class Evaluations:
     def compare(self, model: Model, conditions: dict[str, SteeringVector | None],
                 items: Sequence[Item], task: str = "arithmetic", batch_size: int = 50,
                 **kwargs: Any) -> pd.DataFrame:
-        from steerlab.evaluate import compare_conditions, condition_key
+        from steerlab.conditions import compare_conditions, condition_key
 
         its = list(items)
         recorded = {r["key"]: r for r in _io.read_jsonl(self.journal)}

@@ -234,7 +234,7 @@ def holm(p_values: Sequence[float] | np.ndarray) -> np.ndarray:
 COMPARISON_COLUMNS = ("n", "accuracy", "ci_low", "ci_high", "baseline", "delta", "delta_low",
                       "delta_high", "p_mcnemar")
 """The columns of every "accuracy and paired difference to a baseline" table steerlab writes
-(sweep rows, :func:`steerlab.evaluate.compare_conditions`), in this order; see
+(sweep rows, :func:`steerlab.conditions.compare_conditions`), in this order; see
 :func:`comparison_row`."""
 
 

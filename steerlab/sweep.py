@@ -18,11 +18,11 @@ does not extract them again, and a finished one extracts nothing.
 
 Speed (``fast=True``, the default): for multiple-choice tasks on the ``hf`` backend, cells
 are run one layer at a time, and each batch runs the blocks before the steering layer once for
-all of that layer's (method, coeff) cells (:func:`steerlab.evaluate.evaluate_cells`), and
+all of that layer's (method, coeff) cells (:func:`steerlab.cells.evaluate_cells`), and
 each cell's later blocks read the columns all rows of a batch begin with (a chat template,
 few-shot examples) once: same items, the same logits up to the rounding of smaller matrix
 products (the same answers, tested), less work. Generative tasks decode the cells of all layers
-together (:func:`_groups`, up to :data:`~steerlab.evaluate.DECODE_ROWS` rows per batch): a
+together (:func:`_groups`, up to :data:`~steerlab.cells.DECODE_ROWS` rows per batch): a
 row per item and cell, each with its own vector at its own layer, the prompt's forward shared
 among the rows whose inputs to a block are still equal (and the tokens all prompts begin with
 read by a few lead prompts only), and each row dropped once its answer is complete, so the
@@ -62,10 +62,11 @@ import torch
 
 from steerlab import _io
 from steerlab.cache import check_layers
+from steerlab.cells import cells_per_batch, evaluate_cells
 from steerlab.console import progress as progress_bar
 from steerlab.devices import DTYPE_NAMES
 from steerlab.errors import OptionError, SteerlabError
-from steerlab.evaluate import EvalResult, cells_per_batch, evaluate, evaluate_cells
+from steerlab.evaluate import EvalResult, evaluate
 from steerlab.options import (
     BACKENDS,
     CONTROLS,

@@ -20,8 +20,8 @@ in one commit (:func:`steerlab._io.commit`), so they are always of the same step
 checks that they are, and drops journal rows after that step (they are redone).
 
 The adapters (:class:`~steerlab.adapters.LearnedVectors`, :class:`~steerlab.adapters.LoraAdapter`,
-one :class:`~steerlab.adapters.Adapter` protocol) live in :mod:`steerlab.adapters`; they, and
-:func:`~steerlab.evaluate.compare_conditions`, are importable from here too.
+one :class:`~steerlab.adapters.Adapter` protocol) live in :mod:`steerlab.adapters`; the
+comparison of a trained vector with its controls in :mod:`steerlab.conditions`.
 """
 
 from __future__ import annotations
@@ -42,10 +42,9 @@ from steerlab import _io
 from steerlab.adapters import ADAPTER_CLASSES, ADAPTERS, Adapter, freeze, make_adapter
 from steerlab.adapters import LearnedVectors as LearnedVectors  # re-exported (older imports)
 from steerlab.adapters import LoraAdapter as LoraAdapter  # re-exported
+from steerlab.answers import judge
 from steerlab.console import progress as progress_bar
 from steerlab.errors import OptionError, SteerlabError
-from steerlab.evaluate import compare_conditions as compare_conditions  # re-exported
-from steerlab.evaluate import judge
 from steerlab.vectors import SteeringVector
 
 if TYPE_CHECKING:

@@ -108,7 +108,7 @@ def test_blocks_with_accelerate_hooks_sweep_fast_and_keep_their_wrappers():
     replay must run through them and put them back, with the same results as a plain model."""
     from accelerate.hooks import AlignDevicesHook, add_hook_to_module
 
-    from steerlab.evaluate import evaluate_cells
+    from steerlab.cells import evaluate_cells
     from steerlab.tasks import get_task
 
     plain, hooked = tiny_model("llama"), tiny_model("llama")

@@ -2,8 +2,9 @@ import numpy as np
 import pytest
 import torch
 
+from steerlab.answers import extract_answer, judge
 from steerlab.errors import EmptyInputError, OptionError
-from steerlab.evaluate import evaluate, extract_answer, judge, mc_prompt
+from steerlab.evaluate import evaluate, mc_prompt
 from steerlab.tasks import TASKS, Item, Task, get_task
 
 
@@ -104,7 +105,6 @@ def test_eval_result_positional_fields_unchanged():
 
 def test_answer_functions_are_still_importable_from_evaluate():
     from steerlab import answers
-    from steerlab.evaluate import extract_answer, judge
 
     assert extract_answer is answers.extract_answer
     assert judge is answers.judge

@@ -402,13 +402,13 @@ def test_kind_patching_backends_agree_and_mean_patch_is_the_difference_of_means(
 
 def test_kind_patching_bad_input_and_no_hooks_after_a_failure(tiny_llama, monkeypatch):
     from steerlab.errors import OptionError
-    from steerlab.evaluate import _MCBatch
+    from steerlab.evaluate import MCBatch
     from steerlab.patching import kind_patching
 
     with pytest.raises(OptionError, match="memorisation-mc"):
         kind_patching(tiny_llama, "gsm8k", layers=[1], n=4)
     calls = {"n": 0}
-    real = _MCBatch.choose
+    real = MCBatch.choose
 
     def flaky(self, logits):
         calls["n"] += 1
@@ -416,7 +416,7 @@ def test_kind_patching_bad_input_and_no_hooks_after_a_failure(tiny_llama, monkey
             raise RuntimeError("boom")
         return real(self, logits)
 
-    monkeypatch.setattr(_MCBatch, "choose", flaky)
+    monkeypatch.setattr(MCBatch, "choose", flaky)
     with pytest.raises(RuntimeError, match="boom"):
         kind_patching(tiny_llama, "memorisation-mc", layers=[1, 2], n=4, n_source=6)
     assert no_hooks(tiny_llama)

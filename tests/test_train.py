@@ -23,7 +23,6 @@ from tests.conftest import no_hooks, tiny_model
 FAST = {"prompts_per_step": 3, "samples": 4, "max_new_tokens": 6, "eval_every": 0,
         "lr": 0.05}
 
-
 def has_seven(item, completion: str) -> float:
     """A reward a random tiny model earns sometimes, so RLOO has signal to learn from."""
     return float("7" in completion)
@@ -137,60 +136,6 @@ def test_lora_variant_trains_a_private_copy(tmp_path):
         model.n_layers * 2 * (64 + 32))  # rank 2 x (in 64 + out 32) per down_proj
 
 
-def test_compare_conditions_pairs_every_condition_with_the_baseline():
-    from steerlab.train import compare_conditions
-
-    model = tiny_model("llama")
-    items = arithmetic_items("test")[:4]
-    vec = LearnedVectors(model).to_steering_vector(model)  # zero vectors: same as base
-    table = compare_conditions(model, {"base": None, "zero": vec}, items=items)
-    assert list(table.condition) == ["base", "zero"] and (table.n == 4).all()
-    assert table.accuracy.iloc[0] == table.accuracy.iloc[1]
-    assert (table.delta == 0).all() and (table.p_mcnemar == 1.0).all()
-    assert (table.baseline == table.accuracy.iloc[0]).all()
-    assert no_hooks(model)
-    with pytest.raises(OptionError, match="baseline"):
-        compare_conditions(model, {"zero": vec}, items=items)
-
-
-def test_compare_conditions_rows_are_sweep_rows(monkeypatch):
-    """Same schema as a sweep row (column names and order) and the same numbers that
-    ``sweep._row`` computes from the same correctness vectors and seed."""
-    import importlib
-
-    import numpy as np
-
-    from steerlab import train
-
-    ev = importlib.import_module("steerlab.evaluate")
-    sweep = importlib.import_module("steerlab.sweep")
-    from steerlab.evaluate import EvalResult, compare_conditions
-
-    assert train.compare_conditions is compare_conditions  # older imports keep working
-    model = tiny_model("llama")
-    rng = np.random.default_rng(0)
-    correct = {"base": rng.random(80) < 0.3, "up": rng.random(80) < 0.6,
-               "down": rng.random(80) < 0.1}
-    results = {k: EvalResult("arithmetic", model.hf_id, [str(i) for i in range(80)], v, [],
-                             float(i)) for i, (k, v) in enumerate(correct.items())}
-    order = iter(results.values())
-    monkeypatch.setattr(ev, "evaluate", lambda *a, **k: next(order))
-    vec = LearnedVectors(model).to_steering_vector(model)
-    table = compare_conditions(model, {"base": None, "up": vec, "down": vec}, seed=5)
-    shared = [c for c in sweep.COLUMNS if c in table.columns]
-    assert list(table.columns) == ["condition", *shared]
-    assert shared == ["n", "accuracy", "ci_low", "ci_high", "baseline", "delta", "delta_low",
-                      "delta_high", "p_mcnemar", "seconds"]
-    cfg = sweep.SweepKey(model.hf_id, "float32", "arithmetic", 80, 5, "norm", "x", None,
-                            "last", False, None, "hf", (0,), 0)
-    for (name, res), row in zip(results.items(), table.to_dict("records"), strict=True):
-        want = sweep._row(cfg, name, 0, 1.0, 0.0, res, results["base"], res.seconds, None)
-        assert row["condition"] == name
-        assert {c: row[c] for c in shared} == {c: want[c] for c in shared}, name
-    assert table.delta.iloc[1] > 0 > table.delta.iloc[2]
-    assert no_hooks(model)
-
-
 def test_completion_logprobs_are_of_the_tempered_distribution_sampled_from():
     model = tiny_model("llama")
     cfg = TrainConfig(**{**FAST, "temperature": 0.5})
@@ -254,8 +199,8 @@ def test_vectors_and_adam_state_of_different_steps_are_refused(tmp_path):
 def test_recorded_learned_vectors_beat_the_base_model(smollm_fast):
     """The vectors recorded in results/ (steerlab train, 60 steps) still load and still raise
     held-out accuracy on real weights: a regression test of loading, hooks and evaluation."""
+    from steerlab.conditions import compare_conditions
     from steerlab.notebooks import recorded_run
-    from steerlab.train import compare_conditions
 
     path = recorded_run("smollm2-135m-instruct", "arithmetic") / "vectors.safetensors"
     vec = SteeringVector.load(path, smollm_fast)

@@ -1,0 +1,64 @@
+"""compare_conditions: every condition on the same items against a baseline, in the sweep's
+row schema."""
+
+from __future__ import annotations
+
+import pytest
+
+from steerlab.adapters import LearnedVectors
+from steerlab.errors import OptionError
+from steerlab.tasks import arithmetic_items
+from tests.conftest import no_hooks, tiny_model
+
+
+def test_compare_conditions_pairs_every_condition_with_the_baseline():
+    from steerlab.conditions import compare_conditions
+
+    model = tiny_model("llama")
+    items = arithmetic_items("test")[:4]
+    vec = LearnedVectors(model).to_steering_vector(model)  # zero vectors: same as base
+    table = compare_conditions(model, {"base": None, "zero": vec}, items=items)
+    assert list(table.condition) == ["base", "zero"] and (table.n == 4).all()
+    assert table.accuracy.iloc[0] == table.accuracy.iloc[1]
+    assert (table.delta == 0).all() and (table.p_mcnemar == 1.0).all()
+    assert (table.baseline == table.accuracy.iloc[0]).all()
+    assert no_hooks(model)
+    with pytest.raises(OptionError, match="baseline"):
+        compare_conditions(model, {"zero": vec}, items=items)
+
+
+def test_compare_conditions_rows_are_sweep_rows(monkeypatch):
+    """Same schema as a sweep row (column names and order) and the same numbers that
+    ``sweep._row`` computes from the same correctness vectors and seed."""
+    import importlib
+
+    import numpy as np
+
+
+    ev = importlib.import_module("steerlab.conditions")
+    sweep = importlib.import_module("steerlab.sweep")
+    from steerlab.conditions import compare_conditions
+    from steerlab.evaluate import EvalResult
+
+    model = tiny_model("llama")
+    rng = np.random.default_rng(0)
+    correct = {"base": rng.random(80) < 0.3, "up": rng.random(80) < 0.6,
+               "down": rng.random(80) < 0.1}
+    results = {k: EvalResult("arithmetic", model.hf_id, [str(i) for i in range(80)], v, [],
+                             float(i)) for i, (k, v) in enumerate(correct.items())}
+    order = iter(results.values())
+    monkeypatch.setattr(ev, "evaluate", lambda *a, **k: next(order))
+    vec = LearnedVectors(model).to_steering_vector(model)
+    table = compare_conditions(model, {"base": None, "up": vec, "down": vec}, seed=5)
+    shared = [c for c in sweep.COLUMNS if c in table.columns]
+    assert list(table.columns) == ["condition", *shared]
+    assert shared == ["n", "accuracy", "ci_low", "ci_high", "baseline", "delta", "delta_low",
+                      "delta_high", "p_mcnemar", "seconds"]
+    cfg = sweep.SweepKey(model.hf_id, "float32", "arithmetic", 80, 5, "norm", "x", None,
+                            "last", False, None, "hf", (0,), 0)
+    for (name, res), row in zip(results.items(), table.to_dict("records"), strict=True):
+        want = sweep._row(cfg, name, 0, 1.0, 0.0, res, results["base"], res.seconds, None)
+        assert row["condition"] == name
+        assert {c: row[c] for c in shared} == {c: want[c] for c in shared}, name
+    assert table.delta.iloc[1] > 0 > table.delta.iloc[2]
+    assert no_hooks(model)
