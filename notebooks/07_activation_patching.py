@@ -143,7 +143,7 @@ for site, cell in summary["strongest"].items():
 # multiple-choice recall questions (`memorisation-mc`, cloze scoring, where SmolLM2 is well
 # above chance) and reasoning questions (`reasoning-mc`, where it is at chance), the residual
 # stream after block L at the prompt's last token (where the vectors are extracted) is edited
-# before the options are scored (`steerlab.patching.kind_patching`):
+# before the options are scored (`steerlab.kinds.kind_patching`):
 #
 # * `patch_other`: the state of a prompt of the *other* kind written in (reasoning into
 #   recall, or the reverse), each item paired with a seeded extraction-split prompt;
@@ -159,7 +159,7 @@ for site, cell in summary["strongest"].items():
 # bootstrap interval.
 
 # %%
-from steerlab.patching import kind_patching, kind_patching_summary, kind_patching_verdict
+from steerlab.kinds import kind_patching, kind_patching_summary, kind_patching_verdict
 from steerlab.plots import kind_patching_figure
 
 KIND_LAYERS = spread_layers(model.n_layers, 2 if S.smoke else 4)

@@ -398,7 +398,7 @@ KIND_STYLE = {"patch_other": ("#d62728", "solid"), "patch_same": ("#1f77b4", "so
 
 
 def kind_patching_figure(frames: list[pd.DataFrame], title: str = "") -> go.Figure:
-    """Change in accuracy vs layer under each :func:`steerlab.patching.kind_patching`
+    """Change in accuracy vs layer under each :func:`steerlab.kinds.kind_patching`
     condition, one panel per target task, with paired 95% bootstrap intervals and the zero
     line (the unsteered run on the same items)."""
     names = [f"{f.attrs.get('target', '')}: {f['source_kind'].iloc[0]} states written in"

@@ -1,0 +1,240 @@
+"""The seed replication's missing controls: activation patching between prompt kinds.
+
+:func:`kind_patching` writes reasoning-prompt states into memorisation prompts (or the
+reverse) layer by layer, against difference-of-means steering at the same layer, the swap
+control (another prompt of the same kind) and the random and shuffled directions, all at the
+same size and place; :func:`kind_patching_summary` and :func:`kind_patching_verdict` read the
+table (notebook 07, section 6).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from steerlab.cache import cache_activations, check_layers
+from steerlab.errors import EmptyInputError, OptionError
+from steerlab.evaluate import cloze_prompt, mc_batch
+from steerlab.stats import accuracy, comparison_row
+from steerlab.tasks import check_disjoint, extraction_prompts, get_task
+from steerlab.vectors import diff_of_means, random_like, shuffled_diff_of_means, unit
+
+if TYPE_CHECKING:
+    from steerlab.models import Model
+
+#: the multiple-choice tasks :func:`kind_patching` can target, and the kind of prompt each is
+KIND_TARGETS = {"memorisation-mc": "memorisation", "reasoning-mc": "reasoning"}
+#: its conditions, in table order: the other kind's activation written in (``patch_other``),
+#: another prompt of the target's own kind written in (``patch_same``, the swap control), the
+#: difference of means added at its own norm (``mean_patch``: the *average* other-kind patch),
+#: and three directions added at the size of the other-kind patches (the mean norm of the
+#: change ``patch_other`` makes at that layer): the difference of means (``diff_means``), a
+#: seeded random direction (``random``) and the label-shuffled difference (``shuffled``)
+KIND_CONDITIONS = ("patch_other", "patch_same", "mean_patch", "diff_means", "random", "shuffled")
+
+
+def kind_patching(model: Model, target: str = "memorisation-mc",
+                  layers: Sequence[int] | int | None = None, n: int | None = None,
+                  seed: int = 0, source: str = "shipped", n_source: int | None = None,
+                  backend: str = "hf", batch_size: int = 16, chat: bool | None = None,
+                  progress: bool | None = None) -> pd.DataFrame:
+    """The seed replication's missing controls: reasoning-prompt activations patched into
+    memorisation prompts (``target="memorisation-mc"``), or memorisation activations into
+    reasoning prompts (``"reasoning-mc"``), layer by layer, against difference-of-means
+    steering at the same layer and the random and shuffled controls.
+
+    Every condition edits the same place: the residual stream after block ``layer`` at the
+    target prompt's last token (where the vectors are extracted), before the options are
+    scored (cloze: mean log-probability of each option's text after the question). Each target
+    item is paired with a source prompt of the extraction split (seeded); ``patch_other``
+    writes the other kind's activation there, ``patch_same`` another prompt of the target's
+    own kind (so "any swap of the prompt's state" is separated from "a swap towards the other
+    kind"), ``mean_patch`` adds mean(other) - mean(same) of those source activations (what
+    the other-kind patches change on average), and ``diff_means`` / ``random`` / ``shuffled``
+    add that direction, a seeded random one or the label-permuted difference, each scaled to
+    the mean norm of the change the ``patch_other`` patches make at that layer (so they are
+    edits as large as a patch, differing from each other in direction only).
+
+    Returns:
+        One row per (layer, condition): target, source_kind, condition, layer, the
+        :data:`~steerlab.stats.COMPARISON_COLUMNS` against the unsteered run on the same items
+        (paired bootstrap interval, McNemar p), ``edit_norm`` (mean over items of the norm of
+        the change the edit made to the residual) and ``correct`` (per-item outcomes, for
+        comparisons between conditions). ``.attrs``: model, target, n, chance, unsteered
+        accuracy (with its interval), source, seed, item ids, and per patch condition the
+        source prompt each item got (``sources``).
+    """
+    if target not in KIND_TARGETS:
+        raise OptionError(f"Unknown target {target!r}: kind_patching targets one of "
+                          f"{list(KIND_TARGETS)} (a shipped multiple-choice set of one kind).")
+    use_layers = check_layers(model, layers)
+    if batch_size < 1:
+        raise OptionError(f"batch_size must be >= 1, got {batch_size}.")
+    task = get_task(target)
+    items = task.items(n, seed)
+    if not items:
+        raise EmptyInputError(f"No items to evaluate for task {target}.")
+    chat_ = model.uses_chat(chat)
+    reason_q, memo_q = extraction_prompts(source, n_source)
+    check_disjoint(reason_q + memo_q, items)
+    kind = KIND_TARGETS[target]
+    other_q, same_q = (reason_q, memo_q) if kind == "memorisation" else (memo_q, reason_q)
+    # the sources in the targets' own format, so the patched state is read where it is written
+    with torch.no_grad():
+        other = cache_activations(model, [cloze_prompt(q, chat_) for q in other_q], use_layers,
+                                  chat=chat_, backend=backend, progress=False)
+        same = cache_activations(model, [cloze_prompt(q, chat_) for q in same_q], use_layers,
+                                 chat=chat_, backend=backend, progress=False)
+        own = cache_activations(model, [cloze_prompt(it, chat_) for it in items], use_layers,
+                                chat=chat_, backend=backend, progress=False)
+    rng = np.random.default_rng(seed)
+    pick = {"patch_other": torch.from_numpy(rng.permutation(len(items)) % len(other_q)),
+            "patch_same": torch.from_numpy(rng.permutation(len(items)) % len(same_q))}
+    source_acts = {"patch_other": other, "patch_same": same}
+    src_q = {"patch_other": other_q, "patch_same": same_q}
+    mean = diff_of_means(other, same)
+    directions = {"diff_means": mean, "random": random_like(mean, seed=seed),
+                  "shuffled": shuffled_diff_of_means(other, same, seed=seed)}
+    vectors: dict[str, dict[int, torch.Tensor]] = {"mean_patch": dict(mean.vectors)}
+    for layer in use_layers:  # the size of an other-kind patch at this layer
+        size = (other.at(layer)[pick["patch_other"]].float() - own.at(layer).float()
+                ).norm(dim=-1).mean()
+        for name, vec in directions.items():
+            v = vec[layer].float()
+            vectors.setdefault(name, {})[layer] = unit(v) * size
+
+    be = model.backend(backend)
+    replay = be.supports_prefix_replay and not be.has_foreign_hooks()
+    batches = [(b, items[b:b + batch_size]) for b in range(0, len(items), batch_size)]
+    base_correct: list[bool] = []
+    correct: dict[tuple[int, str], list[bool]] = {(l, c): [] for l in use_layers
+                                                  for c in KIND_CONDITIONS}
+    norms: dict[tuple[int, str], list[float]] = {(l, c): [] for l in use_layers
+                                                 for c in KIND_CONDITIONS}
+    show = progress if progress is not None else len(batches) * len(use_layers) > 4
+    bar = tqdm(total=len(batches) * len(use_layers), desc=f"kind patching {target}",
+               disable=not show, leave=False)
+    with torch.no_grad():
+        for start, batch in batches:
+            mc = mc_batch(model, batch, "cloze", chat_)
+            base_correct += mc.choose(be.forward(mc.enc, keep=mc.keep))[1]
+            item_idx = mc.row_item + start  # each row's item in ``items``
+            prev: tuple[int, Any] | None = None  # the last recorded (layer, block output)
+            for layer in use_layers:
+                if replay:  # blocks 0..layer run once for all conditions (from the last one)
+                    prev = (layer, be.record(mc.enc, layer, prev))
+                for cond in KIND_CONDITIONS:
+                    if cond in pick:
+                        vals = source_acts[cond].at(layer)[pick[cond][item_idx]]
+                        replace = True
+                    else:
+                        vals = vectors[cond][layer].expand(len(item_idx), -1)
+                        replace = False
+                    fn, sizes = _last_token_edit(vals, mc.prompt_last, replace)
+                    handle = be.add_edit(layer, fn, site=other.site)
+                    try:
+                        if prev is not None:
+                            with be.replaying(layer, prev[1]):
+                                logits = be.forward(mc.enc, keep=mc.keep)
+                        else:
+                            logits = be.forward(mc.enc, keep=mc.keep)
+                    finally:
+                        handle.remove()
+                    correct[layer, cond] += mc.choose(logits)[1]
+                    # one size per item: the mean over its option rows
+                    per_row = torch.tensor(sizes, dtype=torch.float64)
+                    total = torch.zeros(len(batch), dtype=torch.float64).index_add_(
+                        0, mc.row_item, per_row)
+                    count = torch.bincount(mc.row_item, minlength=len(batch))
+                    norms[layer, cond] += (total / count).cpu().tolist()
+                bar.update(1)
+    bar.close()
+    rows = []
+    for layer in use_layers:
+        for cond in KIND_CONDITIONS:
+            got = np.array(correct[layer, cond])
+            rows.append({"target": target, "source_kind": "memorisation" if kind == "reasoning"
+                         else "reasoning", "condition": cond, "layer": layer,
+                         **comparison_row(base_correct, got, seed=seed),
+                         "edit_norm": float(np.mean(norms[layer, cond])),
+                         "correct": got.tolist()})  # cpu: a numpy array
+    out = pd.DataFrame(rows)
+    base = accuracy(base_correct)
+    out.attrs.update({"model": model.hf_id, "target": target, "n": len(items),
+                      "chance": task.chance(items), "unsteered": [base.acc, base.lo, base.hi],
+                      "source": source, "seed": seed, "chat": chat_,
+                      "n_source": [len(other_q), len(same_q)], "item_ids": [it.id for it in items],
+                      "sources": {c: [src_q[c][int(j)] for j in pick[c]] for c in pick}})
+    return out
+
+
+def _last_token_edit(vals: torch.Tensor, last: torch.Tensor, replace: bool
+                     ) -> tuple[Callable[[torch.Tensor], torch.Tensor], list[float]]:
+    """An edit writing (``replace``) or adding ``vals[r]`` at position ``last[r]`` of each row
+    r, and the list it appends the norm of each row's change to."""
+    sizes: list[float] = []
+
+    def fn(h: torch.Tensor) -> torch.Tensor:
+        h = h.clone()
+        rows = torch.arange(h.shape[0], device=h.device)
+        pos = last.to(h.device)
+        v = vals.to(device=h.device, dtype=h.dtype)
+        new = v if replace else h[rows, pos] + v
+        sizes.extend((new.float() - h[rows, pos].float()).norm(dim=-1).cpu().tolist())
+        h[rows, pos] = new
+        return h
+
+    return fn, sizes
+
+
+def kind_patching_summary(frame: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
+    """Per layer of a :func:`kind_patching` frame, the comparisons that say what it shows:
+    ``patch_other`` vs ``patch_same`` (does the other kind's state do more than any other
+    prompt's?), ``patch_other`` vs ``diff_means`` (does a patch do more than an edit of its
+    size along the mean direction?) and ``diff_means`` vs ``random`` and vs ``shuffled`` (is
+    the mean direction special at that size?), each a paired difference on the same items
+    with its 95% bootstrap interval and McNemar p (:func:`steerlab.stats.comparison_row`;
+    ``delta`` = first minus second)."""
+
+    rows = []
+    for layer, g in frame.groupby("layer", sort=True):
+        by = {str(r.condition): np.array(r.correct) for r in g.itertuples()}
+        for a, b in (("patch_other", "patch_same"), ("patch_other", "diff_means"),
+                     ("diff_means", "random"), ("diff_means", "shuffled")):
+            row = comparison_row(by[b], by[a], seed=seed)
+            rows.append({"layer": int(layer), "comparison": f"{a} - {b}",
+                         "delta": row["delta"], "delta_low": row["delta_low"],
+                         "delta_high": row["delta_high"], "p_mcnemar": row["p_mcnemar"]})
+    return pd.DataFrame(rows)
+
+
+def kind_patching_verdict(frame: pd.DataFrame, seed: int = 0) -> str:
+    """Plain-words lines for a :func:`kind_patching` frame: per condition, at how many layers
+    the paired 95% interval of the change excludes zero (and the largest change), then the
+    between-condition comparisons of :func:`kind_patching_summary` that exclude zero."""
+    a = frame.attrs
+    lines = [f"{a['model']} on {a['target']}: unsteered {a['unsteered'][0]:.3f} "
+             f"[{a['unsteered'][1]:.3f}, {a['unsteered'][2]:.3f}] (n={a['n']}, chance "
+             f"{a['chance']:.2f}); {frame['source_kind'].iloc[0]} states written in"]
+    n_layers = frame["layer"].nunique()
+    for cond, g in frame.groupby("condition", sort=False):
+        down = int((g["delta_high"] < 0).sum())
+        up = int((g["delta_low"] > 0).sum())
+        big = g.loc[g["delta"].abs().idxmax()]
+        lines.append(f"  {cond:11s} significantly down at {down}, up at {up} of {n_layers} "
+                     f"layers; largest change {big.delta:+.3f} [{big.delta_low:+.3f}, "
+                     f"{big.delta_high:+.3f}] at layer {int(big.layer)} (edit norm "
+                     f"{big.edit_norm:.1f})")
+    summary = kind_patching_summary(frame, seed=seed)
+    for comp, g in summary.groupby("comparison", sort=False):
+        sig = g[(g["delta_low"] > 0) | (g["delta_high"] < 0)]
+        where = ", ".join(f"layer {int(r.layer)}: {r.delta:+.3f} [{r.delta_low:+.3f}, "
+                          f"{r.delta_high:+.3f}]" for r in sig.itertuples()) or "none"
+        lines.append(f"  {comp}: interval excludes 0 at {len(sig)} of {n_layers} layers "
+                     f"({where})")
+    return "\n".join(lines)
