@@ -31,9 +31,7 @@ def can_share_prefix(task: Task, backend: str, model: Model) -> bool:
     backend that can replay a recorded prefix (``hf``), or a generative task on one with a
     greedy loop (``hf``, models with a KV cache), and no other hooks or edits on the
     model."""
-    be = model.backend(backend)
-    able = be.supports_prefix_replay if task.kind == "mc" else be.supports_greedy
-    return able and not be.has_foreign_hooks()
+    return model.backend(backend).fast("replay" if task.kind == "mc" else "greedy")
 
 
 #: the most rows (items x cells) one generative decoding batch of :func:`evaluate_cells`

@@ -109,7 +109,7 @@ def kind_patching(model: Model, target: str = "memorisation-mc",
             vectors.setdefault(name, {})[layer] = unit(v) * size
 
     be = model.backend(backend)
-    replay = be.supports_prefix_replay and not be.has_foreign_hooks()
+    replay = be.fast("replay")
     batches = [(b, items[b:b + batch_size]) for b in range(0, len(items), batch_size)]
     base_correct: list[bool] = []
     correct: dict[tuple[int, str], list[bool]] = {(l, c): [] for l in use_layers

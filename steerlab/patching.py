@@ -421,7 +421,7 @@ def activation_patching(model: Model, clean: Sequence[str], corrupted: Sequence[
                 values[i, c] = base_v[i]
             else:
                 jobs.append((c, i))
-    replay = fast and be.supports_prefix_replay and not be.has_foreign_hooks()
+    replay = fast and be.fast("replay")
     show = progress if progress is not None else len(jobs) > 4 * batch_cells
     bar = tqdm(total=len(jobs), desc=f"patching {site}", disable=not show, leave=False)
     by_layer: dict[int, list[tuple[int, int]]] = {}

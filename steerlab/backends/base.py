@@ -373,6 +373,14 @@ class Backend(ABC):
         """True when something other than this backend's live edits hooks the model."""
         return False
 
+    def fast(self, path: Literal["replay", "greedy"]) -> bool:
+        """The one test of whether a fast path may run now: the backend has it (``replay``:
+        :meth:`record` / :meth:`replaying`; ``greedy``: :meth:`greedy`) and nothing but this
+        call's own edits hooks the model (a foreign hook would see the shared work once, not
+        once per cell)."""
+        able = self.supports_prefix_replay if path == "replay" else self.supports_greedy
+        return able and not self.has_foreign_hooks()
+
     #: True when :meth:`greedy` exists (rows leave the batch as they finish)
     supports_greedy: bool = False
 
