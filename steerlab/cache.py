@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from steerlab import _io
 from steerlab.backends.base import POINTS, SITE_POINTS, SITES, StopForward, check_site
+from steerlab.devices import dtype_name
 from steerlab.errors import LayerError, OptionError
 from steerlab.models import check_prompts
 from steerlab.options import REDUCTIONS
@@ -254,7 +255,7 @@ def _collect(model: Model, prompts: list[str], per_site: dict[str, list[int]], r
              batches: Iterator[tuple[list[int], dict[tuple[str, int], torch.Tensor]]]
              ) -> dict[str, Activations]:
     """Batches -> one in-memory :class:`Activations` per site."""
-    meta = {"backend": backend, "dtype": str(model.dtype).removeprefix("torch.")}
+    meta = {"backend": backend, "dtype": dtype_name(model.dtype)}
     hashes = tuple(prompt_hash(p) for p in prompts)
     n = len(prompts)
     acts: dict[str, torch.Tensor] = {}
@@ -334,7 +335,7 @@ def cache_activations(model: Model, prompts: Sequence[str], layers: Sequence[int
                               progress)
     if out is None:
         return _collect(model, prompts, per_site, reduction, chat, backend, batches)[site]
-    meta = {"backend": backend, "dtype": str(model.dtype).removeprefix("torch.")}
+    meta = {"backend": backend, "dtype": dtype_name(model.dtype)}
     hashes = tuple(prompt_hash(p) for p in prompts)
     one = ((idx, torch.stack([store[pair] for pair in pairs]).cpu()) for idx, store in batches)
     lengths = _lengths(model, prompts, chat) if reduction == "none" else None

@@ -16,6 +16,7 @@ import pandas as pd
 
 from steerlab import _io
 from steerlab.console import say
+from steerlab.devices import dtype_name
 from steerlab.errors import OptionError
 from steerlab.evaluate import EvalResult, evaluate
 from steerlab.stats import comparison_row
@@ -43,7 +44,7 @@ def condition_key(model: Model, task: str, items: Sequence[Item], batch_size: in
                   name: str, vec: SteeringVector | None) -> str:
     """The journal key of one condition of :func:`compare_conditions`: model, dtype, task,
     items, batching, the condition's name and :func:`condition_fingerprint`."""
-    d = {"model": model.hf_id, "dtype": str(model.dtype).removeprefix("torch."),
+    d = {"model": model.hf_id, "dtype": dtype_name(model.dtype),
          "task": task, "items": [it.id for it in items], "batch_size": batch_size,
          "condition": name, "vector": condition_fingerprint(vec)}
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
@@ -102,7 +103,7 @@ def compare_conditions(model: Model, conditions: dict[str, SteeringVector | None
         if out is not None:
             _io.append_jsonl(out, {
                 "key": key, "condition": name, "model": model.hf_id,
-                "dtype": str(model.dtype).removeprefix("torch."), "task": t.name,
+                "dtype": dtype_name(model.dtype), "task": t.name,
                 "n": len(its), "batch_size": batch_size,
                 "vector": condition_fingerprint(vec), "seconds": results[name].seconds,
                 "correct": "".join("1" if c else "0" for c in results[name].correct),

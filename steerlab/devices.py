@@ -130,8 +130,26 @@ def default_dtype(device: str | torch.device | None = "cpu") -> torch.dtype:
 
 _DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp32": torch.float32,
            "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16}
-#: the dtypes steerlab loads models in, by the name ``str(dtype)`` gives without ``torch.``
-DTYPE_NAMES = tuple(dict.fromkeys(str(d).removeprefix("torch.") for d in _DTYPES.values()))
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """The one name of a dtype in journals, keys and summaries: ``bfloat16``, ``float32``..."""
+    return str(dtype).removeprefix("torch.")
+
+
+def dtype_label(dtype: object) -> str:
+    """The short name a figure or table label shows (``bf16``, ``fp32``, ``fp16``), for a
+    dtype or any of its names (``torch.`` or not); anything else as ``str`` gives it."""
+    given = dtype if isinstance(dtype, torch.dtype) else str(dtype).removeprefix("torch.")
+    try:
+        want = parse_dtype(given)
+    except ValueError:  # not a dtype steerlab loads models in: shown as given
+        return str(dtype)
+    return next((k for k, d in _DTYPES.items() if d == want and len(k) == 4), str(dtype))
+
+
+#: the dtypes steerlab loads models in, by :func:`dtype_name`
+DTYPE_NAMES = tuple(dict.fromkeys(dtype_name(d) for d in _DTYPES.values()))
 
 
 def parse_dtype(dtype: str | torch.dtype) -> torch.dtype:

@@ -9,6 +9,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from steerlab.analysis import LayerPCA
+from steerlab.devices import dtype_label
 from steerlab.options import CONTROLS
 
 POS_COLOR, NEG_COLOR = "#d62728", "#1f77b4"
@@ -334,15 +335,12 @@ def cluster_table_figure(clusters: pd.DataFrame, model: str, data: str = "",
         f"{'<br>(' + data + ')' if data else ''}"))
 
 
-_DTYPE_NAMES = {"torch.bfloat16": "bf16", "torch.float32": "fp32", "torch.float16": "fp16"}
-
-
 def resource_table_figure(table: pd.DataFrame, model: str, dtype: object = "",
                           data: str = "") -> go.Figure:
     """The resource table (:func:`steerlab.analysis.resource_table`, the paper's Table 3) as a
     figure, rounded to 4 decimals; the title names the ``model`` (and its ``dtype``, a torch
     dtype or a name), the ``data`` of the steps, and says the last row is the paper's model."""
-    dt = _DTYPE_NAMES.get(str(dtype), str(dtype))
+    dt = dtype_label(dtype) if dtype != "" else ""
     return table_figure(table.round(4), title=(
         f"Training cost per step on this CPU · {model}{f' ({dt})' if dt else ''}"
         f"{' · ' + data if data else ''}<br>"

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 from steerlab import _io
 from steerlab.console import say
+from steerlab.devices import dtype_name
 from steerlab.errors import SteerlabError
 
 if TYPE_CHECKING:
@@ -129,7 +130,7 @@ def load_in(name: str, dtype: str, model: Model | None = None, why: str = "") ->
     (saying so, with ``why``)."""
     from steerlab.models import load_model
 
-    if model is not None and str(model.dtype).removeprefix("torch.") == dtype:
+    if model is not None and dtype_name(model.dtype) == dtype:
         return model
     say(f"loading {name} in {dtype}{': ' + why if why else ''}")
     return load_model(name, dtype=dtype)

@@ -64,7 +64,7 @@ from steerlab import _io
 from steerlab.cache import check_layers
 from steerlab.cells import cells_per_batch, evaluate_cells
 from steerlab.console import progress as progress_bar
-from steerlab.devices import DTYPE_NAMES
+from steerlab.devices import DTYPE_NAMES, dtype_name
 from steerlab.errors import OptionError, SteerlabError
 from steerlab.evaluate import EvalResult, evaluate
 from steerlab.options import (
@@ -379,7 +379,7 @@ def plan_sweep(model: Model, config: SweepConfig) -> SweepPlan:
     chat = model.uses_chat(config.chat)
     items = task.items(config.n, config.seed)
     few = default_shots(model, task, chat=chat)
-    key = SweepKey(model.hf_id, str(model.dtype).removeprefix("torch."), task.name,
+    key = SweepKey(model.hf_id, dtype_name(model.dtype), task.name,
                    len(items), config.seed, config.scale,
                    config.extract_from or task.extract_from, config.extract_n,
                    config.reduction, chat, config.scoring, config.backend,

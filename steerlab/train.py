@@ -44,6 +44,7 @@ from steerlab.adapters import LearnedVectors as LearnedVectors  # re-exported (o
 from steerlab.adapters import LoraAdapter as LoraAdapter  # re-exported
 from steerlab.answers import judge
 from steerlab.console import progress as progress_bar
+from steerlab.devices import dtype_name
 from steerlab.errors import OptionError, SteerlabError
 from steerlab.vectors import SteeringVector
 
@@ -197,7 +198,7 @@ def _save_checkpoint(out: Path, adapter: Adapter, opt: torch.optim.Optimizer,
                      model: Model, cfg: TrainConfig, step: int) -> None:
     """Replace the adapter and Adam-state files of ``out`` with ``step``'s, in one commit."""
     meta = {"config": asdict(cfg), "config_key": cfg.key(), "step": step,
-            "task": cfg.task, "trainer": "rloo", "dtype": dtype_name(model)}
+            "task": cfg.task, "trainer": "rloo", "dtype": dtype_name(model.dtype)}
 
     def write_adapter(path: Path) -> None:
         adapter.save_checkpoint(path, model, meta, seed=cfg.seed)
@@ -271,11 +272,6 @@ def _resume_journal(out: Path, step: int) -> list[dict]:
     if len(kept) != len(rows):
         _io.write_jsonl(out / JOURNAL, kept)
     return kept
-
-
-def dtype_name(model: Model) -> str:
-    """The model's dtype as a run records it (``bfloat16``, ``float32``, ...)."""
-    return str(model.dtype).removeprefix("torch.")
 
 
 def run_dtype(out_dir: str | Path) -> str | None:
@@ -370,7 +366,7 @@ def train_rloo(model: Model, cfg: TrainConfig | None = None, out_dir: str | Path
         recent = [r["reward"] for r in rows[-10:] if "reward" in r]
         bar.set_postfix(reward=f"{sum(recent) / max(len(recent), 1):.3f}")
     meta = {"config": asdict(cfg), "config_key": cfg.key(), "step": cfg.steps,
-            "task": cfg.task, "trainer": "rloo", "dtype": dtype_name(model)}
+            "task": cfg.task, "trainer": "rloo", "dtype": dtype_name(model.dtype)}
     vec = adapter.to_steering_vector(model, meta, seed=cfg.seed)
     return TrainRun(vec, pd.DataFrame(rows), cfg, out, adapter)
 

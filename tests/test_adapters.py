@@ -19,6 +19,7 @@ from steerlab.adapters import (
     make_adapter,
 )
 from steerlab.cost import training_step_costs
+from steerlab.devices import dtype_name
 from steerlab.errors import OptionError, SteerlabError
 from steerlab.train import TrainConfig, _load_checkpoint, _save_checkpoint
 from steerlab.vectors import SteeringVector
@@ -199,7 +200,7 @@ def test_checkpoints_are_written_in_the_older_format(kind, tmp_path):
                                           for d in ("old", "new"))
         if name == a.file_name:  # the run's dtype, recorded beside the rest since runs have one
             where = m_new.get("meta", m_new)
-            assert where.pop("dtype") == train.dtype_name(model), name
+            assert where.pop("dtype") == dtype_name(model.dtype), name
         assert m_new == m_old, name
         assert set(t_new) == set(t_old) and all(torch.equal(t_new[k], t_old[k]) for k in t_old)
 

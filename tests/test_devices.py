@@ -191,3 +191,15 @@ def test_no_host_copy_without_cpu_in_the_package():
         if bad:
             found[str(path.relative_to(PACKAGE.parent))] = bad
     assert not found, f".numpy()/.tolist() without .cpu() (or a '# cpu:' reason): {found}"
+
+
+def test_one_dtype_name_and_one_short_label():
+    """Journals and keys spell a dtype one way (``bfloat16``); figure labels another
+    (``bf16``), from a dtype or any of its names; anything else is shown as given."""
+    from steerlab.devices import DTYPE_NAMES, dtype_label, dtype_name
+
+    assert [dtype_name(d) for d in (torch.bfloat16, torch.float32)] == ["bfloat16", "float32"]
+    assert set(DTYPE_NAMES) == {"bfloat16", "float32", "float16"}
+    for given, want in ((torch.bfloat16, "bf16"), ("float32", "fp32"), ("torch.float16", "fp16"),
+                        ("fp32", "fp32"), (torch.int8, "torch.int8"), ("weird", "weird")):
+        assert dtype_label(given) == want
