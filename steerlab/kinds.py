@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from steerlab.cache import cache_activations, check_layers
 from steerlab.errors import EmptyInputError, OptionError
 from steerlab.evaluate import cloze_prompt, mc_batch
-from steerlab.stats import accuracy, comparison_row
+from steerlab.stats import accuracy, comparison_row, interval_side
 from steerlab.tasks import check_disjoint, extraction_prompts, get_task
 from steerlab.vectors import diff_of_means, random_like, shuffled_diff_of_means, unit
 
@@ -223,8 +223,8 @@ def kind_patching_verdict(frame: pd.DataFrame, seed: int = 0) -> str:
              f"{a['chance']:.2f}); {frame['source_kind'].iloc[0]} states written in"]
     n_layers = frame["layer"].nunique()
     for cond, g in frame.groupby("condition", sort=False):
-        down = int((g["delta_high"] < 0).sum())
-        up = int((g["delta_low"] > 0).sum())
+        side = interval_side(g["delta_low"], g["delta_high"])
+        down, up = int((side < 0).sum()), int((side > 0).sum())
         big = g.loc[g["delta"].abs().idxmax()]
         lines.append(f"  {cond:11s} significantly down at {down}, up at {up} of {n_layers} "
                      f"layers; largest change {big.delta:+.3f} [{big.delta_low:+.3f}, "
@@ -232,7 +232,7 @@ def kind_patching_verdict(frame: pd.DataFrame, seed: int = 0) -> str:
                      f"{big.edit_norm:.1f})")
     summary = kind_patching_summary(frame, seed=seed)
     for comp, g in summary.groupby("comparison", sort=False):
-        sig = g[(g["delta_low"] > 0) | (g["delta_high"] < 0)]
+        sig = g[interval_side(g["delta_low"], g["delta_high"]) != 0]
         where = ", ".join(f"layer {int(r.layer)}: {r.delta:+.3f} [{r.delta_low:+.3f}, "
                           f"{r.delta_high:+.3f}]" for r in sig.itertuples()) or "none"
         lines.append(f"  {comp}: interval excludes 0 at {len(sig)} of {n_layers} layers "

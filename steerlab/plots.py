@@ -11,6 +11,7 @@ from plotly.subplots import make_subplots
 from steerlab.analysis import LayerPCA
 from steerlab.devices import dtype_label
 from steerlab.options import CONTROLS
+from steerlab.stats import interval_side
 
 POS_COLOR, NEG_COLOR = "#d62728", "#1f77b4"
 METHOD_STYLE = {"diff_means": ("#d62728", "solid"), "random": ("#7f7f7f", "dot"),
@@ -156,7 +157,7 @@ def delta_heatmap(table: pd.DataFrame, method: str = "diff_means", title: str = 
     cells whose 95% paired interval excludes zero are marked with *."""
     cells = table[table["method"] == method]
     piv = cells.pivot_table(index="coeff", columns="layer", values="delta")
-    sig = cells.assign(sig=(cells["delta_low"] > 0) | (cells["delta_high"] < 0)).pivot_table(
+    sig = cells.assign(sig=interval_side(cells["delta_low"], cells["delta_high"]) != 0).pivot_table(
         index="coeff", columns="layer", values="sig")
     text = [[f"{v:+.3f}{'*' if s else ''}" for v, s in zip(row, srow, strict=True)]
             for row, srow in zip(piv.values, sig.values, strict=True)]

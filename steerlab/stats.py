@@ -231,6 +231,14 @@ def holm(p_values: Sequence[float] | np.ndarray) -> np.ndarray:
     return out
 
 
+def interval_side(low: Sequence[float] | np.ndarray, high: Sequence[float] | np.ndarray
+                  ) -> np.ndarray:
+    """Where each 95% interval ``[low, high]`` lies: +1 above zero, -1 below, 0 when it holds
+    zero (the one reading of "significantly up / down" in every verdict and figure)."""
+    lo, hi = np.asarray(low, dtype=float), np.asarray(high, dtype=float)
+    return (lo > 0).astype(int) - (hi < 0).astype(int)
+
+
 COMPARISON_COLUMNS = ("n", "accuracy", "ci_low", "ci_high", "baseline", "delta", "delta_low",
                       "delta_high", "p_mcnemar")
 """The columns of every "accuracy and paired difference to a baseline" table steerlab writes

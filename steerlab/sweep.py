@@ -82,7 +82,7 @@ from steerlab.options import (
     Scope,
     check,
 )
-from steerlab.stats import COMPARISON_COLUMNS, comparison_row, holm
+from steerlab.stats import COMPARISON_COLUMNS, comparison_row, holm, interval_side
 from steerlab.steering import HONG_SITES, steer
 from steerlab.tasks import LETTERS, Item, Task, get_task, shots
 from steerlab.vectors import SteeringVector, extract_pair, vector_from_pair
@@ -668,8 +668,8 @@ def verdict(table: pd.DataFrame) -> str:
              + (f", chance {base.chance:.3f}" if pd.notna(base.chance) else "")]
     steered = table[steered_cells(table)]
     for method, g in steered.groupby("method", sort=False):
-        up = int((g["delta_low"] > 0).sum())
-        down = int((g["delta_high"] < 0).sum())
+        side = interval_side(g["delta_low"], g["delta_high"])
+        up, down = int((side > 0).sum()), int((side < 0).sum())
         holm_up = int(((g["p_holm"] < ALPHA) & (g["delta"] > 0)).sum())
         holm_down = int(((g["p_holm"] < ALPHA) & (g["delta"] < 0)).sum())
         best = g.loc[g["delta"].idxmax()]

@@ -252,3 +252,10 @@ def test_bootstrap_mean_interval_per_column():
     assert (small_hi - small_lo)[0] > (hi - lo)[0]
     gone = np.full((10, 1), np.nan)
     assert np.isnan(bootstrap_mean_ci(gone)[0]).all()
+
+
+def test_interval_side_is_the_one_reading_of_significance():
+    from steerlab.stats import interval_side
+
+    got = interval_side([0.01, -0.2, -0.1, 0.0], [0.2, -0.01, 0.1, 0.0])
+    assert got.tolist() == [1, -1, 0, 0]
