@@ -24,9 +24,6 @@ from steerlab.steering import RowSteering, steer
 from steerlab.tasks import LETTERS, get_task, shots
 
 POSITIONS = ["all", "prompt", "generated"]
-#: RWKV's cacheless oracle loops over tokens in Python: its generative cases are ``slow``
-#: (``make test`` runs them, ``make check`` does not)
-GEN_ARCHS = [pytest.param(a, marks=pytest.mark.slow) if a == "rwkv" else a for a in ARCHS]
 
 
 def _model(arch: str) -> Model:
@@ -92,7 +89,7 @@ def _oracle_texts(model, prompts, max_new, edits, positions):
     return outs, [model.tokenizer.decode(t, skip_special_tokens=True) for t in outs]
 
 
-@pytest.mark.parametrize("arch", GEN_ARCHS)
+@pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("positions", POSITIONS)
 def test_generative_cells_equal_the_oracle(arch, positions):
     """Several vectors at two layers decoded together (rows per item and vector, leaving as
@@ -114,7 +111,7 @@ def test_generative_cells_equal_the_oracle(arch, positions):
     assert len(lengths) >= 2  # rows ended at different steps
 
 
-@pytest.mark.parametrize("arch", GEN_ARCHS)
+@pytest.mark.parametrize("arch", ARCHS)
 def test_batched_evaluation_equals_the_oracle(arch):
     """A plain (unsteered and steered) generative evaluation at batch 3 gives each item the
     oracle's text: left padding and the batch do not enter any row (RWKV included)."""
