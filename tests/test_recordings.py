@@ -126,7 +126,7 @@ def test_evaluations_are_read_back_and_spot_checked(tmp_path, monkeypatch, capsy
     journal = tmp_path / "evaluations.jsonl"
     first = Evaluations(journal).compare(model, conditions, items, batch_size=4)
     assert len(_io.read_jsonl(journal)) == 2 and Evaluations(journal).spot_check(model) is None
-    ev = importlib.import_module("steerlab.evaluate")
+    ev = importlib.import_module("steerlab.conditions")  # where a condition is evaluated
     real = ev.evaluate
     calls = []
     monkeypatch.setattr(ev, "evaluate", lambda *a, **k: calls.append(1) or real(*a, **k))
