@@ -55,7 +55,11 @@ def check_layers(model: Model, layers: Sequence[int] | int | None) -> list[int]:
     if layers is None:
         return list(range(n))
     single = _as_index(layers)
-    given: list[object] = [single] if isinstance(single, int) else list(layers)  # type: ignore[arg-type]
+    try:
+        given: list[object] = [single] if isinstance(single, int) else list(layers)  # type: ignore[arg-type]
+    except TypeError:
+        raise LayerError(f"layers={layers!r} is neither a layer nor a list of layers: pass "
+                         f"block indices 0..{n - 1} of {model.name}, or None for all.") from None
     if not given:
         raise LayerError("The layer list is empty: pass at least one layer, or None for all.")
     found = [_as_index(l) for l in given]

@@ -113,3 +113,5 @@ def test_layers_of_any_integer_type(tiny_llama):
     for bad in ([True], [1.0], ["1"]):
         with pytest.raises(LayerError, match="not whole numbers"):
             check_layers(tiny_llama, bad)
+    with pytest.raises(LayerError, match="neither a layer nor a list"):
+        check_layers(tiny_llama, 1.5)

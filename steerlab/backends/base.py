@@ -167,10 +167,11 @@ class Phase:
             self.generating, self.forwards, self.prefill = False, 0, True
 
     def enter_forward(self, args: tuple, kwargs: dict[str, Any]) -> None:
-        """Called before every forward of the model's top module."""
+        """Called before every forward of the model's top module (a declared phase needs no
+        tracking: :meth:`admits` reads it)."""
         if self.declared is not None:
-            self.prefill = self.declared
-        elif self.generating:
+            return
+        if self.generating:
             self.prefill = self.forwards == 0
             self.forwards += 1
         else:
