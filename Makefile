@@ -46,8 +46,9 @@ $(STAMP): pyproject.toml requirements.lock requirements-embedded.lock
 
 # the demo, then every numbered notebook in order (figures/ and notebooks/executed/), with
 # progress and every warning on the terminal; the expensive recordings in results/ (sweeps,
-# replications, training, notebook 05's evaluations) are read back in the dtype each was
-# recorded in and each is spot-checked (steerlab.recordings), the rest is computed.
+# replications, training, notebook 05's evaluations, notebook 07's kind patching) are read
+# back in the dtype each was recorded in and each is spot-checked (steerlab.recordings), the
+# rest is computed.
 # STEERLAB_SMOKE=1 make run shrinks data and sweeps without changing code paths.
 # Every figure gets its PNG from this run: the browser is found, or installed (root + apt-get,
 # as CI does), or the target fails at once naming the command; a PNG export is tried before the

@@ -156,24 +156,32 @@ for site, cell in summary["strongest"].items():
 #   mean norm of the change `patch_other` makes at that layer), so they differ in direction only.
 #
 # Each point is the paired change against the unsteered model on the same items, with its 95%
-# bootstrap interval.
+# bootstrap interval. The full run (2 x 100 items x 4 layers x 6 conditions, about 7 minutes
+# on 2 CPU cores) is a recording: its journal (`results/kind_patching_<model>.jsonl`) is read
+# back in the dtype it was recorded in, and one randomly drawn batch of one cell is computed
+# again and compared item by item (`steerlab.recordings.recorded_kind_patching`); a missing
+# batch is computed.
 
 # %%
-from steerlab.kinds import kind_patching, kind_patching_summary, kind_patching_verdict
+from steerlab.kinds import kind_patching_summary, kind_patching_verdict
 from steerlab.plots import kind_patching_figure
+from steerlab.recordings import recorded_kind_patching
 
 KIND_LAYERS = spread_layers(model.n_layers, 2 if S.smoke else 4)
 KIND_N = 16 if S.smoke else 100
 KIND_SOURCES = 16 if S.smoke else 100  # source prompts per kind (extraction split)
-kinds = {target: kind_patching(model, target, layers=KIND_LAYERS, n=KIND_N,
-                               n_source=KIND_SOURCES)
-         for target in ("memorisation-mc", "reasoning-mc")}
+KIND_JOURNAL = summary_path(MODEL, "kind_patching").with_suffix(".jsonl")
+kinds = {}
+for target in ("memorisation-mc", "reasoning-mc"):
+    kind_model, kinds[target] = recorded_kind_patching(
+        MODEL, target, KIND_JOURNAL, model=model, layers=KIND_LAYERS, n=KIND_N,
+        n_source=KIND_SOURCES)
 KIND_DATA = (f"shipped eval items ({KIND_N} per task), {KIND_SOURCES} extract-split source "
              "prompts per kind, cloze scoring")
 fig = kind_patching_figure(list(kinds.values()), title=(
     f"{model.name}: reasoning and memorisation activation patching vs difference-of-means "
     f"steering and controls<br><sup>{KIND_DATA}; edit after block L at the last prompt "
-    "token</sup>"))
+    f"token; {kind_model.dtype}</sup>".replace("torch.", "")))
 save_figure(fig, "07", "kind_patching")
 for frame in kinds.values():
     print(kind_patching_verdict(frame), end="\n\n")

@@ -9,7 +9,11 @@ table (notebook 07, section 6).
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -17,7 +21,9 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from steerlab.cache import cache_activations, check_layers
+from steerlab import _io
+from steerlab.cache import Activations, cache_activations, check_layers
+from steerlab.devices import dtype_name
 from steerlab.errors import EmptyInputError, OptionError
 from steerlab.evaluate import cloze_prompt, mc_batch
 from steerlab.stats import accuracy, comparison_row, interval_side
@@ -26,6 +32,7 @@ from steerlab.vectors import diff_of_means, random_like, shuffled_diff_of_means,
 
 if TYPE_CHECKING:
     from steerlab.models import Model
+    from steerlab.tasks import Item
 
 #: the multiple-choice tasks :func:`kind_patching` can target, and the kind of prompt each is
 KIND_TARGETS = {"memorisation-mc": "memorisation", "reasoning-mc": "reasoning"}
@@ -38,11 +45,188 @@ KIND_TARGETS = {"memorisation-mc": "memorisation", "reasoning-mc": "reasoning"}
 KIND_CONDITIONS = ("patch_other", "patch_same", "mean_patch", "diff_means", "random", "shuffled")
 
 
+@dataclass
+class KindPlan:
+    """What :func:`kind_patching` computes, prepared once: the target items in batches, the
+    source prompts and their activations, each item's source per patch condition, the
+    directions at their sizes, and the journal key (model, dtype, items, layers, sources,
+    batching: the same key means the same cells)."""
+
+    model: Model
+    backend: str
+    target: str
+    kind: str
+    items: list[Item]
+    layers: list[int]
+    chat: bool
+    batch_size: int
+    seed: int
+    source: str
+    src_q: dict[str, list[str]]
+    pick: dict[str, torch.Tensor]
+    source_acts: dict[str, Activations]
+    vectors: dict[str, dict[int, torch.Tensor]]
+    site: str
+    config: dict[str, Any]
+
+    @property
+    def key(self) -> str:
+        """The journal key: :func:`config_key` of :attr:`config`."""
+        return config_key(self.config)
+
+    @property
+    def starts(self) -> list[int]:
+        """The first item of each batch."""
+        return list(range(0, len(self.items), self.batch_size))
+
+
+def kind_config(model: Model, target: str = "memorisation-mc",
+                layers: Sequence[int] | int | None = None, n: int | None = None, seed: int = 0,
+                source: str = "shipped", n_source: int | None = None, backend: str = "hf",
+                batch_size: int = 16, chat: bool | None = None) -> dict[str, Any]:
+    """What identifies a :func:`kind_patching` run (same arguments), checked, before anything
+    runs: model, dtype, target, item ids, layers, seed, source and its sizes, chat, batching,
+    backend. Its hash is the journal key."""
+    if target not in KIND_TARGETS:
+        raise OptionError(f"Unknown target {target!r}: kind_patching targets one of "
+                          f"{list(KIND_TARGETS)} (a shipped multiple-choice set of one kind).")
+    use_layers = check_layers(model, layers)
+    if batch_size < 1:
+        raise OptionError(f"batch_size must be >= 1, got {batch_size}.")
+    items = get_task(target).items(n, seed)
+    if not items:
+        raise EmptyInputError(f"No items to evaluate for task {target}.")
+    reason_q, memo_q = extraction_prompts(source, n_source)
+    check_disjoint(reason_q + memo_q, items)
+    return {"model": model.hf_id, "dtype": dtype_name(model.dtype), "target": target,
+            "n": n, "items": [it.id for it in items], "layers": use_layers, "seed": seed,
+            "source": source, "n_source": [len(reason_q), len(memo_q)],
+            "chat": model.uses_chat(chat), "batch_size": batch_size, "backend": backend}
+
+
+def config_key(config: dict[str, Any]) -> str:
+    """The journal key of a :func:`kind_config`: a hash of it."""
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def recorded_dtype(model: Model, out: str | Path, **kwargs: Any) -> str | None:
+    """The dtype the journal ``out`` recorded the :func:`kind_patching` run ``kwargs`` in
+    (whatever ``model``'s own dtype), or None when it holds no batch of that run."""
+    want = {k: v for k, v in kind_config(model, **kwargs).items() if k != "dtype"}
+    for row in _io.read_jsonl(out):
+        if {k: v for k, v in row.get("config", {}).items() if k != "dtype"} == want:
+            return str(row["config"]["dtype"])
+    return None
+
+
+def plan_kind_patching(model: Model, target: str = "memorisation-mc",
+                       layers: Sequence[int] | int | None = None, n: int | None = None,
+                       seed: int = 0, source: str = "shipped", n_source: int | None = None,
+                       backend: str = "hf", batch_size: int = 16,
+                       chat: bool | None = None) -> KindPlan:
+    """The :class:`KindPlan` of :func:`kind_patching` (same arguments): items, sources and
+    their activations, the directions; the input checked before anything runs."""
+    config = kind_config(model, target, layers, n, seed, source, n_source, backend,
+                         batch_size, chat)
+    use_layers, chat_ = config["layers"], config["chat"]
+    items = get_task(target).items(n, seed)
+    reason_q, memo_q = extraction_prompts(source, n_source)
+    kind = KIND_TARGETS[target]
+    other_q, same_q = (reason_q, memo_q) if kind == "memorisation" else (memo_q, reason_q)
+    # the sources in the targets' own format, so the patched state is read where it is written
+    with torch.no_grad():
+        other = cache_activations(model, [cloze_prompt(q, chat_) for q in other_q], use_layers,
+                                  chat=chat_, backend=backend, progress=False)
+        same = cache_activations(model, [cloze_prompt(q, chat_) for q in same_q], use_layers,
+                                 chat=chat_, backend=backend, progress=False)
+        own = cache_activations(model, [cloze_prompt(it, chat_) for it in items], use_layers,
+                                chat=chat_, backend=backend, progress=False)
+    rng = np.random.default_rng(seed)
+    pick = {"patch_other": torch.from_numpy(rng.permutation(len(items)) % len(other_q)),
+            "patch_same": torch.from_numpy(rng.permutation(len(items)) % len(same_q))}
+    mean = diff_of_means(other, same)
+    directions = {"diff_means": mean, "random": random_like(mean, seed=seed),
+                  "shuffled": shuffled_diff_of_means(other, same, seed=seed)}
+    vectors: dict[str, dict[int, torch.Tensor]] = {"mean_patch": dict(mean.vectors)}
+    for layer in use_layers:  # the size of an other-kind patch at this layer
+        size = (other.at(layer)[pick["patch_other"]].float() - own.at(layer).float()
+                ).norm(dim=-1).mean()
+        for name, vec in directions.items():
+            v = vec[layer].float()
+            vectors.setdefault(name, {})[layer] = unit(v) * size
+    return KindPlan(model, backend, target, kind, items, use_layers, chat_, batch_size, seed,
+                    source, {"patch_other": other_q, "patch_same": same_q}, pick,
+                    {"patch_other": other, "patch_same": same}, vectors, other.site, config)
+
+
+def kind_cells(plan: KindPlan, start: int, cells: Sequence[tuple[int, str]],
+               base: bool = True) -> dict[str, dict[str, list[Any]]]:
+    """The batch of ``plan``'s items that begins at item ``start``: the unsteered run (when
+    ``base``) and each (layer, condition) of ``cells``. Returns, per ``"base"`` and per
+    ``"<layer>:<condition>"``, each item's chosen option (its index), whether it is correct,
+    and (cells) the norm of the change the edit made (the mean over the item's option rows).
+    Cells of one layer share the blocks before it (recorded once, replayed per condition)."""
+    model, be = plan.model, plan.model.backend(plan.backend)
+    replay = be.fast("replay")
+    batch = plan.items[start:start + plan.batch_size]
+    out: dict[str, dict[str, list[Any]]] = {}
+    with torch.no_grad():
+        mc = mc_batch(model, batch, "cloze", plan.chat)
+
+        def scored(logits: torch.Tensor) -> dict[str, list[Any]]:
+            chosen, correct = mc.choose(logits)
+            return {"chosen": [it.options.index(c) for it, c in zip(batch, chosen, strict=True)],
+                    "correct": correct}
+
+        if base:
+            out["base"] = scored(be.forward(mc.enc, keep=mc.keep))
+        item_idx = mc.row_item + start  # each row's item in ``plan.items``
+        prev: tuple[int, Any] | None = None  # the last recorded (layer, block output)
+        for layer in sorted({l for l, _ in cells}):
+            if replay:  # blocks 0..layer run once for all conditions (from the last one)
+                prev = (layer, be.record(mc.enc, layer, prev))
+            for cond in [c for l, c in cells if l == layer]:
+                if cond in plan.pick:
+                    vals = plan.source_acts[cond].at(layer)[plan.pick[cond][item_idx]]
+                    replace = True
+                else:
+                    vals = plan.vectors[cond][layer].expand(len(item_idx), -1)
+                    replace = False
+                fn, sizes = _last_token_edit(vals, mc.prompt_last, replace)
+                handle = be.add_edit(layer, fn, site=plan.site)
+                try:
+                    if prev is not None:
+                        with be.replaying(layer, prev[1]):
+                            logits = be.forward(mc.enc, keep=mc.keep)
+                    else:
+                        logits = be.forward(mc.enc, keep=mc.keep)
+                finally:
+                    handle.remove()
+                # one size per item: the mean over its option rows
+                per_row = torch.tensor(sizes, dtype=torch.float64)
+                total = torch.zeros(len(batch), dtype=torch.float64).index_add_(
+                    0, mc.row_item, per_row)
+                count = torch.bincount(mc.row_item, minlength=len(batch))
+                out[cell_name(layer, cond)] = {**scored(logits),
+                                               "norm": (total / count).tolist()}
+    return out
+
+
+def cell_name(layer: int, condition: str) -> str:
+    """The journal name of one kind-patching cell."""
+    return f"{layer}:{condition}"
+
+
+def recorded_batches(key: str, out: str | Path) -> dict[int, dict[str, Any]]:
+    """The batches of the run ``key`` that the journal ``out`` holds, by first item."""
+    return {r["start"]: r for r in _io.read_jsonl(out) if r.get("key") == key}
+
+
 def kind_patching(model: Model, target: str = "memorisation-mc",
                   layers: Sequence[int] | int | None = None, n: int | None = None,
                   seed: int = 0, source: str = "shipped", n_source: int | None = None,
                   backend: str = "hf", batch_size: int = 16, chat: bool | None = None,
-                  progress: bool | None = None) -> pd.DataFrame:
+                  progress: bool | None = None, out: str | Path | None = None) -> pd.DataFrame:
     """The seed replication's missing controls: reasoning-prompt activations patched into
     memorisation prompts (``target="memorisation-mc"``), or memorisation activations into
     reasoning prompts (``"reasoning-mc"``), layer by layer, against difference-of-means
@@ -60,117 +244,57 @@ def kind_patching(model: Model, target: str = "memorisation-mc",
     the mean norm of the change the ``patch_other`` patches make at that layer (so they are
     edits as large as a patch, differing from each other in direction only).
 
+    ``out``: a JSONL journal. Each batch's results are appended as it finishes, under the
+    key of the run (model, dtype, items, layers, sources, batching); batches it holds are
+    read back, not computed, so a killed run resumes where it stopped and a recorded run is
+    read back whole (:func:`steerlab.recordings.recorded_kind_patching` reads it in its own
+    dtype and spot-checks it).
+
     Returns:
         One row per (layer, condition): target, source_kind, condition, layer, the
         :data:`~steerlab.stats.COMPARISON_COLUMNS` against the unsteered run on the same items
         (paired bootstrap interval, McNemar p), ``edit_norm`` (mean over items of the norm of
         the change the edit made to the residual) and ``correct`` (per-item outcomes, for
-        comparisons between conditions). ``.attrs``: model, target, n, chance, unsteered
-        accuracy (with its interval), source, seed, item ids, and per patch condition the
-        source prompt each item got (``sources``).
+        comparisons between conditions). ``.attrs``: model, dtype, target, n, chance,
+        unsteered accuracy (with its interval), source, seed, item ids, the journal key, and
+        per patch condition the source prompt each item got (``sources``).
     """
-    if target not in KIND_TARGETS:
-        raise OptionError(f"Unknown target {target!r}: kind_patching targets one of "
-                          f"{list(KIND_TARGETS)} (a shipped multiple-choice set of one kind).")
-    use_layers = check_layers(model, layers)
-    if batch_size < 1:
-        raise OptionError(f"batch_size must be >= 1, got {batch_size}.")
-    task = get_task(target)
-    items = task.items(n, seed)
-    if not items:
-        raise EmptyInputError(f"No items to evaluate for task {target}.")
-    chat_ = model.uses_chat(chat)
-    reason_q, memo_q = extraction_prompts(source, n_source)
-    check_disjoint(reason_q + memo_q, items)
-    kind = KIND_TARGETS[target]
-    other_q, same_q = (reason_q, memo_q) if kind == "memorisation" else (memo_q, reason_q)
-    # the sources in the targets' own format, so the patched state is read where it is written
-    with torch.no_grad():
-        other = cache_activations(model, [cloze_prompt(q, chat_) for q in other_q], use_layers,
-                                  chat=chat_, backend=backend, progress=False)
-        same = cache_activations(model, [cloze_prompt(q, chat_) for q in same_q], use_layers,
-                                 chat=chat_, backend=backend, progress=False)
-        own = cache_activations(model, [cloze_prompt(it, chat_) for it in items], use_layers,
-                                chat=chat_, backend=backend, progress=False)
-    rng = np.random.default_rng(seed)
-    pick = {"patch_other": torch.from_numpy(rng.permutation(len(items)) % len(other_q)),
-            "patch_same": torch.from_numpy(rng.permutation(len(items)) % len(same_q))}
-    source_acts = {"patch_other": other, "patch_same": same}
-    src_q = {"patch_other": other_q, "patch_same": same_q}
-    mean = diff_of_means(other, same)
-    directions = {"diff_means": mean, "random": random_like(mean, seed=seed),
-                  "shuffled": shuffled_diff_of_means(other, same, seed=seed)}
-    vectors: dict[str, dict[int, torch.Tensor]] = {"mean_patch": dict(mean.vectors)}
-    for layer in use_layers:  # the size of an other-kind patch at this layer
-        size = (other.at(layer)[pick["patch_other"]].float() - own.at(layer).float()
-                ).norm(dim=-1).mean()
-        for name, vec in directions.items():
-            v = vec[layer].float()
-            vectors.setdefault(name, {})[layer] = unit(v) * size
-
-    be = model.backend(backend)
-    replay = be.fast("replay")
-    batches = [(b, items[b:b + batch_size]) for b in range(0, len(items), batch_size)]
-    base_correct: list[bool] = []
-    correct: dict[tuple[int, str], list[bool]] = {(l, c): [] for l in use_layers
-                                                  for c in KIND_CONDITIONS}
-    norms: dict[tuple[int, str], list[float]] = {(l, c): [] for l in use_layers
-                                                 for c in KIND_CONDITIONS}
-    show = progress if progress is not None else len(batches) * len(use_layers) > 4
-    bar = tqdm(total=len(batches) * len(use_layers), desc=f"kind patching {target}",
-               disable=not show, leave=False)
-    with torch.no_grad():
-        for start, batch in batches:
-            mc = mc_batch(model, batch, "cloze", chat_)
-            base_correct += mc.choose(be.forward(mc.enc, keep=mc.keep))[1]
-            item_idx = mc.row_item + start  # each row's item in ``items``
-            prev: tuple[int, Any] | None = None  # the last recorded (layer, block output)
-            for layer in use_layers:
-                if replay:  # blocks 0..layer run once for all conditions (from the last one)
-                    prev = (layer, be.record(mc.enc, layer, prev))
-                for cond in KIND_CONDITIONS:
-                    if cond in pick:
-                        vals = source_acts[cond].at(layer)[pick[cond][item_idx]]
-                        replace = True
-                    else:
-                        vals = vectors[cond][layer].expand(len(item_idx), -1)
-                        replace = False
-                    fn, sizes = _last_token_edit(vals, mc.prompt_last, replace)
-                    handle = be.add_edit(layer, fn, site=other.site)
-                    try:
-                        if prev is not None:
-                            with be.replaying(layer, prev[1]):
-                                logits = be.forward(mc.enc, keep=mc.keep)
-                        else:
-                            logits = be.forward(mc.enc, keep=mc.keep)
-                    finally:
-                        handle.remove()
-                    correct[layer, cond] += mc.choose(logits)[1]
-                    # one size per item: the mean over its option rows
-                    per_row = torch.tensor(sizes, dtype=torch.float64)
-                    total = torch.zeros(len(batch), dtype=torch.float64).index_add_(
-                        0, mc.row_item, per_row)
-                    count = torch.bincount(mc.row_item, minlength=len(batch))
-                    norms[layer, cond] += (total / count).cpu().tolist()
-                bar.update(1)
-    bar.close()
+    plan = plan_kind_patching(model, target, layers, n, seed, source, n_source, backend,
+                              batch_size, chat)
+    cells = [(l, c) for l in plan.layers for c in KIND_CONDITIONS]
+    done = recorded_batches(plan.key, out) if out is not None else {}
+    todo = [s for s in plan.starts if s not in done]
+    show = progress if progress is not None else len(todo) * len(plan.layers) > 4
+    results = dict(done)
+    for start in tqdm(todo, desc=f"kind patching {target}", disable=not show, leave=False):
+        row = {"key": plan.key, "config": plan.config, "start": start,
+               **kind_cells(plan, start, cells)}
+        if out is not None:
+            _io.append_jsonl(out, row)
+        results[start] = row
+    batches = [results[s] for s in plan.starts]
+    base_correct = [c for b in batches for c in b["base"]["correct"]]
     rows = []
-    for layer in use_layers:
-        for cond in KIND_CONDITIONS:
-            got = np.array(correct[layer, cond])
-            rows.append({"target": target, "source_kind": "memorisation" if kind == "reasoning"
-                         else "reasoning", "condition": cond, "layer": layer,
-                         **comparison_row(base_correct, got, seed=seed),
-                         "edit_norm": float(np.mean(norms[layer, cond])),
-                         "correct": got.tolist()})  # cpu: a numpy array
-    out = pd.DataFrame(rows)
+    for layer, cond in cells:
+        name = cell_name(layer, cond)
+        got = np.array([c for b in batches for c in b[name]["correct"]], dtype=bool)
+        norm = [x for b in batches for x in b[name]["norm"]]
+        rows.append({"target": target, "source_kind": "memorisation"
+                     if plan.kind == "reasoning" else "reasoning", "condition": cond,
+                     "layer": layer, **comparison_row(base_correct, got, seed=seed),
+                     "edit_norm": float(np.mean(norm)), "correct": got.tolist()})
+    frame = pd.DataFrame(rows)
+    task = get_task(target)
     base = accuracy(base_correct)
-    out.attrs.update({"model": model.hf_id, "target": target, "n": len(items),
-                      "chance": task.chance(items), "unsteered": [base.acc, base.lo, base.hi],
-                      "source": source, "seed": seed, "chat": chat_,
-                      "n_source": [len(other_q), len(same_q)], "item_ids": [it.id for it in items],
-                      "sources": {c: [src_q[c][int(j)] for j in pick[c]] for c in pick}})
-    return out
+    frame.attrs.update({"model": model.hf_id, "dtype": plan.config["dtype"], "target": target,
+                        "n": len(plan.items), "chance": task.chance(plan.items),
+                        "unsteered": [base.acc, base.lo, base.hi], "source": source,
+                        "seed": seed, "chat": plan.chat,
+                        "n_source": [len(plan.src_q[c]) for c in ("patch_other", "patch_same")],
+                        "item_ids": [it.id for it in plan.items], "key": plan.key,
+                        "sources": {c: [plan.src_q[c][int(j)] for j in plan.pick[c]]
+                                    for c in plan.pick}})
+    return frame
 
 
 def _last_token_edit(vals: torch.Tensor, last: torch.Tensor, replace: bool

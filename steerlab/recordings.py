@@ -3,10 +3,12 @@ spot-checked.
 
 A *recording* is a resumable journal that an expensive computation wrote: a sweep
 (``results/sweep_*``), a seed-protocol replication (``results/replication_*``, one sweep per
-draw), a training run (``results/train_*``) or the evaluations of notebook 05
-(``results/train_*/evaluations.jsonl``). Each knows the dtype it was computed in: a sweep's
+draw), a training run (``results/train_*``), the evaluations of notebook 05
+(``results/train_*/evaluations.jsonl``) or notebook 07's kind patching
+(``results/kind_patching_*.jsonl``). Each knows the dtype it was computed in: a sweep's
 journal key holds it (:func:`steerlab.sweep.recorded_dtype`), a training checkpoint's meta
-holds it (:func:`steerlab.train.run_dtype`), an evaluation row holds it. The notebooks read
+holds it (:func:`steerlab.train.run_dtype`), an evaluation row and a kind-patching batch hold
+it (:func:`steerlab.kinds.recorded_dtype`). The notebooks read
 every recording through this module:
 
 * the model is loaded in the recording's dtype, whatever the machine's default
@@ -51,8 +53,9 @@ if TYPE_CHECKING:
     from steerlab.vectors import SteeringVector
 
 __all__ = ["TOLERANCE", "Evaluations", "SpotCheck", "SpotCheckError", "check_evaluation",
-           "check_sweep", "check_training", "load_in", "recorded_protocol", "recorded_sweep",
-           "recorded_training", "spot_seed"]
+           "check_kind_patching", "check_sweep", "check_training", "load_in",
+           "recorded_kind_patching", "recorded_protocol", "recorded_sweep", "recorded_training",
+           "spot_seed"]
 
 #: the environment variable that fixes the spot checks' random draws
 SEED_ENV = "STEERLAB_SPOT_SEED"
@@ -391,3 +394,84 @@ def check_training(model: Model, out_dir: str | Path, seed: int | None = None,
     compared = sum(1 for k in got if k in row and k not in ("seconds", "gen_seconds"))
     return report(SpotCheck(shown(out), drawn, dtype, compared, differ,
                             time.perf_counter() - t0, seed, what="journal fields"))
+
+
+# --- kind patching (notebook 07) --------------------------------------------------------------
+
+def recorded_kind_patching(name: str, target: str, out: str | Path, progress: bool = True,
+                           model: Model | None = None, **options: Any
+                           ) -> tuple[Model, pd.DataFrame]:
+    """:func:`steerlab.kinds.kind_patching` of model ``name`` on ``target`` (``options``: its
+    other arguments) with the journal ``out``: read back in the dtype it was recorded in and
+    spot-checked (:func:`check_kind_patching`) when ``out`` holds every batch, else the
+    missing batches computed in the machine's default dtype, saying so. Returns the model it
+    used (``model`` when that one fits) and the table."""
+    from steerlab.kinds import config_key, kind_config, kind_patching, recorded_batches
+    from steerlab.kinds import recorded_dtype as kind_dtype
+    from steerlab.models import load_model
+
+    model = model if model is not None and model.name == name else load_model(name)
+    dtype = kind_dtype(model, out, target=target, **options)
+    if dtype is not None:
+        model = load_in(name, dtype, model, f"the dtype {shown(out)} was recorded in")
+    config = kind_config(model, target, **options)
+    batches = -(-len(config["items"]) // config["batch_size"])
+    missing = batches - len(recorded_batches(config_key(config), out))
+    if missing:
+        say(f"{shown(out)}: {missing} of {batches} batch(es) of kind patching on {target} not "
+            f"recorded in {config['dtype']}: computing them")
+    frame = kind_patching(model, target, out=out, progress=progress, **options)
+    if not missing:
+        check_kind_patching(model, target, out, options)
+    return model, frame
+
+
+def check_kind_patching(model: Model, target: str, out: str | Path,
+                        options: dict[str, Any] | None = None,
+                        seed: int | None = None) -> SpotCheck:
+    """Spot-check the recorded kind patching of ``target`` (``options``: the other arguments
+    of :func:`steerlab.kinds.kind_patching`) in the journal ``out`` on ``model`` (in the
+    recorded dtype): one random recorded batch, one random cell of it (a layer and condition,
+    or the unsteered run) computed again (the sources cached again, the blocks before the
+    layer recorded and replayed as the recording did); each item's chosen option and
+    correctness compared with the journal, and the edit's norm to 0.1%."""
+    from steerlab.kinds import (
+        KIND_CONDITIONS,
+        cell_name,
+        kind_cells,
+        plan_kind_patching,
+        recorded_batches,
+    )
+
+    plan = plan_kind_patching(model, target, **(options or {}))
+    batches = recorded_batches(plan.key, out)
+    if not batches:
+        raise SpotCheckError(f"{shown(out)} holds no batch of kind patching on {target} in "
+                             f"{plan.config['dtype']}: nothing to check.")
+    rng, seed = _draw(f"{shown(out)}:{target}", seed)
+    start = rng.choice(sorted(batches))
+    cells = [None] + [(l, c) for l in plan.layers for c in KIND_CONDITIONS]
+    cell = rng.choice(cells)
+    name = "base" if cell is None else cell_name(*cell)
+    idx = list(range(start, min(start + plan.batch_size, len(plan.items))))
+    drawn = (f"{target}, {'the unsteered run' if cell is None else f'layer {cell[0]} {cell[1]}'}"
+             f", batch {plan.starts.index(start) + 1}/{len(plan.starts)} ({len(idx)} of "
+             f"{len(plan.items)} items)")
+    say(f"spot check of {shown(out)} ({plan.config['dtype']}): computing {drawn} again")
+    t0 = time.perf_counter()
+    got = kind_cells(plan, start, [] if cell is None else [cell], base=cell is None)[name]
+    row = batches[start][name]
+    differ = _compare([str(c) for c in row["chosen"]], [str(c) for c in got["chosen"]], idx,
+                      "chosen option")
+    differ += _compare([str(c) for c in row["correct"]], [str(c) for c in got["correct"]], idx,
+                       "correct")
+    what = "chosen options and correctness"
+    compared = 2 * len(idx)
+    if "norm" in row:
+        what += ", edit norms (to 0.1%)"
+        compared += len(idx)
+        differ += [f"item {i}: edit norm recorded {r:.4f}, now {g:.4f}"
+                   for i, r, g in zip(idx, row["norm"], got["norm"], strict=True)
+                   if abs(r - g) > 1e-3 * max(abs(r), 1e-12)]
+    return report(SpotCheck(shown(out), drawn, plan.config["dtype"], compared, differ,
+                            time.perf_counter() - t0, seed, what=what))

@@ -14,8 +14,10 @@ from steerlab import _io
 from steerlab.recordings import (
     Evaluations,
     SpotCheckError,
+    check_kind_patching,
     check_sweep,
     check_training,
+    recorded_kind_patching,
     recorded_sweep,
 )
 from steerlab.sweep import SweepConfig, journal_path, missing_cells, recorded_dtype, sweep
@@ -23,6 +25,7 @@ from steerlab.tasks import arithmetic_items
 from steerlab.train import TrainConfig, replayable, run_dtype, train_rloo
 
 sweep_mod = importlib.import_module("steerlab.sweep")
+kinds_mod = importlib.import_module("steerlab.kinds")
 models_mod = importlib.import_module("steerlab.models")
 
 CFG = SweepConfig("memorisation-mc", [1, 2], [0.5], ("diff_means", "random"), n=8,
@@ -141,6 +144,63 @@ def test_evaluations_are_read_back_and_spot_checked(tmp_path, monkeypatch, capsy
     altered.compare(model, conditions, items, batch_size=4)
     with pytest.raises(SpotCheckError):
         altered.spot_check(model, seed=1)
+
+
+KIND = {"layers": [1, 2], "n": 8, "n_source": 10, "batch_size": 3}
+
+
+def test_kind_patching_is_journalled_resumed_read_back_and_spot_checked(tmp_path, monkeypatch,
+                                                                        capsys):
+    journal = tmp_path / "kind.jsonl"
+    plain = kinds_mod.kind_patching(tiny_model("llama"), "memorisation-mc", **KIND)
+    real = kinds_mod.kind_cells
+    calls = []
+
+    def dying(*a, **k):  # a kill after the second batch was written
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        calls.append(1)
+        return real(*a, **k)
+
+    monkeypatch.setattr(kinds_mod, "kind_cells", dying)
+    with pytest.raises(KeyboardInterrupt):
+        kinds_mod.kind_patching(tiny_model("llama"), "memorisation-mc", out=journal, **KIND)
+    assert [r["start"] for r in _io.read_jsonl(journal)] == [0, 3]
+    calls.clear()
+    monkeypatch.setattr(kinds_mod, "kind_cells", lambda *a, **k: calls.append(1) or real(*a, **k))
+    resumed = kinds_mod.kind_patching(tiny_model("llama"), "memorisation-mc", out=journal, **KIND)
+    assert len(calls) == 1  # only the third batch was computed
+    assert [r["start"] for r in _io.read_jsonl(journal)] == [0, 3, 6]
+    cols = [c for c in plain.columns if c != "correct"]
+    assert resumed[cols].equals(plain[cols]) and list(resumed.correct) == list(plain.correct)
+
+    # read back whole in the recorded dtype (float32) on a bf16 machine, then spot-checked
+    bf16 = _in(tiny_model("llama"), torch.bfloat16)
+    assert kinds_mod.recorded_dtype(bf16, journal, target="memorisation-mc", **KIND) == "float32"
+    loads = []
+
+    def load_model(name, dtype=None, **kw):
+        loads.append(dtype)
+        return _in(tiny_model("llama"), torch.float32 if dtype == "float32" else torch.bfloat16)
+
+    monkeypatch.setattr(models_mod, "load_model", load_model)
+    calls.clear()
+    model, again = recorded_kind_patching(bf16.name, "memorisation-mc", journal,
+                                          progress=False, model=bf16, **KIND)
+    assert loads == ["float32"] and model.dtype == torch.float32
+    assert len(calls) == 1  # the spot check's one cell, nothing else
+    assert again[cols].equals(plain[cols])
+    said = capsys.readouterr().out
+    assert "in float32" in said and "spot check passed" in said
+
+    rows = _io.read_jsonl(journal)  # an altered journal fails the check
+    for r in rows:
+        for name, cell in r.items():
+            if isinstance(cell, dict) and "correct" in cell:
+                cell["correct"] = [not c for c in cell["correct"]]
+    _io.write_jsonl(journal, rows)
+    with pytest.raises(SpotCheckError, match="FAILED"):
+        check_kind_patching(model, "memorisation-mc", journal, KIND, seed=2)
 
 
 def test_a_training_run_records_its_dtype_and_its_first_step_replays(tmp_path):
