@@ -22,7 +22,8 @@ import torch
 from tqdm.auto import tqdm
 
 from steerlab import _io
-from steerlab.backends.base import POINTS, SITE_POINTS, SITES, StopForward, check_site
+from steerlab.backends.base import POINTS, SITE_POINTS, SITES, check_site
+from steerlab.backends.blocks import StopForward
 from steerlab.devices import dtype_name
 from steerlab.errors import LayerError, OptionError
 from steerlab.models import check_prompts

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from steerlab import engine
 from steerlab.answers import answer_complete, first_answer, judge
 from steerlab.errors import EmptyInputError, OptionError
 from steerlab.evaluate import EvalResult, evaluate, gen_prompt, mc_batch, mc_batches
@@ -31,7 +32,7 @@ def can_share_prefix(task: Task, backend: str, model: Model) -> bool:
     backend that can replay a recorded prefix (``hf``), or a generative task on one with a
     greedy loop (``hf``, models with a KV cache), and no other hooks or edits on the
     model."""
-    return model.backend(backend).fast("replay" if task.kind == "mc" else "greedy")
+    return engine.shares(model.backend(backend), "replay" if task.kind == "mc" else "greedy")
 
 
 #: the most rows (items x cells) one generative decoding batch of :func:`evaluate_cells`
@@ -86,8 +87,8 @@ def _gen_cells(model: Model, task: Task, layers: Sequence[int], vectors: Sequenc
             rows = enc["input_ids"].shape[0]
             with RowSteering(model, per_cell.repeat(rows, 1), at * rows, positions,
                              backend) as steering:
-                toks = be.greedy(enc, task.max_new_tokens, done=done,
-                                 on_rows=steering.select, repeat=k, shared_until=until)
+                toks = engine.greedy(be, enc, task.max_new_tokens, done=done,
+                                     on_rows=steering.select, repeat=k, shared_until=until)
             for r, t in enumerate(toks):
                 i, c = divmod(r, k)
                 texts[first + c][start + i] = dec(t, skip_special_tokens=True)
@@ -123,7 +124,7 @@ def evaluate_cells(model: Model, task: Task, layer: int | Sequence[int],
     output, and every vector then runs only the blocks after it (plus the unembedding at the
     scored positions). Within each of those forwards the columns every row shares (a chat
     template's system prompt, few-shot examples, at the start of right-padded option rows) are
-    read once (:meth:`~steerlab.backends.base.Backend.forward_shared`). Same batches, the same
+    read once (:class:`steerlab.engine.Prefix`). Same batches, the same
     positions, mask and key lengths as the one-pass-per-vector loop, so the logits are its
     logits up to the rounding of smaller matrix products (the same answers item by item on
     the tiny models and on SmolLM2, tested).
@@ -191,18 +192,16 @@ def evaluate_cells(model: Model, task: Task, layer: int | Sequence[int],
         batch = [items[i] for i in idx]
         t0 = time.perf_counter()
         mc = mc_batch(model, batch, scoring, chat)
-        prev = reuse.get(b) if reuse is not None else None
         # continue from an earlier layer's output where there is one
-        start = prev if prev is not None and prev[0] < layer else None
-        recorded = be.record(mc.enc, layer, start)
-        if reuse is not None:
-            reuse[b] = (layer, recorded)
+        prefix = engine.Prefix(be, mc.enc, start=reuse.get(b) if reuse is not None else None)
+        recorded = prefix.reach(layer)
+        if reuse is not None and recorded is not None:
+            reuse[b] = recorded
         shared = (time.perf_counter() - t0) / max(len(vectors), 1)
         for k, v in enumerate(vectors):
             t1 = time.perf_counter()
-            with be.replaying(layer, recorded), steer(model, v, layers=layer, coeff=1.0,
-                                                      backend=backend, positions=positions):
-                logits = be.forward_shared(mc.enc, keep=mc.keep)
+            with steer(model, v, layers=layer, coeff=1.0, backend=backend, positions=positions):
+                logits = prefix.forward(keep=mc.keep, shared=True)
             for i, p, c in zip(idx, *mc.choose(logits), strict=True):
                 preds[k][i], correct[k][i] = p, c
             seconds[k] += shared + time.perf_counter() - t1

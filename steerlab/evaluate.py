@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from steerlab import engine
 from steerlab.answers import answer_complete, extract_letter, first_answer, judge
 from steerlab.errors import EmptyInputError, OptionError
 from steerlab.inference import generate
@@ -184,10 +185,11 @@ def _mc_generate(model: Model, items: list[Item], chat: bool, backend: str
     per item."""
     prompts = [mc_prompt(it, chat) for it in items]
     be = model.backend(backend)
-    if be.supports_greedy:
+    if engine.decodes(be):
         dec = model.tokenizer.decode
-        toks = be.greedy(model.encode(prompts, chat=chat), MC_GENERATE_TOKENS, done=None if chat
-                         else lambda row, t: answer_complete(dec(t, skip_special_tokens=True)))
+        toks = engine.greedy(be, model.encode(prompts, chat=chat), MC_GENERATE_TOKENS,
+                             done=None if chat else
+                             lambda row, t: answer_complete(dec(t, skip_special_tokens=True)))
         outs = [dec(t, skip_special_tokens=True) for t in toks]
     else:
         outs = generate(model, prompts, MC_GENERATE_TOKENS, chat=chat, backend=backend,

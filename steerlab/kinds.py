@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from steerlab import _io
+from steerlab import _io, engine
 from steerlab.cache import Activations, cache_activations, check_layers
 from steerlab.devices import dtype_name
 from steerlab.errors import EmptyInputError, OptionError
@@ -167,7 +167,6 @@ def kind_cells(plan: KindPlan, start: int, cells: Sequence[tuple[int, str]],
     and (cells) the norm of the change the edit made (the mean over the item's option rows).
     Cells of one layer share the blocks before it (recorded once, replayed per condition)."""
     model, be = plan.model, plan.model.backend(plan.backend)
-    replay = be.fast("replay")
     batch = plan.items[start:start + plan.batch_size]
     out: dict[str, dict[str, list[Any]]] = {}
     with torch.no_grad():
@@ -181,10 +180,9 @@ def kind_cells(plan: KindPlan, start: int, cells: Sequence[tuple[int, str]],
         if base:
             out["base"] = scored(be.forward(mc.enc, keep=mc.keep))
         item_idx = mc.row_item + start  # each row's item in ``plan.items``
-        prev: tuple[int, Any] | None = None  # the last recorded (layer, block output)
+        prefix = engine.Prefix(be, mc.enc)
         for layer in sorted({l for l, _ in cells}):
-            if replay:  # blocks 0..layer run once for all conditions (from the last one)
-                prev = (layer, be.record(mc.enc, layer, prev))
+            prefix.reach(layer)  # blocks 0..layer run once for all conditions (from the last)
             for cond in [c for l, c in cells if l == layer]:
                 if cond in plan.pick:
                     vals = plan.source_acts[cond].at(layer)[plan.pick[cond][item_idx]]
@@ -195,11 +193,7 @@ def kind_cells(plan: KindPlan, start: int, cells: Sequence[tuple[int, str]],
                 fn, sizes = _last_token_edit(vals, mc.prompt_last, replace)
                 handle = be.add_edit(layer, fn, site=plan.site)
                 try:
-                    if prev is not None:
-                        with be.replaying(layer, prev[1]):
-                            logits = be.forward(mc.enc, keep=mc.keep)
-                    else:
-                        logits = be.forward(mc.enc, keep=mc.keep)
+                    logits = prefix.forward(keep=mc.keep)
                 finally:
                     handle.remove()
                 # one size per item: the mean over its option rows

@@ -33,6 +33,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from steerlab import engine
 from steerlab.backends.base import check_site
 from steerlab.cache import cache_sites, check_layers
 from steerlab.errors import EmptyInputError, OptionError
@@ -421,22 +422,22 @@ def activation_patching(model: Model, clean: Sequence[str], corrupted: Sequence[
                 values[i, c] = base_v[i]
             else:
                 jobs.append((c, i))
-    replay = fast and be.fast("replay")
     show = progress if progress is not None else len(jobs) > 4 * batch_cells
     bar = tqdm(total=len(jobs), desc=f"patching {site}", disable=not show, leave=False)
     by_layer: dict[int, list[tuple[int, int]]] = {}
     for c, i in jobs:
         by_layer.setdefault(cells[c][0], []).append((c, i))
+    prefix = engine.Prefix(be, run_on, share=fast)  # blocks before a layer: run once
     with torch.no_grad():
         for layer, layer_jobs in by_layer.items():
             src = acts.at(layer)  # (n, T, ...) of the source run
-            prefix = None
-            if replay and layer > 0:
-                prefix = be.record(run_on, layer - 1)
+            if layer > 0:
+                prefix.reach(layer - 1)
+            else:
+                prefix.clear()
             for k in range(0, len(layer_jobs), batch_cells):
                 chunk = layer_jobs[k:k + batch_cells]
-                got = _run_chunk(be, m, run_on, pairs.lengths, site, layer, src, cells, chunk,
-                                 prefix)
+                got = _run_chunk(be, m, pairs.lengths, site, layer, src, cells, chunk, prefix)
                 for (c, i), v in zip(chunk, got.cpu().tolist(), strict=True):
                     values[i, c] = v
                 bar.update(len(chunk))
@@ -446,30 +447,21 @@ def activation_patching(model: Model, clean: Sequence[str], corrupted: Sequence[
         values = (values - corr_m) / (clean_m - corr_m)
     return _result(values, cells, site, use_layers, use_pos, use_heads, direction, m, clean_m,
                    corr_m, pairs.tokens, seed,
-                   {"backend": backend, "n_pairs": n, "shared_prefix": replay})
+                   {"backend": backend, "n_pairs": n, "shared_prefix": prefix.on})
 
 
-def _run_chunk(be: Any, m: Metric, run_on: dict[str, torch.Tensor], lengths: torch.Tensor,
-               site: str, layer: int, src: torch.Tensor, cells: list[tuple[int, int, int]],
-               chunk: list[tuple[int, int]], prefix: Any) -> torch.Tensor:
+def _run_chunk(be: Any, m: Metric, lengths: torch.Tensor, site: str, layer: int,
+               src: torch.Tensor, cells: list[tuple[int, int, int]],
+               chunk: list[tuple[int, int]], prefix: engine.Prefix) -> torch.Tensor:
     """Metric values of one forward whose rows each patch one (cell, pair) of ``layer``."""
     pair_of_row = torch.tensor([i for _, i in chunk])
-    enc = {k: v[pair_of_row.to(v.device)] for k, v in run_on.items()}
     rows = torch.arange(len(chunk))
     pos = torch.tensor([cells[c][1] for c, _ in chunk])
     heads = torch.tensor([cells[c][2] for c, _ in chunk])
     fn = _patch_fn(src, rows, pair_of_row, pos, heads, lengths)
     handle = be.add_edit(layer, fn, site=site)
     try:
-        if prefix is not None:
-            from steerlab.backends.base import hidden_of, replace_hidden
-
-            hidden = hidden_of(prefix)
-            rep = replace_hidden(prefix, hidden[pair_of_row.to(hidden.device)])
-            with be.replaying(layer - 1, rep):
-                logits = be.forward(enc, keep=None)
-        else:
-            logits = be.forward(enc, keep=None)
+        logits = prefix.forward(rows=pair_of_row)
     finally:
         handle.remove()
     return m(_last_logits(logits, lengths[pair_of_row]), pair_of_row)

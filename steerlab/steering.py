@@ -74,7 +74,7 @@ class RowSteering(SteeringHandle):
     (a sequence, one layer per row: the rows of one batch may then be cells of several
     layers; each layer's edit adds zero to the other rows, which changes no number).
     :meth:`select` follows the rows a forward runs when that is a subset of them
-    (:meth:`~steerlab.backends.base.Backend.greedy`'s ``on_rows``)."""
+    (:func:`steerlab.engine.greedy`'s ``on_rows``)."""
 
     def __init__(self, model: Model, rows: torch.Tensor, layer: int | Sequence[int],
                  positions: str, backend: str) -> None:

@@ -9,7 +9,7 @@ import torch
 from conftest import ARCHS, PROMPTS, char_tokenizer, tiny_model
 from transformers import AutoTokenizer
 
-from steerlab.backends.base import hidden_of
+from steerlab.backends.blocks import hidden_of
 from steerlab.inference import generate
 from steerlab.steering import steer
 
@@ -51,7 +51,7 @@ def test_position_ids_make_left_padding_invisible(model):
 def test_block_and_module_outputs_are_what_the_backends_unpack(model):
     """A block, attention or MLP module returns a tensor or a tuple whose first element is
     the hidden states; anything else would be edited wrongly."""
-    from steerlab.backends.base import block_parts
+    from steerlab.backends.blocks import block_parts
 
     seen = {}
     handles = []

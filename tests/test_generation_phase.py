@@ -14,7 +14,7 @@ import pytest
 import torch
 from conftest import PROMPTS, no_hooks
 
-from steerlab.backends.base import continues_cache
+from steerlab.backends.phase import continues_cache
 from steerlab.steering import steer
 from steerlab.vectors import SteeringVector
 

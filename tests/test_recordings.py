@@ -195,7 +195,7 @@ def test_kind_patching_is_journalled_resumed_read_back_and_spot_checked(tmp_path
 
     rows = _io.read_jsonl(journal)  # an altered journal fails the check
     for r in rows:
-        for name, cell in r.items():
+        for cell in r.values():
             if isinstance(cell, dict) and "correct" in cell:
                 cell["correct"] = [not c for c in cell["correct"]]
     _io.write_jsonl(journal, rows)

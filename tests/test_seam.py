@@ -52,3 +52,22 @@ def test_the_grep_finds_what_it_looks_for():
     found = _offences(bad, FORBIDDEN, "x.py")
     assert [f.split(" ", 1)[1] for f in found] == list(FORBIDDEN)
     assert not _offences("model.hf_id\nif a.forward == b: pass\n", FORBIDDEN, "x.py")
+
+
+#: the fast-path protocol's methods (steerlab.engine.FastPath), called only from the engine
+FAST_PATH = re.compile(r"\.(record|replaying|forward_shared|greedy|fast_paths)\(")
+
+
+def test_only_the_engine_calls_the_fast_path_protocol():
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        rel = path.relative_to(PACKAGE)
+        if rel.parts[0] in ("backends", "teach") or rel.name == "engine.py":
+            continue
+        text = path.read_text()
+        for m in FAST_PATH.finditer(text):
+            if text[max(0, m.start() - 6):m.start()] == "engine":  # engine.greedy(...)
+                continue
+            found.append(f"{rel}:{text.count(chr(10), 0, m.start()) + 1} {m.group(0)}")
+    assert not found, "fast-path methods called outside steerlab/engine.py:\n" + "\n".join(found)
+    assert FAST_PATH.search("be.record(enc, 3)") and FAST_PATH.search("x.replaying(1, o)")

@@ -7,7 +7,8 @@ import pytest
 import torch
 from conftest import ARCHS, PROMPTS, no_hooks, tiny_model
 
-from steerlab.backends.base import SITES, block_parts
+from steerlab.backends.base import SITES
+from steerlab.backends.blocks import block_parts
 from steerlab.cache import cache_activations, cache_sites
 from steerlab.errors import BackendMismatchError, SiteError, VectorMismatchError
 from steerlab.inference import generate

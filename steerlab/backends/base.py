@@ -24,12 +24,13 @@ output is added to is the same tensor (exact up to float rounding).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal, Protocol, get_args
 
 import torch
 
+from steerlab.backends.blocks import head_shape
+from steerlab.backends.phase import Phase
 from steerlab.errors import BackendMismatchError, LayerError, OptionError, SiteError
 from steerlab.options import SITES, WHEN, Site, When
 
@@ -109,141 +110,6 @@ def _mid_edit(fn: EditFn) -> tuple[EditFn, EditFn]:
     return at_norm, at_out
 
 
-class StopForward(Exception):
-    """Raised by a capture hook once the last wanted layer has run, to skip the rest."""
-
-
-def replace_hidden(output: Any, new: torch.Tensor) -> Any:
-    """Put ``new`` where a block's output keeps its hidden states (a tensor, or a tuple's
-    first element in older/other architectures such as GPT-2 or RWKV)."""
-    if isinstance(output, tuple):
-        return (new, *output[1:])
-    return new
-
-
-def hidden_of(output: Any) -> torch.Tensor:
-    return output[0] if isinstance(output, tuple) else output
-
-
-class Phase:
-    """Whether the forward running now reads the prompt or continues a generation.
-
-    The code that runs a forward says so: :meth:`reading` declares every forward inside it
-    the prompt's (``prompt=True``: a plain forward, each stage of a staged prefill, the lead
-    and the other rows of a shared-column forward) or a decoding step's (``False``). The
-    backend's :meth:`Backend.generate` hands the library's loop to :meth:`generation`, which
-    counts its forwards (the first reads the prompt, each later one decodes a token). Only a
-    forward that neither covers (a generation started on the HF module directly) falls back to
-    :func:`continues_cache` on the forward's own arguments.
-    """
-
-    def __init__(self) -> None:
-        self.generating = False
-        self.forwards = 0  # forwards seen in the current generation
-        self.prefill = True
-        self.declared: bool | None = None  # set by :meth:`reading`
-        self._users = 0  # live edits that need the phase kept current
-        self._hook: Any = None
-
-    @contextmanager
-    def reading(self, prompt: bool) -> Iterator[None]:
-        """Every forward inside reads the prompt (``True``) or decodes a token (``False``)."""
-        before = self.declared
-        self.declared = prompt
-        try:
-            yield
-        finally:
-            self.declared = before
-
-    @contextmanager
-    def generation(self) -> Iterator[None]:
-        """Count the forwards of one library ``generate`` call (nested calls are refused)."""
-        if self.generating:
-            raise RuntimeError("A generation is already running on this backend.")
-        self.generating, self.forwards = True, 0
-        try:
-            yield
-        finally:
-            self.generating, self.forwards, self.prefill = False, 0, True
-
-    def enter_forward(self, args: tuple, kwargs: dict[str, Any]) -> None:
-        """Called before every forward of the model's top module (a declared phase needs no
-        tracking: :meth:`admits` reads it)."""
-        if self.declared is not None:
-            return
-        if self.generating:
-            self.prefill = self.forwards == 0
-            self.forwards += 1
-        else:
-            self.prefill = not continues_cache(args, kwargs)
-
-    def admits(self, when: str) -> bool:
-        return admits(when, self.prefill if self.declared is None else self.declared)
-
-    def attach(self, top: torch.nn.Module) -> Handle:
-        """Keep this phase current on every forward of ``top`` (the module every forward of
-        the backend starts in). One pre-hook however many edits need it: two hooks would
-        count each forward twice. The returned handle detaches (the hook goes with the last)."""
-        if self._users == 0:
-            self._hook = top.register_forward_pre_hook(self._enter, with_kwargs=True)
-        self._users += 1
-        return _Detach(self)
-
-    def _enter(self, module: torch.nn.Module, args: Any, kwargs: dict[str, Any]) -> None:
-        self.enter_forward(args, kwargs)
-
-    def _detach(self) -> None:
-        self._users -= 1
-        if self._users == 0 and self._hook is not None:
-            self._hook.remove()
-            self._hook = None
-
-
-class _Detach:
-    def __init__(self, phase: Phase) -> None:
-        self._phase: Phase | None = phase
-
-    def remove(self) -> None:
-        if self._phase is not None:
-            self._phase._detach()
-            self._phase = None
-
-
-def admits(when: str, prefill: bool) -> bool:
-    """Whether an edit for ``when`` applies in a forward that does (not) read the prompt."""
-    return when == "all" or (when == "prompt") == prefill
-
-
-def continues_cache(args: tuple, kwargs: dict[str, Any]) -> bool:
-    """True when a forward's arguments carry a non-empty KV cache or a recurrent state.
-
-    Found by what the values are, not by keyword: any argument with a ``get_seq_length()``
-    (a transformers ``Cache``; ``past_key_values=`` before transformers 5.24, ``cache=``
-    since) holding tokens, a legacy tuple-of-layers cache, or a recurrent model's state
-    (RWKV's ``state``, Mamba's ``cache_params``).
-    """
-    for key, value in (*enumerate(args), *kwargs.items()):
-        if value is None or isinstance(value, torch.Tensor | bool | int | float | str):
-            continue
-        if hasattr(value, "get_seq_length"):
-            if value.get_seq_length() > 0:
-                return True
-        elif key in ("state", "cache_params", "past_key_values"):
-            return True
-    return False
-
-
-def gated(fn: EditFn, when: When, phase: Phase) -> EditFn:
-    """``fn`` where ``phase`` admits ``when``, a no-op (None) elsewhere."""
-    if when == "all":
-        return fn
-
-    def edit(h: torch.Tensor) -> torch.Tensor | None:
-        return fn(h) if phase.admits(when) else None
-
-    return edit
-
-
 class Handles:
     """Several handles removed as one (last registered first; idempotent)."""
 
@@ -286,9 +152,13 @@ class _Counted:
 class Backend(ABC):
     """One way of running a model with edits at its sites.
 
-    Subclasses say which points of block ``layer`` they can hook (:meth:`_points`) and how to
-    register edits there (:meth:`_add_points`); sites, phases, the live-edit count and the
-    one-backend-at-a-time rule are written once here.
+    Every backend implements the same interface: its :attr:`sites`, :meth:`add_edit`,
+    :meth:`forward` and :meth:`generate` (captures are edits that return None). Subclasses say
+    which points of block ``layer`` they can hook (:meth:`_points`) and how to register edits
+    there (:meth:`_add_points`); sites, phases (:class:`~steerlab.backends.phase.Phase`), the
+    live-edit count and the one-backend-at-a-time rule are written once here. Sharing work
+    between cells is an optional protocol (:class:`steerlab.engine.FastPath`) that the HF
+    backend implements and only :mod:`steerlab.engine` calls.
     """
 
     name: str
@@ -297,8 +167,6 @@ class Backend(ABC):
     top: Any
     #: True when forward() may be cut short after the last captured point
     supports_early_stop: bool = False
-    #: True when :meth:`record` / :meth:`replaying` exist (the fast sweep's shared prefix)
-    supports_prefix_replay: bool = False
 
     def __init__(self, model: Model) -> None:
         self.model = model
@@ -359,12 +227,6 @@ class Backend(ABC):
         here), so the same call scores completions for training.
         """
 
-    def forward_shared(self, enc: dict[str, torch.Tensor],
-                       keep: int | torch.Tensor) -> torch.Tensor:
-        """:meth:`forward` with ``keep``, reading the leading columns all rows share once
-        where the backend can (the HF backend); here, a plain :meth:`forward`."""
-        return self.forward(enc, keep)
-
     @abstractmethod
     def generate(self, enc: dict[str, torch.Tensor], **kwargs: Any) -> Any:
         """Token ids (B, T + new) from HF-style generation with the current edits applied
@@ -373,98 +235,3 @@ class Backend(ABC):
     def has_foreign_hooks(self) -> bool:
         """True when something other than this backend's live edits hooks the model."""
         return False
-
-    def fast(self, path: Literal["replay", "greedy"]) -> bool:
-        """The one test of whether a fast path may run now: the backend has it (``replay``:
-        :meth:`record` / :meth:`replaying`; ``greedy``: :meth:`greedy`) and nothing but this
-        call's own edits hooks the model (a foreign hook would see the shared work once, not
-        once per cell)."""
-        able = self.supports_prefix_replay if path == "replay" else self.supports_greedy
-        return able and not self.has_foreign_hooks()
-
-    #: True when :meth:`greedy` exists (rows leave the batch as they finish)
-    supports_greedy: bool = False
-
-    def greedy(self, enc: dict[str, torch.Tensor], max_new_tokens: int,
-               stop: set[int] | None = None,
-               done: Callable[[int, list[int]], bool] | None = None,
-               on_rows: Callable[[torch.Tensor], None] | None = None,
-               repeat: int = 1, shared_until: int | Sequence[int] | None = None
-               ) -> list[list[int]]:
-        """Greedy decoding in which each row leaves the batch once it is finished (a token in
-        ``stop``, ``max_new_tokens`` reached, or ``done(row, new_tokens)``); see the HF
-        backend."""
-        raise OptionError(f"Backend {self.name!r} has no greedy loop; use backend='hf'.")
-
-    def record(self, enc: dict[str, torch.Tensor], layer: int,
-               start: tuple[int, Any] | None = None) -> Any:
-        """Block ``layer``'s output on ``enc``, running no block after it; ``start`` =
-        (earlier layer, its recorded output) resumes from there instead of the embeddings."""
-        raise OptionError(f"Backend {self.name!r} has no prefix replay; use backend='hf'.")
-
-    @contextmanager
-    def replaying(self, layer: int, output: Any) -> Iterator[None]:
-        """Inside: blocks ``0..layer`` hand back ``output`` (block ``layer``'s recorded
-        output) without computing; their edits still run on it."""
-        raise OptionError(f"Backend {self.name!r} has no prefix replay; use backend='hf'.")
-        yield
-
-
-def head_shape(model: Model) -> tuple[int, int] | None:
-    """(n_heads, d_head) of the model's attention, or None (RWKV and other attention-free
-    architectures)."""
-    cfg = model.hf.config
-    n = getattr(cfg, "num_attention_heads", None)
-    if not isinstance(n, int) or n < 1:
-        return None
-    d = getattr(cfg, "head_dim", None)
-    return n, int(d) if isinstance(d, int) and d > 0 else int(cfg.hidden_size) // n
-
-
-#: child-module names of the parts of a transformers decoder block, by architecture family
-ATTN_NAMES = ("self_attn", "attn", "attention", "self_attention")
-MLP_NAMES = ("mlp", "feed_forward", "ffn")
-#: the norm that reads resid_mid (Gemma's pre_feedforward first: its post_attention_layernorm
-#: normalises the attention output instead)
-MID_NORM_NAMES = ("pre_feedforward_layernorm", "post_attention_layernorm", "ln_2", "ln2")
-O_PROJ_NAMES = ("o_proj", "c_proj", "out_proj", "dense")
-
-
-def block_parts(block: torch.nn.Module) -> dict[str, torch.nn.Module]:
-    """The submodules of one HF decoder block that hold points: ``attn``, ``mlp``,
-    ``mid_norm`` and ``o_proj``, where the block has them."""
-    children = dict(block.named_children())
-    parts: dict[str, torch.nn.Module] = {}
-    for key, names in (("attn", ATTN_NAMES), ("mlp", MLP_NAMES), ("mid_norm", MID_NORM_NAMES)):
-        found = next((children[n] for n in names if n in children), None)
-        if found is not None:
-            parts[key] = found
-    if "attn" in parts:
-        inner = dict(parts["attn"].named_children())
-        o = next((inner[n] for n in O_PROJ_NAMES if n in inner), None)
-        if o is not None:
-            parts["o_proj"] = o
-    return parts
-
-
-def points_of(parts: dict[str, torch.nn.Module]) -> frozenset[Point]:
-    have: set[Point] = {"block_in", "block_out"}
-    for part, point in (("attn", "attn_out"), ("mlp", "mlp_out"), ("mid_norm", "mid_in"),
-                        ("o_proj", "o_in")):
-        if part in parts:
-            have.add(point)  # type: ignore[arg-type]
-    return frozenset(have)
-
-
-def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
-    """(B, T) positions counted over real tokens, so left padding does not shift them."""
-    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-
-
-def keep_positions(logits: torch.Tensor, keep: int | torch.Tensor | None) -> torch.Tensor:
-    """Slice full (B, T, vocab) logits like ``keep`` in :meth:`Backend.forward`."""
-    if keep is None:
-        return logits
-    if isinstance(keep, int):
-        return logits[:, -keep:]
-    return logits[:, keep]

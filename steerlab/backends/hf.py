@@ -15,20 +15,14 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from steerlab.backends.base import (
-    Backend,
-    EditFn,
-    Handle,
-    Point,
+from steerlab.backends.base import Backend, EditFn, Handle, Point, When, register_all
+from steerlab.backends.blocks import (
     StopForward,
-    When,
     block_parts,
-    gated,
     hidden_of,
     keep_positions,
     points_of,
     position_ids,
-    register_all,
     replace_hidden,
 )
 from steerlab.backends.kvcache import (
@@ -39,6 +33,7 @@ from steerlab.backends.kvcache import (
     leads,
     take,
 )
+from steerlab.backends.phase import gated
 from steerlab.errors import OptionError
 
 if TYPE_CHECKING:
@@ -68,7 +63,6 @@ def _input_hook(fn: EditFn):
 class HFBackend(Backend):
     name = "hf"
     supports_early_stop = True
-    supports_prefix_replay = True
 
     def __init__(self, model: Model) -> None:
         self.top = model.hf
@@ -186,9 +180,10 @@ class HFBackend(Backend):
             tail[r, :len(t)] = t
         return torch.cat([ids, tail], 1)
 
-    @property
-    def supports_greedy(self) -> bool:  # type: ignore[override]
-        return self._cache_kw is not None
+    def fast_paths(self) -> frozenset[str]:
+        """The fast paths of :class:`steerlab.engine.FastPath` this model has: prefix replay
+        always; the greedy loop where the model has a KV cache (not a recurrent state)."""
+        return frozenset({"replay", "greedy"} if self._cache_kw is not None else {"replay"})
 
     @torch.no_grad()
     def greedy(self, enc: dict[str, torch.Tensor], max_new_tokens: int,

@@ -15,20 +15,15 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from steerlab.backends.base import (
-    POINTS,
-    Backend,
-    EditFn,
-    Handle,
-    Point,
-    When,
-    admits,
+from steerlab.backends.base import POINTS, Backend, EditFn, Handle, Point, When
+from steerlab.backends.blocks import (
     block_parts,
     hidden_of,
     keep_positions,
     points_of,
     replace_hidden,
 )
+from steerlab.backends.phase import admits
 
 if TYPE_CHECKING:
     from steerlab.models import Model

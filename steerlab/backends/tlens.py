@@ -22,17 +22,9 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from steerlab.backends.base import (
-    POINTS,
-    Backend,
-    EditFn,
-    Handle,
-    Point,
-    When,
-    gated,
-    keep_positions,
-    register_all,
-)
+from steerlab.backends.base import POINTS, Backend, EditFn, Handle, Point, When, register_all
+from steerlab.backends.blocks import keep_positions
+from steerlab.backends.phase import gated
 
 if TYPE_CHECKING:
     from steerlab.models import Model
