@@ -34,7 +34,8 @@ from steerlab.devices import (
     synchronize,
 )
 from steerlab.evaluate import evaluate
-from steerlab.patching import activation_patching, logit_diff
+from steerlab.metrics import logit_diff
+from steerlab.patching import activation_patching
 from steerlab.sizes import SIZES, n_params, random_model
 from steerlab.steering import steer
 from steerlab.tasks import get_task

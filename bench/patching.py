@@ -47,8 +47,9 @@ import time
 import torch
 from _common import env_setup, machine, record, table
 
+from steerlab.metrics import logit_diff
 from steerlab.models import Model, load_model
-from steerlab.patching import activation_patching, logit_diff
+from steerlab.patching import activation_patching
 
 PART = "patching"
 GOAL = 3.0

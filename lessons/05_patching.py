@@ -21,15 +21,12 @@
 import pandas as pd
 import torch
 
+from steerlab.attribution import attribution_patching, screen_and_verify
 from steerlab.inference import next_token_logits
+from steerlab.metrics import logit_diff
 from steerlab.models import load_model
 from steerlab.notebooks import smoke
-from steerlab.patching import (
-    activation_patching,
-    attribution_patching,
-    logit_diff,
-    screen_and_verify,
-)
+from steerlab.patching import activation_patching
 from steerlab.teach import (
     NotDoneYet,
     check_normalised_logit_diff,
@@ -241,7 +238,7 @@ show(raw.tensor, f"logit difference after patching (clean run {raw.clean:+.2f}, 
 # `ld = logits[correct_id] - logits[incorrect_id]`, rescaled to
 # `(ld - ld_corrupt) / (ld_clean - ld_corrupt)`, a plain float. The clean run scores 1, the
 # corrupted run 0, and a cell reads as "the fraction of the clean behaviour this patch brings
-# back" -- the scale of `steerlab.patching.logit_diff` (and of the IOI paper).
+# back" -- the scale of `steerlab.metrics.logit_diff` (and of the IOI paper).
 
 # %%
 def normalised_logit_diff(logits, correct_id, incorrect_id, ld_clean, ld_corrupt):

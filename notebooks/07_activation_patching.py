@@ -8,7 +8,7 @@
 # *clean* run's activation ("... of France ...") at one (site, layer, position) and see how
 # much of the clean answer's logit difference (Paris vs Rome) comes back: 1 = all of it,
 # 0 = none. Intervals are bootstraps across prompt pairs. Data: `steerlab.data.CAPITALS`,
-# template `steerlab.patching.FACT_TEMPLATE`, each pair's corrupted prompt names the next
+# template `steerlab.pairs.FACT_TEMPLATE`, each pair's corrupted prompt names the next
 # country.
 
 # %%
@@ -17,18 +17,14 @@ import json
 from ipywidgets import Dropdown, IntSlider
 
 from steerlab import _io
+from steerlab.attribution import screen_and_verify
 from steerlab.data import CAPITALS
 from steerlab.figures import save_figure
+from steerlab.metrics import logit_diff
 from steerlab.models import load_model
 from steerlab.notebooks import settings, spread_layers, summary_path
-from steerlab.patching import (
-    ALL,
-    activation_patching,
-    fact_pairs,
-    logit_diff,
-    pair_behaviour,
-    screen_and_verify,
-)
+from steerlab.pairs import fact_pairs, pair_behaviour
+from steerlab.patching import ALL, activation_patching
 from steerlab.plots import head_heatmap, patching_heatmaps
 from steerlab.widgets import slider_figure
 

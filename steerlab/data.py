@@ -83,7 +83,7 @@ def questions(kind: str, split: str | None = "extract", n: int | None = None) ->
 
 
 #: (country, capital) facts for activation patching: with the template of
-#: :func:`steerlab.patching.fact_pairs` every country is one token in SmolLM2's vocabulary, so
+#: :func:`steerlab.pairs.fact_pairs` every country is one token in SmolLM2's vocabulary, so
 #: any two prompts tokenize to the same length
 CAPITALS: tuple[tuple[str, str], ...] = (
     ("France", "Paris"), ("Italy", "Rome"), ("Spain", "Madrid"), ("Germany", "Berlin"),

@@ -79,6 +79,22 @@ def tiny_model(arch: str, seed: int = 0) -> Model:
     return model_from_hf(hf, char_tokenizer(), name=f"tiny-{arch}", device=test_device())
 
 
+def patch_model() -> Model:
+    """The tiny Llama of the patching tests (seed 3), with a tokenizer the TransformerLens
+    bridge can reload by path."""
+    import tempfile
+
+    from transformers import AutoTokenizer
+
+    m = tiny_model("llama", seed=3)
+    d = tempfile.mkdtemp()
+    char_tokenizer().save_pretrained(d)
+    tok = AutoTokenizer.from_pretrained(d)
+    tok.padding_side = "left"
+    m.tokenizer = tok
+    return m
+
+
 @pytest.fixture(scope="module", params=ARCHS)
 def tiny(request: pytest.FixtureRequest) -> Model:
     return tiny_model(request.param)

@@ -1,24 +1,17 @@
 """Activation patching against TransformerLens' own ``patching`` functions (run on the
 TransformerLens bridge of the same tiny model, fp32), across backends, batched and unbatched;
-attribution patching against finite differences; hooks never left behind."""
+hooks never left behind. The tiny model and prompts here are shared with test_attribution.py
+and test_pairs.py."""
 
-import tempfile
 
 import numpy as np
 import pytest
 import torch
-from conftest import char_tokenizer, no_hooks, tiny_model
-from transformers import AutoTokenizer
+from conftest import no_hooks, patch_model
 
-from steerlab.patching import (
-    ALL,
-    PatchInputError,
-    activation_patching,
-    answer_logprob,
-    attribution_patching,
-    logit_diff,
-    screen_and_verify,
-)
+from steerlab.metrics import answer_logprob, logit_diff
+from steerlab.pairs import PatchInputError
+from steerlab.patching import ALL, activation_patching
 
 CLEAN = ["The cat is", "A dog ran.", "My hat is!"]
 CORRUPT = ["The cow is", "A pig ran.", "My car is!"]
@@ -28,13 +21,7 @@ TOL = {"atol": 2e-4, "rtol": 1e-4}
 
 @pytest.fixture(scope="module")
 def model():
-    m = tiny_model("llama", seed=3)
-    d = tempfile.mkdtemp()  # the TransformerLens bridge reloads its tokenizer by path
-    char_tokenizer().save_pretrained(d)
-    tok = AutoTokenizer.from_pretrained(d)
-    tok.padding_side = "left"
-    m.tokenizer = tok
-    return m
+    return patch_model()
 
 
 def _metric(model, normalise=False):
@@ -127,78 +114,6 @@ def test_backends_agree(model, site):
     assert no_hooks(model) and not model.backend("nnsight")._edits
 
 
-def test_attribution_matches_finite_differences(model):
-    """The estimate is the directional derivative of the metric along a_clean - a_corrupt:
-    moving a small step eps along it must change the metric by eps times the estimate."""
-    m = _metric(model)
-    est = attribution_patching(model, CLEAN, CORRUPT, m, site="resid_pre", layers=[1, 3])
-    clean_acts = {}
-    from steerlab.cache import cache_activations
-
-    acts = cache_activations(model, CLEAN, layers=[1, 3], reduction="none", site="resid_pre")
-    for l in (1, 3):
-        clean_acts[l] = acts.at(l)
-    enc = model.encode(CORRUPT, padding_side="right")
-    be = model.backend("hf")
-    eps = 1e-3
-
-    def run(edit_layer=None, pos=None):
-        handle = None
-        if edit_layer is not None:
-            src = clean_acts[edit_layer]
-
-            def fn(h):
-                h = h.clone()
-                h[:, pos] = h[:, pos] + eps * (src[:, pos] - h[:, pos])
-                return h
-
-            handle = be.add_edit(edit_layer, fn, site="resid_pre")
-        try:
-            with torch.no_grad():
-                lg = be.forward(enc)[:, -1].double()
-        finally:
-            if handle:
-                handle.remove()
-        rows = torch.arange(3)
-        good = torch.tensor([ord(c) - 32 + 4 for c in GOOD])
-        bad = torch.tensor([ord(c) - 32 + 4 for c in BAD])
-        return (lg[rows, good] - lg[rows, bad]).mean()
-
-    base = run()
-    scale = 1.0
-    for l, p in ((1, 3), (3, 5), (1, 9)):
-        fd = float((run(l, p) - base) / eps / scale)
-        got = float(est.frame.query("layer == @l and position == @p")["value"].iloc[0])
-        assert got == pytest.approx(fd, abs=2e-3, rel=2e-2), (l, p)
-    assert no_hooks(model)
-
-
-def test_screen_and_verify_ranks_the_top_cells(model):
-    table = screen_and_verify(model, CLEAN, CORRUPT, _metric(model), top_k=6,
-                              site="resid_pre")
-    assert len(table) == 6
-    assert {"attribution", "patched", "rank_attribution", "rank_patched"} <= set(table.columns)
-    real = activation_patching(model, CLEAN, CORRUPT, _metric(model), progress=False).frame
-    for row in table.itertuples():
-        ref = real.query("layer == @row.layer and position == @row.position")["value"]
-        assert row.patched == pytest.approx(float(ref.iloc[0]), abs=1e-5)
-    assert -1 <= table.attrs["spearman"] <= 1
-
-
-def test_attribution_on_heads_and_a_frozen_model(model):
-    for p in model.hf.parameters():
-        p.requires_grad_(False)
-    try:
-        est = attribution_patching(model, CLEAN, CORRUPT, _metric(model), site="z",
-                                   positions=ALL)
-    finally:
-        for p in model.hf.parameters():
-            p.requires_grad_(True)
-    assert est.tensor.shape == (model.n_layers, 4)
-    assert est.tensor.abs().sum() > 0
-    assert no_hooks(model)
-
-
 def test_other_metrics_and_noise(model):
     lp = answer_logprob(model, [ord(c) - 32 + 4 for c in GOOD])
     res = activation_patching(model, CLEAN, CORRUPT, lp, layers=[1], positions=[-1],
@@ -251,24 +166,6 @@ def test_prefix_replay_leaves_other_libraries_wrappers_in_place(model):
     got = activation_patching(model, CLEAN, CORRUPT, m, layers=[0, 3], backend="nnsight",
                               progress=False)
     torch.testing.assert_close(got.tensor[1], ref.tensor[0], **TOL)
-
-
-def test_fact_pairs_and_behaviour(model):
-    from steerlab.patching import FactPairs, fact_pairs, pair_behaviour
-
-    facts = [("Chad", "N"), ("Peru", "L"), ("Cuba", "H"), ("Oman", "M"), ("Iran", "T"),
-             ("Mali", "B"), ("Egypt", "C")]
-    pairs = fact_pairs(model, facts, template="In {} ")
-    assert isinstance(pairs, FactPairs) and len(pairs.clean) == 6  # Egypt's length differs
-    assert pairs.corrupted[:-1] == pairs.clean[1:] and pairs.corrupted[-1] == pairs.clean[0]
-    assert pairs.incorrect[0] == pairs.correct[1]
-    b = pair_behaviour(model, pairs)
-    assert list(b.columns) == ["clean", "correct", "incorrect", "logit_diff_clean",
-                               "logit_diff_corrupted"]
-    assert b.attrs["clean_right"].n == 6
-    assert b.attrs["clean_right"].acc == float((b["logit_diff_clean"] > 0).mean())
-    with pytest.raises(PatchInputError, match="Fewer than 2"):
-        fact_pairs(model, facts[:1])
 
 
 def test_patching_figures(model):

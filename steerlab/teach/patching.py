@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from steerlab.patching import Metric, activation_patching
+from steerlab.metrics import Metric
+from steerlab.patching import activation_patching
 from steerlab.teach._harness import (
     Fail,
     HookGuard,
@@ -47,8 +48,8 @@ def last_logits(model: Model, prompt: str) -> torch.Tensor:
 
 
 def answer_ids(model: Model, correct: str, incorrect: str) -> tuple[int, int]:
-    """The first token of each answer (with its leading space), as :mod:`steerlab.patching`
-    reads answer strings."""
+    """The first token of each answer (with its leading space), as
+    :func:`steerlab.metrics.answer_token_ids` reads answer strings."""
     return (model.tokenizer.encode(correct, add_special_tokens=False)[0],
             model.tokenizer.encode(incorrect, add_special_tokens=False)[0])
 
