@@ -35,7 +35,8 @@ from steerlab.replication import (
     gold_letters,
     protocol_layers,
 )
-from steerlab.sweep import SweepConfig, summary, verdict
+from steerlab.reports import summary, verdict
+from steerlab.sweep import SweepConfig
 from steerlab.widgets import slider_figure
 
 S = settings()

@@ -169,7 +169,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from steerlab.models import load_model
-    from steerlab.sweep import SweepConfig, report, sweep
+    from steerlab.reports import report
+    from steerlab.sweep import SweepConfig, sweep
 
     config = SweepConfig(args.task, args.layers, args.coeffs, args.methods,
                          n=None if args.n == 0 else args.n, seed=args.seed, scale=args.scale,
@@ -262,7 +263,7 @@ def cmd_replicate(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from steerlab import _io
-    from steerlab.sweep import read_table, report
+    from steerlab.reports import read_table, report
 
     text = f"{report(read_table(args.results))}\nresults: {args.results}\n"
     if args.out:

@@ -156,14 +156,8 @@ def check_sweep(model: Model, config: SweepConfig, out: str | Path,
     the answered letters) compared with the journal, and the added norm to 0.1%."""
     from steerlab.evaluate import evaluate, evaluation_batches
     from steerlab.steering import steer
-    from steerlab.sweep import (
-        NO_LETTER,
-        answered,
-        build_vectors,
-        cell_steering,
-        plan_sweep,
-        recorded_rows,
-    )
+    from steerlab.sweep import build_vectors, cell_steering, plan_sweep, recorded_rows
+    from steerlab.sweep_journal import NO_LETTER, answered
 
     plan = plan_sweep(model, config)
     rows, batching = recorded_rows(model, config, out)

@@ -34,8 +34,10 @@ import numpy as np
 import pandas as pd
 
 from steerlab.errors import OptionError
+from steerlab.reports import steered_cells
 from steerlab.stats import comparison_row
-from steerlab.sweep import NO_LETTER, SweepConfig, steered_cells, sweep
+from steerlab.sweep import SweepConfig, sweep
+from steerlab.sweep_journal import NO_LETTER, answered
 from steerlab.tasks import LETTERS, Task, get_task
 
 if TYPE_CHECKING:
@@ -131,7 +133,7 @@ def answer_letters(table: pd.DataFrame, gold: dict[int, str] | None = None) -> p
     shares as a ``gold`` row, so a best-layer "gain" that only moves answers towards a
     letter the sample happens to favour can be read off. Needs the journal's ``answered``
     column (recorded by sweeps of multiple-choice tasks); generated answers that named no
-    letter count as :data:`~steerlab.sweep.NO_LETTER` (``-``)."""
+    letter count as :data:`~steerlab.sweep_journal.NO_LETTER` (``-``)."""
     if "answered" not in table.columns:
         raise OptionError("This table has no answered letters: it was recorded before sweeps "
                           "kept them (rerun the sweep into a new --out).")
@@ -235,8 +237,6 @@ def honest_protocol(model: Model, n_dev: int = 100, n_test: int = 100, seed: int
     base = evaluate(model, test_task, **ev)
     with hong_projection(model, vec, from_layer=layer, coeff=coeff, backend=cfg.backend):
         steered = evaluate(model, test_task, **ev)
-    from steerlab.sweep import answered
-
     def letters_of(items: Sequence[Any], got: Sequence[str], gold: str) -> dict:
         """The most common answered letter, its share, and the gold answers' share of it."""
         said = answered(items, got)

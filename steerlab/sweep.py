@@ -47,16 +47,13 @@ methods are not in it, since each cell is looked up by its own (method, layer, c
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import pandas as pd
 import torch
 
@@ -65,11 +62,10 @@ from steerlab.cache import check_layers
 from steerlab.cells import cells_per_batch, evaluate_cells
 from steerlab.console import progress as progress_bar
 from steerlab.devices import DTYPE_NAMES, dtype_name
-from steerlab.errors import OptionError, SteerlabError
+from steerlab.errors import OptionError
 from steerlab.evaluate import EvalResult, evaluate
 from steerlab.options import (
     BACKENDS,
-    CONTROLS,
     METHODS,
     MODES,
     REDUCTIONS,
@@ -82,22 +78,30 @@ from steerlab.options import (
     Scope,
     check,
 )
-from steerlab.stats import COMPARISON_COLUMNS, comparison_row, holm, interval_side
+from steerlab.reports import table_of
 from steerlab.steering import HONG_SITES, steer
-from steerlab.tasks import LETTERS, Item, Task, get_task, shots
-from steerlab.vectors import SteeringVector, extract_pair, vector_from_pair
+from steerlab.sweep_journal import (
+    SweepKey,
+    SweepVectors,
+    completions_of,
+    journal_path,
+    journal_row,
+    load_vectors,
+    result_of,
+    rows_of,
+    save_vectors,
+    write_parquet,
+)
+from steerlab.tasks import Item, Task, get_task, shots
+from steerlab.vectors import extract_pair, vector_from_pair
 
 if TYPE_CHECKING:
     from steerlab.models import Model
 
-__all__ = ["COLUMNS", "METHODS", "SCALES", "SCOPES", "SweepConfig", "SweepKey", "SweepPlan",
-           "SweepVectors", "as_config", "build_vectors", "default_shots", "journal_path",
-           "missing_cells", "plan_sweep", "recorded_dtype", "recorded_rows", "summary", "sweep",
-           "verdict"]
+__all__ = ["SweepConfig", "SweepPlan", "as_config", "build_vectors", "cell_steering",
+           "default_shots", "missing_cells", "plan_sweep", "recorded_dtype", "recorded_rows",
+           "sweep"]
 
-COLUMNS = ["model", "task", "method", "layer", "coeff", "scale", "added_norm",
-           *COMPARISON_COLUMNS, "p_holm", "chance", "seconds"]
-ALPHA = 0.05  # the verdict's significance level, after Holm's adjustment
 SHOTS = 3  # few-shot examples for base models on generative tasks (README: "get 3")
 
 
@@ -170,98 +174,6 @@ class SweepConfig:
             check("scoring", self.scoring, SCORINGS)
 
 
-@dataclass(frozen=True)
-class SweepKey:
-    """Everything that decides a sweep's numbers (its hash keys the resumable journal).
-
-    ``layers`` are the sorted steering layers, ``shots`` the few-shot examples per prompt.
-    """
-
-    model_id: str
-    dtype: str
-    task: str
-    n: int
-    seed: int
-    scale: str
-    extract_from: str
-    extract_n: int | None
-    reduction: str
-    chat: bool
-    scoring: str | None
-    backend: str
-    layers: tuple[int, ...]
-    shots: int
-    mode: str = "add"
-    scope: str = "layer"
-    #: how multiple-choice items are batched (``length``: by prompt length,
-    #: :func:`steerlab.evaluate.mc_batches`); batch shapes move the last bits of the logits,
-    #: so journals recorded under the earlier item-order batching do not share rows
-    batching: str = "length"
-
-    def key(self) -> str:
-        """12 hex digits of the hash of every field (``mode``/``scope`` only when not the
-        defaults, so sweeps recorded before they existed keep their keys)."""
-        d = asdict(self)
-        if d["mode"] == "add" and d["scope"] == "layer":
-            del d["mode"], d["scope"]
-        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
-
-    def legacy_key(self) -> str:
-        """The key the same sweep had before the key held the layers, the few-shot count and
-        the batching (the first twelve fields): its rows were scored in batches of consecutive
-        items (``batching="items"``) and are read only as a whole grid (:func:`recorded_rows`)."""
-        d = {k: v for k, v in asdict(self).items() if k not in (
-            "layers", "shots", "mode", "scope", "batching")}
-        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
-
-
-@dataclass
-class SweepVectors:
-    """The vectors a sweep adds, per method; each carries the reference norms its ``norm``
-    coefficients are measured in (the same for every method: both prompt sets' mean norm)."""
-
-    vectors: dict[str, SteeringVector]
-
-    @property
-    def layer_norms(self) -> dict[int, float]:
-        return next(iter(self.vectors.values())).ref_norms
-
-    def added(self, method: str, layer: int, coeff: float, scale: Scale) -> tuple[Any, float]:
-        """(vector to add with coeff 1, its norm) for one cell (:meth:`SteeringVector.added`)."""
-        return self.vectors[method].added(layer, coeff, scale)
-
-
-def _vector_file(journal: Path, key: str, method: str) -> Path:
-    return journal.with_name(f"{journal.name}.vectors") / f"{key}_{method}.safetensors"
-
-
-def save_vectors(vecs: SweepVectors, journal: Path, key: str) -> None:
-    """Write each method's vector (tagged with the sweep's key) next to the journal."""
-    for method, vec in vecs.vectors.items():
-        tagged = replace(vec, meta={**vec.meta, "sweep_config": key})
-        tagged.save(_vector_file(journal, key, method))  # atomic (a temporary file + rename)
-
-
-def load_vectors(journal: Path, key: str, layers: Sequence[int],
-                 methods: Sequence[str]) -> SweepVectors | None:
-    """The vectors a previous run of the same sweep saved, or None when any is missing, made
-    for another config or another layer set, lacks reference norms, or is unreadable."""
-    vectors: dict[str, SteeringVector] = {}
-    for method in methods:
-        path = _vector_file(journal, key, method)
-        if not path.is_file():
-            return None
-        try:
-            vec = SteeringVector.load(path)
-        except SteerlabError:
-            return None
-        if vec.meta.get("sweep_config") != key or vec.layers != list(layers) \
-                or sorted(vec.ref_norms) != list(layers):
-            return None
-        vectors[method] = vec
-    return SweepVectors(vectors)
-
-
 def build_vectors(model: Model, task: Task, layers: Sequence[int], methods: Sequence[str],
                   seed: int = 0, extract_from: str | None = None, extract_n: int | None = None,
                   reduction: str = "last", chat: bool | None = None, batch_size: int = 16,
@@ -278,60 +190,6 @@ def build_vectors(model: Model, task: Task, layers: Sequence[int], methods: Sequ
                             reduction=reduction, chat=chat, batch_size=batch_size,
                             backend=backend, exclude=list(eval_items))
     return SweepVectors({m: vector_from_pair(pos, neg, m, seed) for m in methods})
-
-
-def _write_parquet(rows: list[dict], path: Path) -> None:
-    """The rows without their per-item columns (those stay in the journal), atomically."""
-    with _io.atomic_path(path) as tmp:
-        pd.DataFrame(rows).drop(columns=["correct", "completions"],
-                                errors="ignore").to_parquet(tmp)
-
-
-def journal_path(out: str | Path) -> Path:
-    """The JSON-lines journal of the results file ``out`` (``out`` itself for ``.jsonl``)."""
-    out = Path(out)
-    return out if out.suffix == ".jsonl" else out.with_name(out.name + ".journal.jsonl")
-
-
-def _completions(res: EvalResult) -> list[str]:
-    """The result's per-item completions, where the evaluation records them."""
-    return list(getattr(res, "completions", None) or [])
-
-
-#: the ``answered`` character of an item whose generated answer named no option letter
-NO_LETTER = "-"
-
-
-def answered(items: Sequence[Item], preds: Sequence[str]) -> str:
-    """The letter of each multiple-choice item's chosen option, one character per item (the
-    journal's ``answered`` column, from which an answer-letter bias can be read)."""
-    return "".join(LETTERS[it.options.index(p)] if p in it.options else NO_LETTER
-                   for it, p in zip(items, preds, strict=True))
-
-
-def _row(cfg: SweepKey, method: str, layer: int, coeff: float, added_norm: float,
-         res: EvalResult, base: EvalResult, seconds: float, items: Sequence[Item] | None,
-         completions: list[str] | None = None) -> dict:
-    """One journal row; ``completions`` (generative tasks) are kept with it when given, the
-    answered letters when ``items`` (a multiple-choice task's) are given."""
-    return {"model": cfg.model_id, "task": cfg.task, "method": method, "layer": layer,
-            "coeff": coeff, "scale": cfg.scale, "added_norm": added_norm,
-            **comparison_row(base.correct, res.correct, seed=cfg.seed),
-            "chance": res.chance,
-            "seconds": seconds, "config": cfg.key(),
-            "correct": "".join("1" if c else "0" for c in res.correct),
-            **({"completions": completions} if completions is not None else {}),
-            **({"answered": answered(items, res.predictions)}
-               if items is not None and res.predictions else {})}
-
-
-def _from_row(row: dict, task: str, model_id: str, items: Sequence[Item]) -> EvalResult:
-    correct = np.array([c == "1" for c in row["correct"]])
-    preds = [it.options[LETTERS.index(a)] if a != NO_LETTER else ""
-             for it, a in zip(items, row["answered"], strict=True)] \
-        if row.get("answered") else []
-    return EvalResult(task, model_id, [it.id for it in items], correct, preds, row["seconds"],
-                      row["chance"])
 
 
 def as_config(config: SweepConfig | Task | str, layers: Sequence[int] | None = None,
@@ -393,17 +251,6 @@ def _grid(plan: SweepPlan) -> set[tuple[str, int, float]]:
                                       for l in plan.layers for c in plan.coeffs}
 
 
-def _rows_of(recorded: list[dict], key: SweepKey, plan: SweepPlan) -> tuple[list[dict], str]:
-    rows = [r for r in recorded if r.get("config") == key.key()]
-    if rows or key.mode != "add" or key.scope != "layer":
-        return rows, key.batching
-    legacy = [r for r in recorded if r.get("config") == key.legacy_key()]
-    cells = {(r["method"], r["layer"], float(r["coeff"])): r for r in legacy}
-    if legacy and _grid(plan) <= set(cells):  # a whole grid, never mixed with new cells
-        return [cells[c] for c in sorted(_grid(plan), key=str)], "items"
-    return [], key.batching
-
-
 def recorded_rows(model: Model, config: SweepConfig, out: str | Path | None,
                   dtype: str | None = None) -> tuple[list[dict], str]:
     """The journal rows at ``out`` of the sweep ``config`` of ``model`` (in ``dtype``, default
@@ -413,7 +260,7 @@ def recorded_rows(model: Model, config: SweepConfig, out: str | Path | None,
         return [], "length"
     plan = plan_sweep(model, config)
     key = replace(plan.key, dtype=dtype or plan.key.dtype)
-    return _rows_of(_io.read_jsonl(journal_path(out)), key, plan)
+    return rows_of(_io.read_jsonl(journal_path(out)), key, _grid(plan))
 
 
 def missing_cells(model: Model, config: SweepConfig, out: str | Path | None,
@@ -474,7 +321,7 @@ def sweep(model: Model, config: SweepConfig | Task | str,
     mc_items = None if gen else items  # whose answered letters the journal keeps
     journal = journal_path(out) if out is not None else None
     recorded = _io.read_jsonl(journal) if journal else []
-    rows, _ = _rows_of(recorded, cfg, plan)
+    rows, _ = rows_of(recorded, cfg, _grid(plan))
     if journal is not None and recorded and not rows:
         _warn_other_dtype(recorded, cfg, plan, journal)
     done = {(r["method"], r["layer"], r["coeff"]): r for r in rows}
@@ -487,25 +334,25 @@ def sweep(model: Model, config: SweepConfig | Task | str,
         if journal is not None:
             _io.append_jsonl(journal, row)
             if Path(out).suffix == ".parquet":  # type: ignore[arg-type]
-                _write_parquet(rows, Path(out))  # type: ignore[arg-type]
+                write_parquet(rows, Path(out))  # type: ignore[arg-type]
 
     shared = fast and (mode, scope) == ("add", "layer")  # the cells of a layer share work
     base: EvalResult | None = None
     base_completions: list[str] | None = None
     if ("baseline", -1, 0.0) in done:
         base_row = done[("baseline", -1, 0.0)]
-        base = _from_row(base_row, task.name, model.hf_id, items)
+        base = result_of(base_row, task.name, model.hf_id, items)
         base_completions = base_row.get("completions") if keep_text else None
     elif not shared:
         t0 = time.perf_counter()
         base = evaluate(model, task, shots=few, **ev)
-        base_completions = _completions(base) if keep_text else None
-        record(_row(cfg, "baseline", -1, 0.0, 0.0, base, base, time.perf_counter() - t0,
-                    mc_items, base_completions))
+        base_completions = completions_of(base) if keep_text else None
+        record(journal_row(cfg, "baseline", -1, 0.0, 0.0, base, base,
+                           time.perf_counter() - t0, mc_items, base_completions))
     cells = [(m, l, float(c)) for m in methods for l in layers for c in coeffs
              if (m, l, float(c)) not in done]
     if not cells and base is not None:  # a finished sweep: nothing to extract or evaluate
-        return _table(rows, methods)
+        return table_of(rows, methods)
     vecs = load_vectors(journal, cfg.key(), layers, methods) if journal else None
     if vecs is None:
         vecs = build_vectors(model, task, layers, methods, seed, extract_from, extract_n,
@@ -525,9 +372,9 @@ def sweep(model: Model, config: SweepConfig | Task | str,
             else:
                 with steer(model, vec, backend=backend, **how):
                     res = evaluate(model, task, shots=few, **ev)
-                completions = _completions(res) if keep_text else None
-            record(_row(cfg, method, layer, coeff, norm, res, base, time.perf_counter() - t0,
-                        mc_items, completions))
+                completions = completions_of(res) if keep_text else None
+            record(journal_row(cfg, method, layer, coeff, norm, res, base,
+                               time.perf_counter() - t0, mc_items, completions))
             bar.update()
     else:
         reuse: dict[int, tuple[int, Any]] = {}  # batch -> (layer, output) of the last layer
@@ -550,24 +397,24 @@ def sweep(model: Model, config: SweepConfig | Task | str,
                                      reuse=reuse, shots=few, **ev) if at else []
             if zero:
                 base = results.pop(0)
-                base_completions = _completions(base) if keep_text else None
-                record(_row(cfg, "baseline", -1, 0.0, 0.0, base, base, base.seconds, mc_items,
-                            base_completions))
+                base_completions = completions_of(base) if keep_text else None
+                record(journal_row(cfg, "baseline", -1, 0.0, 0.0, base, base, base.seconds,
+                                   mc_items, base_completions))
             assert base is not None  # recorded, or decoded with the first group's cells
             by_cell = {c: (r, norm) for c, r, (_, norm) in zip(steered, results, added,
                                                                 strict=True)}
             for cell in group:  # in the naive loop's order
                 method, layer, coeff = cell
                 if coeff == 0.0:
-                    record(_row(cfg, method, layer, coeff, 0.0, base, base, 0.0, mc_items,
-                                base_completions))
+                    record(journal_row(cfg, method, layer, coeff, 0.0, base, base, 0.0,
+                                       mc_items, base_completions))
                 else:
                     res, norm = by_cell[cell]
-                    record(_row(cfg, method, layer, coeff, norm, res, base, res.seconds,
-                                mc_items, _completions(res) if keep_text else None))
+                    record(journal_row(cfg, method, layer, coeff, norm, res, base, res.seconds,
+                                   mc_items, completions_of(res) if keep_text else None))
             bar.update(len(group))
     bar.close()
-    return _table(rows, methods)
+    return table_of(rows, methods)
 
 
 def cell_steering(vecs: SweepVectors, config: SweepConfig, method: str, layer: int,
@@ -612,13 +459,14 @@ def _groups(cells: Sequence[tuple[Method, int, float]], gen: bool, per_batch: in
     return [*groups, group] if group else groups
 
 
+
 def _warn_other_dtype(recorded: list[dict], cfg: SweepKey, plan: SweepPlan,
                       journal: Path) -> None:
     """A results file whose rows were all recorded in another dtype (the default dtype follows
     the machine: bf16 on a CPU with fast bf16, fp32 elsewhere) is recomputed, not reused: say
     so, and how to reuse it (:func:`steerlab.recordings.recorded_sweep` does)."""
     for other in DTYPE_NAMES:
-        if other != cfg.dtype and _rows_of(recorded, replace(cfg, dtype=other), plan)[0]:
+        if other != cfg.dtype and rows_of(recorded, replace(cfg, dtype=other), _grid(plan))[0]:
             warnings.warn(f"{journal} holds this sweep recorded in {other}; the model here is "
                           f"{cfg.dtype}, so it is computed again. To reuse the recorded cells, "
                           f"load the model with dtype={other!r} (or set "
@@ -626,106 +474,3 @@ def _warn_other_dtype(recorded: list[dict], cfg: SweepKey, plan: SweepPlan,
             return
 
 
-def _table(rows: list[dict], methods: Sequence[str]) -> pd.DataFrame:
-    table = with_holm(pd.DataFrame(rows))
-    order = {m: i for i, m in enumerate(("baseline", *methods))}
-    table = table.sort_values(["method", "layer", "coeff"],
-                              key=lambda s: s.map(order) if s.name == "method" else s)
-    return table.reset_index(drop=True)
-
-
-def steered_cells(table: pd.DataFrame) -> pd.Series:
-    """Which rows of a sweep table are steered cells (not the baseline, coefficient not 0)."""
-    return (table["method"] != "baseline") & (table["coeff"] != 0)
-
-
-def with_holm(table: pd.DataFrame) -> pd.DataFrame:
-    """``table`` with ``p_holm``: each steered cell's McNemar p adjusted by Holm's method over
-    the steered cells of its method (the family of cells a reader scans for "did this vector
-    help anywhere"); 1.0 for the baseline and coefficient-0 rows, which test nothing."""
-    table = table.copy()
-    table["p_holm"] = 1.0
-    steered = steered_cells(table)
-    for _, idx in table[steered].groupby("method", sort=False).groups.items():
-        table.loc[idx, "p_holm"] = holm(table.loc[idx, "p_mcnemar"].to_numpy())
-    return table
-
-
-def summary(table: pd.DataFrame) -> pd.DataFrame:
-    """The table's readable columns (accuracies and deltas with their intervals)."""
-    return table[[c for c in COLUMNS if c in table.columns]]
-
-
-def verdict(table: pd.DataFrame) -> str:
-    """Plain-language summary: how many cells of each method moved accuracy (paired 95%
-    interval excluding 0, and how many of those stay significant after Holm's adjustment over
-    the method's cells), and whether the difference-of-means vector beat the controls."""
-    if "p_holm" not in table.columns:  # a table read back from an older results file
-        table = with_holm(table)
-    base = table[table["method"] == "baseline"].iloc[0]
-    lines = [f"{base.model} on {base.task}: unsteered accuracy {base.accuracy:.3f} "
-             f"[{base.ci_low:.3f}, {base.ci_high:.3f}] (n={int(base.n)})"
-             + (f", chance {base.chance:.3f}" if pd.notna(base.chance) else "")]
-    steered = table[steered_cells(table)]
-    for method, g in steered.groupby("method", sort=False):
-        side = interval_side(g["delta_low"], g["delta_high"])
-        up, down = int((side > 0).sum()), int((side < 0).sum())
-        holm_up = int(((g["p_holm"] < ALPHA) & (g["delta"] > 0)).sum())
-        holm_down = int(((g["p_holm"] < ALPHA) & (g["delta"] < 0)).sum())
-        best = g.loc[g["delta"].idxmax()]
-        lines.append(f"  {method}: {len(g)} cells, {up} significantly up, {down} significantly "
-                     f"down; best {best.delta:+.3f} [{best.delta_low:+.3f}, "
-                     f"{best.delta_high:+.3f}] at layer {best.layer}, coeff {best.coeff:g}")
-        lines.append(f"    after Holm over its {len(g)} cells (p < {ALPHA}): {holm_up} up, "
-                     f"{holm_down} down; best cell's p {best.p_mcnemar:.3g} -> "
-                     f"{best.p_holm:.3g}")
-    dm = steered[steered["method"] == "diff_means"]
-    ctrl = steered[steered["method"].isin(CONTROLS)]
-    if len(dm) and len(ctrl):
-        dm_up = dm[dm["delta_low"] > 0]
-        dm_holm = dm_up[dm_up["p_holm"] < ALPHA]
-        ctrl_best_low = ctrl["delta_low"].max()
-        beat = dm_holm[dm_holm["delta_low"] > ctrl["delta_high"].max()]
-        if len(dm_up) == 0:
-            lines.append("  => steering with the difference-of-means vector did not raise "
-                         "accuracy significantly anywhere.")
-        elif len(dm_holm) == 0:
-            lines.append(f"  => the vector raised accuracy in {len(dm_up)} cells by its "
-                         f"interval, but none stays significant after Holm's adjustment for "
-                         f"the {len(dm)} cells tried.")
-        elif len(beat):
-            lines.append(f"  => the vector raised accuracy in {len(dm_holm)} cells (after Holm); "
-                         f"in {len(beat)} its interval lies above every control cell's.")
-        else:
-            lines.append(f"  => the vector raised accuracy in {len(dm_holm)} cells (after Holm), "
-                         f"but not beyond the controls (best control lower bound "
-                         f"{ctrl_best_low:+.3f}).")
-    return "\n".join(lines)
-
-
-def report(table: pd.DataFrame) -> str:
-    """What ``steerlab sweep`` prints and ``steerlab report`` writes for a sweep table: the
-    readable columns (with ``p_holm``), then the :func:`verdict`."""
-    if "p_holm" not in table.columns:
-        table = with_holm(table)
-    with pd.option_context("display.max_rows", 500, "display.width", 250,
-                           "display.float_format", "{:.3f}".format):
-        text = summary(table).to_string(index=False)
-    return f"{text}\n{verdict(table)}"
-
-
-def read_table(path: str | Path) -> pd.DataFrame:
-    """A recorded sweep table (``.parquet``, or a journal ``.jsonl``) with ``p_holm``."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"No sweep results at {path}: pass the --out file of a "
-                                "`steerlab sweep` run (.parquet or its .journal.jsonl).")
-    if path.suffix == ".jsonl":
-        rows = _io.read_jsonl(path)  # a last line cut by a kill is skipped
-        table = pd.DataFrame(rows).drop(columns=["correct", "completions"], errors="ignore")
-    else:
-        table = pd.read_parquet(path)
-    missing = [c for c in ("method", "layer", "coeff", "p_mcnemar") if c not in table.columns]
-    if missing:
-        raise OptionError(f"{path} is not a sweep table: it has no column(s) {missing}.")
-    return with_holm(table)

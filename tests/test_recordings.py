@@ -20,7 +20,8 @@ from steerlab.recordings import (
     recorded_kind_patching,
     recorded_sweep,
 )
-from steerlab.sweep import SweepConfig, journal_path, missing_cells, recorded_dtype, sweep
+from steerlab.sweep import SweepConfig, missing_cells, recorded_dtype, sweep
+from steerlab.sweep_journal import journal_path
 from steerlab.tasks import arithmetic_items
 from steerlab.train import TrainConfig, replayable, run_dtype, train_rloo
 

@@ -17,7 +17,8 @@ from steerlab.replication import (
     seed_protocol,
     split_items,
 )
-from steerlab.sweep import answered, sweep
+from steerlab.sweep import sweep
+from steerlab.sweep_journal import answered
 from steerlab.tasks import LETTERS, get_task
 
 TASK = "reasoning-mc"
@@ -129,7 +130,7 @@ def test_seed_protocol_generative_scoring_extracts_letters_from_the_text(tiny_ll
     from steerlab.answers import extract_letter
     from steerlab.evaluate import MC_GENERATE_TOKENS, mc_prompt
     from steerlab.inference import generate
-    from steerlab.sweep import NO_LETTER, journal_path
+    from steerlab.sweep_journal import NO_LETTER, journal_path
 
     kw = {"task": TASK, "n": 4, "layers": [1], "coeffs": [0.1], "batch_size": 4,
           "scoring": "generate", "methods": ("diff_means",)}

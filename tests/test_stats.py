@@ -193,7 +193,7 @@ def test_paired_bad_input():
 
 
 def test_comparison_row_is_accuracy_and_paired_difference_under_the_sweep_names():
-    from steerlab.sweep import COLUMNS
+    from steerlab.reports import COLUMNS
 
     rng = np.random.default_rng(3)
     base, cond = rng.random(200) < 0.4, rng.random(200) < 0.55

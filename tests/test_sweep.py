@@ -9,8 +9,10 @@ from conftest import no_hooks, tiny_model
 
 from steerlab.errors import OptionError, SteerlabError
 from steerlab.evaluate import evaluate
+from steerlab.options import SCALES
 from steerlab.steering import steer
-from steerlab.sweep import build_vectors, journal_path, load_vectors, save_vectors, sweep
+from steerlab.sweep import build_vectors, sweep
+from steerlab.sweep_journal import SweepKey, answered, journal_path, load_vectors, save_vectors
 from steerlab.tasks import Task, check_disjoint, extraction_prompts, get_task
 
 sweep_mod = importlib.import_module("steerlab.sweep")  # the module (steerlab.sweep: the function)
@@ -127,7 +129,7 @@ def test_fast_sweep_matches_naive_loop_item_by_item(arch, scoring):
     plain = evaluate(model, task, items=items, scoring=scoring, batch_size=4, progress=False)
     base = table[table.method == "baseline"].iloc[0]
     assert base["correct"] == "".join("1" if x else "0" for x in plain.correct)
-    assert base["answered"] == sweep_mod.answered(items, plain.predictions)
+    assert base["answered"] == answered(items, plain.predictions)
     assert no_hooks(model)
 
 
@@ -234,7 +236,7 @@ def test_every_control_matches_the_vectors_norm_per_layer_under_every_scale(tiny
     task = get_task("memorisation-mc")
     vecs = build_vectors(tiny_llama, task, [1, 2], METHODS, extract_n=6,
                          eval_items=task.items(8, 0))
-    for scale in sweep_mod.SCALES:
+    for scale in SCALES:
         for layer in (1, 2):
             _, ref = vecs.added("diff_means", layer, 0.7, scale)
             for method in METHODS:
@@ -317,7 +319,7 @@ def test_projection_sweeps_equal_steered_evaluations(tiny_llama, mode, scope):
                    coeff=row.coeff, **how):
             ref = evaluate(tiny_llama, task, items=items)
         assert row.correct == "".join("1" if x else "0" for x in ref.correct)
-    keys = {sweep_mod.SweepKey("m", "f", "t", 1, 0, "norm", "s", None, "last", False, None,
+    keys = {SweepKey("m", "f", "t", 1, 0, "norm", "s", None, "last", False, None,
                                   "hf", (1,), 0, m, s).key()
             for m, s in (("add", "layer"), ("project", "all"), ("project", "layer"))}
     assert len(keys) == 3
@@ -329,8 +331,8 @@ def test_holm_column_verdict_and_report_command(tmp_path, capsys):
     the verdict counts what survives the adjustment, and `steerlab report` rebuilds both
     from a recorded results file."""
     from steerlab.cli import main
+    from steerlab.reports import read_table, verdict, with_holm
     from steerlab.stats import holm
-    from steerlab.sweep import read_table, verdict, with_holm
 
     rows = [{"model": "m", "task": "t", "method": "baseline", "layer": -1, "coeff": 0.0,
              "n": 100, "accuracy": 0.5, "ci_low": 0.4, "ci_high": 0.6, "baseline": 0.5,
@@ -396,7 +398,7 @@ def test_report_reads_a_journal_cut_by_a_kill(tmp_path, capsys):
     """A journal's last line cut short (the kill came mid-write) is skipped, as the sweep
     itself skips it on resuming; the report shows the whole rows."""
     from steerlab.cli import main
-    from steerlab.sweep import read_table
+    from steerlab.reports import read_table
 
     rows = [{"config": "k", "model": "m", "task": "t", "method": m, "layer": l, "coeff": c,
              "n": 50, "accuracy": a, "ci_low": a - 0.1, "ci_high": a + 0.1, "baseline": 0.5,
