@@ -141,14 +141,8 @@ class LearnedVectors(Adapter):
         """Add the vectors to ``model``'s residual stream inside the block (gradients flow to
         them); the edits come off on exit, whatever happens."""
         be = model.backend("hf")
-        handles = []
-        try:
-            for i, layer in enumerate(self.layer_ids):
-                handles.append(be.add_edit(layer, self._edit(i)))
+        with be.add_edits([(layer, self._edit(i)) for i, layer in enumerate(self.layer_ids)]):
             yield
-        finally:
-            for h in reversed(handles):
-                h.remove()
 
     def _edit(self, i: int) -> Callable[[torch.Tensor], torch.Tensor]:
         def fn(h: torch.Tensor) -> torch.Tensor:

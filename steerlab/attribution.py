@@ -66,19 +66,12 @@ def attribution_patching(model: Model, clean: Sequence[str], corrupted: Sequence
     def leaf(h: torch.Tensor) -> torch.Tensor:  # the graph starts at block 0's input
         return h if h.requires_grad else h.detach().requires_grad_(True)
 
-    handles = []
-    try:
-        handles.append(be.add_edit(0, leaf, site="resid_pre"))
-        for layer in use_layers:
-            handles.append(be.add_edit(layer, grab(layer), site=site))
-        with torch.enable_grad():
-            logits = be.forward(pairs.corrupted)
-            corr_v = m(last_logits(logits, pairs.lengths), torch.arange(n))
-            tensors = [store[l] for l in use_layers]
-            grads = torch.autograd.grad(corr_v.sum(), tensors, allow_unused=True)
-    finally:
-        for h in reversed(handles):
-            h.remove()
+    grabs = [(layer, grab(layer), {"site": site}) for layer in use_layers]
+    with be.add_edits([(0, leaf, {"site": "resid_pre"}), *grabs]), torch.enable_grad():
+        logits = be.forward(pairs.corrupted)
+        corr_v = m(last_logits(logits, pairs.lengths), torch.arange(n))
+        tensors = [store[l] for l in use_layers]
+        grads = torch.autograd.grad(corr_v.sum(), tensors, allow_unused=True)
     clean_m, corr_m = float(clean_v.mean()), float(corr_v.detach().mean())
     scale = (clean_m - corr_m) if m.normalise else 1.0
     cells = patch_cells(use_layers, use_pos, use_heads)

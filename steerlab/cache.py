@@ -196,18 +196,12 @@ def _cached_batches(model: Model, prompts: list[str], pairs: list[tuple[str, int
     for idx in tqdm(batches, desc=f"caching {len(prompts)} prompts", disable=not show):
         enc = model.encode([prompts[i] for i in idx], chat=chat, padding_side="right")
         store: dict[tuple[str, int], torch.Tensor] = {}
-        handles = []
-        try:
-            for site, layer in ordered:
-                stop = be.supports_early_stop and (site, layer) == ordered[-1]
-                fn = _make_capture_fn(store, (site, layer), enc["attention_mask"], reduction,
-                                      stop)
-                handles.append(be.add_edit(layer, fn, site=site))
-            with contextlib.suppress(StopForward):
-                be.forward(enc)
-        finally:
-            for handle in handles:
-                handle.remove()
+        captures = [(layer, _make_capture_fn(
+            store, (site, layer), enc["attention_mask"], reduction,
+            be.supports_early_stop and (site, layer) == ordered[-1]), {"site": site})
+            for site, layer in ordered]
+        with be.add_edits(captures), contextlib.suppress(StopForward):
+            be.forward(enc)
         yield idx, store
 
 

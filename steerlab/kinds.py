@@ -191,11 +191,8 @@ def kind_cells(plan: KindPlan, start: int, cells: Sequence[tuple[int, str]],
                     vals = plan.vectors[cond][layer].expand(len(item_idx), -1)
                     replace = False
                 fn, sizes = _last_token_edit(vals, mc.prompt_last, replace)
-                handle = be.add_edit(layer, fn, site=plan.site)
-                try:
+                with be.add_edits([(layer, fn, {"site": plan.site})]):
                     logits = prefix.forward(keep=mc.keep)
-                finally:
-                    handle.remove()
                 # one size per item: the mean over its option rows
                 per_row = torch.tensor(sizes, dtype=torch.float64)
                 total = torch.zeros(len(batch), dtype=torch.float64).index_add_(

@@ -269,11 +269,8 @@ def _run_chunk(be: Any, m: Metric, lengths: torch.Tensor, site: str, layer: int,
     pos = torch.tensor([cells[c][1] for c, _ in chunk])
     heads = torch.tensor([cells[c][2] for c, _ in chunk])
     fn = _patch_fn(src, rows, pair_of_row, pos, heads, lengths)
-    handle = be.add_edit(layer, fn, site=site)
-    try:
+    with be.add_edits([(layer, fn, {"site": site})]):
         logits = prefix.forward(rows=pair_of_row)
-    finally:
-        handle.remove()
     return m(last_logits(logits, lengths[pair_of_row]), pair_of_row)
 
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from steerlab.backends.base import WHEN, Handle, Site, check_site
+from steerlab.backends.base import WHEN, Handles, Site, check_site
 from steerlab.cache import check_layers
 from steerlab.errors import InvalidVectorError, OptionError, VectorMismatchError
 from steerlab.options import MODES, SCALES, Mode, Scale, check
@@ -28,25 +28,9 @@ __all__ = ["HONG_SITES", "MODES", "POSITIONS", "SCALES", "RowSteering", "Steerin
 POSITIONS = WHEN  # the backend decides which forward reads the prompt
 
 
-class SteeringHandle:
-    """Registered steering hooks; ``remove()`` takes them all off (idempotent)."""
-
-    def __init__(self, handles: list[Handle]) -> None:
-        self._handles = handles
-
-    @property
-    def active(self) -> bool:
-        return bool(self._handles)
-
-    def remove(self) -> None:
-        while self._handles:
-            self._handles.pop().remove()
-
-    def __enter__(self) -> SteeringHandle:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.remove()
+class SteeringHandle(Handles):
+    """Registered steering hooks; ``remove()`` takes them all off (idempotent), and so does
+    the end of a ``with`` block."""
 
 
 def _make_steer_fn(v: torch.Tensor, coeff: float, mode: str):
@@ -98,15 +82,8 @@ class RowSteering(SteeringHandle):
         self._index: torch.Tensor | None = None  # the rows now run (None: all)
         self._cast: dict[tuple[int, torch.dtype, torch.device], torch.Tensor] = {}
         be = model.backend(backend)
-        handles: list[Handle] = []
-        try:
-            for lay in layers:
-                handles.append(be.add_edit(lay, self._edit_at(lay), when=positions))
-        except BaseException:
-            for h in handles:
-                h.remove()
-            raise
-        super().__init__(handles)
+        super().__init__([be.add_edits([(lay, self._edit_at(lay), {"when": positions})
+                                        for lay in layers])])
 
     def _edit_at(self, layer: int) -> Any:
         def edit(h: torch.Tensor) -> torch.Tensor:
@@ -242,17 +219,10 @@ def add_steering(model: Model, vector: SteeringVector | torch.Tensor,
     be = model.backend(backend)
     for s in sites:
         check_site(s, be.sites, model.name)
-    handles: list[Handle] = []
-    try:
-        for layer, v in per_layer.items():
-            for s in sites:
-                fn = _make_steer_fn(v.float(), 1.0 if mode == "add" else float(coeff), mode)
-                handles.append(be.add_edit(layer, fn, when=positions, site=s))
-    except BaseException:
-        for handle in reversed(handles):
-            handle.remove()
-        raise
-    return SteeringHandle(handles)
+    strength = 1.0 if mode == "add" else float(coeff)
+    return SteeringHandle([be.add_edits([
+        (layer, _make_steer_fn(v.float(), strength, mode), {"when": positions, "site": s})
+        for layer, v in per_layer.items() for s in sites])])
 
 
 @contextmanager

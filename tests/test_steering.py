@@ -161,3 +161,30 @@ def test_bad_arguments_fail_early(tiny_llama):
     with pytest.raises(VectorMismatchError, match="made for 'someone/else'"):
         add_steering(tiny_llama, other)
     assert no_hooks(tiny_llama)
+
+
+def test_add_edits_is_one_registration_with_rollback(tiny_llama, monkeypatch):
+    """Backend.add_edits, the one way several edits are registered (steering, caching,
+    attribution, learned vectors, patching): all or none, removed at the end of a with block
+    and counted as live edits while on."""
+    be = tiny_llama.backend("hf")
+    seen = []
+    edits = [(0, lambda h: seen.append(0)), (1, lambda h: seen.append(1), {"site": "attn_out"}),
+             (2, lambda h: seen.append(2), {"when": "prompt", "site": "resid_pre"})]
+    with be.add_edits(edits) as handle:
+        assert handle.active and tiny_llama._live_edits["hf"] == 3
+        be.forward(tiny_llama.encode(["ab"], chat=False))
+    assert sorted(seen) == [0, 1, 2] and not handle.active
+    assert no_hooks(tiny_llama) and tiny_llama._live_edits["hf"] == 0
+    real, calls = be.add_edit, []
+
+    def flaky(layer, fn, **kw):
+        calls.append(layer)
+        if len(calls) == 3:
+            raise RuntimeError("registration failed")
+        return real(layer, fn, **kw)
+
+    monkeypatch.setattr(be, "add_edit", flaky)
+    with pytest.raises(RuntimeError, match="registration failed"):
+        be.add_edits(edits)
+    assert calls == [0, 1, 2] and no_hooks(tiny_llama) and tiny_llama._live_edits["hf"] == 0

@@ -24,7 +24,8 @@ output is added to is the same tensor (exact up to float rounding).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from functools import partial
 from typing import TYPE_CHECKING, Any, Literal, Protocol, get_args
 
 import torch
@@ -111,14 +112,26 @@ def _mid_edit(fn: EditFn) -> tuple[EditFn, EditFn]:
 
 
 class Handles:
-    """Several handles removed as one (last registered first; idempotent)."""
+    """Several handles removed as one (last registered first; idempotent); as a context
+    manager, removed when the block exits, whatever happens in it."""
 
     def __init__(self, handles: list[Handle]) -> None:
         self._handles = handles
 
+    @property
+    def active(self) -> bool:
+        """True until :meth:`remove` has run."""
+        return bool(self._handles)
+
     def remove(self) -> None:
         while self._handles:
             self._handles.pop().remove()
+
+    def __enter__(self) -> Handles:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.remove()
 
 
 def register_all(steps: list[Callable[[], Handle]]) -> Handles:
@@ -195,6 +208,14 @@ class Backend(ABC):
         points = site_points(site_, fn, self.heads)
         return _Counted(self.model._live_edits, self.name,
                         self._add_points(layer, points, when_))
+
+    def add_edits(self, edits: Iterable[tuple[int, EditFn] | tuple[int, EditFn, dict[str, str]]]
+                  ) -> Handles:
+        """Several :meth:`add_edit` calls, ``(layer, fn)`` or ``(layer, fn, {"site": ...,
+        "when": ...})`` each, as one handle: all registered, or none left behind when one
+        fails; removed last first by ``remove()`` or at the end of a ``with`` block."""
+        return register_all([partial(self.add_edit, e[0], e[1], **(e[2] if len(e) > 2 else {}))
+                             for e in edits])
 
     def check_sole(self) -> None:
         """Refuse to run while edits are live on another backend of the same model: they
