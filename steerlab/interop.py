@@ -39,7 +39,7 @@ import torch
 
 from steerlab import __version__, _io
 from steerlab.errors import InvalidVectorError, LayerError, OptionError, VectorMismatchError
-from steerlab.options import SCALES, Scale, check
+from steerlab.options import APPLY_SCALE, SCALES, Scale, check
 from steerlab.vectors import SITE, SteeringVector
 
 if TYPE_CHECKING:
@@ -64,7 +64,7 @@ def _exportable(vector: SteeringVector, to: str) -> None:
 
 
 def to_gguf(vector: SteeringVector, path: str | Path, coeff: float = 1.0,
-            scale: Scale = "raw", *, layers: Sequence[int] | None = None) -> Path:
+            scale: Scale = APPLY_SCALE, *, layers: Sequence[int] | None = None) -> Path:
     """Write ``vector`` as a llama.cpp GGUF control vector, atomically.
 
     The file holds ``direction.{k}`` = what steering at ``coeff`` in ``scale`` units adds at

@@ -42,7 +42,17 @@ DIRECTIONS: tuple[Direction, ...] = get_args(Direction)
 SCORINGS: tuple[Scoring, ...] = get_args(Scoring)
 METHODS: tuple[Method, ...] = get_args(Method)
 
-__all__ = ["BACKENDS", "DIRECTIONS", "METHODS", "MODES", "REDUCTIONS", "SCALES",
+#: The two default coefficient scales, each for one use. Applying one vector (``steer``,
+#: ``add_steering``, ``SteeringVector.added``, GGUF export, the token view) multiplies the
+#: vector as given, ``raw``: what steering-vectors, repeng and llama.cpp do with theirs, so a
+#: vector moves between them unchanged. Comparing layers (sweeps, sliders,
+#: ``SteeringVector.at_scale``) uses ``norm``, fractions of each layer's typical residual norm,
+#: so one coefficient is the same push at every layer of every model.
+APPLY_SCALE: Scale = "raw"
+COMPARE_SCALE: Scale = "norm"
+
+__all__ = ["APPLY_SCALE", "BACKENDS", "COMPARE_SCALE", "DIRECTIONS", "METHODS", "MODES",
+           "REDUCTIONS", "SCALES",
            "SCOPES", "SCORINGS", "SITES", "WHEN", "BackendName", "Direction", "Method",
            "Mode", "Reduction", "Scale", "Scope", "Scoring", "Site", "When", "check",
            "env_flag"]

@@ -17,7 +17,7 @@ import torch
 from steerlab.backends.base import WHEN, Handles, Site, check_site
 from steerlab.cache import check_layers
 from steerlab.errors import InvalidVectorError, OptionError, VectorMismatchError
-from steerlab.options import MODES, SCALES, Mode, Scale, check
+from steerlab.options import APPLY_SCALE, MODES, SCALES, Mode, Scale, check
 from steerlab.vectors import SITE, SteeringVector, unit
 
 if TYPE_CHECKING:
@@ -175,7 +175,7 @@ def add_steering(model: Model, vector: SteeringVector | torch.Tensor,
                  positions: str = "all", mode: Mode = "add", backend: str = "hf",
                  strict_model: bool = True, site: str | Sequence[str] | None = None,
                  from_layer: int | None = None, any_site: bool = False,
-                 scale: Scale = "raw") -> SteeringHandle:
+                 scale: Scale = APPLY_SCALE) -> SteeringHandle:
     """Register steering hooks and return their handle (call ``.remove()`` when done).
 
     Args:
@@ -230,7 +230,7 @@ def steer(model: Model, vector: SteeringVector | torch.Tensor,
           layers: Sequence[int] | int | None = None, coeff: float = 1.0,
           positions: str = "all", mode: Mode = "add", backend: str = "hf",
           strict_model: bool = True, site: str | Sequence[str] | None = None,
-          from_layer: int | None = None, any_site: bool = False, scale: Scale = "raw"
+          from_layer: int | None = None, any_site: bool = False, scale: Scale = APPLY_SCALE
           ) -> Iterator[SteeringHandle]:
     """Context manager form of :func:`add_steering`; hooks come off when the block exits.
 

@@ -66,6 +66,7 @@ from steerlab.errors import OptionError
 from steerlab.evaluate import EvalResult, evaluate
 from steerlab.options import (
     BACKENDS,
+    COMPARE_SCALE,
     METHODS,
     MODES,
     REDUCTIONS,
@@ -140,7 +141,7 @@ class SweepConfig:
     methods: Sequence[Method] = ("diff_means", "random", "shuffled")
     n: int | None = 200
     seed: int = 0
-    scale: Scale = "norm"
+    scale: Scale = COMPARE_SCALE
     extract_from: str | None = None
     extract_n: int | None = None
     reduction: str = "last"

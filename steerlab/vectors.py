@@ -24,7 +24,7 @@ from steerlab.errors import (
     OptionError,
     VectorMismatchError,
 )
-from steerlab.options import SCALES, Scale, check
+from steerlab.options import APPLY_SCALE, COMPARE_SCALE, SCALES, Scale, check
 
 if TYPE_CHECKING:
     from steerlab.cache import Activations
@@ -99,7 +99,8 @@ class SteeringVector:
         """A copy with ``norms`` (layer -> typical activation norm) as its reference norms."""
         return replace(self, ref_norms={int(l): float(n) for l, n in norms.items()})
 
-    def added(self, layer: int, coeff: float, scale: Scale = "raw") -> tuple[torch.Tensor, float]:
+    def added(self, layer: int, coeff: float, scale: Scale = APPLY_SCALE
+              ) -> tuple[torch.Tensor, float]:
         """The (d_model,) vector that steering adds at ``layer`` for ``coeff`` in ``scale``
         units, and its norm: ``raw`` coeff x the vector; ``unit`` coeff x its unit direction;
         ``norm`` coeff x the unit direction x the layer's reference norm, so ``coeff=0.2``
@@ -122,7 +123,7 @@ class SteeringVector:
         factor = coeff * self.ref_norms[layer]
         return unit * factor, abs(factor)
 
-    def at_scale(self, coeff: float, scale: Scale = "norm") -> SteeringVector:
+    def at_scale(self, coeff: float, scale: Scale = COMPARE_SCALE) -> SteeringVector:
         """A copy holding, at every layer, what steering at ``coeff`` in ``scale`` units adds
         there (:meth:`added`), to steer or compare with coefficient 1."""
         return replace(self, vectors={l: self.added(l, coeff, scale)[0] for l in self.layers},
@@ -193,7 +194,7 @@ class SteeringVector:
             vec.check_compatible(model)
         return vec
 
-    def to_gguf(self, path: str | Path, coeff: float = 1.0, scale: Scale = "raw", *,
+    def to_gguf(self, path: str | Path, coeff: float = 1.0, scale: Scale = APPLY_SCALE, *,
                 layers: list[int] | None = None) -> Path:
         """Write a llama.cpp GGUF control vector (:func:`steerlab.interop.to_gguf`)."""
         from steerlab.interop import to_gguf

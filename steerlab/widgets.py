@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from steerlab.inference import generate
-from steerlab.options import Scale
+from steerlab.options import COMPARE_SCALE, Scale
 from steerlab.steering import steer
 
 if TYPE_CHECKING:
@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 def steered_text(model: Model, vector: SteeringVector, prompt: str, layer: int, coeff: float,
                  max_new_tokens: int = 40, chat: bool | None = None,
-                 scale: Scale = "norm") -> str:
+                 scale: Scale = COMPARE_SCALE) -> str:
     """Greedy completion of ``prompt`` with the vector added after ``layer`` at ``coeff`` in
     ``scale`` units (default: fractions of the layer's typical residual norm, as in sweeps;
     coeff 0: the unsteered completion)."""
@@ -29,7 +29,7 @@ def steering_explorer(model: Model, vector: SteeringVector, prompt: str,
                       layer: int | None = None, coeff: float = 0.25,
                       coeff_range: tuple[float, float] = (-1.0, 1.0),
                       max_new_tokens: int = 40, chat: bool | None = None,
-                      scale: Scale = "norm", step: float = 0.05) -> Any:
+                      scale: Scale = COMPARE_SCALE, step: float = 0.05) -> Any:
     """Layer and coefficient sliders that re-run :func:`steered_text` in place, showing
     "computing..." while they work; ``coeff`` in ``scale`` units (default: fractions of the
     layer's residual norm). Returns an ``ipywidgets.VBox``."""
