@@ -75,7 +75,7 @@ test: browser setup
 # the inner loop (under 3 minutes here): lint, types, and the tests on tiny models of the
 # library's own logic and of its fast paths against the oracle; `make test` is the whole suite
 CHECK_TESTS := $(addprefix tests/test_,sites.py steering.py generation_phase.py vectors.py \
-	cache.py stats.py io.py answers.py evaluate.py shared_prefix.py seam.py concepts.py \
+	cache.py stats.py io.py answers.py evaluation.py shared_prefix.py seam.py concepts.py \
 	sizes.py oracle.py)
 check: setup
 	$(BIN)/ruff check .

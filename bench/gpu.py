@@ -33,7 +33,7 @@ from steerlab.devices import (
     resolve_device,
     synchronize,
 )
-from steerlab.evaluate import evaluate
+from steerlab.evaluation import evaluate
 from steerlab.metrics import logit_diff
 from steerlab.patching import activation_patching
 from steerlab.sizes import SIZES, n_params, random_model

@@ -31,9 +31,9 @@ import torch
 from _common import env_setup, machine, record, table
 from sweep_speed import layer_set
 
-from steerlab.evaluate import evaluate
+from steerlab.evaluation import evaluate
 from steerlab.models import Model, load_model
-from steerlab.sweep import sweep
+from steerlab.sweeps import sweep
 from steerlab.tasks import extraction_prompts, get_task
 
 PART = "peers"

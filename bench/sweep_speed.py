@@ -21,7 +21,7 @@ import time
 from _common import env_setup, machine, record, table
 
 from steerlab.models import load_model
-from steerlab.sweep import sweep
+from steerlab.sweeps import sweep
 from steerlab.tasks import get_task
 
 PART = "sweep"

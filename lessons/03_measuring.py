@@ -16,12 +16,12 @@
 # %%
 import numpy as np
 
-from steerlab.evaluate import evaluate
+from steerlab.evaluation import evaluate
 from steerlab.models import load_model
 from steerlab.notebooks import smoke
 from steerlab.stats import accuracy, paired_difference
 from steerlab.steering import steer
-from steerlab.sweep import build_vectors
+from steerlab.sweeps import build_vectors
 from steerlab.tasks import get_task
 from steerlab.teach import NotDoneYet, check_paired_bootstrap, check_wilson_interval
 from steerlab.teach.measuring import subsample_deltas

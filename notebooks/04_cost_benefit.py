@@ -13,7 +13,7 @@ import pandas as pd
 from steerlab.analysis import cost_table
 from steerlab.cost import full_finetune_steps, measure
 from steerlab.data import questions
-from steerlab.evaluate import evaluate
+from steerlab.evaluation import evaluate
 from steerlab.figures import save_figure
 from steerlab.models import load_model
 from steerlab.notebooks import settings

@@ -1,6 +1,8 @@
 """steerlab: a Jupyter-first workbench for activation steering of language models.
 
-The public API (imported lazily, so ``import steerlab`` stays cheap)::
+The public API (imported lazily, so ``import steerlab`` stays cheap; no module shares its
+name with a public function, so ``steerlab.sweep`` is the function, ``steerlab.sweeps`` its
+module)::
 
     from steerlab import load_model, cache_activations, diff_of_means, steer, generate
 """
@@ -8,8 +10,6 @@ The public API (imported lazily, so ``import steerlab`` stays cheap)::
 from __future__ import annotations
 
 import importlib
-import sys
-import types
 from typing import Any
 
 __version__ = "0.1.0"
@@ -30,7 +30,7 @@ _API = {
     "match_norms": "steerlab.vectors",
     "extract_vector": "steerlab.vectors",
     "reference_norms": "steerlab.vectors",
-    "SweepConfig": "steerlab.sweep",
+    "SweepConfig": "steerlab.sweeps",
     "to_gguf": "steerlab.interop",
     "from_gguf": "steerlab.interop",
     "from_repeng": "steerlab.interop",
@@ -47,9 +47,9 @@ _API = {
     "PatchResult": "steerlab.patching",
     "generate": "steerlab.inference",
     "forward_logits": "steerlab.inference",
-    "evaluate": "steerlab.evaluate",
+    "evaluate": "steerlab.evaluation",
     "get_task": "steerlab.tasks",
-    "sweep": "steerlab.sweep",
+    "sweep": "steerlab.sweeps",
     "questions": "steerlab.data",
     "train_rloo": "steerlab.train",
     "TrainConfig": "steerlab.train",
@@ -61,24 +61,6 @@ _API = {
 }
 
 __all__ = ["__version__", *_API]
-
-
-class _Package(types.ModuleType):
-    """``steerlab`` itself: importing a submodule binds it on the package (``steerlab.sweep``
-    the module), which would shadow the public function of the same name (``sweep``,
-    ``evaluate``). Public names win: the submodule stays in ``sys.modules`` and
-    ``from steerlab.sweep import ...`` works as usual, while ``steerlab.sweep`` stays the
-    documented function whatever was imported before (to get a module object, use
-    ``importlib.import_module("steerlab.sweep")``)."""
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name in _API and isinstance(value, types.ModuleType) \
-                and value.__name__ == f"{__name__}.{name}":
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package
 
 
 def __getattr__(name: str) -> Any:

@@ -1,5 +1,5 @@
 """Many steering cells of a sweep at once: :func:`evaluate_cells` gives, for each (vector,
-layer), what :func:`~steerlab.evaluate.evaluate` gives under ``steer(model, vector,
+layer), what :func:`~steerlab.evaluation.evaluate` gives under ``steer(model, vector,
 layers=layer)``, sharing the work the cells have in common (a recorded prefix on multiple
 choice; one decoding batch of rows per item and vector on generative tasks), with a one-pass
 fallback where a backend or a hooked model cannot share it.
@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from steerlab import engine
 from steerlab.answers import answer_complete, first_answer, judge
 from steerlab.errors import EmptyInputError, OptionError
-from steerlab.evaluate import EvalResult, evaluate, gen_prompt, mc_batch, mc_batches
+from steerlab.evaluation import EvalResult, evaluate, gen_prompt, mc_batch, mc_batches
 from steerlab.options import SCORINGS
 from steerlab.steering import RowSteering, steer
 from steerlab.tasks import Item, Task

@@ -18,7 +18,7 @@ from steerlab import _io
 from steerlab.console import say
 from steerlab.devices import dtype_name
 from steerlab.errors import OptionError
-from steerlab.evaluate import EvalResult, evaluate
+from steerlab.evaluation import EvalResult, evaluate
 from steerlab.stats import comparison_row
 from steerlab.steering import steer
 from steerlab.tasks import Item, Task, get_task

@@ -25,7 +25,7 @@ from steerlab import _io, engine
 from steerlab.cache import Activations, cache_activations, check_layers
 from steerlab.devices import dtype_name
 from steerlab.errors import EmptyInputError, OptionError
-from steerlab.evaluate import cloze_prompt, mc_batch
+from steerlab.evaluation import cloze_prompt, mc_batch
 from steerlab.stats import accuracy, comparison_row, interval_side
 from steerlab.tasks import check_disjoint, extraction_prompts, get_task
 from steerlab.vectors import diff_of_means, random_like, shuffled_diff_of_means, unit

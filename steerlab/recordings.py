@@ -6,7 +6,7 @@ A *recording* is a resumable journal that an expensive computation wrote: a swee
 draw), a training run (``results/train_*``), the evaluations of notebook 05
 (``results/train_*/evaluations.jsonl``) or notebook 07's kind patching
 (``results/kind_patching_*.jsonl``). Each knows the dtype it was computed in: a sweep's
-journal key holds it (:func:`steerlab.sweep.recorded_dtype`), a training checkpoint's meta
+journal key holds it (:func:`steerlab.sweeps.recorded_dtype`), a training checkpoint's meta
 holds it (:func:`steerlab.train.run_dtype`), an evaluation row and a kind-patching batch hold
 it (:func:`steerlab.kinds.recorded_dtype`). The notebooks read
 every recording through this module:
@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from steerlab.models import Model
-    from steerlab.sweep import SweepConfig
+    from steerlab.sweeps import SweepConfig
     from steerlab.tasks import Item
     from steerlab.vectors import SteeringVector
 
@@ -154,10 +154,10 @@ def check_sweep(model: Model, config: SweepConfig, out: str | Path,
     its vector extracted again at that layer alone (the same vector: the extraction is per
     layer, the controls are seeded per layer); per-item correctness (and, for multiple choice,
     the answered letters) compared with the journal, and the added norm to 0.1%."""
-    from steerlab.evaluate import evaluate, evaluation_batches
+    from steerlab.evaluation import evaluate, evaluation_batches
     from steerlab.steering import steer
-    from steerlab.sweep import build_vectors, cell_steering, plan_sweep, recorded_rows
     from steerlab.sweep_journal import NO_LETTER, answered
+    from steerlab.sweeps import build_vectors, cell_steering, plan_sweep, recorded_rows
 
     plan = plan_sweep(model, config)
     rows, batching = recorded_rows(model, config, out)
@@ -214,7 +214,7 @@ def recorded_sweep(name: str, config: SweepConfig, out: str | Path, progress: bo
     else computed (what is missing) in the machine's default dtype, saying so. Returns the
     model it used (``model`` when that one fits) and the sweep's table."""
     from steerlab.models import load_model
-    from steerlab.sweep import missing_cells, recorded_dtype, sweep
+    from steerlab.sweeps import missing_cells, recorded_dtype, sweep
 
     model = model if model is not None and model.name == name else load_model(name)
     dtype = recorded_dtype(model, config, out)
@@ -240,7 +240,7 @@ def recorded_protocol(name: str, out: str | Path, draws: int, progress: bool = T
 
     from steerlab.models import load_model
     from steerlab.replication import protocol_config
-    from steerlab.sweep import missing_cells, recorded_dtype, sweep
+    from steerlab.sweeps import missing_cells, recorded_dtype, sweep
 
     model = model if model is not None and model.name == name else load_model(name)
     paths = [Path(out) / f"draw{d}.parquet" for d in range(draws)]
@@ -272,7 +272,7 @@ def check_evaluation(model: Model, row: dict[str, Any], vec: SteeringVector | No
     evaluated again as the recording batched it; per-item correctness and extracted answers
     compared with the row."""
     from steerlab.conditions import evaluate_condition
-    from steerlab.evaluate import evaluation_batches
+    from steerlab.evaluation import evaluation_batches
     from steerlab.tasks import get_task
 
     task = get_task(row["task"])

@@ -4,7 +4,7 @@
 Hong et al.'s projection ``h <- h + a (h . r̂) r̂`` at every layer's block input, attention
 output and MLP output (r̂ the direction of one layer, each layer >= 3 tried in turn), and
 **the best layer picked on the same items it is reported on**, with no interval. Here the
-same protocol is a set of sweeps (:func:`steerlab.sweep.sweep` with ``mode="project"``,
+same protocol is a set of sweeps (:func:`steerlab.sweeps.sweep` with ``mode="project"``,
 ``scope="all"``), one per *draw* (a seeded item sample, which also seeds the random and
 shuffled controls), so the "best-layer gain" the protocol reports can be read off for the
 difference-of-means direction and for directions that carry no reasoning signal:
@@ -36,8 +36,8 @@ import pandas as pd
 from steerlab.errors import OptionError
 from steerlab.reports import steered_cells
 from steerlab.stats import comparison_row
-from steerlab.sweep import SweepConfig, sweep
 from steerlab.sweep_journal import NO_LETTER, answered
+from steerlab.sweeps import SweepConfig, sweep
 from steerlab.tasks import LETTERS, Task, get_task
 
 if TYPE_CHECKING:
@@ -212,9 +212,9 @@ def honest_protocol(model: Model, n_dev: int = 100, n_test: int = 100, seed: int
         and ``test_letters`` (unsteered and steered on test: the most common answered letter,
         its share, and the share of test items whose gold answer is that letter).
     """
-    from steerlab.evaluate import evaluate
+    from steerlab.evaluation import evaluate
     from steerlab.steering import hong_projection
-    from steerlab.sweep import build_vectors
+    from steerlab.sweeps import build_vectors
 
     dev_task, test_task = split_items(kwargs.pop("task", TASK), n_dev, n_test, seed)
     cfg = protocol_config(model, seed=seed, n=None, task=dev_task, **kwargs)

@@ -17,7 +17,7 @@ import pandas as pd
 
 from steerlab import _io
 from steerlab.errors import SteerlabError
-from steerlab.evaluate import EvalResult
+from steerlab.evaluation import EvalResult
 from steerlab.options import Scale
 from steerlab.stats import comparison_row
 from steerlab.tasks import LETTERS, Item
@@ -51,7 +51,7 @@ class SweepKey:
     mode: str = "add"
     scope: str = "layer"
     #: how multiple-choice items are batched (``length``: by prompt length,
-    #: :func:`steerlab.evaluate.mc_batches`); batch shapes move the last bits of the logits,
+    #: :func:`steerlab.evaluation.mc_batches`); batch shapes move the last bits of the logits,
     #: so journals recorded under the earlier item-order batching do not share rows
     batching: str = "length"
 
@@ -165,7 +165,7 @@ def journal_row(cfg: SweepKey, method: str, layer: int, coeff: float, added_norm
 
 
 def result_of(row: dict, task: str, model_id: str, items: Sequence[Item]) -> EvalResult:
-    """The :class:`~steerlab.evaluate.EvalResult` a journal row records (per-item correctness
+    """The :class:`~steerlab.evaluation.EvalResult` a journal row records (per-item correctness
     and, for multiple choice, the chosen options)."""
     correct = np.array([c == "1" for c in row["correct"]])
     preds = [it.options[LETTERS.index(a)] if a != NO_LETTER else ""

@@ -177,7 +177,7 @@ def rloo_advantages(rewards: torch.Tensor, samples: int) -> torch.Tensor:
 
 def _dev_accuracy(model: Model, adapter: Adapter, items: list[Item], task: str,
                   chat: bool) -> float:
-    from steerlab.evaluate import evaluate
+    from steerlab.evaluation import evaluate
     from steerlab.tasks import get_task
 
     with adapter.attached(model):

@@ -9,7 +9,7 @@ from conftest import no_hooks, tiny_model
 
 from steerlab.cells import evaluate_cells
 from steerlab.errors import LayerError, OptionError, VectorMismatchError
-from steerlab.evaluate import evaluate
+from steerlab.evaluation import evaluate
 from steerlab.steering import steer
 from steerlab.tasks import get_task
 

@@ -15,7 +15,7 @@ from steerlab.errors import OptionError
 from steerlab.inference import forward_logits
 from steerlab.models import model_from_hf
 from steerlab.steering import steer
-from steerlab.sweep import SweepConfig, sweep
+from steerlab.sweeps import SweepConfig, sweep
 from steerlab.vectors import (
     SteeringVector,
     diff_of_means,
@@ -151,7 +151,7 @@ def test_public_names_survive_importing_every_submodule():
         owner = importlib.import_module(steerlab._API[name])
         assert obj is getattr(owner, name), name
     assert callable(steerlab.sweep) and callable(steerlab.evaluate)
-    assert hasattr(importlib.import_module("steerlab.sweep"), "SweepConfig")
+    assert hasattr(importlib.import_module("steerlab.sweeps"), "SweepConfig")
 
 
 def test_cli_export_and_import_round_trip(tiny_llama, tmp_path, capsys):

@@ -36,9 +36,9 @@ def test_compare_conditions_rows_are_sweep_rows(monkeypatch):
 
 
     ev = importlib.import_module("steerlab.conditions")
-    sweep = importlib.import_module("steerlab.sweep")
+    sweep = importlib.import_module("steerlab.sweeps")
     from steerlab.conditions import compare_conditions
-    from steerlab.evaluate import EvalResult
+    from steerlab.evaluation import EvalResult
 
     model = tiny_model("llama")
     rng = np.random.default_rng(0)

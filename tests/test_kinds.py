@@ -11,7 +11,7 @@ def _by_hand_choices(model, items, layer, edit):
     """Each item's choice under cloze scoring, one option sequence per forward, with a raw
     forward hook on block ``layer`` calling ``edit(item_index, h_last) -> new h_last`` at the
     prompt's last token: the definition written out without steerlab's batching or replay."""
-    from steerlab.evaluate import cloze_prompt
+    from steerlab.evaluation import cloze_prompt
 
     block = model.hf.model.layers[layer]
     out = []
@@ -49,7 +49,7 @@ def _last_state(model, prompt, layer):
 
 @pytest.mark.parametrize("target", ["memorisation-mc", "reasoning-mc"])
 def test_kind_patching_equals_the_definition_by_hand(tiny_llama, target):
-    from steerlab.evaluate import cloze_prompt
+    from steerlab.evaluation import cloze_prompt
     from steerlab.kinds import KIND_CONDITIONS, kind_patching, kind_patching_summary
     from steerlab.tasks import get_task
 
@@ -87,7 +87,7 @@ def test_kind_patching_equals_the_definition_by_hand(tiny_llama, target):
 
 
 def test_kind_patching_backends_agree_and_mean_patch_is_the_difference_of_means(tiny_llama):
-    from steerlab.evaluate import cloze_prompt
+    from steerlab.evaluation import cloze_prompt
     from steerlab.kinds import kind_patching
     from steerlab.tasks import extraction_prompts, get_task
 
@@ -111,7 +111,7 @@ def test_kind_patching_backends_agree_and_mean_patch_is_the_difference_of_means(
 
 def test_kind_patching_bad_input_and_no_hooks_after_a_failure(tiny_llama, monkeypatch):
     from steerlab.errors import OptionError
-    from steerlab.evaluate import MCBatch
+    from steerlab.evaluation import MCBatch
     from steerlab.kinds import kind_patching
 
     with pytest.raises(OptionError, match="memorisation-mc"):

@@ -17,7 +17,7 @@ from oracle import ARCHS, WINDOW, end_early_and_late, greedy, last_logits, livel
 
 from steerlab.answers import first_answer
 from steerlab.cells import evaluate_cells
-from steerlab.evaluate import evaluate
+from steerlab.evaluation import evaluate
 from steerlab.models import Model, model_from_hf
 from steerlab.sizes import char_tokenizer
 from steerlab.steering import RowSteering, steer

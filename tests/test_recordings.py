@@ -20,12 +20,12 @@ from steerlab.recordings import (
     recorded_kind_patching,
     recorded_sweep,
 )
-from steerlab.sweep import SweepConfig, missing_cells, recorded_dtype, sweep
 from steerlab.sweep_journal import journal_path
+from steerlab.sweeps import SweepConfig, missing_cells, recorded_dtype, sweep
 from steerlab.tasks import arithmetic_items
 from steerlab.train import TrainConfig, replayable, run_dtype, train_rloo
 
-sweep_mod = importlib.import_module("steerlab.sweep")
+sweep_mod = importlib.import_module("steerlab.sweeps")
 kinds_mod = importlib.import_module("steerlab.kinds")
 models_mod = importlib.import_module("steerlab.models")
 

@@ -6,7 +6,7 @@ import pytest
 from conftest import no_hooks
 
 from steerlab.errors import OptionError
-from steerlab.evaluate import evaluate
+from steerlab.evaluation import evaluate
 from steerlab.replication import (
     answer_letters,
     best_layer_gains,
@@ -17,8 +17,8 @@ from steerlab.replication import (
     seed_protocol,
     split_items,
 )
-from steerlab.sweep import sweep
 from steerlab.sweep_journal import answered
+from steerlab.sweeps import sweep
 from steerlab.tasks import LETTERS, get_task
 
 TASK = "reasoning-mc"
@@ -128,7 +128,7 @@ def test_seed_protocol_generative_scoring_extracts_letters_from_the_text(tiny_ll
     follows that letter, and the greedy loop writes what generate() writes."""
     from steerlab._io import read_jsonl
     from steerlab.answers import extract_letter
-    from steerlab.evaluate import MC_GENERATE_TOKENS, mc_prompt
+    from steerlab.evaluation import MC_GENERATE_TOKENS, mc_prompt
     from steerlab.inference import generate
     from steerlab.sweep_journal import NO_LETTER, journal_path
 

@@ -8,14 +8,14 @@ import torch
 from conftest import no_hooks, tiny_model
 
 from steerlab.errors import OptionError, SteerlabError
-from steerlab.evaluate import evaluate
+from steerlab.evaluation import evaluate
 from steerlab.options import SCALES
 from steerlab.steering import steer
-from steerlab.sweep import build_vectors, sweep
 from steerlab.sweep_journal import SweepKey, answered, journal_path, load_vectors, save_vectors
+from steerlab.sweeps import build_vectors, sweep
 from steerlab.tasks import Task, check_disjoint, extraction_prompts, get_task
 
-sweep_mod = importlib.import_module("steerlab.sweep")  # the module (steerlab.sweep: the function)
+sweep_mod = importlib.import_module("steerlab.sweeps")  # the module (steerlab.sweeps: the function)
 
 METHODS = ["diff_means", "random", "shuffled", "memorisation"]
 KW = {"layers": [1, 2], "coeffs": [0.0, 0.5], "methods": METHODS, "n": 8, "extract_n": 6,
@@ -387,7 +387,7 @@ def test_a_sweep_recorded_in_another_dtype_is_named_when_it_is_computed_again(tm
                                           ("methods", ["diff_means", "random", "diff_means"])])
 def test_a_cell_named_twice_is_refused_before_any_work(field, values):
     """Two rows of one cell would each enter Holm's family: refused when the config is made."""
-    from steerlab.sweep import SweepConfig
+    from steerlab.sweeps import SweepConfig
 
     kw = {"coeffs": [0.5], field: values}
     with pytest.raises(OptionError, match=f"{field} names .* more than once"):

@@ -63,7 +63,7 @@ from steerlab.cells import cells_per_batch, evaluate_cells
 from steerlab.console import progress as progress_bar
 from steerlab.devices import DTYPE_NAMES, dtype_name
 from steerlab.errors import OptionError
-from steerlab.evaluate import EvalResult, evaluate
+from steerlab.evaluation import EvalResult, evaluate
 from steerlab.options import (
     BACKENDS,
     COMPARE_SCALE,

@@ -4,7 +4,7 @@ import torch
 
 from steerlab.answers import extract_answer, judge
 from steerlab.errors import EmptyInputError, OptionError
-from steerlab.evaluate import evaluate, mc_prompt
+from steerlab.evaluation import evaluate, mc_prompt
 from steerlab.tasks import TASKS, Item, Task, get_task
 
 
@@ -97,7 +97,7 @@ def test_generative_results_keep_their_completions(tiny_llama):
 
 
 def test_eval_result_positional_fields_unchanged():
-    from steerlab.evaluate import EvalResult
+    from steerlab.evaluation import EvalResult
 
     res = EvalResult("t", "m", ["a"], np.array([True]), ["x"], 1.0, 0.5, {"chat": False})
     assert res.completions == [] and res.extra == {"chat": False} and res.chance == 0.5
