@@ -15,7 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from steerlab.adapters import make_adapter
 from steerlab.devices import peak_gpu_bytes, reset_peak_gpu, synchronize
+from steerlab.errors import OptionError
 
 if TYPE_CHECKING:
     from steerlab.models import Model
@@ -86,7 +88,6 @@ def training_step_costs(model: Model, prompts: list[str], method: str = "full",
     """
     from contextlib import nullcontext
 
-    from steerlab.errors import OptionError
 
     if method not in ("full", "vectors", "lora"):
         raise OptionError(f"Unknown method {method!r}: full, vectors or lora.")
@@ -98,7 +99,6 @@ def training_step_costs(model: Model, prompts: list[str], method: str = "full",
         run_on = model.trainable_copy()
         params = run_on.parameters()
     else:  # the adapters steerlab.train trains (steerlab.adapters)
-        from steerlab.adapters import make_adapter
 
         if method == "vectors":
             model.freeze()

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from steerlab.errors import InvalidVectorError, OptionError, VectorMismatchError
+from steerlab.errors import InvalidVectorError, LayerError, OptionError, VectorMismatchError
 from steerlab.vectors import EPS, SteeringVector, cosines, unit
 
 if TYPE_CHECKING:
@@ -260,8 +260,6 @@ def from_state_dict(state: Mapping[str, torch.Tensor] | str | Path, model: Model
                                  "suffix= to name the vectors' parameter.")
     bad = [l for l in found if l >= model.n_layers]
     if bad:
-        from steerlab.errors import LayerError
-
         raise LayerError(f"Layers {sorted(bad)} out of range: {model.name} has {model.n_layers} "
                          "layers; the vectors were trained for a deeper model.")
     return SteeringVector(found, model_id or model.hf_id, model.d_model, method="learned",

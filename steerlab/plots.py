@@ -8,10 +8,10 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from steerlab.analysis import LayerPCA
+from steerlab.analysis import LayerPCA, cluster_view, lens_side_by_side
 from steerlab.devices import dtype_label
 from steerlab.options import CONTROLS
-from steerlab.stats import interval_side
+from steerlab.stats import interval_side, wilson_interval
 
 POS_COLOR, NEG_COLOR = "#d62728", "#1f77b4"
 METHOD_STYLE = {"diff_means": ("#d62728", "solid"), "random": ("#7f7f7f", "dot"),
@@ -208,7 +208,6 @@ def training_curves(history: pd.DataFrame, dev_n: int, title: str = "",
                     window: int = 5) -> go.Figure:
     """RLOO training: mean reward per step (and its running mean) and greedy dev accuracy with
     95% Wilson intervals, on one shared step axis."""
-    from steerlab.stats import wilson_interval
 
     fig = make_subplots(rows=1, cols=2, subplot_titles=(
         "rollout reward (sampled, temperature 1)", f"greedy dev accuracy (n={dev_n})"))
@@ -316,7 +315,6 @@ def logit_lens_figure(lens: pd.DataFrame, model: str, data: str = "",
     table figure: top and bottom tokens side by side with their cosines
     (:func:`steerlab.analysis.lens_side_by_side`); the title names the layer, ``what`` was
     read, the ``model`` and the ``data`` it came from."""
-    from steerlab.analysis import lens_side_by_side
 
     table = lens_side_by_side(lens)
     layer = int(lens.layer.iloc[0]) if len(lens) else "?"
@@ -329,7 +327,6 @@ def cluster_table_figure(clusters: pd.DataFrame, model: str, data: str = "",
     """The paper's Table 2 as a figure: :func:`steerlab.analysis.cluster_view` of a
     :func:`steerlab.lens.cluster_table` (made from each layer's top-``k`` tokens), rounded to
     3 decimals; the title names the ``model`` and the ``data``."""
-    from steerlab.analysis import cluster_view
 
     return table_figure(cluster_view(clusters).round(3), title=(
         f"Clusters of each layer's top-{k} logit-lens tokens · learned vectors of {model}"

@@ -39,14 +39,42 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import pandas as pd
+
 from steerlab import _io
+from steerlab.conditions import compare_conditions, condition_key, evaluate_condition
 from steerlab.console import say
 from steerlab.devices import dtype_name
 from steerlab.errors import SteerlabError
+from steerlab.evaluation import evaluate, evaluation_batches
+from steerlab.kinds import (
+    KIND_CONDITIONS,
+    cell_name,
+    config_key,
+    kind_cells,
+    kind_config,
+    kind_patching,
+    plan_kind_patching,
+    recorded_batches,
+)
+from steerlab.kinds import recorded_dtype as kind_dtype
+from steerlab.models import load_model
+from steerlab.replication import protocol_config
+from steerlab.steering import steer
+from steerlab.sweep_journal import NO_LETTER, answered
+from steerlab.sweeps import (
+    build_vectors,
+    cell_steering,
+    missing_cells,
+    plan_sweep,
+    recorded_dtype,
+    recorded_rows,
+    sweep,
+)
+from steerlab.tasks import get_task
+from steerlab.train import JOURNAL, _checkpoint_step, replay, replayable, run_dtype, train_rloo
 
 if TYPE_CHECKING:
-    import pandas as pd
-
     from steerlab.models import Model
     from steerlab.sweeps import SweepConfig
     from steerlab.tasks import Item
@@ -131,7 +159,6 @@ def report(check: SpotCheck) -> SpotCheck:
 def load_in(name: str, dtype: str, model: Model | None = None, why: str = "") -> Model:
     """``model`` when it is already ``name`` in ``dtype``; else ``name`` loaded in ``dtype``
     (saying so, with ``why``)."""
-    from steerlab.models import load_model
 
     if model is not None and dtype_name(model.dtype) == dtype:
         return model
@@ -154,10 +181,6 @@ def check_sweep(model: Model, config: SweepConfig, out: str | Path,
     its vector extracted again at that layer alone (the same vector: the extraction is per
     layer, the controls are seeded per layer); per-item correctness (and, for multiple choice,
     the answered letters) compared with the journal, and the added norm to 0.1%."""
-    from steerlab.evaluation import evaluate, evaluation_batches
-    from steerlab.steering import steer
-    from steerlab.sweep_journal import NO_LETTER, answered
-    from steerlab.sweeps import build_vectors, cell_steering, plan_sweep, recorded_rows
 
     plan = plan_sweep(model, config)
     rows, batching = recorded_rows(model, config, out)
@@ -213,8 +236,6 @@ def recorded_sweep(name: str, config: SweepConfig, out: str | Path, progress: bo
     it was recorded in and spot-checked (:func:`check_sweep`) when ``out`` holds it whole,
     else computed (what is missing) in the machine's default dtype, saying so. Returns the
     model it used (``model`` when that one fits) and the sweep's table."""
-    from steerlab.models import load_model
-    from steerlab.sweeps import missing_cells, recorded_dtype, sweep
 
     model = model if model is not None and model.name == name else load_model(name)
     dtype = recorded_dtype(model, config, out)
@@ -236,11 +257,6 @@ def recorded_protocol(name: str, out: str | Path, draws: int, progress: bool = T
     (``kwargs`` go to :func:`~steerlab.replication.protocol_config`), read back in the dtype
     it was recorded in; one spot check for the whole recording (a random draw's random cell)
     when every draw was recorded, else the missing cells are computed, saying so."""
-    import pandas as pd
-
-    from steerlab.models import load_model
-    from steerlab.replication import protocol_config
-    from steerlab.sweeps import missing_cells, recorded_dtype, sweep
 
     model = model if model is not None and model.name == name else load_model(name)
     paths = [Path(out) / f"draw{d}.parquet" for d in range(draws)]
@@ -271,9 +287,6 @@ def check_evaluation(model: Model, row: dict[str, Any], vec: SteeringVector | No
     (its journal ``row``, its vector ``vec``, its ``items``): one random batch of its items,
     evaluated again as the recording batched it; per-item correctness and extracted answers
     compared with the row."""
-    from steerlab.conditions import evaluate_condition
-    from steerlab.evaluation import evaluation_batches
-    from steerlab.tasks import get_task
 
     task = get_task(row["task"])
     rng, seed = _draw(f"{shown(journal)}:{row['key']}", seed)
@@ -308,7 +321,6 @@ class Evaluations:
     def compare(self, model: Model, conditions: dict[str, SteeringVector | None],
                 items: Sequence[Item], task: str = "arithmetic", batch_size: int = 50,
                 **kwargs: Any) -> pd.DataFrame:
-        from steerlab.conditions import compare_conditions, condition_key
 
         its = list(items)
         recorded = {r["key"]: r for r in _io.read_jsonl(self.journal)}
@@ -341,8 +353,6 @@ def recorded_training(name: str, cfg: Any, out_dir: str | Path, progress: bool =
     run recorded there is read back with the model in the run's dtype and, when it is
     complete, spot-checked (:func:`check_training`); missing steps are trained, saying so.
     Returns the model and the :class:`~steerlab.train.TrainRun`."""
-    from steerlab.models import load_model
-    from steerlab.train import _checkpoint_step, run_dtype, train_rloo
 
     out = Path(out_dir)
     dtype = run_dtype(out)
@@ -363,7 +373,6 @@ def check_training(model: Model, out_dir: str | Path, seed: int | None = None,
     one random entry of :func:`steerlab.train.replayable` computed again and compared with
     its journal row (the dev accuracy exactly; a step's reward, signal groups, token count
     and sampled text exactly, its loss and norms to :data:`TRAIN_RTOL`)."""
-    from steerlab.train import JOURNAL, replay, replayable, run_dtype
 
     out = Path(out_dir)
     rng, seed = _draw(f"{shown(out)}:step", seed)
@@ -400,9 +409,6 @@ def recorded_kind_patching(name: str, target: str, out: str | Path, progress: bo
     spot-checked (:func:`check_kind_patching`) when ``out`` holds every batch, else the
     missing batches computed in the machine's default dtype, saying so. Returns the model it
     used (``model`` when that one fits) and the table."""
-    from steerlab.kinds import config_key, kind_config, kind_patching, recorded_batches
-    from steerlab.kinds import recorded_dtype as kind_dtype
-    from steerlab.models import load_model
 
     model = model if model is not None and model.name == name else load_model(name)
     dtype = kind_dtype(model, out, target=target, **options)
@@ -429,13 +435,6 @@ def check_kind_patching(model: Model, target: str, out: str | Path,
     or the unsteered run) computed again (the sources cached again, the blocks before the
     layer recorded and replayed as the recording did); each item's chosen option and
     correctness compared with the journal, and the edit's norm to 0.1%."""
-    from steerlab.kinds import (
-        KIND_CONDITIONS,
-        cell_name,
-        kind_cells,
-        plan_kind_patching,
-        recorded_batches,
-    )
 
     plan = plan_kind_patching(model, target, **(options or {}))
     batches = recorded_batches(plan.key, out)

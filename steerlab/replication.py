@@ -34,10 +34,12 @@ import numpy as np
 import pandas as pd
 
 from steerlab.errors import OptionError
+from steerlab.evaluation import evaluate
 from steerlab.reports import steered_cells
 from steerlab.stats import comparison_row
+from steerlab.steering import hong_projection
 from steerlab.sweep_journal import NO_LETTER, answered
-from steerlab.sweeps import SweepConfig, sweep
+from steerlab.sweeps import SweepConfig, build_vectors, sweep
 from steerlab.tasks import LETTERS, Task, get_task
 
 if TYPE_CHECKING:
@@ -212,9 +214,6 @@ def honest_protocol(model: Model, n_dev: int = 100, n_test: int = 100, seed: int
         and ``test_letters`` (unsteered and steered on test: the most common answered letter,
         its share, and the share of test items whose gold answer is that letter).
     """
-    from steerlab.evaluation import evaluate
-    from steerlab.steering import hong_projection
-    from steerlab.sweeps import build_vectors
 
     dev_task, test_task = split_items(kwargs.pop("task", TASK), n_dev, n_test, seed)
     cfg = protocol_config(model, seed=seed, n=None, task=dev_task, **kwargs)

@@ -13,7 +13,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 
-from steerlab.data import PromptItem, load_prompt_set
+from steerlab.benchmarks import (
+    MMLU_PRO_KNOWLEDGE,
+    MMLU_PRO_REASONING,
+    load_gsm8k,
+    load_gsm_symbolic,
+    load_mmlu_pro,
+    load_popqa,
+)
+from steerlab.data import PromptItem, load_prompt_set, questions
 from steerlab.errors import OptionError, SteerlabError
 from steerlab.options import SCORINGS, check
 
@@ -172,8 +180,6 @@ def training_items(task: str, split: str = "train") -> list[Item]:
     if task == "arithmetic":
         return arithmetic_items(split)
     if task == "gsm8k":
-        from steerlab.benchmarks import load_gsm8k
-
         rows = load_gsm8k("train")
         items = [Item(f"gsm8k-train-{i}", r["question"], r["answer"])
                  for i, r in enumerate(rows)]
@@ -190,7 +196,6 @@ def training_items(task: str, split: str = "train") -> list[Item]:
 def _mmlu_split() -> tuple[tuple[Item, ...], tuple[str, ...], tuple[str, ...]]:
     """MMLU-Pro: half of the reasoning-category questions (seeded) are held out for evaluation;
     the other half (vs the knowledge categories) is the extraction pool."""
-    from steerlab.benchmarks import MMLU_PRO_KNOWLEDGE, MMLU_PRO_REASONING, load_mmlu_pro
 
     reasoning = load_mmlu_pro(MMLU_PRO_REASONING)
     knowledge = load_mmlu_pro(MMLU_PRO_KNOWLEDGE)
@@ -217,20 +222,14 @@ def _mmlu_items() -> list[Item]:
 
 
 def _gsm8k_items() -> list[Item]:
-    from steerlab.benchmarks import load_gsm8k
-
     return [Item(r["id"], r["question"], r["answer"]) for r in load_gsm8k("test")]
 
 
 def _gsm_symbolic_items() -> list[Item]:
-    from steerlab.benchmarks import load_gsm_symbolic
-
     return [Item(r["id"], r["question"], r["answer"]) for r in load_gsm_symbolic("p2")]
 
 
 def _popqa_items() -> list[Item]:
-    from steerlab.benchmarks import load_popqa
-
     return [Item(r["id"], r["question"], r["answers"][0], tuple(r["answers"][1:]), (), "text")
             for r in load_popqa()]
 
@@ -287,7 +286,6 @@ def extraction_prompts(source: str, n: int | None = None) -> tuple[list[str], li
     ``shipped``: the shipped sets' extract split; ``mmlu-pro``: the non-held-out reasoning
     categories vs the knowledge categories; ``gsm8k-popqa``: GSM8K train vs PopQA.
     """
-    from steerlab.data import questions
 
     if source == "shipped":
         return questions("reasoning", "extract", n), questions("memorisation", "extract", n)
@@ -295,8 +293,6 @@ def extraction_prompts(source: str, n: int | None = None) -> tuple[list[str], li
         _, reason, know = _mmlu_split()
         return list(reason[:n]), list(know[:n])
     if source == "gsm8k-popqa":
-        from steerlab.benchmarks import load_gsm8k, load_popqa
-
         return ([r["question"] for r in load_gsm8k("train")][:n],
                 [r["question"] for r in load_popqa()][:n])
     raise OptionError(f"Unknown extraction source {source!r}; use one of {EXTRACT_SOURCES}.")
@@ -306,8 +302,6 @@ def shots(task: Task, k: int = 3) -> list[tuple[str, str]]:
     """(question, answer) examples for few-shot prompts of base models, never from the task's
     evaluation items: the shipped extract split, or GSM8K train with worked solutions."""
     if task.name in ("gsm8k", "gsm-symbolic-p2"):
-        from steerlab.benchmarks import load_gsm8k
-
         return [(r["question"], r["solution"]) for r in load_gsm8k("train")[:k]]
     kind = "memorisation" if task.name in ("memorisation-gen", "popqa") else "reasoning"
     items = load_prompt_set(kind, "extract")

@@ -46,6 +46,8 @@ from steerlab.answers import judge
 from steerlab.console import progress as progress_bar
 from steerlab.devices import dtype_name
 from steerlab.errors import OptionError, SteerlabError
+from steerlab.evaluation import evaluate
+from steerlab.tasks import get_task, training_items
 from steerlab.vectors import SteeringVector
 
 if TYPE_CHECKING:
@@ -177,9 +179,6 @@ def rloo_advantages(rewards: torch.Tensor, samples: int) -> torch.Tensor:
 
 def _dev_accuracy(model: Model, adapter: Adapter, items: list[Item], task: str,
                   chat: bool) -> float:
-    from steerlab.evaluation import evaluate
-    from steerlab.tasks import get_task
-
     with adapter.attached(model):
         res = evaluate(model, get_task(task), items=items, chat=chat, batch_size=50,
                        progress=False)
@@ -327,7 +326,6 @@ def train_rloo(model: Model, cfg: TrainConfig | None = None, out_dir: str | Path
         A :class:`TrainRun`: the learned :class:`SteeringVector` (``method="learned"``, its meta
         holding the config and step), the history and the output directory.
     """
-    from steerlab.tasks import training_items
 
     cfg = cfg or TrainConfig()
     if overrides:
@@ -397,7 +395,6 @@ def replay(model: Model, out_dir: str | Path, kind: str, step: int,
     run's :func:`run_dtype`): ``("dev", s)`` gives ``{"dev_acc": ...}``, ``("step", 1)`` the
     first step's journal row (reward, loss, grad_norm, ..., sample) with the run's
     ``reward_fn``."""
-    from steerlab.tasks import training_items
 
     out = Path(out_dir)
     if (kind, step) not in replayable(out):

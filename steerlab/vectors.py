@@ -17,6 +17,7 @@ import torch
 
 from steerlab import __version__, _io
 from steerlab.backends.base import SITES
+from steerlab.cache import Activations, cache_activations
 from steerlab.errors import (
     EmptyInputError,
     InvalidVectorError,
@@ -24,10 +25,10 @@ from steerlab.errors import (
     OptionError,
     VectorMismatchError,
 )
-from steerlab.options import APPLY_SCALE, COMPARE_SCALE, SCALES, Scale, check
+from steerlab.options import APPLY_SCALE, COMPARE_SCALE, METHODS, SCALES, Scale, check
+from steerlab.tasks import check_disjoint, extraction_prompts
 
 if TYPE_CHECKING:
-    from steerlab.cache import Activations
     from steerlab.models import Model
 
 SITE = "resid_post"  # the residual stream after a decoder block
@@ -347,8 +348,6 @@ def extract_pair(model: Model, source: str | tuple[Sequence[str], Sequence[str]]
     negative)`` pair of prompt lists. ``exclude``: evaluation items the extraction prompts must
     not overlap (a clear error names the shared ones). ``chat`` follows the
     model by default (:meth:`~steerlab.models.Model.uses_chat`), as evaluation does."""
-    from steerlab.cache import cache_activations
-    from steerlab.tasks import check_disjoint, extraction_prompts
 
     if isinstance(source, str):
         pos_q, neg_q = extraction_prompts(source, n)
@@ -381,7 +380,6 @@ def extract_vector(model: Model, source: str | tuple[Sequence[str], Sequence[str
         >>> vec = extract_vector(model, "shipped", layers=[12])
         >>> with steer(model, vec, coeff=0.2, scale="norm"): ...
     """
-    from steerlab.options import METHODS
 
     check("method", method, METHODS)
     pos, neg = extract_pair(model, source, layers, n=n, site=site, reduction=reduction,
@@ -412,7 +410,6 @@ def reference_norms(model: Model, prompts: Sequence[str], layers: Sequence[int] 
     """Layer -> mean norm of the ``reduction`` activations of ``prompts`` at ``site``: the
     reference norms of :meth:`SteeringVector.with_ref_norms` for a vector that was not
     extracted from prompts (e.g. a learned one)."""
-    from steerlab.cache import cache_activations
 
     acts = cache_activations(model, prompts, layers if not isinstance(layers, int) else [layers],
                              reduction=reduction, chat=chat, site=site, backend=backend)

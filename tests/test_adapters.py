@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from steerlab import _io, adapters, train
+from steerlab import _io, adapters, cost, train
 from steerlab.adapters import (
     ADAPTER_CLASSES,
     ADAPTERS,
@@ -213,7 +213,7 @@ def test_the_cost_table_trains_the_same_adapters(monkeypatch):
         made.append(kind)
         return real(kind, *a, **k)
 
-    monkeypatch.setattr(adapters, "make_adapter", spy)
+    monkeypatch.setattr(cost, "make_adapter", spy)  # where the cost table makes them
     model = tiny_model("llama")
     for method in ("vectors", "lora"):
         c = training_step_costs(model, ["What is 2 + 2?"], method, steps=1, chat=False,

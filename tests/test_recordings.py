@@ -27,7 +27,7 @@ from steerlab.train import TrainConfig, replayable, run_dtype, train_rloo
 
 sweep_mod = importlib.import_module("steerlab.sweeps")
 kinds_mod = importlib.import_module("steerlab.kinds")
-models_mod = importlib.import_module("steerlab.models")
+recordings_mod = importlib.import_module("steerlab.recordings")  # where it loads models
 
 CFG = SweepConfig("memorisation-mc", [1, 2], [0.5], ("diff_means", "random"), n=8,
                   extract_n=6, batch_size=4)
@@ -61,7 +61,7 @@ def test_a_recorded_sweep_is_read_in_its_dtype_and_spot_checked(tmp_path, monkey
         loads.append(dtype)
         return _in(tiny_model("llama"), torch.float32 if dtype == "float32" else torch.bfloat16)
 
-    monkeypatch.setattr(models_mod, "load_model", load_model)
+    monkeypatch.setattr(recordings_mod, "load_model", load_model)
 
     def no_cells(*a, **k):
         raise AssertionError("a recorded sweep was computed again")
@@ -168,7 +168,9 @@ def test_kind_patching_is_journalled_resumed_read_back_and_spot_checked(tmp_path
         kinds_mod.kind_patching(tiny_model("llama"), "memorisation-mc", out=journal, **KIND)
     assert [r["start"] for r in _io.read_jsonl(journal)] == [0, 3]
     calls.clear()
-    monkeypatch.setattr(kinds_mod, "kind_cells", lambda *a, **k: calls.append(1) or real(*a, **k))
+    counted = lambda *a, **k: calls.append(1) or real(*a, **k)  # noqa: E731
+    monkeypatch.setattr(kinds_mod, "kind_cells", counted)
+    monkeypatch.setattr(recordings_mod, "kind_cells", counted)  # the spot check's
     resumed = kinds_mod.kind_patching(tiny_model("llama"), "memorisation-mc", out=journal, **KIND)
     assert len(calls) == 1  # only the third batch was computed
     assert [r["start"] for r in _io.read_jsonl(journal)] == [0, 3, 6]
@@ -184,7 +186,7 @@ def test_kind_patching_is_journalled_resumed_read_back_and_spot_checked(tmp_path
         loads.append(dtype)
         return _in(tiny_model("llama"), torch.float32 if dtype == "float32" else torch.bfloat16)
 
-    monkeypatch.setattr(models_mod, "load_model", load_model)
+    monkeypatch.setattr(recordings_mod, "load_model", load_model)
     calls.clear()
     model, again = recorded_kind_patching(bf16.name, "memorisation-mc", journal,
                                           progress=False, model=bf16, **KIND)
