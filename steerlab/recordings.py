@@ -40,8 +40,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
+import torch
 
 from steerlab import _io
+from steerlab.cells import can_share_prefix, evaluate_cells
 from steerlab.conditions import compare_conditions, condition_key, evaluate_condition
 from steerlab.console import say
 from steerlab.devices import dtype_name
@@ -177,10 +179,15 @@ def _compare(recorded: Sequence[str], got: Sequence[str], idx: Sequence[int],
 def check_sweep(model: Model, config: SweepConfig, out: str | Path,
                 seed: int | None = None) -> SpotCheck:
     """Spot-check the recorded sweep ``config`` at ``out`` on ``model`` (in the recorded
-    dtype): one random recorded cell, one random batch of its items as the sweep batched them;
-    its vector extracted again at that layer alone (the same vector: the extraction is per
-    layer, the controls are seeded per layer); per-item correctness (and, for multiple choice,
-    the answered letters) compared with the journal, and the added norm to 0.1%."""
+    dtype): one random recorded cell, one batch of its items as the sweep batched them (any
+    batch for scored options; for generated answers, up to 200 new tokens a row, the cell's
+    smallest batch, the cheapest to decode again); its vector extracted again at that layer
+    alone (the same vector: the extraction is per layer, the controls are seeded per layer);
+    the batch evaluated the way the sweep evaluated it (multiple choice added at one layer:
+    the shared prefix replayed, :func:`steerlab.cells.evaluate_cells`, whose logits differ
+    from one pass per cell in the last bits, enough to move a close answer in bf16; otherwise
+    one pass under :func:`steerlab.steering.steer`); per-item correctness (and, for multiple
+    choice, the answered letters) compared with the journal, and the added norm to 0.1%."""
 
     plan = plan_sweep(model, config)
     rows, batching = recorded_rows(model, config, out)
@@ -190,34 +197,48 @@ def check_sweep(model: Model, config: SweepConfig, out: str | Path,
     rng, seed = _draw(f"{shown(out)}", seed)
     row = rng.choice(sorted(rows, key=lambda r: (r["method"], r["layer"], r["coeff"])))
     cfg = plan.config
-    batches = evaluation_batches(model, plan.task, plan.items, cfg.scoring or plan.task.scoring,
-                                 plan.chat, cfg.batch_size, batching)
-    b = rng.randrange(len(batches))
+    scoring = cfg.scoring or plan.task.scoring
+    batches = evaluation_batches(model, plan.task, plan.items, scoring, plan.chat,
+                                 cfg.batch_size, batching)
+    generated = plan.task.kind != "mc" or scoring == "generate"
+    smallest = min(len(b) for b in batches)
+    b = rng.choice([i for i, bt in enumerate(batches) if not generated or len(bt) == smallest])
     idx = batches[b]
     items = [plan.items[i] for i in idx]
+    steered = row["method"] != "baseline" and float(row["coeff"]) != 0.0
     cell = ("the unsteered baseline" if row["method"] == "baseline"
             else f"cell {row['method']} layer {row['layer']} coeff {row['coeff']:+g}")
-    drawn = f"{cell}, batch {b + 1}/{len(batches)} ({len(idx)} of {len(plan.items)} items)"
+    drawn = (f"{cell}, batch {b + 1}/{len(batches)} ({len(idx)} of {len(plan.items)} items"
+             + ("; generated answers: the smallest batch" if generated else "") + ")")
     say(f"spot check of {shown(out)} ({plan.key.dtype}): computing {drawn} again")
     t0 = time.perf_counter()
     differ: list[str] = []
     what = ["per-item answers"]
-    steering: Any = nullcontext()
-    if row["method"] != "baseline" and float(row["coeff"]) != 0.0:
+    vec: torch.Tensor | None = None
+    how: dict[str, Any] = {}
+    if steered:
         vecs = build_vectors(model, plan.task, [row["layer"]], [row["method"]], cfg.seed,
                              cfg.extract_from, cfg.extract_n, cfg.reduction, plan.chat,
                              cfg.batch_size, cfg.backend, plan.items)
         vec, norm, how = cell_steering(vecs, cfg, row["method"], row["layer"],
                                        float(row["coeff"]))
-        steering = steer(model, vec, backend=cfg.backend, **how)
         if cfg.mode == "add":  # projections record no norm
             what.append("the added norm (to 0.1%)")
             if abs(norm - row["added_norm"]) > 1e-3 * abs(row["added_norm"]):
                 differ.append(f"added norm recorded {row['added_norm']:.4f}, now {norm:.4f}")
-    with steering:
-        res = evaluate(model, plan.task, items=items, chat=plan.chat, scoring=cfg.scoring,
-                       backend=cfg.backend, batch_size=len(items), shots=plan.shots,
-                       progress=False)
+    ev: dict[str, Any] = {"items": items, "chat": plan.chat, "scoring": cfg.scoring,
+                          "backend": cfg.backend, "batch_size": len(items),
+                          "shots": plan.shots, "progress": False}
+    if (cfg.mode, cfg.scope) == ("add", "layer") and not generated \
+            and can_share_prefix(plan.task, cfg.backend, model):
+        # as the sweep ran it: the baseline is the zero vector's cell at its first layer
+        layer = row["layer"] if steered else plan.layers[0]
+        added = vec if vec is not None else torch.zeros(model.d_model)
+        res = evaluate_cells(model, plan.task, layer, [added], **ev)[0]
+    else:
+        with steer(model, vec, backend=cfg.backend, **how) if vec is not None \
+                else nullcontext():
+            res = evaluate(model, plan.task, **ev)
     differ += _compare([row["correct"][i] for i in idx],
                        ["1" if c else "0" for c in res.correct], idx, "correct")
     if row.get("answered") and res.predictions:

@@ -29,16 +29,17 @@ def test_compare_conditions_pairs_every_condition_with_the_baseline():
 
 def test_compare_conditions_rows_are_sweep_rows(monkeypatch):
     """Same schema as a sweep row (column names and order) and the same numbers that
-    ``sweep._row`` computes from the same correctness vectors and seed."""
+    ``sweep_journal.journal_row`` computes from the same correctness vectors and seed."""
     import importlib
 
     import numpy as np
 
 
     ev = importlib.import_module("steerlab.conditions")
-    sweep = importlib.import_module("steerlab.sweeps")
     from steerlab.conditions import compare_conditions
     from steerlab.evaluation import EvalResult
+    from steerlab.reports import COLUMNS
+    from steerlab.sweep_journal import SweepKey, journal_row
 
     model = tiny_model("llama")
     rng = np.random.default_rng(0)
@@ -50,14 +51,14 @@ def test_compare_conditions_rows_are_sweep_rows(monkeypatch):
     monkeypatch.setattr(ev, "evaluate", lambda *a, **k: next(order))
     vec = LearnedVectors(model).to_steering_vector(model)
     table = compare_conditions(model, {"base": None, "up": vec, "down": vec}, seed=5)
-    shared = [c for c in sweep.COLUMNS if c in table.columns]
+    shared = [c for c in COLUMNS if c in table.columns]
     assert list(table.columns) == ["condition", *shared]
     assert shared == ["n", "accuracy", "ci_low", "ci_high", "baseline", "delta", "delta_low",
                       "delta_high", "p_mcnemar", "seconds"]
-    cfg = sweep.SweepKey(model.hf_id, "float32", "arithmetic", 80, 5, "norm", "x", None,
-                            "last", False, None, "hf", (0,), 0)
+    cfg = SweepKey(model.hf_id, "float32", "arithmetic", 80, 5, "norm", "x", None, "last",
+                   False, None, "hf", (0,), 0)
     for (name, res), row in zip(results.items(), table.to_dict("records"), strict=True):
-        want = sweep._row(cfg, name, 0, 1.0, 0.0, res, results["base"], res.seconds, None)
+        want = journal_row(cfg, name, 0, 1.0, 0.0, res, results["base"], res.seconds, None)
         assert row["condition"] == name
         assert {c: row[c] for c in shared} == {c: want[c] for c in shared}, name
     assert table.delta.iloc[1] > 0 > table.delta.iloc[2]
