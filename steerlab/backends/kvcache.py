@@ -1,7 +1,7 @@
 """KV caches for the HF backend's fast paths: the decoding buffer each step of
-:meth:`~steerlab.backends.hf.HFBackend.greedy` writes its token into, and the keys and values
+:meth:`~steerlab.backends.hf_fast.HFFastPath.greedy` writes its token into, and the keys and values
 of the columns all rows of a batch begin with, computed for a few lead rows and handed to the
-others (:meth:`~steerlab.backends.hf.HFBackend.forward_shared`,
+others (:meth:`~steerlab.backends.hf_fast.HFFastPath.forward_shared`,
 :meth:`~steerlab.backends.hf.HFBackend._prefill_rows`). Cache objects are transformers'
 ``DynamicCache``; only this package's backends touch them.
 """
@@ -12,13 +12,13 @@ from typing import Any
 
 import torch
 
-#: rows :meth:`HFBackend.forward_shared` runs whole (2: a lone row's forward rounded
+#: rows :meth:`HFFastPath.forward_shared` runs whole (2: a lone row's forward rounded
 #: differently from the same row's in a batch, on SmolLM2 in fp32; two rows did not)
 LEAD_ROWS = 2
 
 
 def decoding_cache(config: Any, extra: int) -> Any:
-    """A ``DynamicCache`` for :meth:`HFBackend.greedy` whose full-attention layers keep their
+    """A ``DynamicCache`` for :meth:`HFFastPath.greedy` whose full-attention layers keep their
     keys and values in a buffer sized at the first write for ``extra`` more tokens, so each
     decoding step writes its token in place. ``DynamicLayer`` concatenates instead, copying
     the layer's whole cache at every step (what the generative row of
