@@ -199,7 +199,7 @@ def kind_cells(plan: KindPlan, start: int, cells: Sequence[tuple[int, str]],
                     0, mc.row_item, per_row)
                 count = torch.bincount(mc.row_item, minlength=len(batch))
                 out[cell_name(layer, cond)] = {**scored(logits),
-                                               "norm": (total / count).tolist()}
+                                               "norm": (total / count).cpu().tolist()}
     return out
 
 
@@ -273,7 +273,8 @@ def kind_patching(model: Model, target: str = "memorisation-mc",
         rows.append({"target": target, "source_kind": "memorisation"
                      if plan.kind == "reasoning" else "reasoning", "condition": cond,
                      "layer": layer, **comparison_row(base_correct, got, seed=seed),
-                     "edit_norm": float(np.mean(norm)), "correct": got.tolist()})
+                     "edit_norm": float(np.mean(norm)),
+                     "correct": got.tolist()})  # cpu: a numpy array
     frame = pd.DataFrame(rows)
     task = get_task(target)
     base = accuracy(base_correct)
