@@ -29,6 +29,7 @@ import torch
 
 from steerlab.backends import Backend
 from steerlab.backends.blocks import hidden_of, replace_hidden
+from steerlab.errors import OptionError
 
 __all__ = ["FastPath", "Prefix", "decodes", "greedy", "shares"]
 
@@ -140,7 +141,8 @@ def greedy(be: Backend, enc: dict[str, torch.Tensor], max_new_tokens: int,
     prompt's forward is the same for a prompt's repeats (see the HF backend's ``greedy``).
     For backends where :func:`decodes` holds."""
     if not isinstance(be, FastPath) or "greedy" not in be.fast_paths():
-        raise TypeError(f"Backend {be.name!r} has no greedy loop; check engine.decodes first.")
+        raise OptionError(f"Backend {be.name!r} has no greedy loop (the HF backend with a "
+                          "KV-cache model has one); check engine.decodes first.")
     return be.greedy(enc, max_new_tokens, done=done, on_rows=on_rows, repeat=repeat,
                      shared_until=shared_until)
 

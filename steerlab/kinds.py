@@ -80,13 +80,11 @@ class KindPlan:
         return list(range(0, len(self.items), self.batch_size))
 
 
-def kind_config(model: Model, target: str = "memorisation-mc",
-                layers: Sequence[int] | int | None = None, n: int | None = None, seed: int = 0,
-                source: str = "shipped", n_source: int | None = None, backend: str = "hf",
-                batch_size: int = 16, chat: bool | None = None) -> dict[str, Any]:
-    """What identifies a :func:`kind_patching` run (same arguments), checked, before anything
-    runs: model, dtype, target, item ids, layers, seed, source and its sizes, chat, batching,
-    backend. Its hash is the journal key."""
+def _inputs(model: Model, target: str, layers: Sequence[int] | int | None, n: int | None,
+            seed: int, source: str, n_source: int | None, backend: str, batch_size: int,
+            chat: bool | None) -> tuple[dict[str, Any], list[Item], list[str], list[str]]:
+    """The run's config (see :func:`kind_config`), its target items and its reasoning and
+    memorisation source prompts, every argument checked before anything runs."""
     if target not in KIND_TARGETS:
         raise OptionError(f"Unknown target {target!r}: kind_patching targets one of "
                           f"{list(KIND_TARGETS)} (a shipped multiple-choice set of one kind).")
@@ -98,10 +96,22 @@ def kind_config(model: Model, target: str = "memorisation-mc",
         raise EmptyInputError(f"No items to evaluate for task {target}.")
     reason_q, memo_q = extraction_prompts(source, n_source)
     check_disjoint(reason_q + memo_q, items)
-    return {"model": model.hf_id, "dtype": dtype_name(model.dtype), "target": target,
-            "n": n, "items": [it.id for it in items], "layers": use_layers, "seed": seed,
-            "source": source, "n_source": [len(reason_q), len(memo_q)],
-            "chat": model.uses_chat(chat), "batch_size": batch_size, "backend": backend}
+    config = {"model": model.hf_id, "dtype": dtype_name(model.dtype), "target": target,
+              "n": n, "items": [it.id for it in items], "layers": use_layers, "seed": seed,
+              "source": source, "n_source": [len(reason_q), len(memo_q)],
+              "chat": model.uses_chat(chat), "batch_size": batch_size, "backend": backend}
+    return config, list(items), reason_q, memo_q
+
+
+def kind_config(model: Model, target: str = "memorisation-mc",
+                layers: Sequence[int] | int | None = None, n: int | None = None, seed: int = 0,
+                source: str = "shipped", n_source: int | None = None, backend: str = "hf",
+                batch_size: int = 16, chat: bool | None = None) -> dict[str, Any]:
+    """What identifies a :func:`kind_patching` run (same arguments), checked, before anything
+    runs: model, dtype, target, item ids, layers, seed, source and its sizes, chat, batching,
+    backend. Its hash is the journal key."""
+    return _inputs(model, target, layers, n, seed, source, n_source, backend, batch_size,
+                   chat)[0]
 
 
 def config_key(config: dict[str, Any]) -> str:
@@ -126,11 +136,9 @@ def plan_kind_patching(model: Model, target: str = "memorisation-mc",
                        chat: bool | None = None) -> KindPlan:
     """The :class:`KindPlan` of :func:`kind_patching` (same arguments): items, sources and
     their activations, the directions; the input checked before anything runs."""
-    config = kind_config(model, target, layers, n, seed, source, n_source, backend,
-                         batch_size, chat)
+    config, items, reason_q, memo_q = _inputs(model, target, layers, n, seed, source,
+                                              n_source, backend, batch_size, chat)
     use_layers, chat_ = config["layers"], config["chat"]
-    items = get_task(target).items(n, seed)
-    reason_q, memo_q = extraction_prompts(source, n_source)
     kind = KIND_TARGETS[target]
     other_q, same_q = (reason_q, memo_q) if kind == "memorisation" else (memo_q, reason_q)
     # the sources in the targets' own format, so the patched state is read where it is written
