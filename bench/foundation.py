@@ -23,7 +23,8 @@ import torch
 
 from steerlab.cache import cache_activations
 from steerlab.data import questions
-from steerlab.models import EMBEDDED, load_model
+from steerlab.embedded import EMBEDDED
+from steerlab.models import load_model
 
 RESULTS = Path(__file__).with_name("results.jsonl")
 

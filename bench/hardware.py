@@ -34,7 +34,7 @@ def model_flops_per_token(name: str, seq_len: int) -> tuple[float, dict]:
     attention score/value products at ``seq_len`` (averaged over a causal sequence)."""
     from transformers import AutoConfig
 
-    from steerlab.models import convert_embedded
+    from steerlab.embedded import convert_embedded
 
     cfg = AutoConfig.from_pretrained(convert_embedded(name))
     cfg = getattr(cfg, "text_config", cfg)

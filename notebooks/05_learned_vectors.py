@@ -134,7 +134,7 @@ import json
 
 from steerlab import _io
 from steerlab.notebooks import summary_path
-from steerlab.train import training_summary
+from steerlab.train_journal import training_summary
 
 print(_io.write_text(summary_path(MODEL, "learned_vectors"), json.dumps(
     {"model": model.hf_id, "smoke": S.smoke, "n_test": len(test), "n_dev": len(dev),
@@ -181,8 +181,8 @@ import json
 import torch
 
 from steerlab import _io
+from steerlab.embedded import EMBEDDED
 from steerlab.interop import llama_cpp_command
-from steerlab.models import EMBEDDED
 from steerlab.notebooks import recorded_run, summary_path
 from steerlab.vectors import SteeringVector
 

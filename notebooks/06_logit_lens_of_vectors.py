@@ -23,7 +23,8 @@ from steerlab.plots import (
     logit_lens_figure,
     resource_table_figure,
 )
-from steerlab.train import TrainConfig, history, train_rloo
+from steerlab.train import TrainConfig, train_rloo
+from steerlab.train_journal import history
 from steerlab.vectors import SteeringVector, diff_of_means
 
 S = settings()

@@ -19,7 +19,7 @@ _API = {
     "Model": "steerlab.models",
     "cache_activations": "steerlab.cache",
     "cache_sites": "steerlab.cache",
-    "Activations": "steerlab.cache",
+    "Activations": "steerlab.activations",
     "SteeringVector": "steerlab.vectors",
     "diff_of_means": "steerlab.vectors",
     "random_like": "steerlab.vectors",

@@ -40,8 +40,8 @@ import torch
 from torch import nn
 
 from steerlab import _io
-from steerlab.cache import check_layers
 from steerlab.errors import OptionError, SteerlabError
+from steerlab.validate import check_layers
 from steerlab.vectors import SteeringVector
 
 if TYPE_CHECKING:

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from steerlab.cache import Activations
+from steerlab.activations import Activations
 from steerlab.vectors import SteeringVector, cosines
 
 
@@ -234,8 +234,9 @@ def resource_table(costs: Sequence[Mapping[str, Any]], batch_size: int = 8,
 
 
 def step_time_note(history: pd.DataFrame) -> str:
-    """One line on the RLOO step time of a training run (its :func:`steerlab.train.history`):
-    the median seconds per step and over how many steps; says so when none are recorded."""
+    """One line on the RLOO step time of a training run (its
+    :func:`steerlab.train_journal.history`): the median seconds per step and over how many
+    steps; says so when none are recorded."""
     if "seconds" not in history or not history.seconds.notna().any():
         return "No RLOO step times recorded for this run (run notebook 05 to record one)."
     return (f"RLOO step of the recorded run (64 rollouts + backward): "

@@ -16,6 +16,7 @@ import torch
 
 from steerlab.cache import cache_sites
 from steerlab.metrics import Metric, as_metric, last_logits
+from steerlab.options import BackendName, Site
 from steerlab.pairs import prompt_pairs
 from steerlab.patching import (
     ALL,
@@ -34,9 +35,9 @@ __all__ = ["attribution_patching", "screen_and_verify"]
 
 def attribution_patching(model: Model, clean: Sequence[str], corrupted: Sequence[str],
                          metric: Metric | Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-                         site: str = "resid_pre", layers: Sequence[int] | int | None = None,
+                         site: Site = "resid_pre", layers: Sequence[int] | int | None = None,
                          positions: Sequence[int] | str | None = None,
-                         heads: Sequence[int] | None = None, backend: str = "hf",
+                         heads: Sequence[int] | None = None, backend: BackendName = "hf",
                          chat: bool | None = None, seed: int = 0) -> PatchResult:
     """First-order estimate of denoising every cell: ``(a_clean - a_corrupt) . dM/da`` with
     the gradient taken at the corrupted run (one clean forward, one corrupted forward and

@@ -19,7 +19,7 @@ from steerlab import engine
 from steerlab.answers import answer_complete, first_answer, judge
 from steerlab.errors import EmptyInputError, OptionError
 from steerlab.evaluation import EvalResult, evaluate, gen_prompt, mc_batch, mc_batches
-from steerlab.options import SCORINGS
+from steerlab.options import SCORINGS, BackendName, Scoring, When
 from steerlab.steering import RowSteering, steer
 from steerlab.tasks import Item, Task
 
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from steerlab.models import Model
 
 
-def can_share_prefix(task: Task, backend: str, model: Model) -> bool:
+def can_share_prefix(task: Task, backend: BackendName, model: Model) -> bool:
     """True when :func:`evaluate_cells` takes a fast path: a multiple-choice task on a
     backend that can replay a recorded prefix (``hf``), or a generative task on one with a
     greedy loop (``hf``, models with a KV cache), and no other hooks or edits on the
@@ -48,8 +48,8 @@ def cells_per_batch(batch_size: int) -> int:
 
 
 def _gen_cells(model: Model, task: Task, layers: Sequence[int], vectors: Sequence[torch.Tensor],
-               items: list[Item], chat: bool, backend: str, batch_size: int,
-               shots: Sequence[tuple[str, str]], positions: str) -> list[EvalResult]:
+               items: list[Item], chat: bool, backend: BackendName, batch_size: int,
+               shots: Sequence[tuple[str, str]], positions: When) -> list[EvalResult]:
     """Cells decoded together: each item batch (the batches ``evaluate`` makes) becomes
     ``len(vectors)`` rows per prompt, row ``i * K + k`` steered by vector ``k`` at
     ``layers[k]`` (one edit per layer, adding zero to the rows of other layers), and every row
@@ -109,10 +109,10 @@ def _gen_cells(model: Model, task: Task, layers: Sequence[int], vectors: Sequenc
 def evaluate_cells(model: Model, task: Task, layer: int | Sequence[int],
                    vectors: Sequence[torch.Tensor],
                    items: Sequence[Item] | None = None, n: int | None = None, seed: int = 0,
-                   chat: bool | None = None, backend: str = "hf", batch_size: int = 16,
-                   scoring: str | None = None, progress: bool | None = None,
+                   chat: bool | None = None, backend: BackendName = "hf", batch_size: int = 16,
+                   scoring: Scoring | None = None, progress: bool | None = None,
                    reuse: dict[int, tuple[int, Any]] | None = None,
-                   shots: Sequence[tuple[str, str]] = (), positions: str = "all"
+                   shots: Sequence[tuple[str, str]] = (), positions: When = "all"
                    ) -> list[EvalResult]:
     """Results of steering with each of ``vectors`` (added with coefficient 1 at every
     position) at ``layer`` (one layer for all, or a sequence with each vector's own layer),

@@ -21,9 +21,11 @@ from steerlab import engine
 from steerlab.answers import answer_complete, extract_letter, first_answer, judge
 from steerlab.errors import EmptyInputError, OptionError
 from steerlab.inference import generate
-from steerlab.options import SCORINGS
+from steerlab.options import SCORINGS, BackendName, Scoring
+from steerlab.padding import last_positions
 from steerlab.stats import Accuracy, accuracy
 from steerlab.tasks import LETTERS, Item, Task
+from steerlab.tokens import answer_token_id, continuation_ids
 
 if TYPE_CHECKING:
 
@@ -70,11 +72,9 @@ def mc_prompt(item: Item, chat: bool) -> str:
 
 
 def _letter_ids(model: Model, k: int, chat: bool) -> list[int]:
-    ids = []
-    for letter in LETTERS[:k]:
-        toks = model.tokenizer.encode(letter if chat else f" {letter}", add_special_tokens=False)
-        ids.append(toks[-1])
-    return ids
+    """The token of each of the first ``k`` option letters as the answer (after ``Answer:``
+    with a space; at the start of a chat turn without one)."""
+    return [answer_token_id(model, letter, space=not chat) for letter in LETTERS[:k]]
 
 
 @dataclass
@@ -112,9 +112,7 @@ def _mc_letter_batch(model: Model, items: list[Item], chat: bool) -> MCBatch:
         letters = logp[:, letter_ids].cpu()  # (B, n_letters): one copy to the host
         return [letters[i, :k].numpy() for i, k in enumerate(n_opts)]  # cpu: copied above
 
-    mask = enc["attention_mask"]
-    width = mask.shape[1]
-    last = width - 1 - mask.flip(1).argmax(1)  # the last real token, left or right padded
+    last = last_positions(enc["attention_mask"])
     return MCBatch(items, enc, 1, finish, torch.arange(len(items)), last.cpu())
 
 
@@ -127,7 +125,7 @@ def _mc_text_batch(model: Model, prompts: list[str], items: list[Item], chat: bo
     for prompt, item in zip(formatted, items, strict=True):
         p_ids = model.tokenizer(prompt, add_special_tokens=not templated)["input_ids"]
         for o in item.options:
-            o_ids = model.tokenizer.encode(" " + o, add_special_tokens=False)
+            o_ids = continuation_ids(model, o)
             spans.append((len(p_ids), len(p_ids) + len(o_ids)))
             seqs.append(p_ids + o_ids)
     width = max(map(len, seqs))
@@ -165,7 +163,7 @@ def _mc_text_batch(model: Model, prompts: list[str], items: list[Item], chat: bo
                     finish, row_item, torch.tensor([a - 1 for a, _ in spans]))
 
 
-def mc_batch(model: Model, items: list[Item], scoring: str, chat: bool) -> MCBatch:
+def mc_batch(model: Model, items: list[Item], scoring: Scoring, chat: bool) -> MCBatch:
     if scoring == "letter":
         return _mc_letter_batch(model, items, chat)
     fmt = mc_prompt if scoring == "text" else cloze_prompt
@@ -176,7 +174,7 @@ def mc_batch(model: Model, items: list[Item], scoring: str, chat: bool) -> MCBat
 MC_GENERATE_TOKENS = 200
 
 
-def _mc_generate(model: Model, items: list[Item], chat: bool, backend: str
+def _mc_generate(model: Model, items: list[Item], chat: bool, backend: BackendName
                  ) -> tuple[list[str], list[bool], list[str]]:
     """Multiple choice answered in words: greedy text after the lettered prompt, the letter
     taken from it (:func:`extract_letter`). Rows leave the batch once their text is final
@@ -203,7 +201,7 @@ def _mc_generate(model: Model, items: list[Item], chat: bool, backend: str
     return preds, correct, outs
 
 
-def mc_batches(model: Model, items: Sequence[Item], scoring: str, chat: bool,
+def mc_batches(model: Model, items: Sequence[Item], scoring: Scoring, chat: bool,
                batch_size: int) -> list[list[int]]:
     """Item indices in batches of similar prompt length (a stable sort by token count, then
     chunks of ``batch_size``): a left-padded batch costs its longest prompt times its rows,
@@ -219,14 +217,12 @@ def mc_batches(model: Model, items: Sequence[Item], scoring: str, chat: bool,
     return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
 
 
-def evaluation_batches(model: Model, task: Task, items: Sequence[Item], scoring: str,
-                       chat: bool, batch_size: int, batching: str = "length"
-                       ) -> list[list[int]]:
+def evaluation_batches(model: Model, task: Task, items: Sequence[Item], scoring: Scoring,
+                       chat: bool, batch_size: int) -> list[list[int]]:
     """The item indices of each batch :func:`evaluate` runs: multiple choice by prompt length
-    (:func:`mc_batches`; ``batching="items"``: consecutive items, as evaluations recorded
-    before length batching ran), generative tasks in item order. Evaluating one batch's items
+    (:func:`mc_batches`), generative tasks in item order. Evaluating one batch's items
     alone (``batch_size=len(batch)``) repeats that batch's computation exactly."""
-    if task.kind == "mc" and batching == "length":
+    if task.kind == "mc":
         return mc_batches(model, items, scoring, chat, batch_size)
     return [list(range(i, min(i + batch_size, len(items))))
             for i in range(0, len(items), batch_size)]
@@ -248,7 +244,7 @@ def gen_prompt(item: Item, shots: Sequence[tuple[str, str]], chat: bool) -> str:
 
 def evaluate(model: Model, task: Task, items: Sequence[Item] | None = None,
              n: int | None = None, seed: int = 0, chat: bool | None = None,
-             backend: str = "hf", batch_size: int = 16, scoring: str | None = None,
+             backend: BackendName = "hf", batch_size: int = 16, scoring: Scoring | None = None,
              shots: Sequence[tuple[str, str]] = (), progress: bool | None = None) -> EvalResult:
     """Accuracy of ``model`` (with any active steering) on ``task``.
 

@@ -9,7 +9,8 @@ import torch
 from tqdm.auto import tqdm
 
 from steerlab.errors import OptionError
-from steerlab.models import check_prompts
+from steerlab.options import BackendName
+from steerlab.validate import check_prompts
 
 if TYPE_CHECKING:
     from steerlab.models import Model
@@ -17,7 +18,7 @@ if TYPE_CHECKING:
 
 @torch.no_grad()
 def forward_logits(model: Model, prompts: Sequence[str], chat: bool | None = None,
-                   backend: str = "hf") -> torch.Tensor:
+                   backend: BackendName = "hf") -> torch.Tensor:
     """Logits (B, T, vocab) of a left-padded batch (row ``i`` ends at position ``T - 1``)."""
     enc = model.encode(check_prompts(prompts), chat=chat)
     return model.backend(backend).forward(enc)
@@ -25,7 +26,7 @@ def forward_logits(model: Model, prompts: Sequence[str], chat: bool | None = Non
 
 @torch.no_grad()
 def next_token_logits(model: Model, prompts: Sequence[str], chat: bool | None = None,
-                      backend: str = "hf", batch_size: int = 16) -> torch.Tensor:
+                      backend: BackendName = "hf", batch_size: int = 16) -> torch.Tensor:
     """(n_prompts, vocab) float32 logits of the token after each prompt."""
     prompts = check_prompts(prompts)
     out = [forward_logits(model, prompts[i:i + batch_size], chat, backend)[:, -1].float()
@@ -35,7 +36,7 @@ def next_token_logits(model: Model, prompts: Sequence[str], chat: bool | None = 
 
 @torch.no_grad()
 def generate(model: Model, prompts: Sequence[str] | str, max_new_tokens: int = 32,
-             chat: bool | None = None, backend: str = "hf", do_sample: bool = False,
+             chat: bool | None = None, backend: BackendName = "hf", do_sample: bool = False,
              temperature: float = 1.0, seed: int | None = None, batch_size: int = 16,
              progress: bool | None = None) -> list[str]:
     """Greedy (default) or seeded sampled completions, decoded, without the prompt.

@@ -32,14 +32,14 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
 
 from steerlab import __version__, _io
 from steerlab.errors import InvalidVectorError, LayerError, OptionError, VectorMismatchError
-from steerlab.options import APPLY_SCALE, SCALES, Scale, check
+from steerlab.options import APPLY_SCALE, SCALES, Scale, Site, check
 from steerlab.vectors import SITE, SteeringVector
 
 if TYPE_CHECKING:
@@ -165,7 +165,7 @@ def llama_cpp_command(path: str | Path, model_file: str | Path = "MODEL.gguf",
     return f"llama-cli -m {shlex.quote(str(model_file))} {flag}"
 
 
-def _add_provenance(writer: Any, vector: SteeringVector, coeff: float, scale: str,
+def _add_provenance(writer: Any, vector: SteeringVector, coeff: float, scale: Scale,
                     factors: dict[str, float]) -> None:
     writer.add_uint32(KEY + "format", FORMAT)
     writer.add_string(KEY + "model_id", vector.model_id)
@@ -271,7 +271,8 @@ def from_gguf(path: str | Path, model: Model | None = None, *,
     seed = fields.get(KEY + "seed")
     text = {k: str(fields.get(KEY + k, "")) for k in  # GGUFWriter drops empty strings
             ("model_id", "site", "method", "prompt_hash", "version")}
-    return SteeringVector(tensors, text["model_id"], d_model, text["site"], text["method"],
+    site = cast(Site, text["site"])  # SteeringVector refuses a site it cannot steer
+    return SteeringVector(tensors, text["model_id"], d_model, site, text["method"],
                           text["prompt_hash"], None if seed is None else int(seed), meta,
                           text["version"], ref_norms)
 

@@ -22,12 +22,15 @@ import torch
 from tqdm.auto import tqdm
 
 from steerlab import _io, engine
-from steerlab.cache import Activations, cache_activations, check_layers
+from steerlab.activations import Activations
+from steerlab.cache import cache_activations
 from steerlab.devices import dtype_name
 from steerlab.errors import EmptyInputError, OptionError
 from steerlab.evaluation import cloze_prompt, mc_batch
+from steerlab.options import BackendName, Site
 from steerlab.stats import accuracy, comparison_row, interval_side
 from steerlab.tasks import check_disjoint, extraction_prompts, get_task
+from steerlab.validate import check_layers
 from steerlab.vectors import diff_of_means, random_like, shuffled_diff_of_means, unit
 
 if TYPE_CHECKING:
@@ -53,7 +56,7 @@ class KindPlan:
     batching: the same key means the same cells)."""
 
     model: Model
-    backend: str
+    backend: BackendName
     target: str
     kind: str
     items: list[Item]
@@ -66,7 +69,7 @@ class KindPlan:
     pick: dict[str, torch.Tensor]
     source_acts: dict[str, Activations]
     vectors: dict[str, dict[int, torch.Tensor]]
-    site: str
+    site: Site
     config: dict[str, Any]
 
     @property
@@ -81,7 +84,7 @@ class KindPlan:
 
 
 def _inputs(model: Model, target: str, layers: Sequence[int] | int | None, n: int | None,
-            seed: int, source: str, n_source: int | None, backend: str, batch_size: int,
+            seed: int, source: str, n_source: int | None, backend: BackendName, batch_size: int,
             chat: bool | None) -> tuple[dict[str, Any], list[Item], list[str], list[str]]:
     """The run's config (see :func:`kind_config`), its target items and its reasoning and
     memorisation source prompts, every argument checked before anything runs."""
@@ -105,7 +108,7 @@ def _inputs(model: Model, target: str, layers: Sequence[int] | int | None, n: in
 
 def kind_config(model: Model, target: str = "memorisation-mc",
                 layers: Sequence[int] | int | None = None, n: int | None = None, seed: int = 0,
-                source: str = "shipped", n_source: int | None = None, backend: str = "hf",
+                source: str = "shipped", n_source: int | None = None, backend: BackendName = "hf",
                 batch_size: int = 16, chat: bool | None = None) -> dict[str, Any]:
     """What identifies a :func:`kind_patching` run (same arguments), checked, before anything
     runs: model, dtype, target, item ids, layers, seed, source and its sizes, chat, batching,
@@ -132,7 +135,7 @@ def recorded_dtype(model: Model, out: str | Path, **kwargs: Any) -> str | None:
 def plan_kind_patching(model: Model, target: str = "memorisation-mc",
                        layers: Sequence[int] | int | None = None, n: int | None = None,
                        seed: int = 0, source: str = "shipped", n_source: int | None = None,
-                       backend: str = "hf", batch_size: int = 16,
+                       backend: BackendName = "hf", batch_size: int = 16,
                        chat: bool | None = None) -> KindPlan:
     """The :class:`KindPlan` of :func:`kind_patching` (same arguments): items, sources and
     their activations, the directions; the input checked before anything runs."""
@@ -224,7 +227,7 @@ def recorded_batches(key: str, out: str | Path) -> dict[int, dict[str, Any]]:
 def kind_patching(model: Model, target: str = "memorisation-mc",
                   layers: Sequence[int] | int | None = None, n: int | None = None,
                   seed: int = 0, source: str = "shipped", n_source: int | None = None,
-                  backend: str = "hf", batch_size: int = 16, chat: bool | None = None,
+                  backend: BackendName = "hf", batch_size: int = 16, chat: bool | None = None,
                   progress: bool | None = None, out: str | Path | None = None) -> pd.DataFrame:
     """The seed replication's missing controls: reasoning-prompt activations patched into
     memorisation prompts (``target="memorisation-mc"``), or memorisation activations into

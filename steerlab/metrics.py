@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING
 import torch
 
 from steerlab.errors import OptionError
+from steerlab.padding import at_last, mask_of
+from steerlab.tokens import answer_token_id
 
 if TYPE_CHECKING:
     from steerlab.models import Model
@@ -46,18 +48,10 @@ class Metric:
 
 
 def answer_token_ids(model: Model, answers: Sequence[str | int]) -> torch.Tensor:
-    """The one answer-token rule: one token id per answer, an int as is, a string by its first
-    token with the leading space a continuation would have (unless it starts with one)."""
-    ids = []
-    for a in answers:
-        if isinstance(a, int):
-            ids.append(a)
-            continue
-        toks = model.tokenizer.encode(a if a.startswith(" ") else " " + a,
-                                      add_special_tokens=False)
-        if not toks:
-            raise OptionError(f"Answer {a!r} has no tokens.")
-        ids.append(toks[0])
+    """One token id per answer: an int as is, a string by :func:`steerlab.tokens.
+    answer_token_id` (the one answer-token rule: its first word token as a continuation, with
+    the leading space a continuation has)."""
+    ids = [a if isinstance(a, int) else answer_token_id(model, a) for a in answers]
     return torch.tensor(ids, dtype=torch.long)
 
 
@@ -107,5 +101,4 @@ def as_metric(metric: Metric | Callable[[torch.Tensor, torch.Tensor], torch.Tens
 def last_logits(logits: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """(rows, vocab) float32 logits at each row's last real token of right-padded rows of
     ``lengths`` tokens."""
-    rows = torch.arange(len(lengths), device=logits.device)
-    return logits[rows, lengths.to(logits.device) - 1].float()
+    return at_last(logits, mask_of(lengths, logits.shape[1])).float()

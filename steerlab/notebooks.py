@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from steerlab.embedded import EMBEDDED
 from steerlab.figures import figures_dir
-from steerlab.models import EMBEDDED
-from steerlab.options import env_flag
+from steerlab.options import Scoring, env_flag
 
 __all__ = ["figures_dir", "recompute", "results_root", "run", "settings", "smoke", "sync"]
 
@@ -117,7 +117,7 @@ def summary_path(model: str, what: str, measured: bool = False) -> Path:
     return path
 
 
-def replication_dir(model: str, scoring: str = "letter") -> Path:
+def replication_dir(model: str, scoring: Scoring = "letter") -> Path:
     """Where the seed-protocol replication of ``model`` is kept (``steerlab replicate --out``
     in the README): ``results/replication_<model>/`` for letter scoring,
     ``results/replication_<model>_<scoring>/`` for another (``results/smoke/...`` under the

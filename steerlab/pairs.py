@@ -13,8 +13,9 @@ import torch
 
 from steerlab.errors import EmptyInputError
 from steerlab.metrics import last_logits, logit_diff
-from steerlab.models import check_prompts
+from steerlab.options import BackendName
 from steerlab.stats import accuracy
+from steerlab.validate import check_prompts
 
 if TYPE_CHECKING:
     from steerlab.models import Model
@@ -103,7 +104,7 @@ def fact_pairs(model: Model, facts: Sequence[tuple[str, str]], n: int | None = N
 
 
 def pair_behaviour(model: Model, pairs: FactPairs, chat: bool | None = None,
-                   backend: str = "hf") -> pd.DataFrame:
+                   backend: BackendName = "hf") -> pd.DataFrame:
     """Does the model get the facts right at all? Per pair: logit(correct) - logit(incorrect)
     on the clean and on the corrupted prompt. ``.attrs``: the share of clean prompts that
     prefer the right answer and of corrupted prompts that prefer the corrupting one, each an

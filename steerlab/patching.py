@@ -28,12 +28,13 @@ from tqdm.auto import tqdm
 
 from steerlab import engine
 from steerlab.backends.base import check_site
-from steerlab.cache import cache_sites, check_layers
+from steerlab.cache import cache_sites
 from steerlab.errors import OptionError
 from steerlab.metrics import Metric, as_metric, last_logits
-from steerlab.options import DIRECTIONS
+from steerlab.options import DIRECTIONS, BackendName, Direction, Site
 from steerlab.pairs import prompt_pairs, shared_prefix
 from steerlab.stats import bootstrap_mean_ci
+from steerlab.validate import check_layers
 
 if TYPE_CHECKING:
     from steerlab.models import Model
@@ -61,11 +62,11 @@ class PatchResult:
 
     frame: pd.DataFrame
     tensor: torch.Tensor
-    site: str
+    site: Site
     layers: list[int]
     positions: list[int] | str
     heads: list[int] | None
-    direction: str
+    direction: Direction
     metric: str
     clean: float
     corrupted: float
@@ -81,9 +82,9 @@ class PatchResult:
                 "ci_high": float(row["ci_high"])}
 
 
-def result(values: np.ndarray, cells: list[tuple[int, int, int]], site: str,
+def result(values: np.ndarray, cells: list[tuple[int, int, int]], site: Site,
             layers: list[int], positions: list[int] | str, heads: list[int] | None,
-            direction: str, metric: Metric, clean: float, corrupted: float,
+            direction: Direction, metric: Metric, clean: float, corrupted: float,
             tokens: list[str], seed: int, meta: dict[str, Any]) -> PatchResult:
     """The :class:`PatchResult` of ``values`` (n_pairs, n_cells; NaN where a pair lacks the
     cell): per-cell means with bootstrap intervals across pairs, and the map tensor."""
@@ -120,9 +121,9 @@ def patch_cells(layers: list[int], positions: list[int] | str, heads: list[int] 
     return [(l, p, h) for l in layers for p in pos for h in hs]
 
 
-def check_options(model: Model, site: str, layers: Sequence[int] | int | None,
+def check_options(model: Model, site: Site, layers: Sequence[int] | int | None,
                   positions: Sequence[int] | str | None, heads: Sequence[int] | None,
-                  direction: str, backend: str, width: int
+                  direction: Direction, backend: BackendName, width: int
                   ) -> tuple[list[int], list[int] | str, list[int] | None]:
     """The layers, positions and heads to patch, each checked against the model and the
     prompts' ``width``; an unknown site or direction is refused."""
@@ -177,11 +178,11 @@ def _patch_fn(src: torch.Tensor, rows: torch.Tensor, pairs: torch.Tensor, pos: t
 
 def activation_patching(model: Model, clean: Sequence[str], corrupted: Sequence[str],
                         metric: Metric | Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-                        site: str = "resid_pre", layers: Sequence[int] | int | None = None,
+                        site: Site = "resid_pre", layers: Sequence[int] | int | None = None,
                         positions: Sequence[int] | str | None = None,
-                        heads: Sequence[int] | None = None, direction: str = "denoise",
-                        backend: str = "hf", batch_cells: int = 32, chat: bool | None = None,
-                        seed: int = 0, progress: bool | None = None,
+                        heads: Sequence[int] | None = None, direction: Direction = "denoise",
+                        backend: BackendName = "hf", batch_cells: int = 32,
+                        chat: bool | None = None, seed: int = 0, progress: bool | None = None,
                         fast: bool = True) -> PatchResult:
     """Patch every (layer, position[, head]) cell of ``site`` between paired prompts.
 
@@ -260,7 +261,7 @@ def activation_patching(model: Model, clean: Sequence[str], corrupted: Sequence[
                    {"backend": backend, "n_pairs": n, "shared_prefix": prefix.on})
 
 
-def _run_chunk(be: Any, m: Metric, lengths: torch.Tensor, site: str, layer: int,
+def _run_chunk(be: Any, m: Metric, lengths: torch.Tensor, site: Site, layer: int,
                src: torch.Tensor, cells: list[tuple[int, int, int]],
                chunk: list[tuple[int, int]], prefix: engine.Prefix) -> torch.Tensor:
     """Metric values of one forward whose rows each patch one (cell, pair) of ``layer``."""

@@ -7,8 +7,8 @@ draw), a training run (``results/train_*``), the evaluations of notebook 05
 (``results/train_*/evaluations.jsonl``) or notebook 07's kind patching
 (``results/kind_patching_*.jsonl``). Each knows the dtype it was computed in: a sweep's
 journal key holds it (:func:`steerlab.sweeps.recorded_dtype`), a training checkpoint's meta
-holds it (:func:`steerlab.train.run_dtype`), an evaluation row and a kind-patching batch hold
-it (:func:`steerlab.kinds.recorded_dtype`). The notebooks read
+holds it (:func:`steerlab.train_journal.run_dtype`), an evaluation row and a kind-patching
+batch hold it (:func:`steerlab.kinds.recorded_dtype`). The notebooks read
 every recording through this module:
 
 * the model is loaded in the recording's dtype, whatever the machine's default
@@ -17,8 +17,8 @@ every recording through this module:
 * each reused recording is **spot-checked**: one randomly drawn recorded cell (or evaluated
   condition, or training step) is computed again, in the recorded dtype, on one batch of its
   items exactly as the recording batched them, and compared with the journal item by item
-  (:data:`TOLERANCE` differing items allowed: none). The terminal and the notebook get one
-  line per check (:class:`SpotCheck`); a check that fails raises :class:`SpotCheckError`.
+  (:data:`steerlab.spotcheck.TOLERANCE` differing items allowed: none). The terminal and the
+  notebook get one line per check (:mod:`steerlab.spotcheck`); a check that fails raises.
   ``$STEERLAB_SPOT_SEED`` fixes the draws (the line names the seed it used);
 * what is not recorded is computed (with a line saying so and the sweep's progress bar).
 
@@ -29,13 +29,9 @@ machine's default dtype, and ``results/`` stays as it is.
 
 from __future__ import annotations
 
-import os
-import random
-import secrets
 import time
 from collections.abc import Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -47,7 +43,6 @@ from steerlab.cells import can_share_prefix, evaluate_cells
 from steerlab.conditions import compare_conditions, condition_key, evaluate_condition
 from steerlab.console import say
 from steerlab.devices import dtype_name
-from steerlab.errors import SteerlabError
 from steerlab.evaluation import evaluate, evaluation_batches
 from steerlab.kinds import (
     KIND_CONDITIONS,
@@ -62,6 +57,15 @@ from steerlab.kinds import (
 from steerlab.kinds import recorded_dtype as kind_dtype
 from steerlab.models import load_model
 from steerlab.replication import protocol_config
+from steerlab.spotcheck import (
+    TRAIN_RTOL,
+    SpotCheck,
+    SpotCheckError,
+    compare,
+    draw,
+    report,
+    shown,
+)
 from steerlab.steering import steer
 from steerlab.sweep_journal import NO_LETTER, answered
 from steerlab.sweeps import (
@@ -74,7 +78,8 @@ from steerlab.sweeps import (
     sweep,
 )
 from steerlab.tasks import get_task
-from steerlab.train import JOURNAL, _checkpoint_step, replay, replayable, run_dtype, train_rloo
+from steerlab.train import replay, replayable, train_rloo
+from steerlab.train_journal import JOURNAL, checkpoint_step, run_dtype
 
 if TYPE_CHECKING:
     from steerlab.models import Model
@@ -82,81 +87,9 @@ if TYPE_CHECKING:
     from steerlab.tasks import Item
     from steerlab.vectors import SteeringVector
 
-__all__ = ["TOLERANCE", "Evaluations", "SpotCheck", "SpotCheckError", "check_evaluation",
-           "check_kind_patching", "check_sweep", "check_training", "load_in",
-           "recorded_kind_patching", "recorded_protocol", "recorded_sweep", "recorded_training",
-           "spot_seed"]
-
-#: the environment variable that fixes the spot checks' random draws
-SEED_ENV = "STEERLAB_SPOT_SEED"
-#: items of a recomputed batch allowed to differ from the journal (per-item answers)
-TOLERANCE = 0
-#: relative tolerance of a replayed training step's float fields (loss, norms); rewards,
-#: token counts and the sampled text must be equal
-TRAIN_RTOL = 1e-3
-
-
-class SpotCheckError(SteerlabError, AssertionError):
-    """A recording that does not reproduce: the recomputed batch differs from the journal."""
-
-
-def spot_seed() -> int:
-    """The seed of this run's spot checks: ``$STEERLAB_SPOT_SEED``, else a fresh random one."""
-    value = os.environ.get(SEED_ENV)
-    return int(value) if value else secrets.randbelow(1_000_000)
-
-
-def _draw(label: str, seed: int | None = None) -> tuple[random.Random, int]:
-    seed = spot_seed() if seed is None else seed
-    return random.Random(f"{seed}:{label}"), seed
-
-
-def shown(path: str | Path) -> str:
-    """``path`` relative to the repository when inside it (as the terminal shows it)."""
-    path = Path(path).resolve()
-    repo = Path(__file__).resolve().parent.parent
-    return str(path.relative_to(repo)) if path.is_relative_to(repo) else str(path)
-
-
-@dataclass
-class SpotCheck:
-    """One spot check: which recording, what was drawn and computed again, in which dtype,
-    and how many of the compared per-item answers (or fields) differ."""
-
-    recording: str
-    drawn: str
-    dtype: str
-    compared: int
-    differ: list[str]
-    seconds: float
-    seed: int
-    what: str = "per-item answers"
-    tolerance: int = TOLERANCE
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return len(self.differ) <= self.tolerance
-
-    def line(self) -> str:
-        status = "passed" if self.ok else "FAILED"
-        same = self.compared - len(self.differ)
-        return (f"spot check {status}: {self.recording} ({self.dtype}), {self.drawn}: computed "
-                f"again in {self.seconds:.0f} s, {same}/{self.compared} {self.what} as "
-                f"recorded (seed {self.seed}; {SEED_ENV}={self.seed} repeats the draw)")
-
-
-def report(check: SpotCheck) -> SpotCheck:
-    """Print the check's line (notebook and terminal); raise :class:`SpotCheckError` when it
-    failed, naming what differs."""
-    say(check.line())
-    if not check.ok:
-        detail = "; ".join(check.differ[:8]) + (" ..." if len(check.differ) > 8 else "")
-        raise SpotCheckError(f"{check.line()}\nDiffers: {detail}\nThe recording does not "
-                             "reproduce on this machine: recompute it (make run-all, or delete "
-                             "it) or find what changed.")
-    return check
-
+__all__ = ["Evaluations", "check_evaluation", "check_kind_patching", "check_sweep",
+           "check_training", "load_in", "recorded_kind_patching", "recorded_protocol",
+           "recorded_sweep", "recorded_training"]
 
 def load_in(name: str, dtype: str, model: Model | None = None, why: str = "") -> Model:
     """``model`` when it is already ``name`` in ``dtype``; else ``name`` loaded in ``dtype``
@@ -166,12 +99,6 @@ def load_in(name: str, dtype: str, model: Model | None = None, why: str = "") ->
         return model
     say(f"loading {name} in {dtype}{': ' + why if why else ''}")
     return load_model(name, dtype=dtype)
-
-
-def _compare(recorded: Sequence[str], got: Sequence[str], idx: Sequence[int],
-             what: str) -> list[str]:
-    return [f"item {i}: {what} recorded {r!r}, now {g!r}"
-            for i, r, g in zip(idx, recorded, got, strict=True) if r != g]
 
 
 # --- sweeps and replications ------------------------------------------------------------------
@@ -190,16 +117,16 @@ def check_sweep(model: Model, config: SweepConfig, out: str | Path,
     choice, the answered letters) compared with the journal, and the added norm to 0.1%."""
 
     plan = plan_sweep(model, config)
-    rows, batching = recorded_rows(model, config, out)
+    rows = recorded_rows(model, config, out)
     if not rows:
         raise SpotCheckError(f"{shown(out)} holds no row of this sweep in "
                              f"{plan.key.dtype}: nothing to check.")
-    rng, seed = _draw(f"{shown(out)}", seed)
+    rng, seed = draw(f"{shown(out)}", seed)
     row = rng.choice(sorted(rows, key=lambda r: (r["method"], r["layer"], r["coeff"])))
     cfg = plan.config
     scoring = cfg.scoring or plan.task.scoring
     batches = evaluation_batches(model, plan.task, plan.items, scoring, plan.chat,
-                                 cfg.batch_size, batching)
+                                 cfg.batch_size)
     generated = plan.task.kind != "mc" or scoring == "generate"
     smallest = min(len(b) for b in batches)
     b = rng.choice([i for i, bt in enumerate(batches) if not generated or len(bt) == smallest])
@@ -239,11 +166,11 @@ def check_sweep(model: Model, config: SweepConfig, out: str | Path,
         with steer(model, vec, backend=cfg.backend, **how) if vec is not None \
                 else nullcontext():
             res = evaluate(model, plan.task, **ev)
-    differ += _compare([row["correct"][i] for i in idx],
+    differ += compare([row["correct"][i] for i in idx],
                        ["1" if c else "0" for c in res.correct], idx, "correct")
     if row.get("answered") and res.predictions:
         what.insert(1, "answered letters")
-        differ += _compare([row["answered"][i] for i in idx],
+        differ += compare([row["answered"][i] for i in idx],
                            list(answered(items, res.predictions)), idx,
                            f"answered letter ({NO_LETTER}: none)")
     compared = len(idx) * (1 + ("answered letters" in what)) + ("the added norm (to 0.1%)" in what)
@@ -293,7 +220,7 @@ def recorded_protocol(name: str, out: str | Path, draws: int, progress: bool = T
     frames = [sweep(model, c, out=p, progress=progress).assign(draw=d)
               for d, (c, p) in enumerate(zip(configs, paths, strict=True))]
     if not missing:
-        rng, _ = _draw(f"{shown(out)}:draw")
+        rng, _ = draw(f"{shown(out)}:draw")
         d = rng.randrange(draws)
         check_sweep(model, configs[d], paths[d])
     return model, pd.concat(frames, ignore_index=True)
@@ -310,7 +237,7 @@ def check_evaluation(model: Model, row: dict[str, Any], vec: SteeringVector | No
     compared with the row."""
 
     task = get_task(row["task"])
-    rng, seed = _draw(f"{shown(journal)}:{row['key']}", seed)
+    rng, seed = draw(f"{shown(journal)}:{row['key']}", seed)
     batches = evaluation_batches(model, task, items, task.scoring, model.uses_chat(None),
                                  int(row["batch_size"]))
     b = rng.randrange(len(batches))
@@ -320,10 +247,10 @@ def check_evaluation(model: Model, row: dict[str, Any], vec: SteeringVector | No
     say(f"spot check of {shown(journal)} ({row['dtype']}): computing {drawn} again")
     t0 = time.perf_counter()
     res = evaluate_condition(model, task, [items[i] for i in idx], vec, len(idx))
-    differ = _compare([row["correct"][i] for i in idx], ["1" if c else "0" for c in res.correct],
+    differ = compare([row["correct"][i] for i in idx], ["1" if c else "0" for c in res.correct],
                       idx, "correct")
     if row.get("predictions"):
-        differ += _compare([row["predictions"][i] for i in idx], list(res.predictions), idx,
+        differ += compare([row["predictions"][i] for i in idx], list(res.predictions), idx,
                            "answer")
     return report(SpotCheck(shown(journal), drawn, row["dtype"], 2 * len(idx), differ,
                             time.perf_counter() - t0, seed,
@@ -361,7 +288,7 @@ class Evaluations:
             say(f"{shown(self.journal)}: every condition was evaluated in this run; nothing "
                 "reused, nothing to spot-check")
             return None
-        rng, seed = _draw(f"{shown(self.journal)}:condition", seed)
+        rng, seed = draw(f"{shown(self.journal)}:condition", seed)
         row, vec, items = rng.choice(self.reused)
         return check_evaluation(model, row, vec, items, self.journal, seed)
 
@@ -379,7 +306,7 @@ def recorded_training(name: str, cfg: Any, out_dir: str | Path, progress: bool =
     dtype = run_dtype(out)
     model = load_in(name, dtype, why=f"the dtype {shown(out)} was trained in") \
         if dtype is not None else load_model(name)
-    done = _checkpoint_step(out) or 0
+    done = checkpoint_step(out) or 0
     if done < cfg.steps:
         say(f"{shown(out)}: {done} of {cfg.steps} steps recorded: training the rest")
     run = train_rloo(model, cfg, out, progress=progress)
@@ -396,7 +323,7 @@ def check_training(model: Model, out_dir: str | Path, seed: int | None = None,
     and sampled text exactly, its loss and norms to :data:`TRAIN_RTOL`)."""
 
     out = Path(out_dir)
-    rng, seed = _draw(f"{shown(out)}:step", seed)
+    rng, seed = draw(f"{shown(out)}:step", seed)
     kind, step = rng.choice(replayable(out))
     row = next(r for r in _io.read_jsonl(out / JOURNAL) if r["step"] == step)
     drawn = (f"dev accuracy at step {step}" if kind == "dev"
@@ -462,7 +389,7 @@ def check_kind_patching(model: Model, target: str, out: str | Path,
     if not batches:
         raise SpotCheckError(f"{shown(out)} holds no batch of kind patching on {target} in "
                              f"{plan.config['dtype']}: nothing to check.")
-    rng, seed = _draw(f"{shown(out)}:{target}", seed)
+    rng, seed = draw(f"{shown(out)}:{target}", seed)
     start = rng.choice(sorted(batches))
     cells = [None] + [(l, c) for l in plan.layers for c in KIND_CONDITIONS]
     cell = rng.choice(cells)
@@ -475,9 +402,9 @@ def check_kind_patching(model: Model, target: str, out: str | Path,
     t0 = time.perf_counter()
     got = kind_cells(plan, start, [] if cell is None else [cell], base=cell is None)[name]
     row = batches[start][name]
-    differ = _compare([str(c) for c in row["chosen"]], [str(c) for c in got["chosen"]], idx,
+    differ = compare([str(c) for c in row["chosen"]], [str(c) for c in got["chosen"]], idx,
                       "chosen option")
-    differ += _compare([str(c) for c in row["correct"]], [str(c) for c in got["correct"]], idx,
+    differ += compare([str(c) for c in row["correct"]], [str(c) for c in got["correct"]], idx,
                        "correct")
     what = "chosen options and correctness"
     compared = 2 * len(idx)

@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from steerlab.backends.base import WHEN, Handles, Site, check_site
-from steerlab.cache import check_layers
 from steerlab.errors import InvalidVectorError, OptionError, VectorMismatchError
-from steerlab.options import APPLY_SCALE, MODES, SCALES, Mode, Scale, check
+from steerlab.options import APPLY_SCALE, MODES, SCALES, BackendName, Mode, Scale, When, check
+from steerlab.validate import check_layers
 from steerlab.vectors import SITE, SteeringVector, unit
 
 if TYPE_CHECKING:
@@ -33,7 +33,7 @@ class SteeringHandle(Handles):
     the end of a ``with`` block."""
 
 
-def _make_steer_fn(v: torch.Tensor, coeff: float, mode: str):
+def _make_steer_fn(v: torch.Tensor, coeff: float, mode: Mode):
     cache: dict[tuple[torch.dtype, torch.device], torch.Tensor] = {}
     direction = unit(v)
 
@@ -61,7 +61,7 @@ class RowSteering(SteeringHandle):
     (:func:`steerlab.engine.greedy`'s ``on_rows``)."""
 
     def __init__(self, model: Model, rows: torch.Tensor, layer: int | Sequence[int],
-                 positions: str, backend: str) -> None:
+                 positions: When, backend: BackendName) -> None:
         if rows.ndim != 2 or rows.shape[1] != model.d_model:
             raise VectorMismatchError(f"Row vectors have shape {tuple(rows.shape)}, but "
                                       f"{model.name} needs (rows, {model.d_model}).")
@@ -149,7 +149,7 @@ def _resolve(model: Model, vector: SteeringVector | torch.Tensor,
     return {l: d * coeff if mode == "add" else vector for l in use}
 
 
-def _sites(vector: SteeringVector | torch.Tensor, site: str | Sequence[str] | None,
+def _sites(vector: SteeringVector | torch.Tensor, site: Site | Sequence[str] | None,
            any_site: bool) -> tuple[str, ...]:
     """The sites to steer: the vector's own unless ``site`` says otherwise; a SteeringVector
     made at one site is refused at another unless ``any_site=True``."""
@@ -172,8 +172,8 @@ def _sites(vector: SteeringVector | torch.Tensor, site: str | Sequence[str] | No
 
 def add_steering(model: Model, vector: SteeringVector | torch.Tensor,
                  layers: Sequence[int] | int | None = None, coeff: float = 1.0,
-                 positions: str = "all", mode: Mode = "add", backend: str = "hf",
-                 strict_model: bool = True, site: str | Sequence[str] | None = None,
+                 positions: When = "all", mode: Mode = "add", backend: BackendName = "hf",
+                 strict_model: bool = True, site: Site | Sequence[str] | None = None,
                  from_layer: int | None = None, any_site: bool = False,
                  scale: Scale = APPLY_SCALE) -> SteeringHandle:
     """Register steering hooks and return their handle (call ``.remove()`` when done).
@@ -228,8 +228,8 @@ def add_steering(model: Model, vector: SteeringVector | torch.Tensor,
 @contextmanager
 def steer(model: Model, vector: SteeringVector | torch.Tensor,
           layers: Sequence[int] | int | None = None, coeff: float = 1.0,
-          positions: str = "all", mode: Mode = "add", backend: str = "hf",
-          strict_model: bool = True, site: str | Sequence[str] | None = None,
+          positions: When = "all", mode: Mode = "add", backend: BackendName = "hf",
+          strict_model: bool = True, site: Site | Sequence[str] | None = None,
           from_layer: int | None = None, any_site: bool = False, scale: Scale = APPLY_SCALE
           ) -> Iterator[SteeringHandle]:
     """Context manager form of :func:`add_steering`; hooks come off when the block exits.
@@ -248,7 +248,7 @@ def steer(model: Model, vector: SteeringVector | torch.Tensor,
 
 def hong_projection(model: Model, vector: SteeringVector | torch.Tensor, from_layer: int,
                     coeff: float, layers: Sequence[int] | int | None = None,
-                    sites: Sequence[str] = HONG_SITES, backend: str = "hf",
+                    sites: Sequence[str] = HONG_SITES, backend: BackendName = "hf",
                     strict_model: bool = True) -> SteeringHandle:
     """Hong et al.'s intervention exactly: with r̂ the unit direction of ``vector`` at
     ``from_layer``, ``h <- h + coeff (h . r̂) r̂`` at each of ``sites`` (default: the block

@@ -18,7 +18,7 @@ import pandas as pd
 from steerlab import _io
 from steerlab.errors import SteerlabError
 from steerlab.evaluation import EvalResult
-from steerlab.options import Scale
+from steerlab.options import BackendName, Mode, Reduction, Scale, Scope, Scoring
 from steerlab.stats import comparison_row
 from steerlab.tasks import LETTERS, Item
 from steerlab.vectors import SteeringVector
@@ -32,6 +32,9 @@ class SweepKey:
     """Everything that decides a sweep's numbers (its hash keys the resumable journal).
 
     ``layers`` are the sorted steering layers, ``shots`` the few-shot examples per prompt.
+    Multiple-choice items are scored in batches by prompt length
+    (:func:`steerlab.evaluation.mc_batches`); batch shapes move the last bits of the logits,
+    so a change of that rule would need a field here.
     """
 
     model_id: str
@@ -39,37 +42,21 @@ class SweepKey:
     task: str
     n: int
     seed: int
-    scale: str
+    scale: Scale
     extract_from: str
     extract_n: int | None
-    reduction: str
+    reduction: Reduction
     chat: bool
-    scoring: str | None
-    backend: str
+    scoring: Scoring | None
+    backend: BackendName
     layers: tuple[int, ...]
     shots: int
-    mode: str = "add"
-    scope: str = "layer"
-    #: how multiple-choice items are batched (``length``: by prompt length,
-    #: :func:`steerlab.evaluation.mc_batches`); batch shapes move the last bits of the logits,
-    #: so journals recorded under the earlier item-order batching do not share rows
-    batching: str = "length"
+    mode: Mode
+    scope: Scope
 
     def key(self) -> str:
-        """12 hex digits of the hash of every field (``mode``/``scope`` only when not the
-        defaults, so sweeps recorded before they existed keep their keys)."""
-        d = asdict(self)
-        if d["mode"] == "add" and d["scope"] == "layer":
-            del d["mode"], d["scope"]
-        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
-
-    def legacy_key(self) -> str:
-        """The key the same sweep had before the key held the layers, the few-shot count and
-        the batching (the first twelve fields): its rows were scored in batches of consecutive
-        items (``batching="items"``) and are read only as a whole grid (:func:`recorded_rows`)."""
-        d = {k: v for k, v in asdict(self).items() if k not in (
-            "layers", "shots", "mode", "scope", "batching")}
-        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+        """12 hex digits of the hash of every field."""
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
 
 
 @dataclass
@@ -175,16 +162,6 @@ def result_of(row: dict, task: str, model_id: str, items: Sequence[Item]) -> Eva
                       row["chance"])
 
 
-def rows_of(recorded: list[dict], key: SweepKey, grid: set[tuple[str, int, float]]
-            ) -> tuple[list[dict], str]:
-    """The rows of ``recorded`` that belong to the sweep ``key`` whose cells are ``grid``,
-    and the batching they were scored with: rows under the key itself, else a whole grid
-    recorded under :meth:`SweepKey.legacy_key` (``items`` batching), else none."""
-    rows = [r for r in recorded if r.get("config") == key.key()]
-    if rows or key.mode != "add" or key.scope != "layer":
-        return rows, key.batching
-    legacy = [r for r in recorded if r.get("config") == key.legacy_key()]
-    cells = {(r["method"], r["layer"], float(r["coeff"])): r for r in legacy}
-    if legacy and grid <= set(cells):  # a whole grid, never mixed with new cells
-        return [cells[c] for c in sorted(grid, key=str)], "items"
-    return [], key.batching
+def rows_of(recorded: list[dict], key: SweepKey) -> list[dict]:
+    """The rows of ``recorded`` that belong to the sweep ``key``."""
+    return [r for r in recorded if r.get("config") == key.key()]

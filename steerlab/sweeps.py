@@ -58,7 +58,6 @@ import pandas as pd
 import torch
 
 from steerlab import _io
-from steerlab.cache import check_layers
 from steerlab.cells import cells_per_batch, evaluate_cells
 from steerlab.console import progress as progress_bar
 from steerlab.devices import DTYPE_NAMES, dtype_name
@@ -73,10 +72,13 @@ from steerlab.options import (
     SCALES,
     SCOPES,
     SCORINGS,
+    BackendName,
     Method,
     Mode,
+    Reduction,
     Scale,
     Scope,
+    Scoring,
     check,
 )
 from steerlab.reports import table_of
@@ -94,6 +96,7 @@ from steerlab.sweep_journal import (
     write_parquet,
 )
 from steerlab.tasks import Item, Task, get_task, shots
+from steerlab.validate import check_layers
 from steerlab.vectors import extract_pair, vector_from_pair
 
 if TYPE_CHECKING:
@@ -144,10 +147,10 @@ class SweepConfig:
     scale: Scale = COMPARE_SCALE
     extract_from: str | None = None
     extract_n: int | None = None
-    reduction: str = "last"
+    reduction: Reduction = "last"
     chat: bool | None = None
-    scoring: str | None = None
-    backend: str = "hf"
+    scoring: Scoring | None = None
+    backend: BackendName = "hf"
     batch_size: int = 16
     mode: Mode = "add"
     scope: Scope = "layer"
@@ -177,8 +180,8 @@ class SweepConfig:
 
 def build_vectors(model: Model, task: Task, layers: Sequence[int], methods: Sequence[str],
                   seed: int = 0, extract_from: str | None = None, extract_n: int | None = None,
-                  reduction: str = "last", chat: bool | None = None, batch_size: int = 16,
-                  backend: str = "hf", eval_items: Sequence[Any] = ()) -> SweepVectors:
+                  reduction: Reduction = "last", chat: bool | None = None, batch_size: int = 16,
+                  backend: BackendName = "hf", eval_items: Sequence[Any] = ()) -> SweepVectors:
     """Extract the steering vector and its controls on prompts disjoint from ``eval_items``
     (:func:`steerlab.vectors.extract_pair` then :func:`~steerlab.vectors.vector_from_pair`).
 
@@ -253,15 +256,14 @@ def _grid(plan: SweepPlan) -> set[tuple[str, int, float]]:
 
 
 def recorded_rows(model: Model, config: SweepConfig, out: str | Path | None,
-                  dtype: str | None = None) -> tuple[list[dict], str]:
+                  dtype: str | None = None) -> list[dict]:
     """The journal rows at ``out`` of the sweep ``config`` of ``model`` (in ``dtype``, default
-    the model's), and the batching they were scored with (``length``, or ``items`` for a
-    whole grid recorded under :meth:`SweepKey.legacy_key`)."""
+    the model's)."""
     if out is None:
-        return [], "length"
+        return []
     plan = plan_sweep(model, config)
     key = replace(plan.key, dtype=dtype or plan.key.dtype)
-    return rows_of(_io.read_jsonl(journal_path(out)), key, _grid(plan))
+    return rows_of(_io.read_jsonl(journal_path(out)), key)
 
 
 def missing_cells(model: Model, config: SweepConfig, out: str | Path | None,
@@ -269,7 +271,7 @@ def missing_cells(model: Model, config: SweepConfig, out: str | Path | None,
     """How many cells of the sweep (the baseline included) its journal at ``out`` lacks in
     ``dtype`` (default: the model's); 0: the sweep is recorded whole."""
     plan = plan_sweep(model, config)
-    rows, _ = recorded_rows(model, config, out, dtype)
+    rows = recorded_rows(model, config, out, dtype)
     return len(_grid(plan) - {(r["method"], r["layer"], float(r["coeff"])) for r in rows})
 
 
@@ -280,7 +282,7 @@ def recorded_dtype(model: Model, config: SweepConfig, out: str | Path) -> str | 
     rows; None when the journal holds no row of this sweep in any dtype."""
     own = plan_sweep(model, config).key.dtype
     for dtype in (own, *DTYPE_NAMES):
-        if recorded_rows(model, config, out, dtype)[0]:
+        if recorded_rows(model, config, out, dtype):
             return dtype
     return None
 
@@ -322,7 +324,7 @@ def sweep(model: Model, config: SweepConfig | Task | str,
     mc_items = None if gen else items  # whose answered letters the journal keeps
     journal = journal_path(out) if out is not None else None
     recorded = _io.read_jsonl(journal) if journal else []
-    rows, _ = rows_of(recorded, cfg, _grid(plan))
+    rows = rows_of(recorded, cfg)
     if journal is not None and recorded and not rows:
         _warn_other_dtype(recorded, cfg, plan, journal)
     done = {(r["method"], r["layer"], r["coeff"]): r for r in rows}
@@ -467,7 +469,7 @@ def _warn_other_dtype(recorded: list[dict], cfg: SweepKey, plan: SweepPlan,
     the machine: bf16 on a CPU with fast bf16, fp32 elsewhere) is recomputed, not reused: say
     so, and how to reuse it (:func:`steerlab.recordings.recorded_sweep` does)."""
     for other in DTYPE_NAMES:
-        if other != cfg.dtype and rows_of(recorded, replace(cfg, dtype=other), _grid(plan))[0]:
+        if other != cfg.dtype and rows_of(recorded, replace(cfg, dtype=other)):
             warnings.warn(f"{journal} holds this sweep recorded in {other}; the model here is "
                           f"{cfg.dtype}, so it is computed again. To reuse the recorded cells, "
                           f"load the model with dtype={other!r} (or set "

@@ -23,7 +23,7 @@ from steerlab.benchmarks import (
 )
 from steerlab.data import PromptItem, load_prompt_set, questions
 from steerlab.errors import OptionError, SteerlabError
-from steerlab.options import SCORINGS, check
+from steerlab.options import SCORINGS, Scoring, check
 
 LETTERS = "ABCDEFGHIJ"
 
@@ -64,7 +64,7 @@ class Task:
     load_items: Callable[[], list[Item]] = lambda: []  # noqa: E731 - evaluation items
     extract_from: str = "shipped"  # which pair of prompt sets vectors come from
     max_new_tokens: int = 48
-    scoring: str = "letter"  # multiple choice: letter, text or cloze (see evaluate.evaluate)
+    scoring: Scoring = "letter"  # multiple choice: letter, text or cloze (see evaluate.evaluate)
 
     def __post_init__(self) -> None:
         check("task kind", self.kind, ("mc", "gen"))

@@ -24,7 +24,7 @@ import torch
 
 from steerlab.cache import cache_activations
 from steerlab.errors import LayerError
-from steerlab.options import APPLY_SCALE, Scale
+from steerlab.options import APPLY_SCALE, BackendName, Scale
 from steerlab.steering import steer
 from steerlab.vectors import SITE, SteeringVector, unit
 
@@ -41,7 +41,7 @@ _NEG, _MID, _POS = (33, 102, 172), (247, 247, 247), (178, 24, 43)
 
 def token_projections(model: Model, prompt: str, vector: SteeringVector | torch.Tensor,
                       layer: int, coeff: float = 1.0, *, steer_layer: int | None = None,
-                      scale: Scale = APPLY_SCALE, backend: str = "hf",
+                      scale: Scale = APPLY_SCALE, backend: BackendName = "hf",
                       chat: bool | None = None) -> pd.DataFrame:
     """Per prompt token, the projection of the residual at ``layer`` onto the unit direction of
     ``vector`` at ``layer``, unsteered and with ``steer(model, vector, layers=steer_layer,

@@ -39,15 +39,21 @@ import pandas as pd
 import torch
 
 from steerlab import _io
-from steerlab.adapters import ADAPTER_CLASSES, ADAPTERS, Adapter, freeze, make_adapter
-from steerlab.adapters import LearnedVectors as LearnedVectors  # re-exported (older imports)
-from steerlab.adapters import LoraAdapter as LoraAdapter  # re-exported
+from steerlab.adapters import ADAPTERS, Adapter, freeze, make_adapter
 from steerlab.answers import judge
 from steerlab.console import progress as progress_bar
 from steerlab.devices import dtype_name
-from steerlab.errors import OptionError, SteerlabError
+from steerlab.errors import OptionError
 from steerlab.evaluation import evaluate
 from steerlab.tasks import get_task, training_items
+from steerlab.train_journal import (
+    JOURNAL,
+    checkpoint_meta,
+    checkpoint_step,
+    load_checkpoint,
+    resume_journal,
+    save_checkpoint,
+)
 from steerlab.vectors import SteeringVector
 
 if TYPE_CHECKING:
@@ -185,130 +191,6 @@ def _dev_accuracy(model: Model, adapter: Adapter, items: list[Item], task: str,
     return float(res.correct.mean())
 
 
-JOURNAL = "journal.jsonl"
-OPTIMIZER = "optimizer.safetensors"
-
-
-def _adapter_file(adapter: Adapter) -> str:
-    return adapter.file_name
-
-
-def _save_checkpoint(out: Path, adapter: Adapter, opt: torch.optim.Optimizer,
-                     model: Model, cfg: TrainConfig, step: int) -> None:
-    """Replace the adapter and Adam-state files of ``out`` with ``step``'s, in one commit."""
-    meta = {"config": asdict(cfg), "config_key": cfg.key(), "step": step,
-            "task": cfg.task, "trainer": "rloo", "dtype": dtype_name(model.dtype)}
-
-    def write_adapter(path: Path) -> None:
-        adapter.save_checkpoint(path, model, meta, seed=cfg.seed)
-
-    state: dict[str, torch.Tensor] = {}
-    for pid, s in opt.state_dict()["state"].items():  # pid: the parameter's index
-        for k, v in s.items():
-            state[f"{pid}.{k}"] = torch.as_tensor(v)
-
-    def write_optimizer(path: Path) -> None:
-        _io.save_tensors(path, state, {"kind": "adam_state", "step": step,
-                                       "config_key": cfg.key()})
-
-    _io.commit(out, {_adapter_file(adapter): write_adapter, OPTIMIZER: write_optimizer})
-
-
-def _checkpoint_step(out: Path) -> int | None:
-    """The step of the checkpoint in ``out`` (None when there is none); reads only."""
-    for cls in ADAPTER_CLASSES:
-        if (out / cls.file_name).is_file():
-            return int(cls.stored_meta(out / cls.file_name).get("step", 0))
-    return None
-
-
-def _load_checkpoint(out: Path, adapter: Adapter, opt: torch.optim.Optimizer,
-                     model: Model, cfg: TrainConfig) -> int:
-    """The step of a matching checkpoint in ``out`` (its state loaded), or 0 for none.
-
-    Finishes or discards a commit a kill interrupted, then refuses a directory whose files do
-    not belong together (another configuration, or vectors and Adam state of different steps).
-    """
-    _io.recover(out)
-    ckpt = out / _adapter_file(adapter)
-    if not ckpt.is_file():
-        return 0
-    if not (out / OPTIMIZER).is_file():
-        raise SteerlabError(f"{out} has {ckpt.name} but no {OPTIMIZER}: the checkpoint is "
-                            "incomplete; delete the directory to start the run again.")
-    tensors_o, ometa = _io.load_tensors(out / OPTIMIZER, "adam_state")
-    stored = adapter.read_checkpoint(ckpt, model)
-    key, step = stored.config_key, stored.step
-    if key != cfg.key() or ometa.get("config_key") != key:
-        raise SteerlabError(f"{out} holds a run with another configuration (key {key}, this "
-                            f"run {cfg.key()}); use another out_dir or delete it.")
-    if int(ometa.get("step", -1)) != step:
-        raise SteerlabError(f"{out} is inconsistent: {ckpt.name} is of step {step} but "
-                            f"{OPTIMIZER} of step {ometa.get('step')} (a run killed between "
-                            "the two writes by a steerlab that did not commit them together). "
-                            "Resuming would continue with the wrong Adam state: delete the "
-                            "directory and train again.")
-    stored.restore()
-    sd = opt.state_dict()
-    state: dict[int, dict[str, torch.Tensor]] = {}
-    for name, t in tensors_o.items():
-        i, k = name.split(".", 1)
-        state.setdefault(int(i), {})[k] = t
-    sd["state"] = state
-    opt.load_state_dict(sd)
-    return step
-
-
-def _resume_journal(out: Path, step: int) -> list[dict]:
-    """The journal rows up to the checkpoint's ``step``; later rows (appended before a kill
-    stopped their checkpoint) are dropped from the file too, as those steps are redone."""
-    rows = _io.read_jsonl(out / JOURNAL)
-    kept = [r for r in rows if r["step"] <= step]
-    if step and not any(r["step"] == step and "reward" in r for r in kept):
-        raise SteerlabError(f"{out}: the checkpoint is of step {step} but {JOURNAL} has no row "
-                            "for it; the directory was not written by one run of this code. "
-                            "Delete it and train again.")
-    if len(kept) != len(rows):
-        _io.write_jsonl(out / JOURNAL, kept)
-    return kept
-
-
-def run_dtype(out_dir: str | Path) -> str | None:
-    """The dtype the run in ``out_dir`` was trained in (its checkpoint's ``dtype``), or None
-    when there is no checkpoint or it was written before runs recorded their dtype."""
-    out = Path(out_dir)
-    for cls in ADAPTER_CLASSES:
-        if (out / cls.file_name).is_file():
-            return cls.stored_meta(out / cls.file_name).get("dtype")
-    return None
-
-
-def history(out_dir: str | Path) -> pd.DataFrame:
-    """The per-step journal of a run directory as a DataFrame (step, reward, loss, ...), up to
-    its checkpoint's step."""
-    out = Path(out_dir)
-    rows = _io.read_jsonl(out / JOURNAL)
-    step = _checkpoint_step(out)
-    return pd.DataFrame([r for r in rows if step is None or r["step"] <= step])
-
-
-def training_summary(hist: pd.DataFrame, window: int = 10) -> dict[str, Any]:
-    """What the README's training table quotes, from a run's journal (:func:`history`): the
-    mean rollout reward and completion length of the first and last ``window`` steps, the
-    greedy dev accuracy at each evaluation step, and the wall time."""
-    steps = hist.dropna(subset=["reward"]) if "reward" in hist else hist.iloc[:0]
-    first, last = steps.head(window), steps.tail(window)
-    dev = hist.dropna(subset=["dev_acc"]) if "dev_acc" in hist else hist.iloc[:0]
-    out: dict[str, Any] = {"steps": int(len(steps)), "window": window,
-                           "dev_acc": {int(r.step): float(r.dev_acc) for r in dev.itertuples()}}
-    for name, col in (("reward", "reward"), ("mean_tokens", "mean_tokens"),
-                      ("seconds", "seconds"), ("gen_seconds", "gen_seconds")):
-        if col in steps:
-            out[name] = {"first": float(first[col].mean()), "last": float(last[col].mean()),
-                         "median": float(steps[col].median()), "total": float(steps[col].sum())}
-    return out
-
-
 def train_rloo(model: Model, cfg: TrainConfig | None = None, out_dir: str | Path | None = None,
                progress: bool = True, reward_fn: RewardFn = verified_reward,
                **overrides: Any) -> TrainRun:
@@ -344,8 +226,8 @@ def train_rloo(model: Model, cfg: TrainConfig | None = None, out_dir: str | Path
     rows: list[dict] = []
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        start = _load_checkpoint(out, adapter, opt, model, cfg)
-        rows = _resume_journal(out, start)
+        start = load_checkpoint(out, adapter, opt, model, cfg)
+        rows = resume_journal(out, start)
     if not rows and cfg.eval_every:
         rows.append({"step": 0, "dev_acc": _dev_accuracy(model, adapter, dev, cfg.task,
                                                          chat)})
@@ -360,7 +242,7 @@ def train_rloo(model: Model, cfg: TrainConfig | None = None, out_dir: str | Path
         rows.append(row)
         if out is not None:  # the row first: a checkpoint always has its journal row
             _io.append_jsonl(out / JOURNAL, row)
-            _save_checkpoint(out, adapter, opt, model, cfg, step)
+            save_checkpoint(out, adapter, opt, model, cfg, step)
         recent = [r["reward"] for r in rows[-10:] if "reward" in r]
         bar.set_postfix(reward=f"{sum(recent) / max(len(recent), 1):.3f}")
     meta = {"config": asdict(cfg), "config_key": cfg.key(), "step": cfg.steps,
@@ -376,7 +258,7 @@ def replayable(out_dir: str | Path) -> list[tuple[str, int]]:
     ``("dev", s)`` for the checkpoint's step ``s`` when its row has a dev accuracy. Other steps
     start from checkpoints a run does not keep."""
     out = Path(out_dir)
-    step = _checkpoint_step(out)
+    step = checkpoint_step(out)
     rows = {r["step"]: r for r in _io.read_jsonl(out / JOURNAL)
             if step is None or r["step"] <= step}
     found: list[tuple[str, int]] = []
@@ -400,10 +282,7 @@ def replay(model: Model, out_dir: str | Path, kind: str, step: int,
     if (kind, step) not in replayable(out):
         raise OptionError(f"{out}: ({kind!r}, {step}) cannot be replayed; these can: "
                           f"{replayable(out)}.")
-    meta: dict[str, Any] = {}
-    for cls in ADAPTER_CLASSES:
-        if (out / cls.file_name).is_file():
-            meta = cls.stored_meta(out / cls.file_name)
+    meta = checkpoint_meta(out) or {}
     stored: dict[str, Any] = dict(meta["config"])
     if stored.get("layers") is not None:
         stored["layers"] = tuple(stored["layers"])
@@ -415,7 +294,7 @@ def replay(model: Model, out_dir: str | Path, kind: str, step: int,
     target = adapter.target(model)
     if kind == "dev":
         if step:
-            adapter.read_checkpoint(out / _adapter_file(adapter), target).restore()
+            adapter.read_checkpoint(out / adapter.file_name, target).restore()
         dev = training_items(cfg.task, "dev")[:cfg.eval_n]
         return {"dev_acc": _dev_accuracy(target, adapter, dev, cfg.task, chat)}
     params = adapter.trainable_parameters()

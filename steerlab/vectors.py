@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from steerlab import __version__, _io
+from steerlab.activations import Activations
 from steerlab.backends.base import SITES
-from steerlab.cache import Activations, cache_activations
+from steerlab.cache import cache_activations
 from steerlab.errors import (
     EmptyInputError,
     InvalidVectorError,
@@ -25,13 +26,23 @@ from steerlab.errors import (
     OptionError,
     VectorMismatchError,
 )
-from steerlab.options import APPLY_SCALE, COMPARE_SCALE, METHODS, SCALES, Scale, check
+from steerlab.options import (
+    APPLY_SCALE,
+    COMPARE_SCALE,
+    METHODS,
+    SCALES,
+    BackendName,
+    Reduction,
+    Scale,
+    Site,
+    check,
+)
 from steerlab.tasks import check_disjoint, extraction_prompts
 
 if TYPE_CHECKING:
     from steerlab.models import Model
 
-SITE = "resid_post"  # the residual stream after a decoder block
+SITE: Site = "resid_post"  # the residual stream after a decoder block
 #: sites a (d_model,) direction can live at (z is per head)
 STEERABLE_SITES = tuple(s for s in SITES if s != "z")
 
@@ -58,7 +69,7 @@ class SteeringVector:
     vectors: dict[int, torch.Tensor]
     model_id: str
     d_model: int
-    site: str = SITE
+    site: Site = SITE
     method: str = "diff_means"
     prompt_hash: str = ""
     seed: int | None = None
@@ -340,8 +351,8 @@ def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def extract_pair(model: Model, source: str | tuple[Sequence[str], Sequence[str]],
                  layers: Sequence[int] | int | None = None, *, n: int | None = None,
-                 site: str = SITE, reduction: str = "last", chat: bool | None = None,
-                 batch_size: int = 16, backend: str = "hf", exclude: Sequence[Any] = (),
+                 site: Site = SITE, reduction: Reduction = "last", chat: bool | None = None,
+                 batch_size: int = 16, backend: BackendName = "hf", exclude: Sequence[Any] = (),
                  progress: bool | None = None) -> tuple[Activations, Activations]:
     """The cached activations of both prompt sets of ``source``: an extraction source name
     (:data:`steerlab.tasks.EXTRACT_SOURCES`, first ``n`` of each) or a ``(positive,
@@ -366,9 +377,9 @@ def extract_pair(model: Model, source: str | tuple[Sequence[str], Sequence[str]]
 
 def extract_vector(model: Model, source: str | tuple[Sequence[str], Sequence[str]],
                    layers: Sequence[int] | int | None = None, *, method: str = "diff_means",
-                   seed: int = 0, n: int | None = None, site: str = SITE,
-                   reduction: str = "last", chat: bool | None = None, batch_size: int = 16,
-                   backend: str = "hf", exclude: Sequence[Any] = (),
+                   seed: int = 0, n: int | None = None, site: Site = SITE,
+                   reduction: Reduction = "last", chat: bool | None = None, batch_size: int = 16,
+                   backend: BackendName = "hf", exclude: Sequence[Any] = (),
                    progress: bool | None = None) -> SteeringVector:
     """The steering-vector recipe in one call: cache both prompt sets of ``source`` at
     ``site`` (see :func:`extract_pair`) and take the difference of means (``method=
@@ -405,8 +416,8 @@ def vector_from_pair(pos: Activations, neg: Activations, method: str = "diff_mea
 
 
 def reference_norms(model: Model, prompts: Sequence[str], layers: Sequence[int] | int | None = None,
-                    site: str = SITE, chat: bool | None = None, reduction: str = "last",
-                    backend: str = "hf") -> dict[int, float]:
+                    site: Site = SITE, chat: bool | None = None, reduction: Reduction = "last",
+                    backend: BackendName = "hf") -> dict[int, float]:
     """Layer -> mean norm of the ``reduction`` activations of ``prompts`` at ``site``: the
     reference norms of :meth:`SteeringVector.with_ref_norms` for a vector that was not
     extracted from prompts (e.g. a learned one)."""

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from steerlab import _io, adapters, cost, train
+from steerlab import _io, adapters, cost
 from steerlab.adapters import (
     ADAPTER_CLASSES,
     ADAPTERS,
@@ -21,7 +21,8 @@ from steerlab.adapters import (
 from steerlab.cost import training_step_costs
 from steerlab.devices import dtype_name
 from steerlab.errors import OptionError, SteerlabError
-from steerlab.train import TrainConfig, _load_checkpoint, _save_checkpoint
+from steerlab.train import TrainConfig
+from steerlab.train_journal import checkpoint_step, load_checkpoint, save_checkpoint
 from steerlab.vectors import SteeringVector
 from tests.conftest import no_hooks, tiny_model
 
@@ -77,11 +78,6 @@ def test_the_protocol_is_enforced():
 
     with pytest.raises(TypeError, match="abstract"):
         Half()  # type: ignore[abstract]
-
-
-def test_older_imports_are_the_same_objects():
-    assert train.LearnedVectors is LearnedVectors and train.LoraAdapter is LoraAdapter
-    assert train.freeze is adapters.freeze and train.ADAPTERS is ADAPTERS
 
 
 def test_vectors_attach_detach_and_become_a_steering_vector():
@@ -173,10 +169,10 @@ def test_checkpoints_of_older_runs_still_load(kind, tmp_path):
     _old_save_checkpoint(tmp_path, old, old_opt, old.target(model), cfg, step=5)
     new = _make(kind, model)
     new_opt = torch.optim.Adam(new.trainable_parameters(), lr=0.1)
-    assert _load_checkpoint(tmp_path, new, new_opt, new.target(model), cfg) == 5
+    assert load_checkpoint(tmp_path, new, new_opt, new.target(model), cfg) == 5
     for x, y in zip(old.trainable_parameters(), new.trainable_parameters(), strict=True):
         torch.testing.assert_close(x, y)
-    assert train._checkpoint_step(tmp_path) == 5
+    assert checkpoint_step(tmp_path) == 5
     if kind == "lora":  # the parameter names a recorded run's file holds
         names = _read(tmp_path / "lora.safetensors", "lora_adapter")[0]
         assert all(n.startswith("peft.base_model.model.") and "lora_" in n for n in names)
@@ -194,7 +190,7 @@ def test_checkpoints_are_written_in_the_older_format(kind, tmp_path):
     (tmp_path / "old").mkdir()
     (tmp_path / "new").mkdir()
     _old_save_checkpoint(tmp_path / "old", a, opt, a.target(model), cfg, step=4)
-    _save_checkpoint(tmp_path / "new", a, opt, a.target(model), cfg, step=4)
+    save_checkpoint(tmp_path / "new", a, opt, a.target(model), cfg, step=4)
     for name, file_kind in ((a.file_name, a.file_kind), ("optimizer.safetensors", "adam_state")):
         (t_old, m_old), (t_new, m_new) = (_read(tmp_path / d / name, file_kind)
                                           for d in ("old", "new"))

@@ -16,7 +16,7 @@ def test_models_lists_embedded(capsys):
 def test_unknown_model_is_a_clean_error(capsys, monkeypatch):
     from steerlab import models
 
-    monkeypatch.setattr(models, "_hub_reachable", lambda timeout=2.0: False)
+    monkeypatch.setattr(models, "hub_reachable", lambda timeout=2.0: False)
     assert main(["extract", "--model", "nobody/nothing", "--out", "x.safetensors"]) == 2
     err = capsys.readouterr().err
     assert "smollm2-135m-instruct" in err and "Traceback" not in err

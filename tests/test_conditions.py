@@ -56,7 +56,7 @@ def test_compare_conditions_rows_are_sweep_rows(monkeypatch):
     assert shared == ["n", "accuracy", "ci_low", "ci_high", "baseline", "delta", "delta_low",
                       "delta_high", "p_mcnemar", "seconds"]
     cfg = SweepKey(model.hf_id, "float32", "arithmetic", 80, 5, "norm", "x", None, "last",
-                   False, None, "hf", (0,), 0)
+                   False, None, "hf", (0,), 0, "add", "layer")
     for (name, res), row in zip(results.items(), table.to_dict("records"), strict=True):
         want = journal_row(cfg, name, 0, 1.0, 0.0, res, results["base"], res.seconds, None)
         assert row["condition"] == name

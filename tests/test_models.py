@@ -5,12 +5,14 @@ import torch
 from conftest import tiny_model
 
 from steerlab import devices, models
+from steerlab.devices import default_dtype, parse_dtype
+from steerlab.embedded import EMBEDDED
 from steerlab.errors import EmptyInputError, UnknownModelError
-from steerlab.models import EMBEDDED, default_dtype, find_layers, load_model, parse_dtype
+from steerlab.models import find_layers, load_model
 
 
 def test_unknown_name_fails_fast_with_help(monkeypatch):
-    monkeypatch.setattr(models, "_hub_reachable", lambda timeout=2.0: False)
+    monkeypatch.setattr(models, "hub_reachable", lambda timeout=2.0: False)
     t0 = time.perf_counter()
     with pytest.raises(UnknownModelError) as info:
         load_model("no-such-org/no-such-model-xyz")
@@ -61,21 +63,3 @@ def test_base_models_never_get_a_chat_template(tiny_llama):
     assert tiny_llama.format(["hi"], chat=True) == ["hi"]
     with pytest.raises(EmptyInputError):
         tiny_llama.format([])
-
-
-@pytest.mark.slow
-def test_embedded_smollm2(smollm):
-    assert (smollm.n_layers, smollm.d_model, smollm.is_chat) == (30, 576, True)
-    assert smollm.hf_id == "HuggingFaceTB/SmolLM2-135M-Instruct"
-    assert models.is_converted("smollm2-135m-instruct")
-    chat = smollm.format(["What is 2+2?"], chat=True)[0]
-    assert "<|im_start|>user\nWhat is 2+2?<|im_end|>" in chat and chat.endswith("assistant\n")
-    assert smollm.format(["What is 2+2?"], chat=False) == ["What is 2+2?"]
-    from transformers import AutoTokenizer
-
-    auto = AutoTokenizer.from_pretrained(models.converted_dir("smollm2-135m-instruct"))
-    for text in ["Hello world, what is 2+2?", chat, "Ünïcode ✓ and   spaces\n"]:
-        assert smollm.tokenizer(text)["input_ids"] == auto(text)["input_ids"]
-    bf16 = load_model("smollm2-135m-instruct", dtype="bf16")
-    assert bf16.dtype == torch.bfloat16
-    assert bf16.hf.config._attn_implementation == "sdpa"

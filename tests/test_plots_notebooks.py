@@ -9,6 +9,7 @@ import plotly.graph_objects as go
 import pytest
 import torch
 
+from steerlab.activations import Activations
 from steerlab.analysis import (
     CLUSTER_COLUMNS,
     MB,
@@ -22,7 +23,6 @@ from steerlab.analysis import (
     separability_table,
     step_time_note,
 )
-from steerlab.cache import Activations
 from steerlab.cost import Measured
 from steerlab.plots import (
     cluster_table_figure,
@@ -30,7 +30,7 @@ from steerlab.plots import (
     logit_lens_figure,
     resource_table_figure,
 )
-from steerlab.train import history
+from steerlab.train_journal import history
 
 # ---- notebook 01 ------------------------------------------------------------------------------
 

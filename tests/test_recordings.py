@@ -13,17 +13,18 @@ from conftest import tiny_model
 from steerlab import _io
 from steerlab.recordings import (
     Evaluations,
-    SpotCheckError,
     check_kind_patching,
     check_sweep,
     check_training,
     recorded_kind_patching,
     recorded_sweep,
 )
+from steerlab.spotcheck import SpotCheckError
 from steerlab.sweep_journal import journal_path
 from steerlab.sweeps import SweepConfig, missing_cells, recorded_dtype, sweep
 from steerlab.tasks import arithmetic_items
-from steerlab.train import TrainConfig, replayable, run_dtype, train_rloo
+from steerlab.train import TrainConfig, replayable, train_rloo
+from steerlab.train_journal import run_dtype
 
 sweep_mod = importlib.import_module("steerlab.sweeps")
 kinds_mod = importlib.import_module("steerlab.kinds")
@@ -102,23 +103,6 @@ def test_a_spot_check_of_a_sweep_with_other_vectors_fails(tmp_path):
             failed += 1
             assert "added norm" in str(err)
     assert failed
-
-
-def test_a_legacy_keyed_grid_is_read_whole(tmp_path, monkeypatch):
-    """A sweep recorded before the key held layers, shots and batching is read back when its
-    journal holds the whole grid, and scored in batches of consecutive items."""
-    model = tiny_model("llama")
-    out = tmp_path / "sweep.parquet"
-    sweep(model, CFG, out=out, progress=False)
-    plan = sweep_mod.plan_sweep(model, CFG)
-    rows = _io.read_jsonl(journal_path(out))
-    for r in rows:
-        r["config"] = plan.key.legacy_key()
-    _io.write_jsonl(journal_path(out), rows)
-    got, batching = sweep_mod.recorded_rows(model, CFG, out)
-    assert len(got) == 5 and batching == "items"
-    _io.write_jsonl(journal_path(out), rows[:-1])  # a partial legacy grid is not read
-    assert sweep_mod.recorded_rows(model, CFG, out)[0] == []
 
 
 def test_evaluations_are_read_back_and_spot_checked(tmp_path, monkeypatch, capsys):

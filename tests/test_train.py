@@ -7,17 +7,17 @@ import pytest
 import torch
 
 from steerlab import _io
+from steerlab.adapters import LearnedVectors
 from steerlab.errors import OptionError, SteerlabError
 from steerlab.tasks import arithmetic_items, get_task, training_items
 from steerlab.train import (
-    LearnedVectors,
     TrainConfig,
     completion_logprobs,
-    history,
     rloo_advantages,
     rollout,
     train_rloo,
 )
+from steerlab.train_journal import history
 from steerlab.vectors import SteeringVector
 from tests.conftest import no_hooks, tiny_model
 

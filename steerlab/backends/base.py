@@ -195,7 +195,7 @@ class Backend(ABC):
         return head_shape(self.model)
 
     def add_edit(self, layer: int, fn: EditFn, when: str = "all",
-                 site: str = "resid_post") -> Handle:
+                 site: Site = "resid_post") -> Handle:
         """Run ``fn`` on the tensor at ``site`` of block ``layer`` in every later forward
         (``when="all"``), only in the forward that reads the prompt (``"prompt"``) or only in
         the decoding steps of a generation (``"generated"``), until the returned handle's
@@ -209,7 +209,7 @@ class Backend(ABC):
         return _Counted(self.model._live_edits, self.name,
                         self._add_points(layer, points, when_))
 
-    def add_edits(self, edits: Iterable[tuple[int, EditFn] | tuple[int, EditFn, dict[str, str]]]
+    def add_edits(self, edits: Iterable[tuple[int, EditFn] | tuple[int, EditFn, dict[str, Any]]]
                   ) -> Handles:
         """Several :meth:`add_edit` calls, ``(layer, fn)`` or ``(layer, fn, {"site": ...,
         "when": ...})`` each, as one handle: all registered, or none left behind when one

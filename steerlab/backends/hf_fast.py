@@ -299,9 +299,9 @@ class HFFastPath:
         others run from the first column they do not share, with the lead's keys and values
         of the shared columns as their cache. Each row's tokens sit where they sit in
         ``forward`` (the same positions, the same mask, the same key length), so the scored
-        logits are those of ``forward`` up to the rounding of smaller matrix products (equal
-        to the bit on SmolLM2's memorisation-mc batches in fp32 and bf16 in an unrecorded
-        check; one ulp on the tiny test models).
+        logits are those of ``forward`` up to the rounding of smaller matrix products
+        (``tests/test_shared_prefix.py`` compares them with a plain forward on every tiny
+        architecture).
 
         ``keep``: a tensor of positions (sharing stops at the first); an int, no shared
         column, too few rows, a model without a KV cache, or a batch wider than a sliding

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from steerlab.metrics import Metric
+from steerlab.options import Direction
 from steerlab.patching import activation_patching
 from steerlab.teach._harness import (
     Fail,
@@ -92,7 +93,7 @@ class _Recorder:
 
 def oracle(model: Model, clean: str, corrupted: str, layers: Sequence[int],
            positions: Sequence[int] | None, correct: int = 0, incorrect: int = 1,
-           normalise: bool = False, direction: str = "denoise") -> tuple[Any, _Recorder]:
+           normalise: bool = False, direction: Direction = "denoise") -> tuple[Any, _Recorder]:
     """:func:`activation_patching` of the resid_pre cells ``layers`` x ``positions`` (None: every
     position) with the logit difference ``correct - incorrect``; returns the result and the
     recorder holding the clean, corrupted and patched logits."""

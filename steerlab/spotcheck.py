@@ -1,0 +1,98 @@
+"""Spot checks of reused recordings: the seeded draw of what to compute again, the comparison
+with the journal, and the one line each check prints (:class:`SpotCheck`); a check that fails
+raises :class:`SpotCheckError`. :mod:`steerlab.recordings` runs them.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from steerlab.console import say
+from steerlab.errors import SteerlabError
+
+__all__ = ["SEED_ENV", "TOLERANCE", "TRAIN_RTOL", "SpotCheck", "SpotCheckError", "compare",
+           "draw", "report", "shown", "spot_seed"]
+
+#: the environment variable that fixes the spot checks' random draws
+SEED_ENV = "STEERLAB_SPOT_SEED"
+#: items of a recomputed batch allowed to differ from the journal (per-item answers)
+TOLERANCE = 0
+#: relative tolerance of a replayed training step's float fields (loss, norms); rewards,
+#: token counts and the sampled text must be equal
+TRAIN_RTOL = 1e-3
+
+
+class SpotCheckError(SteerlabError, AssertionError):
+    """A recording that does not reproduce: the recomputed batch differs from the journal."""
+
+
+def spot_seed() -> int:
+    """The seed of this run's spot checks: ``$STEERLAB_SPOT_SEED``, else a fresh random one."""
+    value = os.environ.get(SEED_ENV)
+    return int(value) if value else secrets.randbelow(1_000_000)
+
+
+def draw(label: str, seed: int | None = None) -> tuple[random.Random, int]:
+    """A random source for the draws of the check labelled ``label`` (``seed``, default
+    :func:`spot_seed`), and the seed it used."""
+    seed = spot_seed() if seed is None else seed
+    return random.Random(f"{seed}:{label}"), seed
+
+
+def shown(path: str | Path) -> str:
+    """``path`` relative to the repository when inside it (as the terminal shows it)."""
+    path = Path(path).resolve()
+    repo = Path(__file__).resolve().parent.parent
+    return str(path.relative_to(repo)) if path.is_relative_to(repo) else str(path)
+
+
+@dataclass
+class SpotCheck:
+    """One spot check: which recording, what was drawn and computed again, in which dtype,
+    and how many of the compared per-item answers (or fields) differ."""
+
+    recording: str
+    drawn: str
+    dtype: str
+    compared: int
+    differ: list[str]
+    seconds: float
+    seed: int
+    what: str = "per-item answers"
+    tolerance: int = TOLERANCE
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return len(self.differ) <= self.tolerance
+
+    def line(self) -> str:
+        status = "passed" if self.ok else "FAILED"
+        same = self.compared - len(self.differ)
+        return (f"spot check {status}: {self.recording} ({self.dtype}), {self.drawn}: computed "
+                f"again in {self.seconds:.0f} s, {same}/{self.compared} {self.what} as "
+                f"recorded (seed {self.seed}; {SEED_ENV}={self.seed} repeats the draw)")
+
+
+def report(check: SpotCheck) -> SpotCheck:
+    """Print the check's line (notebook and terminal); raise :class:`SpotCheckError` when it
+    failed, naming what differs."""
+    say(check.line())
+    if not check.ok:
+        detail = "; ".join(check.differ[:8]) + (" ..." if len(check.differ) > 8 else "")
+        raise SpotCheckError(f"{check.line()}\nDiffers: {detail}\nThe recording does not "
+                             "reproduce on this machine: recompute it (make run-all, or delete "
+                             "it) or find what changed.")
+    return check
+
+
+def compare(recorded: Sequence[str], got: Sequence[str], idx: Sequence[int],
+            what: str) -> list[str]:
+    """One line per item whose ``what`` differs between the journal and the recomputation."""
+    return [f"item {i}: {what} recorded {r!r}, now {g!r}"
+            for i, r, g in zip(idx, recorded, got, strict=True) if r != g]
