@@ -76,7 +76,8 @@ test: browser setup
 # library's own logic and of its fast paths against the oracle; `make test` is the whole suite
 CHECK_TESTS := $(addprefix tests/test_,sites.py steering.py generation_phase.py vectors.py \
 	cache.py stats.py io.py answers.py evaluation.py shared_prefix.py seam.py concepts.py \
-	sizes.py oracle.py padding.py tokens.py validate.py activations.py metrics.py)
+	sizes.py oracle.py padding.py tokens.py validate.py activations.py metrics.py \
+	sweep_plan.py spotcheck.py train_journal.py)
 check: setup
 	$(BIN)/ruff check .
 	$(BIN)/mypy

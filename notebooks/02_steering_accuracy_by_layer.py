@@ -36,7 +36,7 @@ from steerlab.replication import (
     protocol_layers,
 )
 from steerlab.reports import summary, verdict
-from steerlab.sweeps import SweepConfig
+from steerlab.sweep_plan import SweepConfig
 from steerlab.widgets import slider_figure
 
 S = settings()

@@ -30,7 +30,7 @@ _API = {
     "match_norms": "steerlab.vectors",
     "extract_vector": "steerlab.vectors",
     "reference_norms": "steerlab.vectors",
-    "SweepConfig": "steerlab.sweeps",
+    "SweepConfig": "steerlab.sweep_plan",
     "to_gguf": "steerlab.interop",
     "from_gguf": "steerlab.interop",
     "from_repeng": "steerlab.interop",

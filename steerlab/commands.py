@@ -140,7 +140,7 @@ def cmd_tasks(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from steerlab.evaluation import evaluate
     from steerlab.models import load_model
-    from steerlab.sweeps import default_shots
+    from steerlab.sweep_plan import default_shots
     from steerlab.tasks import get_task
 
     model = load_model(args.model, dtype=args.dtype, device=args.device)
@@ -160,7 +160,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_sweep(args: argparse.Namespace) -> int:
     from steerlab.models import load_model
     from steerlab.reports import report
-    from steerlab.sweeps import SweepConfig, sweep
+    from steerlab.sweep_plan import SweepConfig
+    from steerlab.sweeps import sweep
 
     config = SweepConfig(args.task, args.layers, args.coeffs, args.methods,
                          n=None if args.n == 0 else args.n, seed=args.seed, scale=args.scale,

@@ -68,11 +68,11 @@ from steerlab.spotcheck import (
 )
 from steerlab.steering import steer
 from steerlab.sweep_journal import NO_LETTER, answered
+from steerlab.sweep_plan import plan_sweep
 from steerlab.sweeps import (
     build_vectors,
     cell_steering,
     missing_cells,
-    plan_sweep,
     recorded_dtype,
     recorded_rows,
     sweep,
@@ -83,7 +83,7 @@ from steerlab.train_journal import JOURNAL, checkpoint_step, run_dtype
 
 if TYPE_CHECKING:
     from steerlab.models import Model
-    from steerlab.sweeps import SweepConfig
+    from steerlab.sweep_plan import SweepConfig
     from steerlab.tasks import Item
     from steerlab.vectors import SteeringVector
 

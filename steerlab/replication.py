@@ -39,7 +39,8 @@ from steerlab.reports import steered_cells
 from steerlab.stats import comparison_row
 from steerlab.steering import hong_projection
 from steerlab.sweep_journal import NO_LETTER, answered
-from steerlab.sweeps import SweepConfig, build_vectors, sweep
+from steerlab.sweep_plan import SweepConfig
+from steerlab.sweeps import build_vectors, sweep
 from steerlab.tasks import LETTERS, Task, get_task
 
 if TYPE_CHECKING:

@@ -15,7 +15,8 @@ from steerlab.errors import OptionError
 from steerlab.inference import forward_logits
 from steerlab.models import model_from_hf
 from steerlab.steering import steer
-from steerlab.sweeps import SweepConfig, sweep
+from steerlab.sweep_plan import SweepConfig
+from steerlab.sweeps import sweep
 from steerlab.vectors import (
     SteeringVector,
     diff_of_means,

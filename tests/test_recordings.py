@@ -21,7 +21,8 @@ from steerlab.recordings import (
 )
 from steerlab.spotcheck import SpotCheckError
 from steerlab.sweep_journal import journal_path
-from steerlab.sweeps import SweepConfig, missing_cells, recorded_dtype, sweep
+from steerlab.sweep_plan import SweepConfig
+from steerlab.sweeps import missing_cells, recorded_dtype, sweep
 from steerlab.tasks import arithmetic_items
 from steerlab.train import TrainConfig, replayable, train_rloo
 from steerlab.train_journal import run_dtype

@@ -383,17 +383,6 @@ def test_a_sweep_recorded_in_another_dtype_is_named_when_it_is_computed_again(tm
     assert len(table) == 2  # computed in bf16: baseline + the cell
 
 
-@pytest.mark.parametrize("field,values", [("coeffs", [0.5, 0.2, 0.5]),
-                                          ("methods", ["diff_means", "random", "diff_means"])])
-def test_a_cell_named_twice_is_refused_before_any_work(field, values):
-    """Two rows of one cell would each enter Holm's family: refused when the config is made."""
-    from steerlab.sweeps import SweepConfig
-
-    kw = {"coeffs": [0.5], field: values}
-    with pytest.raises(OptionError, match=f"{field} names .* more than once"):
-        SweepConfig("reasoning-mc", [1], **kw)
-
-
 def test_report_reads_a_journal_cut_by_a_kill(tmp_path, capsys):
     """A journal's last line cut short (the kill came mid-write) is skipped, as the sweep
     itself skips it on resuming; the report shows the whole rows."""
