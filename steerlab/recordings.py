@@ -58,6 +58,7 @@ from steerlab.kinds import recorded_dtype as kind_dtype
 from steerlab.models import load_model
 from steerlab.replication import protocol_config
 from steerlab.spotcheck import (
+    NORM_RTOL,
     TRAIN_RTOL,
     SpotCheck,
     SpotCheckError,
@@ -114,7 +115,8 @@ def check_sweep(model: Model, config: SweepConfig, out: str | Path,
     the shared prefix replayed, :func:`steerlab.cells.evaluate_cells`, whose logits differ
     from one pass per cell in the last bits, enough to move a close answer in bf16; otherwise
     one pass under :func:`steerlab.steering.steer`); per-item correctness (and, for multiple
-    choice, the answered letters) compared with the journal, and the added norm to 0.1%."""
+    choice, the answered letters) compared with the journal, and the added norm to
+    :data:`~steerlab.spotcheck.NORM_RTOL`."""
 
     plan = plan_sweep(model, config)
     rows = recorded_rows(model, config, out)
@@ -150,8 +152,8 @@ def check_sweep(model: Model, config: SweepConfig, out: str | Path,
         vec, norm, how = cell_steering(vecs, cfg, row["method"], row["layer"],
                                        float(row["coeff"]))
         if cfg.mode == "add":  # projections record no norm
-            what.append("the added norm (to 0.1%)")
-            if abs(norm - row["added_norm"]) > 1e-3 * abs(row["added_norm"]):
+            what.append(f"the added norm (to {NORM_RTOL:.0%})")
+            if abs(norm - row["added_norm"]) > NORM_RTOL * abs(row["added_norm"]):
                 differ.append(f"added norm recorded {row['added_norm']:.4f}, now {norm:.4f}")
     ev: dict[str, Any] = {"items": items, "chat": plan.chat, "scoring": cfg.scoring,
                           "backend": cfg.backend, "batch_size": len(items),
@@ -173,7 +175,8 @@ def check_sweep(model: Model, config: SweepConfig, out: str | Path,
         differ += compare([row["answered"][i] for i in idx],
                            list(answered(items, res.predictions)), idx,
                            f"answered letter ({NO_LETTER}: none)")
-    compared = len(idx) * (1 + ("answered letters" in what)) + ("the added norm (to 0.1%)" in what)
+    norm_checked = any(w.startswith("the added norm") for w in what)
+    compared = len(idx) * (1 + ("answered letters" in what)) + norm_checked
     return report(SpotCheck(shown(out), drawn, plan.key.dtype, compared, differ,
                             time.perf_counter() - t0, seed, what=", ".join(what)))
 
@@ -382,7 +385,8 @@ def check_kind_patching(model: Model, target: str, out: str | Path,
     recorded dtype): one random recorded batch, one random cell of it (a layer and condition,
     or the unsteered run) computed again (the sources cached again, the blocks before the
     layer recorded and replayed as the recording did); each item's chosen option and
-    correctness compared with the journal, and the edit's norm to 0.1%."""
+    correctness compared with the journal, and the edit's norm to
+    :data:`~steerlab.spotcheck.NORM_RTOL`."""
 
     plan = plan_kind_patching(model, target, **(options or {}))
     batches = recorded_batches(plan.key, out)
@@ -409,10 +413,10 @@ def check_kind_patching(model: Model, target: str, out: str | Path,
     what = "chosen options and correctness"
     compared = 2 * len(idx)
     if "norm" in row:
-        what += ", edit norms (to 0.1%)"
+        what += f", edit norms (to {NORM_RTOL:.0%})"
         compared += len(idx)
         differ += [f"item {i}: edit norm recorded {r:.4f}, now {g:.4f}"
                    for i, r, g in zip(idx, row["norm"], got["norm"], strict=True)
-                   if abs(r - g) > 1e-3 * max(abs(r), 1e-12)]
+                   if abs(r - g) > NORM_RTOL * max(abs(r), 1e-12)]
     return report(SpotCheck(shown(out), drawn, plan.config["dtype"], compared, differ,
                             time.perf_counter() - t0, seed, what=what))
