@@ -19,6 +19,7 @@ from safetensors.torch import load_file, save_file
 from steerlab import _io
 from steerlab.errors import LayerError, OptionError
 from steerlab.options import Reduction, Site
+from steerlab.padding import mask_of
 
 __all__ = ["INDEX", "Activations", "ShardedActivations", "prompt_hash", "write_shards"]
 
@@ -137,7 +138,7 @@ class ShardedActivations:
     def mask(self) -> torch.Tensor | None:
         if self.lengths is None:
             return None
-        return torch.arange(int(self.lengths.max()))[None, :] < self.lengths[:, None]
+        return mask_of(self.lengths)
 
     def _shape(self) -> tuple[int, ...]:
         return self.item_shape or (self.d_model,)

@@ -17,6 +17,7 @@ import torch
 from steerlab.cache import cache_sites
 from steerlab.metrics import Metric, as_metric, last_logits
 from steerlab.options import BackendName, Site
+from steerlab.padding import mask_of
 from steerlab.pairs import prompt_pairs
 from steerlab.patching import (
     ALL,
@@ -77,7 +78,7 @@ def attribution_patching(model: Model, clean: Sequence[str], corrupted: Sequence
     scale = (clean_m - corr_m) if m.normalise else 1.0
     cells = patch_cells(use_layers, use_pos, use_heads)
     values = np.full((n, len(cells)), np.nan)
-    mask = torch.arange(width)[None, :] < pairs.lengths[:, None]  # (n, T)
+    mask = mask_of(pairs.lengths, width)  # (n, T)
     for li, layer in enumerate(use_layers):
         g = grads[li]
         if g is None:

@@ -23,7 +23,7 @@ from steerlab.backends.blocks import StopForward
 from steerlab.devices import dtype_name
 from steerlab.errors import OptionError
 from steerlab.options import REDUCTIONS, BackendName, Reduction, Site
-from steerlab.padding import at_last
+from steerlab.padding import at_last, mask_of
 from steerlab.validate import check_layers, check_prompts
 
 if TYPE_CHECKING:
@@ -142,7 +142,7 @@ def _collect(model: Model, prompts: list[str], per_site: dict[Site, list[int]],
     mask = torch.zeros(n, 0, dtype=torch.bool)
     if reduction == "none":
         lens = _lengths(model, prompts, chat)
-        mask = torch.arange(int(lens.max()))[None, :] < lens[:, None]
+        mask = mask_of(lens)
     for idx, store in batches:
         for site, layers in per_site.items():
             # (L, B, [Tb,] ...): reduced on the model's device, one copy to the host per batch

@@ -22,7 +22,7 @@ from steerlab.answers import answer_complete, extract_letter, first_answer, judg
 from steerlab.errors import EmptyInputError, OptionError
 from steerlab.inference import generate
 from steerlab.options import SCORINGS, BackendName, Scoring
-from steerlab.padding import last_positions
+from steerlab.padding import last_positions, mask_of
 from steerlab.stats import Accuracy, accuracy
 from steerlab.tasks import LETTERS, Item, Task
 from steerlab.tokens import answer_token_id, continuation_ids
@@ -133,7 +133,7 @@ def _mc_text_batch(model: Model, prompts: list[str], items: list[Item], chat: bo
     ids = torch.tensor([s + [pad] * (width - len(s)) for s in seqs], device=model.device)
     dev = ids.device
     lens = torch.tensor([len(s) for s in seqs], device=dev)
-    mask = (torch.arange(width, device=dev)[None, :] < lens[:, None]).long()
+    mask = mask_of(lens, width).long()
     # logits only where an option token is predicted: positions a-1 .. b-2 of each span
     need = sorted({p for a, b in spans for p in range(a - 1, b - 1)})
     col = {p: i for i, p in enumerate(need)}
