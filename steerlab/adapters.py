@@ -41,6 +41,7 @@ from torch import nn
 
 from steerlab import _io
 from steerlab.errors import OptionError, SteerlabError
+from steerlab.receipts import Receipt
 from steerlab.validate import check_layers
 from steerlab.vectors import SteeringVector
 
@@ -139,9 +140,12 @@ class LearnedVectors(Adapter):
     @contextmanager
     def attached(self, model: Model) -> Iterator[None]:
         """Add the vectors to ``model``'s residual stream inside the block (gradients flow to
-        them); the edits come off on exit, whatever happens."""
+        them); the edits come off on exit, whatever happens. :attr:`receipt` counts where
+        they were added."""
         be = model.backend("hf")
-        with be.add_edits([(layer, self._edit(i)) for i, layer in enumerate(self.layer_ids)]):
+        self.receipt = Receipt("learned vectors added")
+        with be.add_edits([(layer, self._edit(i), {"receipt": self.receipt})
+                           for i, layer in enumerate(self.layer_ids)]):
             yield
 
     def _edit(self, i: int) -> Callable[[torch.Tensor], torch.Tensor]:

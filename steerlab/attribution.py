@@ -27,6 +27,7 @@ from steerlab.patching import (
     patch_cells,
     result,
 )
+from steerlab.receipts import Receipt
 
 if TYPE_CHECKING:
     from steerlab.models import Model
@@ -68,7 +69,8 @@ def attribution_patching(model: Model, clean: Sequence[str], corrupted: Sequence
     def leaf(h: torch.Tensor) -> torch.Tensor:  # the graph starts at block 0's input
         return h if h.requires_grad else h.detach().requires_grad_(True)
 
-    grabs = [(layer, grab(layer), {"site": site}) for layer in use_layers]
+    rec = Receipt("read for gradients")
+    grabs = [(layer, grab(layer), {"site": site, "receipt": rec}) for layer in use_layers]
     with be.add_edits([(0, leaf, {"site": "resid_pre"}), *grabs]), torch.enable_grad():
         logits = be.forward(pairs.corrupted)
         corr_v = m(last_logits(logits, pairs.lengths), torch.arange(n))
@@ -100,9 +102,11 @@ def attribution_patching(model: Model, clean: Sequence[str], corrupted: Sequence
                 ok = p < pairs.lengths
                 values[ok.cpu().numpy(), c] = x[ok, p].cpu().numpy()
     values = values / scale
-    return result(values, cells, site, use_layers, use_pos, use_heads, "denoise", m, clean_m,
-                   corr_m, pairs.tokens, seed, {"backend": backend, "n_pairs": n,
-                                                "method": "attribution"})
+    res = result(values, cells, site, use_layers, use_pos, use_heads, "denoise", m, clean_m,
+                 corr_m, pairs.tokens, seed, {"backend": backend, "n_pairs": n,
+                                              "method": "attribution"})
+    res.receipt = rec
+    return res
 
 
 def screen_and_verify(model: Model, clean: Sequence[str], corrupted: Sequence[str],

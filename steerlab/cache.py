@@ -21,9 +21,10 @@ from steerlab.activations import Activations, ShardedActivations, prompt_hash, w
 from steerlab.backends.base import POINTS, SITE_POINTS, SITES, check_site
 from steerlab.backends.blocks import StopForward
 from steerlab.devices import dtype_name
-from steerlab.errors import OptionError
+from steerlab.errors import OptionError, ReceiptError
 from steerlab.options import REDUCTIONS, BackendName, Reduction, Site
 from steerlab.padding import at_last, mask_of
+from steerlab.receipts import Receipt
 from steerlab.validate import check_layers, check_prompts
 
 if TYPE_CHECKING:
@@ -77,12 +78,18 @@ def _cached_batches(model: Model, prompts: list[str], pairs: Sequence[tuple[str,
     for idx in tqdm(batches, desc=f"caching {len(prompts)} prompts", disable=not show):
         enc = model.encode([prompts[i] for i in idx], chat=chat, padding_side="right")
         store: dict[tuple[str, int], torch.Tensor] = {}
+        rec = Receipt("captured")
         captures = [(layer, _make_capture_fn(
             store, (site, layer), enc["attention_mask"], reduction,
-            be.supports_early_stop and (site, layer) == ordered[-1]), {"site": site})
-            for site, layer in ordered]
+            be.supports_early_stop and (site, layer) == ordered[-1]),
+            {"site": site, "receipt": rec}) for site, layer in ordered]
         with be.add_edits(captures), contextlib.suppress(StopForward):
             be.forward(enc)
+        missing = [f"{site} layer {layer}" for site, layer in ordered if (site, layer) not in store]
+        if missing:
+            raise ReceiptError(f"The capture at {', '.join(missing)} returned nothing: the "
+                               f"forward never reached it ({rec.forwards} forwards seen). Is "
+                               "another edit stopping the forward early, or a layer replayed?")
         yield idx, store
 
 

@@ -20,6 +20,7 @@ from steerlab.answers import answer_complete, first_answer, judge
 from steerlab.errors import EmptyInputError, OptionError
 from steerlab.evaluation import EvalResult, evaluate, gen_prompt, mc_batch, mc_batches
 from steerlab.options import SCORINGS, BackendName, Scoring, When
+from steerlab.receipts import Receipt, add_up, describe
 from steerlab.steering import RowSteering, steer
 from steerlab.tasks import Item, Task
 
@@ -72,6 +73,7 @@ def _gen_cells(model: Model, task: Task, layers: Sequence[int], vectors: Sequenc
 
     prompts = [gen_prompt(it, shots, chat) for it in items]
     texts = [[""] * len(items) for _ in vectors]
+    receipts: list[list[list[dict[str, Any]]]] = [[] for _ in vectors]  # per cell, per batch
     t0 = time.perf_counter()
     step = cells_per_batch(batch_size)
     for first in range(0, len(vectors), step):
@@ -89,19 +91,24 @@ def _gen_cells(model: Model, task: Task, layers: Sequence[int], vectors: Sequenc
                              backend) as steering:
                 toks = engine.greedy(be, enc, task.max_new_tokens, done=done,
                                      on_rows=steering.select, repeat=k, shared_until=until)
+            assert steering.receipt is not None
+            for c in range(k):  # each cell's rows, at its own layer
+                receipts[first + c].append(steering.receipt.totals(
+                    rows=range(c, rows * k, k), layers=[at[c]]))
             for r, t in enumerate(toks):
                 i, c = divmod(r, k)
                 texts[first + c][start + i] = dec(t, skip_special_tokens=True)
     seconds = (time.perf_counter() - t0) / len(vectors)
     results = []
-    for outs in texts:
+    for outs, rec in zip(texts, receipts, strict=True):
         judged = [judge(it, out if chat else first_answer(out)) for it, out in zip(
             items, outs, strict=True)]
         results.append(EvalResult(
             task.name, model.hf_id, [it.id for it in items], np.array([ok for ok, _ in judged]),
             [p for _, p in judged], seconds, task.chance(items),
             {"chat": chat, "scoring": "generate", "backend": backend,
-             "cells_per_batch": min(step, len(vectors)), "positions": positions}, outs))
+             "cells_per_batch": min(step, len(vectors)), "positions": positions,
+             "receipt": describe("steered", add_up(rec))}, outs))
     return results
 
 
@@ -160,8 +167,10 @@ def evaluate_cells(model: Model, task: Task, layer: int | Sequence[int],
         results = []
         for v, lay in zip(vectors, at, strict=True):
             with steer(model, v, layers=lay, coeff=1.0, backend=backend,
-                       positions=positions):
-                results.append(evaluate(model, task, **kw))
+                       positions=positions) as handle:
+                res = evaluate(model, task, **kw)
+            res.extra["receipt"] = str(handle.receipt)
+            results.append(res)
         return results
     if task.kind != "mc":
         return _gen_cells(model, task, at, vectors, items, chat, backend, batch_size, shots,
@@ -185,6 +194,7 @@ def evaluate_cells(model: Model, task: Task, layer: int | Sequence[int],
     preds = [[""] * len(items) for _ in vectors]
     correct = [[False] * len(items) for _ in vectors]
     seconds = [0.0] * len(vectors)
+    receipts_of = [Receipt("steered") for _ in vectors]  # each cell's, over the batches
     batches = mc_batches(model, items, scoring, chat, batch_size)  # as evaluate() batches
     show = progress if progress is not None else len(batches) > 4
     for b, idx in enumerate(tqdm(batches, desc=f"{task.name} L{layer}", disable=not show,
@@ -200,7 +210,8 @@ def evaluate_cells(model: Model, task: Task, layer: int | Sequence[int],
         shared = (time.perf_counter() - t0) / max(len(vectors), 1)
         for k, v in enumerate(vectors):
             t1 = time.perf_counter()
-            with steer(model, v, layers=layer, coeff=1.0, backend=backend, positions=positions):
+            with steer(model, v, layers=layer, coeff=1.0, backend=backend, positions=positions,
+                       receipt=receipts_of[k]):
                 logits = prefix.forward(keep=mc.keep, shared=True)
             for i, p, c in zip(idx, *mc.choose(logits), strict=True):
                 preds[k][i], correct[k][i] = p, c
@@ -209,4 +220,5 @@ def evaluate_cells(model: Model, task: Task, layer: int | Sequence[int],
     extra = {"chat": chat, "scoring": scoring, "backend": backend,
              "shared_prefix": True}
     return [EvalResult(task.name, model.hf_id, ids, np.array(correct[k]), preds[k], seconds[k],
-                       task.chance(items), dict(extra)) for k in range(len(vectors))]
+                       task.chance(items), {**extra, "receipt": str(receipts_of[k])})
+            for k in range(len(vectors))]

@@ -42,3 +42,13 @@ class BackendMismatchError(SteerlabError, RuntimeError):
 class DeviceError(SteerlabError, ValueError):
     """A device that is not a device, or is not on this machine (the message lists those that
     are)."""
+
+
+class ReceiptError(SteerlabError, RuntimeError):
+    """An intervention that did not do what was asked: an edit that did not run in a forward
+    it applies to, ran in the other phase, ran twice, or changed the activations by another
+    amount than requested (:mod:`steerlab.receipts`)."""
+
+
+class ReceiptWarning(UserWarning):
+    """A receipt guard's finding where the caller asked to be warned (``guards="warn"``)."""

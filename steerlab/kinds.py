@@ -28,6 +28,7 @@ from steerlab.devices import dtype_name
 from steerlab.errors import EmptyInputError, OptionError
 from steerlab.evaluation import cloze_prompt, mc_batch
 from steerlab.options import BackendName, Site
+from steerlab.receipts import Receipt
 from steerlab.stats import accuracy, comparison_row, interval_side
 from steerlab.tasks import check_disjoint, extraction_prompts, get_task
 from steerlab.validate import check_layers
@@ -202,7 +203,8 @@ def kind_cells(plan: KindPlan, start: int, cells: Sequence[tuple[int, str]],
                     vals = plan.vectors[cond][layer].expand(len(item_idx), -1)
                     replace = False
                 fn, sizes = _last_token_edit(vals, mc.prompt_last, replace)
-                with be.add_edits([(layer, fn, {"site": plan.site})]):
+                with be.add_edits([(layer, fn, {"site": plan.site,
+                                                "receipt": Receipt("patched")})]):
                     logits = prefix.forward(keep=mc.keep)
                 # one size per item: the mean over its option rows
                 per_row = torch.tensor(sizes, dtype=torch.float64)

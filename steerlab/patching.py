@@ -33,6 +33,7 @@ from steerlab.errors import OptionError
 from steerlab.metrics import Metric, as_metric, last_logits
 from steerlab.options import DIRECTIONS, BackendName, Direction, Site
 from steerlab.pairs import prompt_pairs, shared_prefix
+from steerlab.receipts import Receipt
 from steerlab.stats import bootstrap_mean_ci
 from steerlab.validate import check_layers
 
@@ -71,6 +72,8 @@ class PatchResult:
     clean: float
     corrupted: float
     meta: dict[str, Any] = field(default_factory=dict)
+    #: what the patching did (:mod:`steerlab.receipts`): every forward's patched positions
+    receipt: Receipt | None = field(default=None, repr=False, compare=False)
 
     def strongest(self) -> dict[str, Any]:
         """The cell with the largest mean value: layer, position, token, head, value and its
@@ -239,6 +242,7 @@ def activation_patching(model: Model, clean: Sequence[str], corrupted: Sequence[
     for c, i in jobs:
         by_layer.setdefault(cells[c][0], []).append((c, i))
     prefix = engine.Prefix(be, run_on, share=fast)  # blocks before a layer: run once
+    rec = Receipt("patched", "detail")
     with torch.no_grad():
         for layer, layer_jobs in by_layer.items():
             src = acts.at(layer)  # (n, T, ...) of the source run
@@ -248,7 +252,8 @@ def activation_patching(model: Model, clean: Sequence[str], corrupted: Sequence[
                 prefix.clear()
             for k in range(0, len(layer_jobs), batch_cells):
                 chunk = layer_jobs[k:k + batch_cells]
-                got = _run_chunk(be, m, pairs.lengths, site, layer, src, cells, chunk, prefix)
+                got = _run_chunk(be, m, pairs.lengths, site, layer, src, cells, chunk, prefix,
+                                 rec)
                 for (c, i), v in zip(chunk, got.cpu().tolist(), strict=True):
                     values[i, c] = v
                 bar.update(len(chunk))
@@ -256,21 +261,24 @@ def activation_patching(model: Model, clean: Sequence[str], corrupted: Sequence[
     clean_m, corr_m = float(clean_v.mean()), float(corr_v.mean())
     if m.normalise:
         values = (values - corr_m) / (clean_m - corr_m)
-    return result(values, cells, site, use_layers, use_pos, use_heads, direction, m, clean_m,
-                   corr_m, pairs.tokens, seed,
-                   {"backend": backend, "n_pairs": n, "shared_prefix": prefix.on})
+    res = result(values, cells, site, use_layers, use_pos, use_heads, direction, m, clean_m,
+                 corr_m, pairs.tokens, seed,
+                 {"backend": backend, "n_pairs": n, "shared_prefix": prefix.on})
+    res.receipt = rec
+    return res
 
 
 def _run_chunk(be: Any, m: Metric, lengths: torch.Tensor, site: Site, layer: int,
                src: torch.Tensor, cells: list[tuple[int, int, int]],
-               chunk: list[tuple[int, int]], prefix: engine.Prefix) -> torch.Tensor:
+               chunk: list[tuple[int, int]], prefix: engine.Prefix, rec: Receipt
+               ) -> torch.Tensor:
     """Metric values of one forward whose rows each patch one (cell, pair) of ``layer``."""
     pair_of_row = torch.tensor([i for _, i in chunk])
     rows = torch.arange(len(chunk))
     pos = torch.tensor([cells[c][1] for c, _ in chunk])
     heads = torch.tensor([cells[c][2] for c, _ in chunk])
     fn = _patch_fn(src, rows, pair_of_row, pos, heads, lengths)
-    with be.add_edits([(layer, fn, {"site": site})]):
+    with be.add_edits([(layer, fn, {"site": site, "receipt": rec})]):
         logits = prefix.forward(rows=pair_of_row)
     return m(last_logits(logits, lengths[pair_of_row]), pair_of_row)
 

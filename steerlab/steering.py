@@ -14,9 +14,10 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from steerlab.backends.base import WHEN, Handles, Site, check_site
+from steerlab.backends.base import WHEN, Handle, Handles, Site, check_site
 from steerlab.errors import InvalidVectorError, OptionError, VectorMismatchError
 from steerlab.options import APPLY_SCALE, MODES, SCALES, BackendName, Mode, Scale, When, check
+from steerlab.receipts import LEVELS, Level, Receipt
 from steerlab.validate import check_layers
 from steerlab.vectors import SITE, SteeringVector, unit
 
@@ -30,7 +31,33 @@ POSITIONS = WHEN  # the backend decides which forward reads the prompt
 
 class SteeringHandle(Handles):
     """Registered steering hooks; ``remove()`` takes them all off (idempotent), and so does
-    the end of a ``with`` block."""
+    the end of a ``with`` block. :attr:`receipt` says what they did (None when off)."""
+
+    def __init__(self, handles: list[Handle], receipt: Receipt | None = None) -> None:
+        super().__init__(handles)
+        self.receipt = receipt
+
+
+def receipt_for(what: str, receipt: Level | Receipt) -> Receipt | None:
+    """The receipt an intervention context writes to: ``receipt`` itself when it is one
+    (several contexts may add up in one), a new one of that level, None for ``off``."""
+    if isinstance(receipt, Receipt):
+        return receipt
+    check("receipt level", receipt, LEVELS)
+    return None if receipt == "off" else Receipt(what, receipt)
+
+
+def expected(v: torch.Tensor, coeff: float, mode: Mode) -> dict[str, Any]:
+    """What :func:`_make_steer_fn` is asked to do, for a receipt to check it against."""
+    if mode == "add":
+        return {"expect": lambda h: v.to(h.device).expand_as(h)}
+    r = unit(v)
+
+    def along(h: torch.Tensor) -> torch.Tensor:
+        d = r.to(h.device)
+        return (h @ d).unsqueeze(-1) * d * (coeff if mode == "project" else -1.0)
+
+    return {"expect": along, "direction": r}
 
 
 def _make_steer_fn(v: torch.Tensor, coeff: float, mode: Mode):
@@ -61,7 +88,8 @@ class RowSteering(SteeringHandle):
     (:func:`steerlab.engine.greedy`'s ``on_rows``)."""
 
     def __init__(self, model: Model, rows: torch.Tensor, layer: int | Sequence[int],
-                 positions: When, backend: BackendName) -> None:
+                 positions: When, backend: BackendName,
+                 receipt: Level | Receipt = "counts") -> None:
         if rows.ndim != 2 or rows.shape[1] != model.d_model:
             raise VectorMismatchError(f"Row vectors have shape {tuple(rows.shape)}, but "
                                       f"{model.name} needs (rows, {model.d_model}).")
@@ -82,8 +110,20 @@ class RowSteering(SteeringHandle):
         self._index: torch.Tensor | None = None  # the rows now run (None: all)
         self._cast: dict[tuple[int, torch.dtype, torch.device], torch.Tensor] = {}
         be = model.backend(backend)
-        super().__init__([be.add_edits([(lay, self._edit_at(lay), {"when": positions})
-                                        for lay in layers])])
+        rec = receipt_for("steered", receipt)
+        noted = {"receipt": rec, "rows": lambda: self._index} if rec is not None else {}
+        super().__init__([be.add_edits([
+            (lay, self._edit_at(lay), {"when": positions, **noted,
+                                       **({"expect": self._asked_at(lay)} if noted else {})})
+            for lay in layers])], rec)
+
+    def _asked_at(self, layer: int) -> Any:
+        def asked(h: torch.Tensor) -> torch.Tensor:
+            d = self.rows[layer].to(h.device)
+            d = d if self._index is None else d[self._index.to(h.device)]
+            return d[:, None, :].expand_as(h)
+
+        return asked
 
     def _edit_at(self, layer: int) -> Any:
         def edit(h: torch.Tensor) -> torch.Tensor:
@@ -175,7 +215,8 @@ def add_steering(model: Model, vector: SteeringVector | torch.Tensor,
                  positions: When = "all", mode: Mode = "add", backend: BackendName = "hf",
                  strict_model: bool = True, site: Site | Sequence[str] | None = None,
                  from_layer: int | None = None, any_site: bool = False,
-                 scale: Scale = APPLY_SCALE) -> SteeringHandle:
+                 scale: Scale = APPLY_SCALE, receipt: Level | Receipt = "counts"
+                 ) -> SteeringHandle:
     """Register steering hooks and return their handle (call ``.remove()`` when done).
 
     Args:
@@ -203,6 +244,11 @@ def add_steering(model: Model, vector: SteeringVector | torch.Tensor,
             direction times the layer's typical residual norm: ``coeff=0.2`` is a fifth of the
             residual stream's size, comparable across layers and models). ``project`` and
             ``ablate`` are dimensionless and take only ``raw``.
+        receipt: what the handle's :attr:`~SteeringHandle.receipt` records
+            (:mod:`steerlab.receipts`): ``counts`` (forwards, rows, positions; the guards
+            against an edit that did not run, ran in the wrong phase or ran twice),
+            ``detail`` (also each edit's realised size next to the requested one, checked),
+            ``off``, or a :class:`~steerlab.receipts.Receipt` to add this steering's record to.
     """
     check("steering mode", mode, MODES)
     check("scale", scale, SCALES)
@@ -220,9 +266,12 @@ def add_steering(model: Model, vector: SteeringVector | torch.Tensor,
     for s in sites:
         check_site(s, be.sites, model.name)
     strength = 1.0 if mode == "add" else float(coeff)
+    rec = receipt_for("steered", receipt)
     return SteeringHandle([be.add_edits([
-        (layer, _make_steer_fn(v.float(), strength, mode), {"when": positions, "site": s})
-        for layer, v in per_layer.items() for s in sites])])
+        (layer, _make_steer_fn(v.float(), strength, mode),
+         {"when": positions, "site": s, "receipt": rec,
+          **(expected(v.float(), strength, mode) if rec is not None else {})})
+        for layer, v in per_layer.items() for s in sites])], rec)
 
 
 @contextmanager
@@ -230,16 +279,17 @@ def steer(model: Model, vector: SteeringVector | torch.Tensor,
           layers: Sequence[int] | int | None = None, coeff: float = 1.0,
           positions: When = "all", mode: Mode = "add", backend: BackendName = "hf",
           strict_model: bool = True, site: Site | Sequence[str] | None = None,
-          from_layer: int | None = None, any_site: bool = False, scale: Scale = APPLY_SCALE
-          ) -> Iterator[SteeringHandle]:
+          from_layer: int | None = None, any_site: bool = False, scale: Scale = APPLY_SCALE,
+          receipt: Level | Receipt = "counts") -> Iterator[SteeringHandle]:
     """Context manager form of :func:`add_steering`; hooks come off when the block exits.
 
     Example:
-        >>> with steer(model, vec, layers=12, coeff=4.0):
+        >>> with steer(model, vec, layers=12, coeff=4.0) as handle:
         ...     print(generate(model, ["What is 17 + 25?"], chat=True))
+        >>> print(handle.receipt)  # what the steering did, forward by forward
     """
     handle = add_steering(model, vector, layers, coeff, positions, mode, backend, strict_model,
-                          site, from_layer, any_site, scale)
+                          site, from_layer, any_site, scale, receipt)
     try:
         yield handle
     finally:
@@ -249,11 +299,12 @@ def steer(model: Model, vector: SteeringVector | torch.Tensor,
 def hong_projection(model: Model, vector: SteeringVector | torch.Tensor, from_layer: int,
                     coeff: float, layers: Sequence[int] | int | None = None,
                     sites: Sequence[str] = HONG_SITES, backend: BackendName = "hf",
-                    strict_model: bool = True) -> SteeringHandle:
+                    strict_model: bool = True, receipt: Level | Receipt = "counts"
+                    ) -> SteeringHandle:
     """Hong et al.'s intervention exactly: with r̂ the unit direction of ``vector`` at
     ``from_layer``, ``h <- h + coeff (h . r̂) r̂`` at each of ``sites`` (default: the block
     input, the attention output and the MLP output) of every layer in ``layers`` (default:
     all), at every position including generated tokens. Their ``coeff`` is about
     ±0.05..0.15. Returns the handle (use it as a context manager)."""
     return add_steering(model, vector, layers, coeff, "all", "project", backend, strict_model,
-                        tuple(sites), from_layer, any_site=True)
+                        tuple(sites), from_layer, any_site=True, receipt=receipt)

@@ -147,6 +147,9 @@ def journal_row(cfg: SweepKey, method: str, layer: int, coeff: float, added_norm
             "seconds": seconds, "config": cfg.key(),
             "correct": "".join("1" if c else "0" for c in res.correct),
             **({"completions": completions} if completions is not None else {}),
+            # what the steering did (a receipt's summary): every cell can be audited
+            **({"receipt": res.extra["receipt"]} if res is not base and "receipt" in res.extra
+               else {}),
             **({"answered": answered(items, res.predictions)}
                if items is not None and res.predictions else {})}
 

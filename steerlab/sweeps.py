@@ -228,8 +228,9 @@ def sweep(model: Model, config: SweepConfig | Task | str,
             if coeff == 0.0 and mode != "ablate":  # leaves the logits bit-for-bit unchanged
                 res, completions = base, base_completions
             else:
-                with steer(model, vec, backend=backend, **how):
+                with steer(model, vec, backend=backend, **how) as handle:
                     res = evaluate(model, task, shots=few, **ev)
+                res.extra["receipt"] = str(handle.receipt)
                 completions = completions_of(res) if keep_text else None
             record(journal_row(cfg, method, layer, coeff, norm, res, base,
                                time.perf_counter() - t0, mc_items, completions))

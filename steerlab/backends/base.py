@@ -37,6 +37,7 @@ from steerlab.options import SITES, WHEN, Site, When
 
 if TYPE_CHECKING:
     from steerlab.models import Model
+    from steerlab.receipts import Receipt
 
 # An edit sees the tensor at a site and returns a replacement of the same shape, or None to
 # leave it unchanged (a read-only observer).
@@ -195,25 +196,36 @@ class Backend(ABC):
         return head_shape(self.model)
 
     def add_edit(self, layer: int, fn: EditFn, when: str = "all",
-                 site: Site = "resid_post") -> Handle:
+                 site: Site = "resid_post", receipt: Receipt | None = None,
+                 **noted: Any) -> Handle:
         """Run ``fn`` on the tensor at ``site`` of block ``layer`` in every later forward
         (``when="all"``), only in the forward that reads the prompt (``"prompt"``) or only in
         the decoding steps of a generation (``"generated"``), until the returned handle's
-        ``remove()`` is called. ``fn`` returns a replacement, or None to leave it as is."""
+        ``remove()`` is called. ``fn`` returns a replacement, or None to leave it as is.
+
+        ``receipt``: a :class:`~steerlab.receipts.Receipt` that notes every run of ``fn``
+        and hears about every forward (``noted``: what it needs to judge the edit, see
+        :meth:`Receipt.wrap`)."""
         when_ = check_when(when)
         site_ = check_site(site, self.sites, self.model.name)
         if not 0 <= layer < self.model.n_layers:
             raise LayerError(f"Layer {layer} out of range: {self.model.name} has layers "
                              f"0..{self.model.n_layers - 1}.")
+        steps: list[Callable[[], Handle]] = []
+        if receipt is not None and receipt.level != "off":
+            fn, noted_edit = receipt.wrap(fn, layer, site_, when_, **noted)
+            steps += [lambda: noted_edit, partial(self.phase.watch, self.top, receipt)]
         points = site_points(site_, fn, self.heads)
-        return _Counted(self.model._live_edits, self.name,
-                        self._add_points(layer, points, when_))
+        steps.append(lambda: _Counted(self.model._live_edits, self.name,
+                                      self._add_points(layer, points, when_)))
+        return register_all(steps)
 
     def add_edits(self, edits: Iterable[tuple[int, EditFn] | tuple[int, EditFn, dict[str, Any]]]
                   ) -> Handles:
         """Several :meth:`add_edit` calls, ``(layer, fn)`` or ``(layer, fn, {"site": ...,
-        "when": ...})`` each, as one handle: all registered, or none left behind when one
-        fails; removed last first by ``remove()`` or at the end of a ``with`` block."""
+        "when": ..., "receipt": ...})`` each, as one handle: all registered, or none left
+        behind when one fails; removed last first by ``remove()`` or at the end of a ``with``
+        block."""
         return register_all([partial(self.add_edit, e[0], e[1], **(e[2] if len(e) > 2 else {}))
                              for e in edits])
 

@@ -116,7 +116,7 @@ class HFBackend(Backend, HFFastPath):
         self.check_sole()
         if self._recurrent and enc["input_ids"].shape[0] > 1:
             return self._generate_rows(enc, **kwargs)
-        with self.phase.generation():
+        with self.phase.generation(width=enc["input_ids"].shape[1]):
             return self.top.generate(**enc, **kwargs)
 
     def _realigned(self, enc: dict[str, torch.Tensor],
@@ -161,7 +161,7 @@ class HFBackend(Backend, HFFastPath):
         new = []
         for r in range(ids.shape[0]):
             real = mask[r].bool()
-            with self.phase.generation():
+            with self.phase.generation(width=int(real.sum())):
                 out = self.top.generate(input_ids=ids[r, real][None],
                                         attention_mask=mask[r, real][None], **kwargs)
             new.append(out[0, int(real.sum()):])

@@ -120,48 +120,49 @@ class HFFastPath:
         out: list[list[int]] = [[] for _ in range(n)]
         alive = list(range(n))  # the row of ``out`` each current batch row decodes
         ids = enc["input_ids"]
-        for step in range(max_new_tokens):
-            args = dict(kw, input_ids=ids, attention_mask=mask)
-            if self._takes_positions:
-                args["position_ids"] = pos
-            # every forward of step 0 (however many stages) reads the prompt; later ones decode
-            with self.phase.reading(prompt=step == 0):
-                if step == 0 and repeat > 1 and until is not None:
-                    nxt = self._prefill_rows(args, cache, until, max_new_tokens, on_rows)
+        with self.phase.generation(width=ids.shape[1]):  # the prompt is ids' columns
+            for step in range(max_new_tokens):
+                args = dict(kw, input_ids=ids, attention_mask=mask)
+                if self._takes_positions:
+                    args["position_ids"] = pos
+                # every forward of step 0 (however many stages) reads the prompt; later ones decode
+                with self.phase.reading(prompt=step == 0):
+                    if step == 0 and repeat > 1 and until is not None:
+                        nxt = self._prefill_rows(args, cache, until, max_new_tokens, on_rows)
+                        mask, pos = (t.repeat_interleave(repeat, 0) for t in (mask, pos))
+                    else:
+                        nxt = self.top(**args).logits[:, -1].argmax(-1)
+                if step == 0 and repeat > 1 and until is None:
+                    # the prompt read once: copy its results
+                    cache.batch_repeat_interleave(repeat)
                     mask, pos = (t.repeat_interleave(repeat, 0) for t in (mask, pos))
-                else:
-                    nxt = self.top(**args).logits[:, -1].argmax(-1)
-            if step == 0 and repeat > 1 and until is None:
-                # the prompt read once: copy its results
-                cache.batch_repeat_interleave(repeat)
-                mask, pos = (t.repeat_interleave(repeat, 0) for t in (mask, pos))
-                nxt = nxt.repeat_interleave(repeat, 0)
-            keep = []
-            for j, (row, tok) in enumerate(zip(alive, nxt.cpu().tolist(), strict=True)):
-                if tok in stop:
-                    continue
-                out[row].append(tok)
-                if done is None or not done(row, out[row]):
-                    keep.append(j)
-            if not keep or step == max_new_tokens - 1:
-                break
-            if len(keep) < len(alive):
-                # the rows that go on: the first len(keep) positions, each finished
-                # row's place among them taken by a row from beyond them, so that the
-                # cache moves those rows only (PreallocatedLayer.batch_select_indices)
-                gone = set(range(len(alive))) - set(keep)
-                movers = iter(j for j in keep if j >= len(keep))
-                keep = [next(movers) if j in gone else j for j in range(len(keep))]
-                index = torch.tensor(keep, device=mask.device)
-                cache.batch_select_indices(index)
-                mask, pos, nxt = mask[index], pos[index], nxt[index]
-                alive = [alive[j] for j in keep]
-                if on_rows is not None:
-                    on_rows(torch.tensor(alive))
-            ids = nxt[:, None]
-            mask = torch.cat([mask, mask.new_ones(len(alive), 1)], 1)
-            pos = pos[:, -1:] + 1
-        return out
+                    nxt = nxt.repeat_interleave(repeat, 0)
+                keep = []
+                for j, (row, tok) in enumerate(zip(alive, nxt.cpu().tolist(), strict=True)):
+                    if tok in stop:
+                        continue
+                    out[row].append(tok)
+                    if done is None or not done(row, out[row]):
+                        keep.append(j)
+                if not keep or step == max_new_tokens - 1:
+                    break
+                if len(keep) < len(alive):
+                    # the rows that go on: the first len(keep) positions, each finished
+                    # row's place among them taken by a row from beyond them, so that the
+                    # cache moves those rows only (PreallocatedLayer.batch_select_indices)
+                    gone = set(range(len(alive))) - set(keep)
+                    movers = iter(j for j in keep if j >= len(keep))
+                    keep = [next(movers) if j in gone else j for j in range(len(keep))]
+                    index = torch.tensor(keep, device=mask.device)
+                    cache.batch_select_indices(index)
+                    mask, pos, nxt = mask[index], pos[index], nxt[index]
+                    alive = [alive[j] for j in keep]
+                    if on_rows is not None:
+                        on_rows(torch.tensor(alive))
+                ids = nxt[:, None]
+                mask = torch.cat([mask, mask.new_ones(len(alive), 1)], 1)
+                pos = pos[:, -1:] + 1
+            return out
 
     def _prefill_rows(self, args: dict[str, Any], cache: Any, until: list[int], extra: int,
                       on_rows: Callable[[torch.Tensor], None] | None) -> torch.Tensor:

@@ -123,7 +123,8 @@ class NNsightBackend(Backend):
         with warnings.catch_warnings():
             # an open `tracer.iter[:]` loop ends with a "never reached" warning by design
             warnings.filterwarnings("ignore", message=".*was never reached.*")
-            with self.lm.generate(**kwargs) as tracer:
+            with self.phase.generation(width=enc["input_ids"].shape[1]), \
+                    self.lm.generate(**kwargs) as tracer:
                 with tracer.invoke(dict(enc)):
                     if self._edits:
                         for step in tracer.iter[:]:

@@ -3,19 +3,48 @@
 An edit registered with ``when="prompt"`` or ``when="generated"`` runs only in forwards of
 that phase (:func:`gated`). Each backend keeps one :class:`Phase` and attaches it to the
 module every forward starts in.
+
+The same hook tells a receipt (:mod:`steerlab.receipts`) what each forward was, from
+evidence the rule does not use: the columns the forward's cache already holds against the
+width of the prompt the running generation began with (:class:`Seen`). A receipt compares the
+two accounts, so a phase rule gone wrong (a library keyword that drifted, one counter per
+edit, the stages of a prefill counted as decoding steps) is caught where it acts.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import torch
 
 if TYPE_CHECKING:
     from steerlab.backends.base import EditFn, Handle
     from steerlab.options import When
+
+
+@dataclass(frozen=True)
+class Seen:
+    """What one forward of the top module was, by evidence independent of the phase rule:
+    ``decoding`` when it continues a cache past the prompt's ``width`` columns (within a
+    generation steerlab runs) or, outside one, continues any cache or recurrent state."""
+
+    index: int  # the forward's number on this backend
+    phase: Literal["prompt", "decoding"]
+    step: int  # 0 for a forward of the prompt, k for the k-th decoding step since
+    rows: int
+    columns: int  # the columns this forward reads
+    start: int  # the columns before them (the cache's length; 0 without a cache)
+
+
+class Watcher(Protocol):
+    """What a :class:`Phase` tells about each forward (a receipt)."""
+
+    def begin(self, seen: Seen) -> None: ...
+
+    def end(self) -> None: ...
 
 
 class Phase:
@@ -37,6 +66,13 @@ class Phase:
         self.declared: bool | None = None  # set by :meth:`reading`
         self._users = 0  # live edits that need the phase kept current
         self._hook: Any = None
+        #: the prompt's columns of the generation running now (None: no generation of ours)
+        self.width: int | None = None
+        self._watchers: list[Watcher] = []
+        self._watching: dict[int, int] = {}  # id(watcher) -> edits that watch through it
+        self._post: Any = None
+        self._count = 0  # forwards seen while watched
+        self._steps = 0  # decoding forwards since the last forward of a prompt
 
     @contextmanager
     def reading(self, prompt: bool) -> Iterator[None]:
@@ -49,15 +85,16 @@ class Phase:
             self.declared = before
 
     @contextmanager
-    def generation(self) -> Iterator[None]:
-        """Count the forwards of one library ``generate`` call (nested calls are refused)."""
+    def generation(self, width: int | None = None) -> Iterator[None]:
+        """Count the forwards of one generation (nested ones are refused) whose prompt is
+        ``width`` columns wide (what a receipt's evidence compares the cache with)."""
         if self.generating:
             raise RuntimeError("A generation is already running on this backend.")
-        self.generating, self.forwards = True, 0
+        self.generating, self.forwards, self.width = True, 0, width
         try:
             yield
         finally:
-            self.generating, self.forwards, self.prefill = False, 0, True
+            self.generating, self.forwards, self.prefill, self.width = False, 0, True, None
 
     def enter_forward(self, args: tuple, kwargs: dict[str, Any]) -> None:
         """Called before every forward of the model's top module (a declared phase needs no
@@ -82,14 +119,60 @@ class Phase:
         self._users += 1
         return _Detach(self)
 
+    def watch(self, top: torch.nn.Module, watcher: Watcher) -> Handle:
+        """Tell ``watcher`` about every forward of ``top``: :meth:`Watcher.begin` before it
+        with what it is (:class:`Seen`), :meth:`Watcher.end` after it when it completes (a
+        forward cut short, as a capture's early stop cuts it, never ends). The returned
+        handle stops the telling."""
+        attached = self.attach(top)
+        if not self._watchers:
+            self._post = top.register_forward_hook(self._exit)
+        if watcher not in self._watchers:  # told once per forward however many edits it has
+            self._watchers.append(watcher)
+        self._watching[id(watcher)] = self._watching.get(id(watcher), 0) + 1
+        return _Unwatch(self, watcher, attached)
+
+    def seen(self, args: tuple, kwargs: dict[str, Any]) -> Seen:
+        """The evidence on one forward (its arguments) of what it is."""
+        ids = kwargs.get("input_ids", kwargs.get("inputs_embeds", args[0] if args else None))
+        rows, columns = (tuple(ids.shape[:2]) if isinstance(ids, torch.Tensor)
+                         and ids.ndim >= 2 else (0, 0))
+        before = cached_columns(args, kwargs)
+        if self.width is not None and before is not None and before >= 0:
+            decoding = before >= self.width
+        else:  # a recurrent state has no length: any state continues a sequence
+            decoding = before is not None and before != 0
+        self._steps = self._steps + 1 if decoding else 0
+        self._count += 1
+        return Seen(self._count, "decoding" if decoding else "prompt", self._steps, rows,
+                    columns, max(before or 0, 0))
+
     def _enter(self, module: torch.nn.Module, args: Any, kwargs: dict[str, Any]) -> None:
         self.enter_forward(args, kwargs)
+        if self._watchers:
+            seen = self.seen(args, kwargs)
+            for watcher in list(self._watchers):
+                watcher.begin(seen)
+
+    def _exit(self, module: torch.nn.Module, args: Any, output: Any) -> None:
+        for watcher in list(self._watchers):
+            watcher.end()
 
     def _detach(self) -> None:
         self._users -= 1
         if self._users == 0 and self._hook is not None:
             self._hook.remove()
             self._hook = None
+
+    def _unwatch(self, watcher: Watcher) -> None:
+        left = self._watching.pop(id(watcher), 1) - 1
+        if left:
+            self._watching[id(watcher)] = left
+        elif watcher in self._watchers:
+            self._watchers.remove(watcher)
+        if not self._watchers and self._post is not None:
+            self._post.remove()
+            self._post = None
 
 
 class _Detach:
@@ -102,6 +185,20 @@ class _Detach:
             self._phase = None
 
 
+class _Unwatch:
+    def __init__(self, phase: Phase, watcher: Watcher, attached: Handle) -> None:
+        self._phase: Phase | None = phase
+        self._watcher, self._attached = watcher, attached
+
+    def remove(self) -> None:
+        if self._phase is not None:
+            try:
+                self._phase._unwatch(self._watcher)
+            finally:
+                self._phase = None
+                self._attached.remove()
+
+
 def admits(when: str, prefill: bool) -> bool:
     """Whether an edit for ``when`` applies in a forward that does (not) read the prompt."""
     return when == "all" or (when == "prompt") == prefill
@@ -110,20 +207,27 @@ def admits(when: str, prefill: bool) -> bool:
 def continues_cache(args: tuple, kwargs: dict[str, Any]) -> bool:
     """True when a forward's arguments carry a non-empty KV cache or a recurrent state.
 
-    Found by what the values are, not by keyword: any argument with a ``get_seq_length()``
-    (a transformers ``Cache``; ``past_key_values=`` before transformers 5.24, ``cache=``
-    since) holding tokens, a legacy tuple-of-layers cache, or a recurrent model's state
-    (RWKV's ``state``, Mamba's ``cache_params``).
+    Found by what the values are, not by keyword (:func:`cached_columns`): any argument with
+    a ``get_seq_length()`` (a transformers ``Cache``; ``past_key_values=`` before
+    transformers 5.24, ``cache=`` since) holding tokens, a legacy tuple-of-layers cache, or
+    a recurrent model's state (RWKV's ``state``, Mamba's ``cache_params``).
     """
+    return cached_columns(args, kwargs) not in (None, 0)
+
+
+def cached_columns(args: tuple, kwargs: dict[str, Any]) -> int | None:
+    """The columns a forward's cache already holds (a ``get_seq_length()`` value; a legacy
+    tuple cache's key length), -1 for a recurrent state (no length), None without either."""
     for key, value in (*enumerate(args), *kwargs.items()):
         if value is None or isinstance(value, torch.Tensor | bool | int | float | str):
             continue
         if hasattr(value, "get_seq_length"):
-            if value.get_seq_length() > 0:
-                return True
-        elif key in ("state", "cache_params", "past_key_values"):
-            return True
-    return False
+            return int(value.get_seq_length())
+        if key == "past_key_values" and isinstance(value, tuple | list) and value:
+            return int(value[0][0].shape[-2])
+        if key in ("state", "cache_params"):
+            return -1
+    return None
 
 
 def gated(fn: EditFn, when: When, phase: Phase) -> EditFn:

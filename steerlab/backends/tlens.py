@@ -129,5 +129,5 @@ class TLensBackend(Backend):
         # The booted HF model runs through the bridge's components, so its hook points fire
         # at every decoding step; HF's generate handles left padding and the KV cache.
         self.check_sole()
-        with self.phase.generation():
+        with self.phase.generation(width=enc["input_ids"].shape[1]):
             return self.top.generate(**enc, **kwargs)

@@ -1,0 +1,401 @@
+"""Receipts: what an intervention actually did, and guards that make a silent failure loud.
+
+A :class:`Receipt` belongs to one intervention context (a steering, a patching run, a
+capture, learned vectors attached). The backend wraps each edit the context registers
+(:meth:`Receipt.wrap`) so that every time it runs it notes where: the forward (numbered by
+the backend, its phase told by evidence the phase rule does not use:
+:class:`~steerlab.backends.phase.Seen`), the layer and site, the rows and positions it saw,
+and at ``level="detail"`` how far it moved them (``||Δh||`` per token) next to what the
+request implies (``coeff x scale x ||v||`` for an addition, ``|coeff| |h·r̂|`` for a
+projection).
+
+Levels: ``counts`` (the default: forwards, rows, positions; no tensor arithmetic), ``detail``
+(sizes too, and the size guard), ``off`` (nothing registered).
+
+Guards (``guards="raise"``, the default; ``"warn"`` warns instead; ``"off"``), each raising
+:class:`~steerlab.errors.ReceiptError` inside the forward where it happens:
+
+* an edit that did not run in a complete forward whose phase it asked for (a phase rule
+  gone wrong: a generated-only edit that never fires during decoding, a prompt-only edit
+  missing a stage of the prompt);
+* an edit that ran in a forward of the other phase (a prompt-only edit on a decoding step);
+* an edit that ran twice in one forward (a hook registered twice);
+* (``detail``) an edit whose realised change differs from the requested one by more than
+  the dtype's rounding (a broadcast or dtype slip, a vector added twice inside one hook).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal, get_args
+
+import torch
+
+from steerlab.errors import OptionError, ReceiptError, ReceiptWarning
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from steerlab.backends.base import EditFn
+    from steerlab.backends.phase import Seen
+
+Level = Literal["counts", "detail", "off"]
+LEVELS: tuple[Level, ...] = get_args(Level)
+Guards = Literal["raise", "warn", "off"]
+GUARDS: tuple[Guards, ...] = get_args(Guards)
+
+#: the change an edit is asked to make, as a function of the float32 tensor it sees
+Expected = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class EditInfo:
+    """One edit a receipt watches."""
+
+    id: int
+    layer: int
+    site: str
+    when: str
+    expect: Expected | None = None
+    #: the unit direction whose component ``|h·r̂|`` the table reports (projections)
+    direction: torch.Tensor | None = None
+    #: the original row of each batch row the edit sees now (None: the batch's own order)
+    rows: Callable[[], torch.Tensor | None] | None = None
+    fired: int = 0
+    live: bool = True  # registered (False once its handle is removed)
+
+    def remove(self) -> None:
+        """Stop expecting this edit (its hooks came off): the handle the backend keeps."""
+        self.live = False
+
+
+@dataclass
+class _Forward:
+    seen: Seen
+    fired: set[int] = field(default_factory=set)
+    complete: bool = False
+
+
+@dataclass
+class Firing:
+    """One edit running once in one forward (a row of :meth:`Receipt.table`)."""
+
+    forward: int
+    phase: str
+    step: int
+    edit: int
+    rows: int
+    positions: int  # tokens the edit changed (``counts``: tokens it saw)
+    first: int  # first and last changed column, counting the cache's columns before
+    last: int
+    #: ``detail``: per batch row, the sum over its changed tokens of ``||Δh||``, of the
+    #: requested size, of ``|h·r̂|``, and the changed tokens (float32 tensors (B,))
+    per_row: tuple[torch.Tensor, ...] | None = None
+    max_norm: float = math.nan
+    row_ids: torch.Tensor | None = None
+
+
+def _eps(dtype: torch.dtype) -> float:
+    return torch.finfo(dtype).eps if dtype.is_floating_point else 0.0
+
+
+class Receipt:
+    """What one intervention context did: see the module docstring.
+
+    ``str(receipt)`` is one line per (layer, site): e.g. ``steered layer 12 resid_post at 31
+    decoding steps x 4 rows, 0 prompt positions, mean added norm 58.2 (asked 58.2)``;
+    :meth:`table` is one row per (forward, layer, site); a notebook shows both."""
+
+    def __init__(self, what: str = "steered", level: Level = "counts",
+                 guards: Guards = "raise") -> None:
+        if level not in LEVELS:
+            raise OptionError(f"Unknown receipt level {level!r}: use one of {LEVELS}.")
+        if guards not in GUARDS:
+            raise OptionError(f"Unknown guards {guards!r}: use one of {GUARDS}.")
+        self.what, self.level, self.guards = what, level, guards
+        self.edits: list[EditInfo] = []
+        self.firings: list[Firing] = []
+        self._now: _Forward | None = None
+        self.forwards = 0  # forwards begun while watched
+        self.complete = 0  # of them, forwards that completed
+
+    # -- what the backend calls -------------------------------------------------------
+    def wrap(self, fn: EditFn, layer: int, site: str, when: str,
+             expect: Expected | None = None, direction: torch.Tensor | None = None,
+             rows: Callable[[], torch.Tensor | None] | None = None
+             ) -> tuple[EditFn, EditInfo]:
+        """``fn`` noting each run in this receipt, and the edit's record, whose ``remove()``
+        the backend calls when the edit's hooks come off (it calls this in ``add_edit``)."""
+        info = EditInfo(len(self.edits), layer, site, when, expect, direction, rows)
+        self.edits.append(info)
+        detail = self.level == "detail"
+
+        def edit(h: torch.Tensor) -> torch.Tensor | None:
+            try:
+                new = fn(h)
+            except BaseException:
+                self._note(info, h, None, False)  # it ran (a capture may stop the forward)
+                raise
+            self._note(info, h, new, detail)
+            return new
+
+        return edit, info
+
+    def begin(self, seen: Seen) -> None:
+        self._now = _Forward(seen)
+        self.forwards += 1
+
+    def end(self) -> None:
+        now = self._now
+        if now is None:
+            return
+        now.complete = True
+        self.complete += 1
+        for info in self.edits:
+            if info.live and info.id not in now.fired and _admits(info.when, now.seen.phase):
+                self._fail(f"{self._name(info)} did not run in forward {now.seen.index} "
+                           f"({_phase_text(now.seen)}), which it applies to: the phase rule "
+                           "or a hook lost it, so this forward is unsteered there.")
+
+    # -- recording ------------------------------------------------------------------------
+    def _note(self, info: EditInfo, h: torch.Tensor, new: torch.Tensor | None,
+              detail: bool) -> None:
+        now = self._now
+        if now is None:  # a forward the backend's top module did not start (none known)
+            from steerlab.backends.phase import Seen
+
+            now = self._now = _Forward(Seen(0, "prompt", 0, h.shape[0], h.shape[1], 0))
+        seen = now.seen
+        if info.id in now.fired:
+            self._fail(f"{self._name(info)} ran twice in forward {seen.index}: its hook is "
+                       "registered twice, or the backend runs the point twice, so the edit "
+                       "is applied twice.")
+        now.fired.add(info.id)
+        info.fired += 1
+        if not _admits(info.when, seen.phase):
+            self._fail(f"{self._name(info)} ran in forward {seen.index}, "
+                       f"{_phase_text(seen)}: it applies only to "
+                       f"{'the prompt' if info.when == 'prompt' else 'decoding steps'}.")
+        rows, cols = h.shape[0], h.shape[1]
+        row_ids = info.rows() if info.rows is not None else None
+        if not detail or new is None:
+            self.firings.append(Firing(seen.index, seen.phase, seen.step, info.id, rows,
+                                       rows * cols if new is not None else 0, seen.start,
+                                       seen.start + cols - 1, row_ids=row_ids))
+            return
+        with torch.no_grad():
+            hf, nf = h.detach().float(), new.detach().float()
+            delta = (nf - hf).flatten(2)
+            size = delta.norm(dim=-1)  # (B, T)
+            changed = size > 0
+            per_row = [(size * changed).sum(1), changed.sum(1).float()]
+            cols_hit = changed.any(0).nonzero()
+            first, last = ((int(cols_hit[0]), int(cols_hit[-1])) if len(cols_hit)
+                           else (0, -1))
+            if info.expect is not None:
+                want = info.expect(hf).flatten(2)
+                asked = want.norm(dim=-1)
+                per_row.insert(1, (asked * changed).sum(1))
+                err = (delta - want).norm(dim=-1)
+                bound = 4 * _eps(h.dtype) * (hf.flatten(2).norm(dim=-1)
+                                             + nf.flatten(2).norm(dim=-1) + asked)
+                bad = err > bound + 1e-30
+                if bool(bad.any()):
+                    i = int(bad.flatten().nonzero()[0])
+                    b, t = divmod(i, cols)
+                    self._fail(f"{self._name(info)} changed row {b}, column "
+                               f"{seen.start + t} of forward {seen.index} by "
+                               f"{float(size[b, t]):.4g} where the request implies "
+                               f"{float(asked[b, t]):.4g} (off by {float(err[b, t]):.3g}, "
+                               f"beyond {h.dtype}'s rounding {float(bound[b, t]):.2g}): a "
+                               "broadcast, dtype or doubled-edit slip.")
+            else:
+                per_row.insert(1, torch.full_like(per_row[0], math.nan))
+            if info.direction is not None:
+                comp = (hf.flatten(2) @ info.direction.to(hf.device).float()).abs()
+                per_row.insert(2, (comp * changed).sum(1))
+            else:
+                per_row.insert(2, torch.full_like(per_row[0], math.nan))
+            self.firings.append(Firing(
+                seen.index, seen.phase, seen.step, info.id, rows, int(changed.sum()),
+                seen.start + first, seen.start + last, tuple(t.cpu() for t in per_row),
+                float(size.max()) if size.numel() else 0.0, row_ids))
+
+    def _fail(self, message: str) -> None:
+        text = f"Receipt of {self.what}: {message}"
+        if self.guards == "raise":
+            raise ReceiptError(text)
+        if self.guards == "warn":
+            warnings.warn(text, ReceiptWarning, stacklevel=3)
+
+    def _name(self, info: EditInfo) -> str:
+        gate = "" if info.when == "all" else f" (positions={info.when!r})"
+        return f"the edit at layer {info.layer} {info.site}{gate}"
+
+    # -- reading ----------------------------------------------------------------------------
+    def table(self) -> pd.DataFrame:
+        """One row per (forward, layer, site): ``forward``, ``phase`` (prompt / decoding),
+        ``step`` (0 for the prompt, k for the k-th decoding step), ``layer``, ``site``,
+        ``when``, ``rows``, ``positions`` (tokens changed; at ``counts``: tokens seen),
+        ``first``/``last`` (the span of changed columns), and at ``detail`` ``mean_norm`` /
+        ``max_norm`` (``||Δh||`` over the changed tokens), ``asked`` (the mean size the
+        request implies) and ``mean_proj`` (``|h·r̂|`` before the edit, projections)."""
+        import pandas as pd
+
+        out = []
+        for f in self.firings:
+            info = self.edits[f.edit]
+            row: dict[str, Any] = {
+                "forward": f.forward, "phase": f.phase, "step": f.step, "layer": info.layer,
+                "site": info.site, "when": info.when, "rows": f.rows,
+                "positions": f.positions, "first": f.first, "last": f.last}
+            if self.level == "detail":
+                row.update(_means(f))
+                row["max_norm"] = f.max_norm
+            out.append(row)
+        return pd.DataFrame(out)
+
+    def totals(self, rows: Any = None, layers: Any = None) -> list[dict[str, Any]]:
+        """Per (layer, site): the forwards of each phase it ran in, the rows and positions it
+        changed, and (``detail``) the mean changed size next to the asked one. ``rows``: only
+        the original batch rows in this collection (a sweep cell's rows of a batch of
+        cells); each firing's row ids come from the edit's ``rows`` callback. ``layers``:
+        only edits at these layers."""
+        keep = None if rows is None else {int(r) for r in rows}
+        wanted = None if layers is None else {int(x) for x in layers}
+        groups: dict[tuple[int, str], dict[str, Any]] = {}
+        for info in self.edits:
+            if wanted is None or info.layer in wanted:
+                groups.setdefault((info.layer, info.site), _empty(info))
+        for f in self.firings:
+            info = self.edits[f.edit]
+            g = groups.get((info.layer, info.site))
+            if g is None:
+                continue
+            mine = _mine(f, keep)
+            if mine is not None and not mine.any():
+                continue
+            n_rows = f.rows if mine is None else int(mine.sum())
+            g["prompt_forwards" if f.phase == "prompt" else "decoding_steps"] += 1
+            g["rows"] = max(g["rows"], n_rows)
+            if f.per_row is None:
+                g["positions"] += f.positions if mine is None else \
+                    f.positions // max(f.rows, 1) * n_rows
+                g[f"{f.phase}_positions"] += f.positions if mine is None else \
+                    f.positions // max(f.rows, 1) * n_rows
+                continue
+            sel = slice(None) if mine is None else mine
+            norm, asked, proj, count = (t[sel].sum().item() for t in f.per_row)
+            g["positions"] += int(count)
+            g[f"{f.phase}_positions"] += int(count)
+            g["_norm"] += norm
+            g["_asked"] += asked
+            g["_proj"] += proj
+        detail = self.level == "detail"
+        for g in groups.values():
+            n = g["positions"]
+            for key in ("norm", "asked", "proj"):
+                total = g.pop(f"_{key}")
+                g[f"mean_{key}"] = total / n if detail and n and not math.isnan(total) \
+                    else math.nan
+        return list(groups.values())
+
+    def summary(self, rows: Any = None, layers: Any = None) -> str:
+        """One line per (layer, site) (see :meth:`totals`)."""
+        return describe(self.what, self.totals(rows, layers), self.forwards)
+
+    def __str__(self) -> str:
+        return self.summary()
+
+    def __repr__(self) -> str:
+        return f"<Receipt {self.what}: {self.forwards} forwards, {len(self.firings)} edits ran>"
+
+    def _repr_html_(self) -> str:
+        import html
+
+        lines = "<br>".join(html.escape(x) for x in self.summary().split("\n"))
+        tab = self.table()
+        body = tab.head(40).to_html(index=False) if len(tab) else ""
+        more = f"<p>({len(tab) - 40} more rows: receipt.table())</p>" if len(tab) > 40 else ""
+        return f"<div><p><b>receipt</b><br>{lines}</p>{body}{more}</div>"
+
+
+def describe(what: str, totals: list[dict[str, Any]], forwards: int | None = None) -> str:
+    """The summary lines of :meth:`Receipt.totals` (or of :func:`add_up`'s)."""
+    lines = []
+    for g in totals:
+        if not g["prompt_forwards"] and not g["decoding_steps"]:
+            seen = "" if forwards is None else f" ({forwards} forwards seen)"
+            lines.append(f"{what}: layer {g['layer']} {g['site']} never ran{seen}")
+            continue
+        parts = [f"{what} layer {g['layer']} {g['site']} at "
+                 f"{g['prompt_forwards']} prompt forward"
+                 f"{'s' if g['prompt_forwards'] != 1 else ''} and "
+                 f"{g['decoding_steps']} decoding step"
+                 f"{'s' if g['decoding_steps'] != 1 else ''} x {g['rows']} rows",
+                 f"{g['prompt_positions']} prompt positions, "
+                 f"{g['decoding_positions']} decoded"]
+        if not math.isnan(g["mean_norm"]):
+            size = f"mean change {g['mean_norm']:.4g}"
+            if not math.isnan(g["mean_asked"]):
+                size += f" (asked {g['mean_asked']:.4g})"
+            if not math.isnan(g["mean_proj"]):
+                size += f", mean |h·r̂| {g['mean_proj']:.4g}"
+            parts.append(size)
+        lines.append(", ".join(parts))
+    return "\n".join(lines) if lines else f"{what}: no edits"
+
+
+def add_up(parts: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Several :meth:`Receipt.totals` of one edit set (a sweep cell's item batches) as one:
+    counts added, rows the largest, mean sizes weighted by positions."""
+    out: dict[tuple[int, str], dict[str, Any]] = {}
+    for totals in parts:
+        for g in totals:
+            key = (g["layer"], g["site"])
+            if key not in out:
+                out[key] = dict(g)
+                continue
+            o = out[key]
+            n0, n1 = o["positions"], g["positions"]
+            for m in ("mean_norm", "mean_asked", "mean_proj"):
+                o[m] = (o[m] * n0 + g[m] * n1) / (n0 + n1) if n0 + n1 else math.nan
+            for c in ("prompt_forwards", "decoding_steps", "positions", "prompt_positions",
+                      "decoding_positions"):
+                o[c] += g[c]
+            o["rows"] = max(o["rows"], g["rows"])
+    return list(out.values())
+
+
+def _admits(when: str, phase: str) -> bool:
+    return when == "all" or (when == "prompt") == (phase == "prompt")
+
+
+def _phase_text(seen: Seen) -> str:
+    return ("a forward of the prompt" if seen.phase == "prompt"
+            else f"decoding step {seen.step}")
+
+
+def _empty(info: EditInfo) -> dict[str, Any]:
+    return {"layer": info.layer, "site": info.site, "when": info.when, "prompt_forwards": 0,
+            "decoding_steps": 0, "rows": 0, "positions": 0, "prompt_positions": 0,
+            "decoding_positions": 0, "_norm": 0.0, "_asked": 0.0, "_proj": 0.0}
+
+
+def _mine(f: Firing, keep: set[int] | None) -> torch.Tensor | None:
+    """Which of the firing's batch rows are in ``keep`` (None: all rows count)."""
+    if keep is None:
+        return None
+    ids = f.row_ids if f.row_ids is not None else torch.arange(f.rows)
+    return torch.tensor([int(i) in keep for i in ids.tolist()], dtype=torch.bool)
+
+
+def _means(f: Firing) -> dict[str, float]:
+    if f.per_row is None:
+        return {"mean_norm": math.nan, "asked": math.nan, "mean_proj": math.nan}
+    norm, asked, proj, count = (t.sum().item() for t in f.per_row)
+    n = count or math.nan
+    return {"mean_norm": norm / n, "asked": asked / n, "mean_proj": proj / n}

@@ -1,0 +1,266 @@
+"""Receipts: what an intervention did, checked against a hand computation, and the guards
+checked against re-creations of the phase and hook bugs steerlab (and its peers) have met."""
+
+import pytest
+import torch
+from conftest import PROMPTS, no_hooks
+
+from steerlab.backends import phase as phase_module
+from steerlab.backends.phase import Phase
+from steerlab.errors import OptionError, ReceiptError, ReceiptWarning
+from steerlab.receipts import Receipt
+from steerlab.steering import hong_projection, steer
+
+NEW = 4
+
+
+def _vec(model, seed=0, scale=3.0):
+    return scale * torch.randn(model.d_model, generator=torch.Generator().manual_seed(seed))
+
+
+def _gen(model, backend="hf", prompts=PROMPTS[:2]):
+    """Greedy NEW tokens for each prompt, none ending early (so the steps are countable)."""
+    enc = model.encode(prompts)
+    model.backend(backend).generate(enc, max_new_tokens=NEW, min_new_tokens=NEW,
+                                    do_sample=False, pad_token_id=0)
+    return enc
+
+
+def _capture(model, enc, layer):
+    """resid_post of ``layer`` on ``enc``, unsteered (the hand computation's input)."""
+    got = {}
+    be = model.backend("hf")
+
+    def keep(h):
+        got["h"] = h.detach().clone()
+
+    with torch.no_grad(), be.add_edits([(layer, keep)]):
+        be.forward(enc)
+    return got["h"]
+
+
+def test_added_vector_receipt_equals_the_hand_computation(tiny_llama):
+    """fp32: every token of the forward is changed by exactly coeff x ||v||, on rows x columns
+    positions, and the generation's decoding steps are counted one by one."""
+    m = tiny_llama
+    v = _vec(m)
+    enc = m.encode(PROMPTS[:2])
+    rows, cols = enc["input_ids"].shape
+    with steer(m, v, layers=2, coeff=1.5, receipt="detail") as h:
+        m.backend("hf").forward(enc)
+    (g,) = h.receipt.totals()
+    assert (g["layer"], g["site"], g["prompt_forwards"], g["decoding_steps"]) == (
+        2, "resid_post", 1, 0)
+    assert g["positions"] == g["prompt_positions"] == rows * cols
+    want = float((1.5 * v).norm())
+    assert g["mean_norm"] == pytest.approx(want, rel=1e-6)
+    assert g["mean_asked"] == pytest.approx(want, rel=1e-6)
+    tab = h.receipt.table()
+    assert list(tab[["forward", "phase", "step", "rows", "first", "last"]].iloc[0])[1:] == [
+        "prompt", 0, rows, 0, cols - 1]
+    # a generation: one forward of the prompt, then NEW - 1 decoding steps of one column
+    with steer(m, v, layers=2, coeff=1.5, receipt="detail", positions="generated") as h:
+        width = _gen(m)["input_ids"].shape[1]
+    (g,) = h.receipt.totals()
+    assert (g["prompt_forwards"], g["decoding_steps"], g["prompt_positions"]) == (0, NEW - 1, 0)
+    assert g["decoding_positions"] == (NEW - 1) * rows
+    tab = h.receipt.table()
+    assert list(tab["step"]) == list(range(1, NEW))
+    assert list(tab["first"]) == [width + k for k in range(NEW - 1)]  # column of each token
+    assert "0 prompt positions" in str(h.receipt)
+    assert no_hooks(m)
+
+
+def test_projection_receipt_reports_the_component_it_scaled(tiny_llama):
+    """A projection changes each token by |coeff| |h·r̂|: the receipt's mean change, the
+    asked size and the mean |h·r̂| equal those computed by hand from the captured h."""
+    m = tiny_llama
+    v = _vec(m, 1)
+    enc = m.encode(PROMPTS[:3])
+    h = _capture(m, enc, 1)
+    comp = (h @ (v / v.norm())).abs()  # (B, T)
+    with steer(m, v, layers=1, coeff=0.5, mode="project", receipt="detail") as hd:
+        m.backend("hf").forward(enc)
+    (g,) = hd.receipt.totals()
+    changed = comp > 0
+    assert g["positions"] == int(changed.sum())
+    assert g["mean_proj"] == pytest.approx(float(comp[changed].mean()), rel=1e-5)
+    assert g["mean_norm"] == pytest.approx(float(0.5 * comp[changed].mean()), rel=1e-4)
+    assert g["mean_asked"] == pytest.approx(g["mean_norm"], rel=1e-4)
+    # ablation removes the whole component: change = |h·r̂|
+    with steer(m, v, layers=1, mode="ablate", receipt="detail") as hd:
+        m.backend("hf").forward(enc)
+    (g,) = hd.receipt.totals()
+    assert g["mean_norm"] == pytest.approx(g["mean_proj"], rel=1e-4)
+
+
+def test_one_receipt_adds_up_several_contexts_and_levels_are_checked(tiny_llama):
+    m = tiny_llama
+    rec = Receipt("cell", "counts")
+    enc = m.encode(PROMPTS[:2])
+    for _ in range(3):
+        with steer(m, _vec(m), layers=1, receipt=rec):
+            m.backend("hf").forward(enc)
+    (g,) = rec.totals()
+    assert g["prompt_forwards"] == 3
+    with steer(m, _vec(m), layers=1, receipt="off") as h:
+        m.backend("hf").forward(enc)
+    assert h.receipt is None
+    with pytest.raises(OptionError, match="receipt level"):
+        steer(m, _vec(m), layers=1, receipt="loud").__enter__()
+    assert no_hooks(m)
+
+
+@pytest.mark.parametrize("backend", ["hf", "nnsight"])
+@pytest.mark.parametrize("site", ["resid_pre", "attn_out", "resid_mid", "mlp_out",
+                                  "resid_post"])
+@pytest.mark.parametrize("positions", ["all", "prompt", "generated"])
+def test_a_correct_run_raises_nothing_and_counts_its_phases(tiny_llama, backend, site,
+                                                             positions):
+    """Every backend, site and positions mode, in detail: no guard fires, the phases the edit
+    ran in are those asked for, and the change is the one asked for."""
+    m = tiny_llama
+    with steer(m, _vec(m), layers=1, coeff=1.0, site=site, any_site=True,
+               positions=positions, backend=backend, receipt="detail") as h:
+        _gen(m, backend)
+    (g,) = h.receipt.totals()
+    assert (g["prompt_forwards"] > 0) == (positions != "generated")
+    assert (g["decoding_steps"] > 0) == (positions != "prompt")
+    assert g["mean_norm"] == pytest.approx(g["mean_asked"], rel=1e-5)
+    assert no_hooks(m)
+
+
+@pytest.mark.parametrize("mode", ["project", "ablate"])
+def test_projections_and_all_site_projection_raise_nothing(tiny_llama, mode):
+    m = tiny_llama
+    with steer(m, _vec(m), layers=[0, 2], coeff=0.3, mode=mode, receipt="detail") as h:
+        _gen(m)
+    assert len(h.receipt.totals()) == 2
+    hp = hong_projection(m, _vec(m), from_layer=1, coeff=0.1, receipt="detail")
+    with hp:
+        _gen(m)
+    assert {g["site"] for g in hp.receipt.totals()} == {"resid_pre", "attn_out", "mlp_out"}
+    assert len(hp.receipt.totals()) == 3 * m.n_layers
+    assert no_hooks(m)
+
+
+# --- the guards, each against a re-created past bug --------------------------------------
+
+def test_guard_catches_the_cache_keyword_drift(tiny_llama, monkeypatch):
+    """transformers 5.24 renamed the cache keyword, and a phase rule that read the old name
+    saw every forward as the prompt's: ``positions="generated"`` steered nothing. Re-created:
+    the rule reads a keyword no forward carries (and ignores the generation's count)."""
+    monkeypatch.setattr(Phase, "enter_forward", lambda self, args, kwargs: setattr(
+        self, "prefill", kwargs.get("past_key_value") is None))
+    m = tiny_llama
+    with (pytest.raises(ReceiptError, match="did not run in forward .*decoding step 1"),
+          steer(m, _vec(m), layers=1, positions="generated")):
+        _gen(m)
+    assert no_hooks(m)
+
+
+def test_guard_catches_one_phase_hook_per_edit(tiny_llama, monkeypatch):
+    """One phase pre-hook per edit counted every forward twice, so after the first edit a
+    prompt-only edit saw the prompt's forward as a decoding step. Re-created: attach()
+    registers a new hook for every edit."""
+    def attach(self, top):
+        return top.register_forward_pre_hook(self._enter, with_kwargs=True)
+
+    monkeypatch.setattr(Phase, "attach", attach)
+    m = tiny_llama
+    with (pytest.raises(ReceiptError, match="did not run in forward .*of the prompt"),
+          steer(m, _vec(m), layers=[1, 2], positions="prompt")):
+        _gen(m)
+    assert no_hooks(m)
+
+
+def test_guard_catches_the_staged_prefill_counted_as_decoding(tiny_llama, monkeypatch):
+    """The staged prefill of cells of several layers runs the prompt in several forwards; a
+    rule that counts forwards saw every stage after the first as a decoding step, and
+    ``evaluate_cells(positions="prompt")`` returned unsteered text. Re-created: the
+    engine's declarations of the prompt's forwards are ignored."""
+    from contextlib import nullcontext
+
+    from steerlab.cells import evaluate_cells
+    from steerlab.tasks import get_task
+
+    monkeypatch.setattr(Phase, "reading", lambda self, prompt: nullcontext())
+    m = tiny_llama
+    task = get_task("reasoning-gen")
+    vecs = [_vec(m, 2), _vec(m, 3)]
+    with pytest.raises(ReceiptError, match="of the prompt|ran in forward .*: it applies only"):
+        evaluate_cells(m, task, [0, 2], vecs, n=3, positions="prompt")
+    assert no_hooks(m)
+    monkeypatch.undo()
+    evaluate_cells(m, task, [0, 2], vecs, n=3, positions="prompt")  # correct: silent
+
+
+def test_guard_catches_a_doubled_edit(tiny_llama, monkeypatch):
+    """A vector added twice (CAA's hook registered twice; a hook point that fires twice per
+    forward): the same edit runs twice in one forward. Re-created: the HF backend
+    registers every hook twice."""
+    from steerlab.backends.hf import HFBackend
+
+    register = HFBackend._register
+
+    def twice(self, layer, point, fn):
+        first, second = register(self, layer, point, fn), register(self, layer, point, fn)
+
+        def both():
+            a, b = first(), second()
+            from steerlab.backends.base import Handles
+            return Handles([a, b])
+
+        return both
+
+    monkeypatch.setattr(HFBackend, "_register", twice)
+    m = tiny_llama
+    with (pytest.raises(ReceiptError, match="ran twice in forward"),
+          steer(m, _vec(m), layers=1)):
+        m.backend("hf").forward(m.encode(PROMPTS[:2]))
+    assert no_hooks(m)
+
+
+def test_size_guard_catches_a_slip_inside_the_hook(tiny_llama, monkeypatch):
+    """An edit that adds the vector twice inside one hook (or broadcasts it wrongly) runs
+    once per forward, so only its size shows it: ``detail`` compares the change with the
+    request, within the dtype's rounding."""
+    import steerlab.steering as steering
+
+    make = steering._make_steer_fn
+    monkeypatch.setattr(steering, "_make_steer_fn",
+                        lambda v, coeff, mode: make(v, 2 * coeff, mode))
+    m = tiny_llama
+    enc = m.encode(PROMPTS[:2])
+    with steer(m, _vec(m), layers=1, receipt="counts"):  # counts do not look at sizes
+        m.backend("hf").forward(enc)
+    with (pytest.raises(ReceiptError, match="where the request implies"),
+          steer(m, _vec(m), layers=1, receipt="detail")):
+        m.backend("hf").forward(enc)
+    lenient = Receipt("steered", "detail", "warn")  # leniency where asked for
+    with pytest.warns(ReceiptWarning), steer(m, _vec(m), layers=1, receipt=lenient):
+        m.backend("hf").forward(enc)
+    assert no_hooks(m)
+
+
+def test_evidence_is_not_the_phase_rule():
+    """The receipt's account of a forward comes from its cache against the prompt's width,
+    not from the rule's declarations or counts."""
+    p = Phase()
+
+    class Cache:
+        def __init__(self, n):
+            self.n = n
+
+        def get_seq_length(self):
+            return self.n
+
+    ids = torch.zeros(2, 5, dtype=torch.long)
+    with p.generation(width=5), p.reading(prompt=True):
+        assert p.seen((), {"input_ids": ids, "cache": Cache(0)}).phase == "prompt"
+        assert p.seen((), {"input_ids": ids[:, :2], "cache": Cache(3)}).phase == "prompt"
+        s = p.seen((), {"input_ids": ids[:, :1], "cache": Cache(5)})
+        assert (s.phase, s.step, s.start, s.rows, s.columns) == ("decoding", 1, 5, 2, 1)
+    # outside a generation of ours: any filled cache continues a sequence
+    assert p.seen((), {"input_ids": ids, "past_key_values": Cache(4)}).phase == "decoding"
+    assert phase_module.cached_columns((), {"state": [1]}) == -1
