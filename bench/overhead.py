@@ -12,8 +12,13 @@ Timings are the best of several interleaved repeats (a b a b ...).
    plain forward) and its cost in this thread's CPU time with one torch thread (interleaved
    pairs; CPU time is what the work costs, whatever else the machine runs).
 
+4. ``--receipts``: what a receipt costs (:mod:`steerlab.receipts`): a steered forward and a
+   steered generation with ``receipt="off"``, ``"counts"`` (the default) and ``"detail"``, in
+   this thread's CPU time with one torch thread, interleaved (off counts detail off ...);
+   goals: counts <= 1% over off, detail <= 5%.
+
 Usage: python bench/overhead.py [--quick] [--model NAME] [--dtypes bf16,fp32]
-       [--only-steering] [--profile]
+       [--only-steering] [--profile] [--receipts]
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from steerlab.steering import steer
 PART = "overhead"
 CACHING_GOAL = 0.95
 STEERING_GOAL = 0.03
+RECEIPT_GOALS = {"counts": 0.01, "detail": 0.05}
 
 
 def bench_caching(name: str, dtype: str, n: int, repeats: int, batch_size: int,
@@ -101,6 +107,17 @@ def bench_steering(name: str, dtype: str, repeats: int, new_tokens: int) -> None
     print(table(["what", "plain s", "steered s", "overhead", f"<= {STEERING_GOAL:.0%}?"], rows))
 
 
+def _one_thread_setup(name: str, dtype: str) -> tuple:
+    """One torch thread from here on (the caller restores it); the model, a batch of 16
+    chat prompts, a random vector and the hf backend."""
+    torch.set_num_threads(1)
+    model = load_model(name, dtype=dtype)
+    pos, neg = extraction_sets(8)
+    enc = model.encode(pos + neg, chat=True)
+    vec = torch.randn(model.d_model, generator=torch.Generator().manual_seed(0))
+    return model, enc, vec, model.backend("hf")
+
+
 @torch.no_grad()
 def profile_steering(name: str, dtype: str, pairs: int) -> None:
     import time
@@ -108,12 +125,7 @@ def profile_steering(name: str, dtype: str, pairs: int) -> None:
     from torch.profiler import ProfilerActivity, profile
 
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    model = load_model(name, dtype=dtype)
-    pos, neg = extraction_sets(8)
-    enc = model.encode(pos + neg, chat=True)
-    vec = torch.randn(model.d_model, generator=torch.Generator().manual_seed(0))
-    be = model.backend("hf")
+    model, enc, vec, be = _one_thread_setup(name, dtype)
 
     def fwd():
         be.forward(enc)
@@ -152,6 +164,49 @@ def profile_steering(name: str, dtype: str, pairs: int) -> None:
                  ["best", best["plain"], best["steered"], f"{over_min:+.1%}"]]))
 
 
+@torch.no_grad()
+def profile_receipts(name: str, dtype: str, pairs: int, new_tokens: int) -> None:
+    """CPU time of steering with each receipt level (one torch thread, interleaved)."""
+    import time
+
+    threads = torch.get_num_threads()
+    model, enc, vec, be = _one_thread_setup(name, dtype)
+    gen_kw = {"max_new_tokens": new_tokens, "min_new_tokens": new_tokens, "do_sample": False,
+              "temperature": None, "top_k": None, "top_p": None,
+              "pad_token_id": model.tokenizer.pad_token_id}
+    work = {"forward": lambda: be.forward(enc),
+            f"generate {new_tokens} tokens": lambda: be.generate(enc, **gen_kw)}
+    rows = []
+    for what, fn in work.items():
+        cpu: dict[str, list[float]] = {"off": [], "counts": [], "detail": []}
+
+        def run(level: str, fn=fn) -> None:
+            with steer(model, vec, layers=model.n_layers // 2, coeff=1.0, receipt=level):
+                fn()
+
+        for level in cpu:
+            run(level)  # warm
+        for _ in range(pairs):
+            for level in cpu:
+                t0 = time.thread_time()
+                run(level)
+                cpu[level].append(time.thread_time() - t0)
+        med = {k: sorted(v)[len(v) // 2] for k, v in cpu.items()}
+        for level in ("counts", "detail"):
+            over = med[level] / med["off"] - 1
+            goal = RECEIPT_GOALS[level]
+            record(PART, figure="receipt_overhead_cpu_time", model=name, dtype=dtype,
+                   what=what, level=level, value=over, pairs=pairs, off_cpu_s=med["off"],
+                   cpu_s=med[level], goal=goal, met=over <= goal,
+                   min_overhead=min(cpu[level]) / min(cpu["off"]) - 1)
+            rows.append([what, level, med["off"], med[level], f"{over:+.2%}",
+                         "yes" if over <= goal else "no"])
+    torch.set_num_threads(threads)
+    print(f"\n-- receipts: {name} {dtype}, batch of {len(enc['input_ids'])}, add at one layer, 1 "
+          f"torch thread, median of {pairs} interleaved rounds (CPU time)")
+    print(table(["what", "receipt", "off CPU s", "CPU s", "overhead", "within goal?"], rows))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true")
@@ -160,11 +215,16 @@ def main() -> None:
     p.add_argument("--backends", default="hf,tlens,nnsight")
     p.add_argument("--only-steering", action="store_true", help="skip the caching part")
     p.add_argument("--profile", action="store_true", help="also profile the steered forward")
+    p.add_argument("--receipts", action="store_true",
+                   help="only the cost of receipts (off / counts / detail)")
     args = p.parse_args()
     env_setup()
     dtypes = (args.dtypes or ("bf16" if args.quick else "bf16,fp32")).split(",")
     repeats = 3 if args.quick else 5
     print(f"== overhead vs plain PyTorch ({machine()})")
+    if args.receipts:
+        profile_receipts(args.model, dtypes[0], 5 if args.quick else 11, 8 if args.quick else 16)
+        return
     for dtype in [] if args.only_steering else dtypes:
         bench_caching(args.model, dtype, 32 if args.quick else 64, repeats, 16,
                       args.backends.split(","))

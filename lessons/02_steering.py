@@ -1,7 +1,7 @@
 # %% [markdown]
 # # Lesson 2 · Steering at run time
 #
-# *About 35 minutes, CPU only.* Lesson 1 found a direction, reasoning minus memorisation. Now
+# *About 45 minutes, CPU only.* Lesson 1 found a direction, reasoning minus memorisation. Now
 # we **add it back** while the model runs: after block `layer`, the residual stream `h` becomes
 # `h + coeff * vector`, at every position -- or only while the model reads the prompt, or only
 # on the tokens it generates. You will
@@ -10,7 +10,8 @@
 # 2. wrap it in a context manager that always removes it (exercise 2.2), then **break it on
 #    purpose** and watch a leaked hook keep steering a model that should be clean;
 # 3. write a hook that steers only the generated tokens (exercise 2.3) and compare the three
-#    position modes of `steerlab.steering.steer`.
+#    position modes of `steerlab.steering.steer`;
+# 4. read a steering's **receipt** to find what two buggy runs really steered (exercise 2.4).
 
 # %%
 from contextlib import contextmanager
@@ -20,11 +21,13 @@ from steerlab.data import questions
 from steerlab.inference import generate
 from steerlab.models import load_model
 from steerlab.notebooks import smoke
+from steerlab.receipts import Receipt
 from steerlab.steering import steer
 from steerlab.teach import (
     NotDoneYet,
     check_add_vector_hook,
     check_generated_only_hook,
+    check_steered_where,
     check_steering_context,
     count_hooks,
     remove_hooks,
@@ -35,11 +38,15 @@ from steerlab.vectors import diff_of_means
 N = 8 if smoke() else 64  # prompts per set for the vector
 NEW = 12 if smoke() else 40  # new tokens per generation
 LAYER, COEFF = 12, 4.0
+EARLY = 8  # a second layer, cached for exercise 2.4
 PROMPT = "What is the capital of Japan?"
 model = load_model("smollm2-135m-instruct")
-R = cache_activations(model, questions("reasoning", "extract", N), layers=[LAYER], chat=True)
-M = cache_activations(model, questions("memorisation", "extract", N), layers=[LAYER], chat=True)
-vector = diff_of_means(R, M)[LAYER]  # (d_model,) float32, the raw difference of means
+R = cache_activations(model, questions("reasoning", "extract", N), layers=[EARLY, LAYER],
+                      chat=True)
+M = cache_activations(model, questions("memorisation", "extract", N), layers=[EARLY, LAYER],
+                      chat=True)
+vectors = diff_of_means(R, M)  # a SteeringVector: one direction per cached layer
+vector = vectors[LAYER]  # (d_model,) float32, the raw difference of means at LAYER
 print(f"|vector| at layer {LAYER}: {vector.norm():.1f}")
 print("unsteered:", generate(model, [PROMPT], NEW, chat=True)[0])
 
@@ -197,6 +204,86 @@ for positions in ("all", "prompt", "generated"):
 print("hooks left:", count_hooks(model))
 
 # %% [markdown]
+# ## Exercise 2.4 · Read the receipt
+#
+# A steering that did nothing looks like one that worked weakly: text comes out either way.
+# So every `steer(...)` keeps a **receipt**, `handle.receipt`: per layer, how many forwards the
+# edit ran in (the one that reads the prompt, then one per decoding step) and how many
+# positions it changed; `receipt="detail"` adds the size of the change next to the size asked
+# for, and `receipt.table()` has one row per forward and layer. Its guards raise
+# `ReceiptError` when an edit misses a forward its `positions` apply to, runs in the wrong
+# phase or runs twice in one forward. An edit that does exactly what its code says -- wrong
+# or not -- passes them, and only reading the receipt shows what it did.
+#
+# Two colleagues were asked for the same run: steer layer `LAYER` on **every generated token,
+# and nothing else**. Both runs print text, and no guard fires. Each has one bug. Run the cell
+# and read the two receipts.
+
+# %%
+# run A: the difference of means, on the generated tokens
+with steer(model, vectors, coeff=COEFF, positions="generated", receipt="detail") as handle:
+    text_a = generate(model, [PROMPT], NEW, chat=True)[0]
+receipt_a = handle.receipt
+
+
+# run B: an edit written by hand (an edit function gets the residual stream h, (B, T, d_model),
+# and returns its replacement, or None to leave it as it is), noted on a receipt of its own
+def push(h):
+    if h.shape[1] == 1:  # "one column: that is the prompt pass, leave it alone"
+        return None
+    return h + COEFF * vector.to(h.dtype)
+
+
+receipt_b = Receipt("steered", "detail")
+with model.backend("hf").add_edit(LAYER, push, receipt=receipt_b):
+    text_b = generate(model, [PROMPT], NEW, chat=True)[0]
+
+for name, text, receipt in (("A", text_a, receipt_a), ("B", text_b, receipt_b)):
+    print(f"run {name}: {text!r}\n{receipt}\n")
+receipt_b.table().head()
+
+# %% [markdown]
+# Write `steered_where(receipt)`: a dict mapping each layer where an edit changed at least one
+# position to the set of phases in which it did -- `"prompt"` and/or `"decoding"`, as the
+# table's `phase` column names them -- and `{}` when nothing changed. A row of the table means
+# the edit *ran* in that forward; its `positions` says how many tokens it *changed* there (0
+# when the edit returned None). An edit that never ran has no row at all.
+
+# %%
+def steered_where(receipt):
+    """{layer: set of phases} in which the receipt's edits changed at least one position."""
+    # EXERCISE
+    # Hint: tab = receipt.table(); return {} if it has no rows (it then has no columns
+    # either); keep tab[tab["positions"] > 0]; for layer, rows in kept.groupby("layer"), the
+    # phases are set(rows["phase"]).
+    # SOLUTION
+    tab = receipt.table()
+    if len(tab) == 0:  # nothing ran
+        return {}
+    changed = tab[tab["positions"] > 0]
+    return {int(layer): set(rows["phase"]) for layer, rows in changed.groupby("layer")}
+    # END SOLUTION
+
+
+# %%
+check_steered_where(steered_where, model)
+
+# %% [markdown]
+# Now let your function judge the two runs against what was asked. Which bug did each run
+# have, and which line fixes it? Fix one, run it again and read its receipt.
+
+# %%
+ASKED = {LAYER: {"decoding"}}
+for name, receipt in (("A", receipt_a), ("B", receipt_b)):
+    try:
+        got = steered_where(receipt)
+    except NotDoneYet:
+        print(f"run {name}: finish exercise 2.4 first")
+        continue
+    verdict = "as asked" if got == ASKED else f"NOT as asked ({ASKED})"
+    print(f"run {name} changed {({k: sorted(v) for k, v in got.items()})}: {verdict}")
+
+# %% [markdown]
 # ## Questions to discuss
 #
 # 1. Why does `positions="prompt"` still change tokens long after the prompt?
@@ -204,3 +291,6 @@ print("hooks left:", count_hooks(model))
 #    there? Would the same 4 be strong or weak at layer 25? (Lesson 1 printed both norms.)
 # 3. steerlab registers hooks through a handle list created *before* `try`. What could leak if
 #    registering the second of two hooks failed, in a version without that?
+# 4. Neither run tripped a guard. Suppose instead that the backend's phase rule broke and run
+#    A's `positions="generated"` edit stopped firing on decoding steps: which guard would
+#    catch it, and in which forward would it raise?

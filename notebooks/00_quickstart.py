@@ -10,7 +10,8 @@
 # 3. difference of means per layer = the steering vector (Hong et al. 2025);
 # 4. add `coeff * vector` after one layer while generating;
 # 5. explore layer and coefficient with sliders;
-# 6. see, token by token, how far steering pushes the residual along the vector.
+# 6. see, token by token, how far steering pushes the residual along the vector;
+# 7. read the steering's receipt: where the vector was added, and by how much.
 #
 # `STEERLAB_SMOKE=1` shrinks everything for slow machines; the code path is the same.
 
@@ -20,8 +21,10 @@ from IPython.display import HTML, display
 from steerlab.cache import cache_activations
 from steerlab.data import questions
 from steerlab.figures import save_figure
+from steerlab.inference import generate
 from steerlab.models import load_model
 from steerlab.notebooks import settings
+from steerlab.steering import steer
 from steerlab.tokenview import token_projection_figure, token_projections, token_view_html
 from steerlab.vectors import diff_of_means
 from steerlab.widgets import steered_text, steering_explorer
@@ -100,6 +103,25 @@ display(HTML(token_view_html(view)))
 fig = token_projection_figure(view)
 save_figure(fig, "00", "token_view")
 fig
+
+# %% [markdown]
+# ## 7. The receipt: what the steering did
+# Every `steer(...)` keeps a receipt of where its edit ran; `receipt="detail"` also measures
+# it. The summary line counts the forward that read the prompt (every prompt token, chat
+# template included) and one forward per decoding step (one new token each), and gives the
+# mean size of the change per token, `||Δh||`, next to the size the request implies (`coeff`
+# times the layer's typical residual norm, `scale="norm"`); the table has one row per forward
+# (`first`/`last`: the token columns changed). Its guards raise `ReceiptError` when an edit
+# misses a forward it applies to, runs in the wrong phase (a `positions="prompt"` edit on a
+# decoding step) or twice in one forward, or changes the activations by another amount than
+# asked: a steering that silently did nothing cannot pass for a weak one.
+
+# %%
+with steer(model, vec, layers=LAYER, coeff=0.5, scale="norm", receipt="detail") as handle:
+    text = generate(model, [PROMPT], S.max_new_tokens)[0]
+print("coeff +0.5:", text.strip())
+print(handle.receipt)
+handle.receipt.table().head()
 
 # %% [markdown]
 # Steering changes *how* the model talks. Whether it changes *accuracy* is measured, with

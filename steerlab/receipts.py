@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import torch
@@ -105,9 +105,11 @@ def _eps(dtype: torch.dtype) -> float:
 class Receipt:
     """What one intervention context did: see the module docstring.
 
-    ``str(receipt)`` is one line per (layer, site): e.g. ``steered layer 12 resid_post at 31
-    decoding steps x 4 rows, 0 prompt positions, mean added norm 58.2 (asked 58.2)``;
-    :meth:`table` is one row per (forward, layer, site); a notebook shows both."""
+    ``str(receipt)`` is one line per (layer, site): e.g. ``steered layer 12 resid_post at 0
+    prompt forwards and 31 decoding steps x 4 rows, 0 prompt positions, 124 decoded, mean
+    change 58.2 (asked 58.2)``; :meth:`table` is one row per (forward, layer, site), forwards
+    numbered from 1 in the order this receipt saw them; a notebook shows both. Positions are
+    real tokens (pads, which the attention mask hides, are not counted)."""
 
     def __init__(self, what: str = "steered", level: Level = "counts",
                  guards: Guards = "raise") -> None:
@@ -134,19 +136,23 @@ class Receipt:
         detail = self.level == "detail"
 
         def edit(h: torch.Tensor) -> torch.Tensor | None:
+            # detail compares with what came in: keep it, in case the edit works in place
+            before = h.detach().clone() if detail else h
             try:
                 new = fn(h)
             except BaseException:
-                self._note(info, h, None, False)  # it ran (a capture may stop the forward)
+                self._note(info, before, None, False)  # it ran (a capture may stop the forward)
                 raise
-            self._note(info, h, new, detail)
+            if detail and new is None and not torch.equal(h, before):
+                new = h  # changed in place
+            self._note(info, before, new, detail)
             return new
 
         return edit, info
 
     def begin(self, seen: Seen) -> None:
-        self._now = _Forward(seen)
         self.forwards += 1
+        self._now = _Forward(replace(seen, index=self.forwards))
 
     def end(self) -> None:
         now = self._now
@@ -180,10 +186,13 @@ class Receipt:
                        f"{_phase_text(seen)}: it applies only to "
                        f"{'the prompt' if info.when == 'prompt' else 'decoding steps'}.")
         rows, cols = h.shape[0], h.shape[1]
+        real = seen.real if seen.real is not None and tuple(seen.real.shape) == (rows, cols) \
+            else None
         row_ids = info.rows() if info.rows is not None else None
         if not detail or new is None:
+            seen_tokens = rows * cols if real is None else int(real.sum())
             self.firings.append(Firing(seen.index, seen.phase, seen.step, info.id, rows,
-                                       rows * cols if new is not None else 0, seen.start,
+                                       seen_tokens if new is not None else 0, seen.start,
                                        seen.start + cols - 1, row_ids=row_ids))
             return
         with torch.no_grad():
@@ -191,6 +200,8 @@ class Receipt:
             delta = (nf - hf).flatten(2)
             size = delta.norm(dim=-1)  # (B, T)
             changed = size > 0
+            if real is not None:
+                changed &= real.to(changed.device)
             per_row = [(size * changed).sum(1), changed.sum(1).float()]
             cols_hit = changed.any(0).nonzero()
             first, last = ((int(cols_hit[0]), int(cols_hit[-1])) if len(cols_hit)
@@ -202,7 +213,9 @@ class Receipt:
                 err = (delta - want).norm(dim=-1)
                 bound = 4 * _eps(h.dtype) * (hf.flatten(2).norm(dim=-1)
                                              + nf.flatten(2).norm(dim=-1) + asked)
-                bad = err > bound + 1e-30
+                bad = err > bound + 1e-30  # a real token changed otherwise than asked
+                if real is not None:
+                    bad &= real.to(bad.device)
                 if bool(bad.any()):
                     i = int(bad.flatten().nonzero()[0])
                     b, t = divmod(i, cols)
@@ -239,12 +252,17 @@ class Receipt:
     def table(self) -> pd.DataFrame:
         """One row per (forward, layer, site): ``forward``, ``phase`` (prompt / decoding),
         ``step`` (0 for the prompt, k for the k-th decoding step), ``layer``, ``site``,
-        ``when``, ``rows``, ``positions`` (tokens changed; at ``counts``: tokens seen),
-        ``first``/``last`` (the span of changed columns), and at ``detail`` ``mean_norm`` /
+        ``when``, ``rows``, ``positions`` (real tokens changed; at ``counts``: real tokens
+        seen), ``first``/``last`` (the span of changed columns; at ``counts``: of the
+        columns seen), and at ``detail`` ``mean_norm`` /
         ``max_norm`` (``||Δh||`` over the changed tokens), ``asked`` (the mean size the
         request implies) and ``mean_proj`` (``|h·r̂|`` before the edit, projections)."""
         import pandas as pd
 
+        columns = ["forward", "phase", "step", "layer", "site", "when", "rows", "positions",
+                   "first", "last"]
+        if self.level == "detail":
+            columns += ["mean_norm", "asked", "mean_proj", "max_norm"]
         out = []
         for f in self.firings:
             info = self.edits[f.edit]
@@ -256,7 +274,7 @@ class Receipt:
                 row.update(_means(f))
                 row["max_norm"] = f.max_norm
             out.append(row)
-        return pd.DataFrame(out)
+        return pd.DataFrame(out, columns=columns)
 
     def totals(self, rows: Any = None, layers: Any = None) -> list[dict[str, Any]]:
         """Per (layer, site): the forwards of each phase it ran in, the rows and positions it

@@ -5,6 +5,7 @@ raises :class:`SpotCheckError`. :mod:`steerlab.recordings` runs them.
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import secrets
@@ -12,11 +13,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+
 from steerlab.console import say
+from steerlab.devices import cpu_has_fast_bf16
 from steerlab.errors import SteerlabError
 
-__all__ = ["NORM_RTOL", "SEED_ENV", "TOLERANCE", "TRAIN_RTOL", "SpotCheck", "SpotCheckError",
-           "compare", "draw", "report", "shown", "spot_seed"]
+__all__ = ["CROSS_KERNEL_ITEMS", "NORM_RTOL", "SEED_ENV", "TOLERANCE", "TRAIN_RTOL",
+           "SpotCheck", "SpotCheckError", "compare", "draw", "report", "shown", "slack",
+           "spot_seed"]
 
 #: the environment variable that fixes the spot checks' random draws
 SEED_ENV = "STEERLAB_SPOT_SEED"
@@ -29,6 +34,12 @@ TRAIN_RTOL = 1e-3
 #: on CPUs with and without native bf16 instructions (a SmolLM2 layer-12 norm recorded on one
 #: moved 0.22% on the other, every answer the same); a wrong vector is off by far more
 NORM_RTOL = 1e-2
+#: the fraction of compared items (at least one) allowed to differ when a bf16 recording is
+#: computed again on other bf16 kernels than the ones it was made with (bf16 is the default
+#: only on CPUs with native bf16; a CPU without emulates it and accumulates otherwise, and so
+#: does a GPU): a near-tie greedy token flips now and then (notebook 05's dev accuracy at step
+#: 60, recorded 0.61 on an AVX512-BF16 CPU, came out 0.60 on a CPU without: 1 of 100 items)
+CROSS_KERNEL_ITEMS = 0.02
 
 
 class SpotCheckError(SteerlabError, AssertionError):
@@ -68,19 +79,40 @@ class SpotCheck:
     seconds: float
     seed: int
     what: str = "per-item answers"
+    #: items allowed to differ (:func:`slack`); anything else that differs fails the check
     tolerance: int = TOLERANCE
     notes: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return len(self.differ) <= self.tolerance
+        items = {d.split(":")[0] for d in self.differ if d.startswith("item ")}
+        others = [d for d in self.differ if not d.startswith("item ")]
+        return not others and len(items) <= self.tolerance
 
     def line(self) -> str:
         status = "passed" if self.ok else "FAILED"
         same = self.compared - len(self.differ)
+        allowed = (f"; up to {self.tolerance} item(s) may differ: a bf16 recording on other "
+                   "bf16 kernels" if self.tolerance else "")
         return (f"spot check {status}: {self.recording} ({self.dtype}), {self.drawn}: computed "
                 f"again in {self.seconds:.0f} s, {same}/{self.compared} {self.what} as "
-                f"recorded (seed {self.seed}; {SEED_ENV}={self.seed} repeats the draw)")
+                f"recorded{allowed} (seed {self.seed}; {SEED_ENV}={self.seed} repeats the "
+                "draw)")
+
+
+def other_kernels(dtype: str, device: torch.device | str) -> bool:
+    """True when a ``dtype`` recording computed again on ``device`` may run on other bf16
+    kernels than it was made with: a bf16 recording anywhere but a CPU with native bf16."""
+    bf16 = dtype in ("bf16", "bfloat16", "torch.bfloat16")
+    return bf16 and not (torch.device(device).type == "cpu" and cpu_has_fast_bf16())
+
+
+def slack(dtype: str, device: torch.device | str, items: int) -> int:
+    """Items of ``items`` compared that may differ: none, except :data:`CROSS_KERNEL_ITEMS` of
+    them (at least one) where :func:`other_kernels` holds."""
+    if not other_kernels(dtype, device):
+        return TOLERANCE
+    return max(1, math.floor(CROSS_KERNEL_ITEMS * items))
 
 
 def report(check: SpotCheck) -> SpotCheck:

@@ -274,7 +274,8 @@ def replayable(out_dir: str | Path) -> list[tuple[str, int]]:
 def replay(model: Model, out_dir: str | Path, kind: str, step: int,
            reward_fn: RewardFn = verified_reward) -> dict[str, Any]:
     """Compute one entry of :func:`replayable` again on ``model`` (which should be in the
-    run's :func:`run_dtype`): ``("dev", s)`` gives ``{"dev_acc": ...}``, ``("step", 1)`` the
+    run's :func:`run_dtype`): ``("dev", s)`` gives ``{"dev_acc": ..., "dev_items": n}``,
+    ``("step", 1)`` the
     first step's journal row (reward, loss, grad_norm, ..., sample) with the run's
     ``reward_fn``."""
 
@@ -296,7 +297,8 @@ def replay(model: Model, out_dir: str | Path, kind: str, step: int,
         if step:
             adapter.read_checkpoint(out / adapter.file_name, target).restore()
         dev = training_items(cfg.task, "dev")[:cfg.eval_n]
-        return {"dev_acc": _dev_accuracy(target, adapter, dev, cfg.task, chat)}
+        return {"dev_acc": _dev_accuracy(target, adapter, dev, cfg.task, chat),
+                "dev_items": len(dev)}
     params = adapter.trainable_parameters()
     opt = torch.optim.Adam(params, lr=cfg.lr)
     return _train_step(target, adapter, opt, params, cfg, training_items(cfg.task, "train"),

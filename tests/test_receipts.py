@@ -40,8 +40,8 @@ def _capture(model, enc, layer):
 
 
 def test_added_vector_receipt_equals_the_hand_computation(tiny_llama):
-    """fp32: every token of the forward is changed by exactly coeff x ||v||, on rows x columns
-    positions, and the generation's decoding steps are counted one by one."""
+    """fp32: every real token of the forward is changed by exactly coeff x ||v||, and the
+    generation's decoding steps are counted one by one."""
     m = tiny_llama
     v = _vec(m)
     enc = m.encode(PROMPTS[:2])
@@ -51,7 +51,9 @@ def test_added_vector_receipt_equals_the_hand_computation(tiny_llama):
     (g,) = h.receipt.totals()
     assert (g["layer"], g["site"], g["prompt_forwards"], g["decoding_steps"]) == (
         2, "resid_post", 1, 0)
-    assert g["positions"] == g["prompt_positions"] == rows * cols
+    real = int(enc["attention_mask"].sum())
+    assert real < rows * cols  # the rows are padded: pads are not positions
+    assert g["positions"] == g["prompt_positions"] == real
     want = float((1.5 * v).norm())
     assert g["mean_norm"] == pytest.approx(want, rel=1e-6)
     assert g["mean_asked"] == pytest.approx(want, rel=1e-6)
@@ -82,7 +84,7 @@ def test_projection_receipt_reports_the_component_it_scaled(tiny_llama):
     with steer(m, v, layers=1, coeff=0.5, mode="project", receipt="detail") as hd:
         m.backend("hf").forward(enc)
     (g,) = hd.receipt.totals()
-    changed = comp > 0
+    changed = (comp > 0) & enc["attention_mask"].bool()  # real tokens it moved
     assert g["positions"] == int(changed.sum())
     assert g["mean_proj"] == pytest.approx(float(comp[changed].mean()), rel=1e-5)
     assert g["mean_norm"] == pytest.approx(float(0.5 * comp[changed].mean()), rel=1e-4)
@@ -264,3 +266,114 @@ def test_evidence_is_not_the_phase_rule():
     # outside a generation of ours: any filled cache continues a sequence
     assert p.seen((), {"input_ids": ids, "past_key_values": Cache(4)}).phase == "decoding"
     assert phase_module.cached_columns((), {"state": [1]}) == -1
+
+
+# --- the same receipts on every backend ----------------------------------------------------
+
+CELLS = ([("add", site, pos) for site in ("resid_pre", "attn_out", "resid_mid", "mlp_out",
+                                          "resid_post") for pos in ("all", "prompt", "generated")]
+         + [(mode, "resid_post", "all") for mode in ("project", "ablate", "hong")])
+
+
+def _receipt_and_text(model, backend, mode, site, positions, vector, prompts):
+    enc = model.encode(prompts)
+    kw = {"max_new_tokens": NEW, "min_new_tokens": NEW, "do_sample": False,
+          "pad_token_id": model.tokenizer.pad_token_id or 0}
+    if mode == "hong":
+        ctx = hong_projection(model, vector, from_layer=1, coeff=0.1, backend=backend,
+                              receipt="detail")
+    else:
+        ctx = steer(model, vector, layers=1, coeff=0.5 if mode == "project" else 1.0,
+                    mode=mode, site=site, any_site=True, positions=positions,
+                    backend=backend, receipt="detail")
+    with ctx as handle:
+        ids = model.backend(backend).generate(enc, **kw)
+    return handle.receipt, ids[:, enc["input_ids"].shape[1]:].tolist()
+
+
+def _agree(got, ref, cell, backend, rtol):
+    """Receipts of two backends: the same phases, rows and positions, the same sizes."""
+    a, b = got.totals(), ref.totals()
+    assert len(a) == len(b), (cell, backend)
+    for x, y in zip(a, b, strict=True):
+        for k in ("layer", "site", "prompt_forwards", "decoding_steps", "rows", "positions",
+                  "prompt_positions", "decoding_positions"):
+            assert x[k] == y[k], f"{backend} vs hf disagree on {k} in cell {cell}"
+        for k in ("mean_norm", "mean_asked"):
+            assert x[k] == pytest.approx(y[k], rel=rtol), \
+                f"{backend} vs hf disagree on {k} in cell {cell}"
+
+
+@pytest.mark.parametrize("cell", CELLS, ids=["-".join(c) for c in CELLS])
+def test_hf_and_nnsight_receipts_agree_on_a_tiny_model(tiny_llama, cell):
+    mode, site, positions = cell
+    v = _vec(tiny_llama, 5)
+    ref, ref_ids = _receipt_and_text(tiny_llama, "hf", mode, site, positions, v, PROMPTS[:2])
+    got, got_ids = _receipt_and_text(tiny_llama, "nnsight", mode, site, positions, v,
+                                     PROMPTS[:2])
+    _agree(got, ref, cell, "nnsight", 1e-5)
+    assert got_ids == ref_ids, cell
+    assert no_hooks(tiny_llama)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cell", CELLS, ids=["-".join(c) for c in CELLS])
+def test_every_backend_receipts_agree_on_smollm2(smollm, cell):
+    """The real model on all three backends (TransformerLens boots only real tokenizers):
+    receipts and generated tokens agree; TransformerLens's eager attention rounds
+    differently, so sizes agree to 1e-3."""
+    mode, site, positions = cell
+    v = 8.0 * torch.randn(smollm.d_model, generator=torch.Generator().manual_seed(5))
+    prompts = ["What is the capital of France?", "Which is larger, 37 or 52?"]
+    ref, ref_ids = _receipt_and_text(smollm, "hf", mode, site, positions, v, prompts)
+    for backend in ("tlens", "nnsight"):
+        got, got_ids = _receipt_and_text(smollm, backend, mode, site, positions, v, prompts)
+        _agree(got, ref, cell, backend, 1e-3)
+        assert got_ids == ref_ids, (cell, backend)
+    assert no_hooks(smollm)
+
+
+def test_patching_receipt_counts_the_patched_positions(tiny_llama):
+    """Activation patching at one position per cell: each row of each forward changes one
+    token (where the clean and corrupted activations differ), at its cell's layer."""
+    from steerlab.metrics import logit_diff
+    from steerlab.patching import activation_patching
+
+    clean = ["The cat is", "A dog ran.", "My hat is!"]
+    corrupt = ["The cow is", "A pig ran.", "My car is!"]
+    metric = logit_diff(tiny_llama, [68, 69, 70], [71, 72, 73])
+    res = activation_patching(tiny_llama, clean, corrupt, metric, site="resid_post",
+                              layers=[1, 2], positions=[5, 6])
+    tab = res.receipt.table()
+    assert set(tab["layer"]) == {1, 2} and set(tab["phase"]) == {"prompt"}
+    # every (layer, position) cell x pair is one row; each row changes at most its one token
+    assert int(tab["rows"].sum()) == 2 * 2 * 3
+    assert (tab["positions"] <= tab["rows"]).all() and tab["positions"].sum() > 0
+    assert set(tab["first"]).issubset({5, 6}) and set(tab["last"]).issubset({5, 6})
+    assert no_hooks(tiny_llama)
+
+
+@pytest.mark.parametrize("task", ["memorisation-mc", "reasoning-gen"])
+def test_every_sweep_cell_carries_its_receipt(tiny_llama, tmp_path, task):
+    """The journal row of every steered cell says what its steering did: at its own layer,
+    in the forwards its task runs (multiple choice: prompt forwards only)."""
+    import json
+
+    from steerlab.sweep_journal import journal_path
+    from steerlab.sweeps import sweep
+
+    out = tmp_path / "s.parquet"
+    sweep(tiny_llama, task, layers=[1, 2], coeffs=[0.0, 0.5], methods=["diff_means", "random"],
+          n=4, extract_n=6, progress=False, out=out)
+    rows = [json.loads(x) for x in journal_path(out).read_text().splitlines()]
+    steered = [r for r in rows if r["method"] != "baseline" and r["coeff"] != 0]
+    assert len(steered) == 4
+    for r in steered:
+        line = r["receipt"]
+        assert line.startswith(f"steered layer {r['layer']} resid_post at "), line
+        assert "never ran" not in line and " 0 prompt forwards and 0 decoding" not in line
+        if task == "memorisation-mc":
+            assert " and 0 decoding steps" in line
+        else:
+            assert " 0 decoding steps" not in line
+    assert all("receipt" not in r for r in rows if r["coeff"] == 0)

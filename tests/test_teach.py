@@ -138,6 +138,32 @@ def _context(remove_on_error=True, swallow=False):
     return steering
 
 
+def _where_like(kind):
+    """steered_where with one slip: every row counted (ran, not changed), the layers and
+    phases read from what was asked (the edits' ``when``), phases renamed, one layer only,
+    a list of layers, or no care for an empty receipt."""
+    asked_for = {"all": {"prompt", "decoding"}, "prompt": {"prompt"}, "generated": {"decoding"}}
+
+    def fn(receipt):
+        if kind == "asked":
+            out = {}
+            for edit in receipt.edits:
+                out.setdefault(edit.layer, set()).update(asked_for[edit.when])
+            return out
+        tab = receipt.table()
+        if len(tab) == 0 and kind != "no_empty":
+            return {}
+        kept = tab if kind == "every_row" else tab[tab["positions"] > 0]
+        out = {int(layer): set(rows["phase"]) for layer, rows in kept.groupby("layer")}
+        if kind == "renamed":
+            return {k: {"generated" if p == "decoding" else p for p in v} for k, v in out.items()}
+        if kind == "first_layer":
+            return dict(list(out.items())[:1])
+        return sorted(out) if kind == "list" else out
+
+    return fn
+
+
 def _wilson_like(z=1.959963984540054, wald=False, scale=1.0, swap=False):
     def fn(k, n):
         p = k / n
@@ -284,6 +310,14 @@ CASES = {  # lesson, exercise function, check, [(wrong answer, words its message
         (_add_hook(), "also steered the forward pass that reads the prompt"),
         (_add_hook(where=lambda h: h.shape[1] > 1), "the other way round"),
         (_add_hook(where=lambda h: False), "nothing was steered"),
+    ]),
+    "steered_where": ("02_steering", teach.check_steered_where, [
+        (_where_like("every_row"), "A row means the edit ran, not that it steered"),
+        (_where_like("asked"), "records what ran, not what was asked"),
+        (_where_like("renamed"), "'prompt' (a forward that reads the prompt) and 'decoding'"),
+        (_where_like("first_layer"), "your answer leaves out 'decoding' at layer"),
+        (_where_like("list"), "expected a dict {layer: set of phases}"),
+        (_where_like("no_empty"), "return {} for it"),
     ]),
     "wilson_interval": ("03_measuring", teach.check_wilson_interval, [
         (_wilson_like(wald=True), "Wald"),

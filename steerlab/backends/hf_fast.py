@@ -347,7 +347,8 @@ class HFFastPath:
             args.update({"use_cache": True, cache_kw: past})
         if self._takes_positions:
             args["position_ids"] = pos[rest, shared:]
-        with self.phase.reading(prompt=True), self._viewing(rest, shared):
+        # the others continue a cache of the shared columns: still the prompt's forward
+        with self.phase.reading(prompt=True, width=width), self._viewing(rest, shared):
             others = self.top(**args).logits
         out = others.new_empty(rows, *others.shape[1:])
         out[lead_at] = first

@@ -37,6 +37,9 @@ class Seen:
     rows: int
     columns: int  # the columns this forward reads
     start: int  # the columns before them (the cache's length; 0 without a cache)
+    #: (rows, columns) True at real tokens (the attention mask's last ``columns`` columns);
+    #: None where the forward has no mask of that shape
+    real: torch.Tensor | None = None
 
 
 class Watcher(Protocol):
@@ -75,14 +78,18 @@ class Phase:
         self._steps = 0  # decoding forwards since the last forward of a prompt
 
     @contextmanager
-    def reading(self, prompt: bool) -> Iterator[None]:
-        """Every forward inside reads the prompt (``True``) or decodes a token (``False``)."""
-        before = self.declared
+    def reading(self, prompt: bool, width: int | None = None) -> Iterator[None]:
+        """Every forward inside reads the prompt (``True``) or decodes a token (``False``);
+        ``width``: the prompt's columns, where forwards inside continue a cache of some of
+        them (the evidence a receipt reads, :meth:`seen`)."""
+        before, width_before = self.declared, self.width
         self.declared = prompt
+        if width is not None:
+            self.width = width
         try:
             yield
         finally:
-            self.declared = before
+            self.declared, self.width = before, width_before
 
     @contextmanager
     def generation(self, width: int | None = None) -> Iterator[None]:
@@ -144,8 +151,11 @@ class Phase:
             decoding = before is not None and before != 0
         self._steps = self._steps + 1 if decoding else 0
         self._count += 1
+        mask = kwargs.get("attention_mask")
+        real = (mask[:, -columns:].bool() if isinstance(mask, torch.Tensor) and mask.ndim == 2
+                and mask.shape[0] == rows and mask.shape[1] >= columns > 0 else None)
         return Seen(self._count, "decoding" if decoding else "prompt", self._steps, rows,
-                    columns, max(before or 0, 0))
+                    columns, max(before or 0, 0), real)
 
     def _enter(self, module: torch.nn.Module, args: Any, kwargs: dict[str, Any]) -> None:
         self.enter_forward(args, kwargs)

@@ -23,6 +23,7 @@ from steerlab.teach.reading import check_top_tokens, check_unembedding_cosines
 from steerlab.teach.steering import (
     check_add_vector_hook,
     check_generated_only_hook,
+    check_steered_where,
     check_steering_context,
 )
 
@@ -37,6 +38,7 @@ __all__ = [
     "check_paired_bootstrap",
     "check_patch_residual",
     "check_patching_map",
+    "check_steered_where",
     "check_steering_context",
     "check_top_tokens",
     "check_unembedding_cosines",
