@@ -77,7 +77,7 @@ test: browser setup
 CHECK_TESTS := $(addprefix tests/test_,sites.py steering.py generation_phase.py vectors.py \
 	cache.py stats.py io.py answers.py evaluation.py shared_prefix.py seam.py concepts.py \
 	sizes.py oracle.py padding.py tokens.py validate.py activations.py metrics.py \
-	sweep_plan.py spotcheck.py train_journal.py)
+	sweep_plan.py spotcheck.py train_journal.py receipts.py)
 check: setup
 	$(BIN)/ruff check .
 	$(BIN)/mypy
