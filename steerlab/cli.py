@@ -10,6 +10,7 @@ from steerlab.commands import (
     DEMO_COEFFS,
     DEMO_PROMPTS,
     SCALE_WORDS,
+    cmd_bake,
     cmd_demo,
     cmd_eval,
     cmd_export,
@@ -97,6 +98,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--coeff", type=float, default=1.0, help="strength baked into the file")
     _scale_arg(p, "raw")
     p.set_defaults(fn=cmd_export)
+
+    p = sub.add_parser("bake", help="write a model with a saved vector baked in as the bias "
+                       "after each block: a plain checkpoint any server loads",
+                       parents=[model_only])
+    p.add_argument("--vector", required=True, help="a steerlab .safetensors vector")
+    p.add_argument("--out", required=True, help="new checkpoint directory")
+    p.add_argument("--coeff", type=float, default=1.0, help="strength baked in")
+    p.add_argument("--layers", type=_ints, default=None,
+                   help="e.g. 10,12 (default: the vector's layers)")
+    _scale_arg(p, "raw")
+    p.set_defaults(fn=cmd_bake)
 
     p = sub.add_parser("import", help="read a GGUF control vector (steerlab's, repeng's, "
                        "llama.cpp's) into a steerlab vector file")

@@ -113,6 +113,21 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bake(args: argparse.Namespace) -> int:
+    from steerlab.bake import bake
+    from steerlab.models import load_model
+    from steerlab.vectors import SteeringVector
+
+    vec = SteeringVector.load(args.vector)
+    model = load_model(args.model, dtype=args.dtype, device=args.device)
+    out = bake(model, vec, args.out, coeff=args.coeff, scale=args.scale, layers=args.layers)
+    print(f"wrote {out}: {model.hf_id} with the {vec.method} vector (layers "
+          f"{args.layers or vec.layers}, coeff {args.coeff:g} {args.scale}) as the bias after "
+          "each block; load it with transformers' AutoModelForCausalLM.from_pretrained, no "
+          "steerlab needed")
+    return 0
+
+
 def cmd_import(args: argparse.Namespace) -> int:
     from steerlab.interop import from_gguf
 
