@@ -30,10 +30,18 @@ from steerlab.options import BACKENDS, METHODS, MODES, REDUCTIONS, SCALES, SCOPE
 
 
 def _ints(text: str) -> list[int]:
+    """``3,6,9`` or ranges ``1-29`` (both ends included), or both: ``0,5-7``."""
+    out: list[int] = []
     try:
-        return [int(x) for x in text.split(",") if x.strip()]
+        for part in (x.strip() for x in text.split(",")):
+            if not part:
+                continue
+            lo, dash, hi = part.partition("-")
+            out += list(range(int(lo), int(hi) + 1)) if dash and lo else [int(part)]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected integers like 3,6,9, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected integers like 3,6,9 or a range like 1-29, "
+                                         f"got {text!r}") from None
+    return out
 
 
 def _floats(text: str) -> list[float]:
@@ -96,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vector", required=True, help="a steerlab .safetensors vector")
     p.add_argument("--gguf", required=True, help="output .gguf file")
     p.add_argument("--coeff", type=float, default=1.0, help="strength baked into the file")
+    p.add_argument("--layers", type=_ints, default=None,
+                   help="e.g. 1-29 or 5,12 (default: all the vector's; llama.cpp refuses "
+                        "layer 0, so a learned vector of every layer needs --layers 1-N)")
     _scale_arg(p, "raw")
     p.set_defaults(fn=cmd_export)
 

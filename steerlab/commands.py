@@ -105,11 +105,11 @@ def cmd_export(args: argparse.Namespace) -> int:
     from steerlab.vectors import SteeringVector
 
     vec = SteeringVector.load(args.vector)
-    path = to_gguf(vec, args.gguf, coeff=args.coeff, scale=args.scale)
-    print(f"wrote {path}: {vec.method} vector for {vec.model_id}, layers {vec.layers}, coeff "
-          f"{args.coeff:g} ({args.scale}) baked in")
-    print(f"llama.cpp: {llama_cpp_command(path)}   (or --control-vector-scaled {path} S to "
-          "scale it again)")
+    path = to_gguf(vec, args.gguf, coeff=args.coeff, scale=args.scale, layers=args.layers)
+    print(f"wrote {path}: {vec.method} vector for {vec.model_id}, layers "
+          f"{args.layers or vec.layers}, coeff {args.coeff:g} ({args.scale}) baked in")
+    print(f"llama.cpp: {llama_cpp_command(path)}   (or "
+          f"{llama_cpp_command(path, scale=2.0).split(' ', 3)[3]} to scale it again, here by 2)")
     return 0
 
 

@@ -7,7 +7,7 @@ to, at every position: steerlab's ``resid_post`` layer k.
 * llama.cpp (``common_control_vector_load_one`` in ``common/common.cpp``): 1-D F32 tensors
   ``direction.{k}`` of length n_embd; ``direction.k`` is added after block k's last residual
   add (``build_cvec(cur, il)``). ``k = 0`` is rejected, any tensor of another name or type fails
-  the load, and the strength comes from the command line (``--control-vector-scaled FILE S``).
+  the load, and the strength comes from the command line (``--control-vector-scaled FILE:S``).
   The metadata (``general.architecture = "controlvector"``, ``controlvector.model_hint``,
   ``controlvector.layer_count``) is written by convention and not read.
 * repeng 0.4.0: ``ControlModel`` swaps ``model.layers[k]`` for a ``ControlModule`` that adds
@@ -157,11 +157,11 @@ def _exported_layers(vector: SteeringVector, layers: Sequence[int] | None) -> St
 def llama_cpp_command(path: str | Path, model_file: str | Path = "MODEL.gguf",
                       scale: float | None = None) -> str:
     """The ``llama-cli`` command line that steers ``model_file`` with the control vector at
-    ``path`` (with ``scale``, ``--control-vector-scaled``: llama.cpp multiplies the file's
-    directions by it on load); paths are shell-quoted where needed."""
-    file = shlex.quote(str(path))
-    flag = (f"--control-vector {file}" if scale is None
-            else f"--control-vector-scaled {file} {scale:g}")
+    ``path`` (with ``scale``, ``--control-vector-scaled FILE:SCALE``, today's llama.cpp
+    syntax, which multiplies the file's directions by it on load; llama.cpp before 2025 took
+    the scale as a second word); paths are shell-quoted where needed."""
+    flag = (f"--control-vector {shlex.quote(str(path))}" if scale is None
+            else f"--control-vector-scaled {shlex.quote(f'{path}:{scale:g}')}")
     return f"llama-cli -m {shlex.quote(str(model_file))} {flag}"
 
 

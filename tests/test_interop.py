@@ -151,7 +151,9 @@ def test_layers_leave_layer_0_out_on_purpose(tmp_path, tiny_llama):
 def test_llama_cpp_command():
     assert llama_cpp_command("v.gguf", "m.gguf") == "llama-cli -m m.gguf --control-vector v.gguf"
     assert llama_cpp_command("my v.gguf", scale=0.5) == \
-        "llama-cli -m MODEL.gguf --control-vector-scaled 'my v.gguf' 0.5"
+        "llama-cli -m MODEL.gguf --control-vector-scaled 'my v.gguf:0.5'"
+    assert llama_cpp_command("v.gguf", scale=2) == \
+        "llama-cli -m MODEL.gguf --control-vector-scaled v.gguf:2"
 
 
 # --- against repeng's own GGUF export and import --------------------------------------------
@@ -362,3 +364,18 @@ def test_files_llama_cpp_would_refuse_are_refused(tmp_path):
     _write(tmp_path / "zero.gguf", "controlvector", {"direction.0": ones})
     with pytest.warns(UserWarning, match="direction.0"):
         assert from_gguf(tmp_path / "zero.gguf").layers == [0]
+
+
+def test_export_command_leaves_out_layers(tmp_path, capsys):
+    """The CLI exports a vector of every layer (a learned checkpoint's) with --layers, a
+    range leaving out layer 0, which llama.cpp refuses; it prints today's llama.cpp syntax."""
+    from steerlab.cli import main
+
+    path = _vector(layers=(0, 1, 2, 3)).save(tmp_path / "v.safetensors")
+    assert main(["export", "--vector", str(path), "--gguf", str(tmp_path / "v.gguf")]) == 2
+    assert main(["export", "--vector", str(path), "--gguf", str(tmp_path / "v.gguf"),
+                 "--layers", "1-3"]) == 0
+    out = capsys.readouterr().out
+    assert "layers [1, 2, 3]" in out and f"--control-vector-scaled {tmp_path}/v.gguf:2" in out
+    back = from_gguf(tmp_path / "v.gguf")
+    assert back.layers == [1, 2, 3] and back.meta["dropped_layers"] == [0]
