@@ -1,8 +1,8 @@
-"""Vectors that travel: GGUF control vectors (llama.cpp, repeng) out and in, and the peers'
-in-memory vectors (repeng's ``ControlVector``, steering-vectors' ``SteeringVector``) imported.
+"""Vectors that travel as GGUF control vectors (llama.cpp's, repeng's), out and in; the peers'
+own vector objects and files are :mod:`steerlab.peers`.
 
-Every format here indexes a direction by the 0-based decoder block whose **output** it is added
-to, at every position: steerlab's ``resid_post`` layer k.
+GGUF indexes a direction by the 0-based decoder block whose **output** it is added to, at
+every position: steerlab's ``resid_post`` layer k.
 
 * llama.cpp (``common_control_vector_load_one`` in ``common/common.cpp``): 1-D F32 tensors
   ``direction.{k}`` of length n_embd; ``direction.k`` is added after block k's last residual
@@ -10,13 +10,8 @@ to, at every position: steerlab's ``resid_post`` layer k.
   the load, and the strength comes from the command line (``--control-vector-scaled FILE:S``).
   The metadata (``general.architecture = "controlvector"``, ``controlvector.model_hint``,
   ``controlvector.layer_count``) is written by convention and not read.
-* repeng 0.4.0: ``ControlModel`` swaps ``model.layers[k]`` for a ``ControlModule`` that adds
-  ``coeff * directions[k]`` to the block's output (``control.py``); ``ControlVector.train``
-  reads ``hidden_states[k + 1]``, the output of block k (``extract.py``,
-  ``batched_get_hiddens``); ``export_gguf`` writes ``directions[k]`` as ``direction.{k}``.
-* steering-vectors 0.12: ``layer_type="decoder_block"`` hooks the output of the k-th module the
-  guessed ``model.layers.{num}`` template matches and adds ``multiplier * layer_activations[k]``
-  (``steering_vector.py``); negative keys index from the end, as Python lists do.
+* repeng 0.4.0's ``export_gguf`` writes ``directions[k]`` (added to block k's output) as
+  ``direction.{k}``.
 
 Example:
     >>> vec.to_gguf("reasoning.gguf", coeff=4.0)   # llama-cli --control-vector reasoning.gguf
@@ -37,7 +32,7 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 import torch
 
-from steerlab import __version__, _io
+from steerlab import _io
 from steerlab.errors import InvalidVectorError, LayerError, OptionError, VectorMismatchError
 from steerlab.options import APPLY_SCALE, SCALES, Scale, Site, check
 from steerlab.vectors import SITE, SteeringVector
@@ -45,8 +40,7 @@ from steerlab.vectors import SITE, SteeringVector
 if TYPE_CHECKING:
     from steerlab.models import Model
 
-__all__ = ["ARCH", "from_gguf", "from_repeng", "from_steering_vectors", "llama_cpp_command",
-           "to_gguf", "to_repeng", "to_steering_vectors"]
+__all__ = ["ARCH", "IMPORTED", "from_gguf", "llama_cpp_command", "to_gguf"]
 
 ARCH = "controlvector"
 KEY = "steerlab."  # prefix of steerlab's own metadata keys (llama.cpp ignores them)
@@ -290,95 +284,3 @@ def _check_fits(source: object, directions: dict[int, Any], width: int, model: M
             f"{source}: directions for block(s) {bad}, but {model.name} has {model.n_layers} "
             f"blocks (0..{model.n_layers - 1}); they were made for a deeper model "
             f"({made_for or 'unknown'}).")
-
-
-def _by_block(source: str, directions: Any, model: Model, made_for: str
-              ) -> dict[int, torch.Tensor]:
-    """Layer -> (d_model,) float32 copy, with negative keys counted from the end (both peers
-    index their block list as a Python list does), checked against ``model``."""
-    if not isinstance(directions, dict) or not directions:
-        raise InvalidVectorError(f"The {source} vector holds no directions.")
-    out: dict[int, torch.Tensor] = {}
-    for key, value in directions.items():
-        if not isinstance(key, int | np.integer) or isinstance(key, bool):
-            raise LayerError(f"{source} layer keys must be ints, got {key!r}.")
-        layer = int(key) + model.n_layers if key < 0 else int(key)
-        v = (value.detach().float().cpu().clone() if isinstance(value, torch.Tensor)
-             else torch.from_numpy(np.array(value, dtype=np.float32)))
-        if v.ndim != 1:
-            raise VectorMismatchError(f"{source} layer {key}: expected a (d_model,) direction, "
-                                      f"got shape {tuple(v.shape)}.")
-        if layer in out:
-            raise LayerError(f"{source} layers {key} and {layer} are the same block of "
-                             f"{model.name}; keep one.")
-        out[layer] = v
-    _check_fits(source, out, next(iter(out.values())).shape[0], model, made_for)
-    return dict(sorted(out.items()))
-
-
-def from_repeng(control_vector: Any, model: Model) -> SteeringVector:
-    """A repeng ``ControlVector`` as a steerlab vector for ``model``: ``directions[k]`` is what
-    ``ControlModel`` adds to block k's output at ``coeff=1``, so it becomes ``resid_post`` layer
-    k unchanged (sign included); ``steer(model, vec, coeff=c)`` equals
-    ``ControlModel(...).set_control(control_vector, c)``."""
-    directions: Any = getattr(control_vector, "directions", None)
-    kind = str(getattr(control_vector, "model_type", ""))
-    vectors = _by_block("repeng", directions, model, kind)
-    meta: dict[str, Any] = {"source": "repeng", "model_type": kind}
-    if any(k < 0 for k in directions):
-        meta["source_layers"] = [int(k) for k in directions]
-    return SteeringVector(vectors, model.hf_id, model.d_model, SITE, IMPORTED, meta=meta,
-                          version=__version__)
-
-
-def _repeng() -> Any:
-    import numpy
-
-    # repeng 0.4.0 names np.float_ (gone in numpy 2) in one annotation, which runs at import:
-    # alias it so the module imports; nothing repeng runs uses it (see bench/peers.py).
-    if not hasattr(numpy, "float_"):
-        numpy.float_ = numpy.float64  # type: ignore[attr-defined]
-    import repeng
-
-    return repeng
-
-
-def to_repeng(vector: SteeringVector, model_type: str | None = None) -> Any:
-    """``vector`` as a repeng ``ControlVector`` (``directions[k]`` = layer k, float32 numpy);
-    ``model_type`` defaults to the one a repeng import recorded, else the vector's model id.
-    A vector imported with :func:`from_repeng` comes back equal to the original."""
-    _exportable(vector, "repeng's ControlModel")
-    repeng = _repeng()
-    kind = model_type or vector.meta.get("model_type") or vector.model_id
-    dirs = {l: vector[l].detach().float().cpu().numpy().copy() for l in vector.layers}
-    return repeng.ControlVector(model_type=kind, directions=dirs)
-
-
-def from_steering_vectors(steering_vector: Any, model: Model) -> SteeringVector:
-    """A steering-vectors ``SteeringVector`` as a steerlab vector for ``model``: with
-    ``layer_type="decoder_block"``, ``layer_activations[k]`` is added to block k's output
-    (``multiplier`` 1), so it becomes ``resid_post`` layer k unchanged; ``steer(model, vec,
-    coeff=m)`` equals ``steering_vector.apply(model, multiplier=m)``. Other layer types (an
-    MLP's or attention's output, a norm's) are refused rather than guessed."""
-    kind = getattr(steering_vector, "layer_type", None)
-    if kind != "decoder_block":
-        raise VectorMismatchError(
-            f"steering-vectors layer_type {kind!r} is not supported: only 'decoder_block' "
-            f"(a block's output, steerlab's {SITE!r}) maps onto a steerlab site for sure. "
-            "Train it with layer_type='decoder_block'.")
-    acts: Any = getattr(steering_vector, "layer_activations", None)
-    vectors = _by_block("steering-vectors", acts, model, "")
-    meta: dict[str, Any] = {"source": "steering-vectors", "layer_type": kind}
-    if any(k < 0 for k in acts):
-        meta["source_layers"] = [int(k) for k in acts]
-    return SteeringVector(vectors, model.hf_id, model.d_model, SITE, IMPORTED, meta=meta,
-                          version=__version__)
-
-
-def to_steering_vectors(vector: SteeringVector) -> Any:
-    """``vector`` as a steering-vectors ``SteeringVector`` (``decoder_block`` layers)."""
-    import steering_vectors
-
-    _exportable(vector, "steering-vectors' decoder_block layers")
-    return steering_vectors.SteeringVector(
-        {l: vector[l].detach().float().clone() for l in vector.layers}, "decoder_block")

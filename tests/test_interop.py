@@ -3,6 +3,8 @@ as llama.cpp's own reader (``gguf.GGUFReader``) sees them, repeng's ``export_ggu
 ``import_gguf`` on the same vectors, and steering with an imported vector against repeng's
 ``ControlModel`` and steering-vectors' ``apply`` (tiny Llama; one SmolLM2 check, slow)."""
 
+import json
+
 import numpy as np
 
 if not hasattr(np, "float_"):  # repeng 0.4.0 names np.float_ at import (gone in numpy 2)
@@ -22,14 +24,14 @@ from steerlab.errors import (  # noqa: E402
     OptionError,
     VectorMismatchError,
 )
-from steerlab.interop import (  # noqa: E402
-    from_gguf,
+from steerlab.interop import from_gguf, llama_cpp_command, to_gguf  # noqa: E402
+from steerlab.peers import (  # noqa: E402
     from_repeng,
     from_steering_vectors,
-    llama_cpp_command,
-    to_gguf,
+    from_svec,
     to_repeng,
     to_steering_vectors,
+    to_svec,
 )
 from steerlab.steering import steer  # noqa: E402
 from steerlab.vectors import SteeringVector, diff_of_means  # noqa: E402
@@ -379,3 +381,67 @@ def test_export_command_leaves_out_layers(tmp_path, capsys):
     assert "layers [1, 2, 3]" in out and f"--control-vector-scaled {tmp_path}/v.gguf:2" in out
     back = from_gguf(tmp_path / "v.gguf")
     assert back.layers == [1, 2, 3] and back.meta["dropped_layers"] == [0]
+
+
+# --- IBM activation-steering's .svec files -----------------------------------------------------
+
+def _svec_file(path, dirs, model_type="llama"):
+    """A .svec as activation-steering's SteeringVector.save writes it (JSON; keys are the
+    layer ids, which json turns into strings)."""
+    path.write_text(json.dumps({"model_type": model_type,
+                                "directions": {k: v.tolist() for k, v in dirs.items()},
+                                "explained_variances": {k: 0.5 for k in dirs}}))
+    return path
+
+
+def test_svec_round_trip_and_steering_at_the_block_input(tiny_llama, tmp_path):
+    """directions[k] is added to block k's input (LeashLayer edits the hidden states before
+    calling the layer): steer() with the imported vector equals that edit, written as a plain
+    pre-hook, for one prompt; writing it back gives the same file content."""
+    gen = torch.Generator().manual_seed(4)
+    dirs = {1: torch.randn(32, generator=gen), 3: torch.randn(32, generator=gen)}
+    vec = from_svec(_svec_file(tmp_path / "v.svec", dirs), tiny_llama)
+    assert vec.site == "resid_pre" and vec.layers == [1, 3] and vec.method == "imported"
+    assert vec.meta["source"] == "activation-steering"
+    for k in dirs:
+        torch.testing.assert_close(vec[k], dirs[k])
+    enc = tiny_llama.encode(["What is 2 + 3?"])
+
+    def leash(k, strength):
+        def pre(module, args, kwargs):
+            h = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
+            new = h + strength * dirs[k].to(h.dtype)
+            if "hidden_states" in kwargs:
+                return args, {**kwargs, "hidden_states": new}
+            return (new, *args[1:]), kwargs
+        return pre
+
+    handles = [tiny_llama.layers[k].register_forward_pre_hook(leash(k, 1.5), with_kwargs=True)
+               for k in dirs]
+    try:
+        with torch.no_grad():
+            theirs = tiny_llama.hf(**enc).logits
+    finally:
+        for h in handles:
+            h.remove()
+    with torch.no_grad(), steer(tiny_llama, vec, coeff=1.5):
+        ours = tiny_llama.backend("hf").forward(enc)
+    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
+    back = json.loads(to_svec(vec, tmp_path / "back.svec").read_text())
+    assert back["model_type"] == "llama"
+    assert {int(k): v for k, v in back["directions"].items()} == {
+        k: v.tolist() for k, v in dirs.items()}
+    assert back["explained_variances"] == {"1": 0.5, "3": 0.5}
+
+
+def test_svec_errors(tiny_llama, tmp_path):
+    (tmp_path / "bad.svec").write_text("{not json")
+    with pytest.raises(InvalidVectorError, match="not an activation-steering"):
+        from_svec(tmp_path / "bad.svec", tiny_llama)
+    with pytest.raises(VectorMismatchError, match="width 16"):
+        from_svec(_svec_file(tmp_path / "n.svec", {1: torch.ones(16)}), tiny_llama)
+    with pytest.raises(LayerError, match="block"):
+        from_svec(_svec_file(tmp_path / "d.svec", {9: torch.ones(32)}), tiny_llama)
+    with pytest.raises(VectorMismatchError, match="resid_pre"):
+        to_svec(_vector(), tmp_path / "x.svec")
+    assert not (tmp_path / "x.svec").exists()
