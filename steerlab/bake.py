@@ -15,22 +15,32 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from steerlab import _io
 from steerlab.backends.bias import with_block_biases
+from steerlab.conditions import evaluate_condition
+from steerlab.devices import dtype_name
 from steerlab.errors import OptionError, VectorMismatchError
+from steerlab.evaluation import evaluate
+from steerlab.models import load_model
 from steerlab.options import APPLY_SCALE, Mode, Scale, When
+from steerlab.stats import comparison_row
+from steerlab.steering import steer
+from steerlab.tasks import get_task
 from steerlab.validate import check_layers
 
 if TYPE_CHECKING:
     import torch
 
     from steerlab.models import Model
+    from steerlab.tasks import Item
     from steerlab.vectors import SteeringVector
 
-__all__ = ["BAKE_FILE", "bake", "block_biases"]
+__all__ = ["BAKE_FILE", "bake", "block_biases", "check_baked"]
 
 #: the provenance file a baked checkpoint carries next to its weights
 BAKE_FILE = "steerlab_bake.json"
@@ -83,6 +93,9 @@ def bake(model: Model, vector: SteeringVector, out: str | Path, coeff: float = 1
     try:
         baked.save_pretrained(tmp)  # type: ignore[operator]
         model.tokenizer.save_pretrained(tmp)
+        # what steerlab's load_model reads back: the model it is, and the chat rule's answer
+        (tmp / "steerlab.json").write_text(json.dumps(
+            {"hf_id": f"{model.hf_id}+baked", "chat": model.is_chat}))
         (tmp / BAKE_FILE).write_text(json.dumps({
             "base_model": model.hf_id, "method": vector.method, "site": vector.site,
             "layers": sorted(biases), "coeff": coeff, "scale": scale,
@@ -92,3 +105,34 @@ def bake(model: Model, vector: SteeringVector, out: str | Path, coeff: float = 1
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+def check_baked(model: Model, vector: SteeringVector, task: str = "arithmetic",
+                items: Sequence[Item] | None = None, batch_size: int = 50,
+                out: str | Path | None = None, coeff: float = 1.0,
+                scale: Scale = APPLY_SCALE) -> dict[str, Any]:
+    """Evaluate ``vector`` steered at run time and baked into a checkpoint (written to a
+    temporary directory, loaded back by name as any user would) on the same ``items`` of
+    ``task`` (default: its evaluation items), greedy, in ``model``'s dtype: each accuracy with
+    its interval, the baked one against the steered one (paired difference, McNemar), and
+    the items whose verdicts agree. ``out``: the JSON file to write it to (atomically)."""
+    the_task = get_task(task)
+    use = list(items) if items is not None else the_task.items(None, 0)
+    with steer(model, vector, coeff=coeff, scale=scale):
+        steered = evaluate(model, the_task, items=use, batch_size=batch_size)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = bake(model, vector, Path(tmp) / "baked", coeff=coeff, scale=scale)
+        baked_model = load_model(str(path), dtype=model.dtype, device=model.device)
+        baked = evaluate_condition(baked_model, the_task, use, None, batch_size)
+    agree = int((steered.correct == baked.correct).sum())
+    result = {"model": model.hf_id, "dtype": dtype_name(model.dtype), "task": task,
+              "vector": {"method": vector.method, "layers": vector.layers, "coeff": coeff,
+                         "scale": scale},
+              "steered": comparison_row(steered.correct, steered.correct),
+              "baked_vs_steered": comparison_row(steered.correct, baked.correct),
+              "same_verdict": agree, "same_answer": sum(
+                  a == b for a, b in zip(steered.predictions, baked.predictions, strict=True)),
+              "items": len(use)}
+    if out is not None:
+        _io.write_text(out, json.dumps(result, indent=1))
+    return result

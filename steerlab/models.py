@@ -235,6 +235,7 @@ def load_model(name: str = DEFAULT_MODEL, dtype: str | torch.dtype | None = None
     if not isinstance(name, str) or not name.strip():
         raise _unknown(str(name), "the name is empty.")
     hf_id = name
+    recorded: dict[str, Any] = {}
     if name in EMBEDDED:
         path: str = str(convert_embedded(name))
         is_chat = EMBEDDED[name].chat
@@ -243,8 +244,8 @@ def load_model(name: str = DEFAULT_MODEL, dtype: str | torch.dtype | None = None
     elif Path(name).expanduser().is_dir():
         path = str(Path(name).expanduser())
         meta = Path(path) / "steerlab.json"
-        if meta.is_file():
-            hf_id = json.loads(meta.read_text()).get("hf_id", name)
+        recorded = json.loads(meta.read_text()) if meta.is_file() else {}
+        hf_id = recorded.get("hf_id", name)
         is_chat = False
         local_only = True
     else:
@@ -273,6 +274,8 @@ def load_model(name: str = DEFAULT_MODEL, dtype: str | torch.dtype | None = None
         is_chat = getattr(tok, "chat_template", None) is not None and (
             "instruct" in name.lower() or "chat" in name.lower() or "-it" in name.lower()
             or "distill" in name.lower())
+        if Path(path).is_dir() and isinstance(recorded.get("chat"), bool):
+            is_chat = recorded["chat"]  # a directory steerlab wrote says what it is
     if chat is not None:
         is_chat = chat
     tok.padding_side = "left"

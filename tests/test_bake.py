@@ -118,3 +118,18 @@ def test_bake_command(smollm, tmp_path, capsys):
     meta = json.loads((tmp_path / "b" / BAKE_FILE).read_text())
     assert meta["layers"] == [9] and meta["coeff"] == 3.0
     assert AutoModelForCausalLM.from_pretrained(tmp_path / "b").config.mlp_bias
+
+
+@pytest.mark.slow
+def test_check_baked_evaluates_both_on_the_same_items(smollm, tmp_path):
+    """The learned RL vectors (notebook 05's recorded checkpoint) baked and loaded by name
+    answer 8 arithmetic items as steering with them does."""
+    from steerlab.bake import check_baked
+    from steerlab.tasks import get_task
+
+    vec = SteeringVector.load("results/train_smollm2_arithmetic/vectors.safetensors")
+    items = get_task("arithmetic").items(None, 0)[:8]
+    got = check_baked(smollm, vec, "arithmetic", items=items, batch_size=8,
+                      out=tmp_path / "r.json")
+    assert got["items"] == 8 and got["same_verdict"] == 8 and got["same_answer"] == 8
+    assert json.loads((tmp_path / "r.json").read_text())["baked_vs_steered"]["delta"] == 0.0
