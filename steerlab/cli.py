@@ -18,6 +18,7 @@ from steerlab.commands import (
     cmd_import,
     cmd_models,
     cmd_notebooks,
+    cmd_reliability,
     cmd_replicate,
     cmd_report,
     cmd_sweep,
@@ -120,6 +121,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="e.g. 10,12 (default: the vector's layers)")
     _scale_arg(p, "raw")
     p.set_defaults(fn=cmd_bake)
+
+    p = sub.add_parser("reliability", help="per-item steerability of a saved vector on a "
+                       "multiple-choice task: steerable and anti-steerable fractions per layer, "
+                       "next to norm-matched random directions", parents=[with_model])
+    p.add_argument("--vector", required=True, help="a steerlab .safetensors vector")
+    p.add_argument("--task", default="memorisation-mc", help="a multiple-choice task")
+    p.add_argument("--layers", type=_ints, default=None, help="default: the vector's layers")
+    p.add_argument("--coeffs", type=_floats, default=None,
+                   help="the grid around zero, written --coeffs=-0.1,0,0.1 (default: -0.15 "
+                        "to 0.15 in steps of 0.05)")
+    p.add_argument("--n", type=int, default=100, help="items")
+    p.add_argument("--controls", type=int, default=1, help="random directions per layer")
+    p.add_argument("--out", default=None, help="write the table as CSV")
+    _scale_arg(p, "norm")
+    p.set_defaults(fn=cmd_reliability)
 
     p = sub.add_parser("import", help="read a GGUF control vector (steerlab's, repeng's, "
                        "llama.cpp's) into a steerlab vector file")

@@ -1,0 +1,107 @@
+"""Per-item steerability (steerlab.reliability): slopes against a hand computation under
+steer(), the anti-steerable fraction's interval against a planted truth, and the report."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import no_hooks
+
+from steerlab.errors import OptionError
+from steerlab.evaluation import mc_batch
+from steerlab.reliability import Steerability, _fit, reliability_table, steerability
+from steerlab.steering import steer
+from steerlab.tasks import get_task
+from steerlab.vectors import SteeringVector
+
+TASK = "memorisation-mc"
+
+
+def _vector(model, layers=(1, 2), seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return SteeringVector({l: 3.0 * torch.randn(model.d_model, generator=gen) for l in layers},
+                          model.hf_id, model.d_model, ref_norms={l: 4.0 for l in layers})
+
+
+def _by_hand(model, vec, layer, coeff, items, scoring):
+    """Gold-option log-probability against the others, one plain steered forward per item."""
+    out = []
+    for it in items:
+        mc = mc_batch(model, [it], scoring, chat=False)
+        with torch.no_grad(), steer(model, vec, layers=layer, coeff=coeff, scale="norm"):
+            logits = model.backend("hf").forward(mc.enc, keep=mc.keep)
+        (scores,) = mc.finish(logits)
+        s = torch.log_softmax(torch.as_tensor(scores, dtype=torch.float64), 0)
+        out.append(float(s[it.options.index(it.answer)]))
+    return np.array(out)
+
+
+@pytest.mark.parametrize("scoring", ["letter", "cloze"])
+def test_slopes_equal_finite_differences_under_steer(tiny_llama, scoring):
+    m = tiny_llama
+    vec = _vector(m)
+    items = get_task(TASK).items(6, 0)
+    two = steerability(m, vec, 2, TASK, coeffs=(-0.5, 0.5), items=items, scoring=scoring,
+                       batch_size=4)
+    want = (_by_hand(m, vec, 2, 0.5, items, scoring)
+            - _by_hand(m, vec, 2, -0.5, items, scoring)) / 1.0
+    np.testing.assert_allclose(two.frame["slope"], want, rtol=1e-4, atol=1e-6)
+    assert two.frame["lo"].isna().all()  # two coefficients: no interval
+    grid = (-0.5, 0.0, 0.25, 0.5)
+    st = steerability(m, vec, 2, TASK, coeffs=grid, items=items, scoring=scoring, batch_size=4)
+    y = np.stack([_by_hand(m, vec, 2, c, items, scoring) for c in grid])
+    np.testing.assert_allclose(st.responses, y, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(st.frame["slope"], np.polyfit(grid, y, 1)[0], rtol=1e-4,
+                               atol=1e-6)
+    assert (st.frame["lo"] <= st.frame["slope"]).all()
+    assert (st.frame["slope"] <= st.frame["hi"]).all()
+    assert np.ptp(st.frame["slope"]) > 0  # items respond differently: a mix-up would show
+    assert no_hooks(m)
+
+
+def test_the_anti_steerable_interval_covers_the_planted_fraction():
+    """Synthetic responses: 30% of 400 items fall with the coefficient, 50% rise, 20% are
+    flat, all with noise; the fractions' intervals cover 0.3 and 0.5."""
+    rng = np.random.default_rng(0)
+    coeffs = np.array([-0.3, -0.2, -0.1, 0.0, 0.1, 0.2, 0.3])
+    n = 400
+    truth = np.r_[np.full(120, -4.0), np.full(200, 4.0), np.zeros(80)]
+    y = truth[None, :] * coeffs[:, None] + rng.normal(0, 0.05, (len(coeffs), n))
+    slope, lo, hi = _fit(coeffs, y)
+    st = Steerability(pd.DataFrame({"item": range(n), "slope": slope, "lo": lo, "hi": hi,
+                                    "response0": y[3]}), y, 1, tuple(coeffs), "norm", "x", "t")
+    f = st.fractions()
+    assert f["anti_low"] <= 0.3 <= f["anti_high"]
+    assert f["steerable_low"] <= 0.5 <= f["steerable_high"]
+    # the flat items' intervals cover zero about 95% of the time
+    flat = (lo[320:] <= 0) & (hi[320:] >= 0)
+    assert flat.mean() > 0.85
+
+
+def test_report_has_the_vector_and_its_random_reference_and_refuses_bad_input(tiny_llama):
+    m = tiny_llama
+    vec = _vector(m)
+    tab = reliability_table(m, vec, TASK, layers=[1], controls=2, n=5,
+                            coeffs=(-0.2, 0.0, 0.2), batch_size=8)
+    assert list(tab["method"]) == ["unknown" if vec.method == "unknown" else vec.method,
+                                   "random", "random"]
+    assert {"steerable", "anti_steerable", "anti_low", "anti_high"} <= set(tab.columns)
+    with pytest.raises(OptionError, match="multiple-choice"):
+        steerability(m, vec, 1, "reasoning-gen", n=3)
+    with pytest.raises(OptionError, match="distinct"):
+        steerability(m, vec, 1, TASK, coeffs=(0.1, 0.1), n=3)
+    assert no_hooks(m)
+
+
+@pytest.mark.slow
+def test_reliability_command(smollm, tmp_path, capsys):
+    from steerlab.cli import main
+
+    gen = torch.Generator().manual_seed(3)
+    path = SteeringVector({12: 10 * torch.randn(576, generator=gen)}, smollm.hf_id, 576,
+                          ref_norms={12: 50.0}).save(tmp_path / "v.safetensors")
+    assert main(["reliability", "--vector", str(path), "--n", "8", "--coeffs=-0.1,0,0.1",
+                 "--dtype", "fp32", "--out", str(tmp_path / "r.csv")]) == 0
+    out = capsys.readouterr().out
+    assert "anti_steerable" in out and "random" in out
+    assert len(pd.read_csv(tmp_path / "r.csv")) == 2
