@@ -164,11 +164,16 @@ def reliability_table(model: Model, vector: SteeringVector, task: Task | str,
                       layers: Sequence[int] | None = None, controls: int = 1,
                       **kwargs: Any) -> pd.DataFrame:
     """:meth:`Steerability.fractions` per layer for ``vector`` and for ``controls``
-    norm-matched random directions (seeds 0, 1, ...): one row per (layer, method, seed)."""
+    norm-matched random directions (seeds 0, 1, ...): one row per (layer, method, seed); the
+    vector's rows also carry its training sets' predictors where it has them
+    (:mod:`steerlab.predictors`: ``consistency``, ``d_prime``, ``probe_acc``)."""
     rows = []
+    known = vector.meta.get("predictors", {})
     for layer in check_layers(model, list(layers) if layers is not None else vector.layers):
         refs = [("random", random_like(vector, seed=s), s) for s in range(controls)]
         for method, vec, seed in [(vector.method, vector, None), *refs]:
             st = steerability(model, vec, layer, task, **kwargs)
-            rows.append({"layer": layer, "method": method, "seed": seed, **st.fractions()})
+            extra = known.get(str(layer), {}) if vec is vector else {}
+            rows.append({"layer": layer, "method": method, "seed": seed, **st.fractions(),
+                         **extra})
     return pd.DataFrame(rows)

@@ -37,6 +37,7 @@ from steerlab.options import (
     Site,
     check,
 )
+from steerlab.predictors import predictors
 from steerlab.tasks import check_disjoint, extraction_prompts
 
 if TYPE_CHECKING:
@@ -266,15 +267,20 @@ def diff_of_means(pos: Activations, neg: Activations, normalize: bool = False,
         normalize: scale each layer's vector to unit norm.
 
     Returns:
-        :class:`SteeringVector` over the cached layers.
+        :class:`SteeringVector` over the cached layers; ``meta["predictors"]`` holds the
+        training sets' predictors of steerability per layer (:mod:`steerlab.predictors`).
     """
     _check_pair(pos, neg)
     diff = pos.acts.mean(1) - neg.acts.mean(1)  # (n_layers, d_model)
+    meta: dict[str, Any] = {"n_pos": pos.n_prompts, "n_neg": neg.n_prompts,
+                            "reduction": pos.reduction, "chat": pos.chat, "normalized": False}
+    if pos.acts.ndim == 3:  # one vector per prompt: the training sets' predictors per layer
+        meta["predictors"] = {str(l): predictors(pos.acts[i], neg.acts[i])
+                              for i, l in enumerate(pos.layers)}
     vec = SteeringVector(
         {l: diff[i].clone() for i, l in enumerate(pos.layers)}, pos.model_id, pos.d_model,
-        site=pos.site, method=method, prompt_hash=_hash_sets(pos, neg),
-        meta={"n_pos": pos.n_prompts, "n_neg": neg.n_prompts, "reduction": pos.reduction,
-              "chat": pos.chat, "normalized": False}, ref_norms=_ref_norms(pos, neg))
+        site=pos.site, method=method, prompt_hash=_hash_sets(pos, neg), meta=meta,
+        ref_norms=_ref_norms(pos, neg))
     return vec.normalized() if normalize else vec
 
 
