@@ -253,13 +253,10 @@ receipt_b.table().head()
 def steered_where(receipt):
     """{layer: set of phases} in which the receipt's edits changed at least one position."""
     # EXERCISE
-    # Hint: tab = receipt.table(); return {} if it has no rows (it then has no columns
-    # either); keep tab[tab["positions"] > 0]; for layer, rows in kept.groupby("layer"), the
-    # phases are set(rows["phase"]).
+    # Hint: tab = receipt.table() (no rows when nothing ran); keep tab[tab["positions"] > 0];
+    # for layer, rows in kept.groupby("layer"), the phases are set(rows["phase"]).
     # SOLUTION
     tab = receipt.table()
-    if len(tab) == 0:  # nothing ran
-        return {}
     changed = tab[tab["positions"] > 0]
     return {int(layer): set(rows["phase"]) for layer, rows in changed.groupby("layer")}
     # END SOLUTION

@@ -408,7 +408,7 @@ def _mine(f: Firing, keep: set[int] | None) -> torch.Tensor | None:
     if keep is None:
         return None
     ids = f.row_ids if f.row_ids is not None else torch.arange(f.rows)
-    return torch.tensor([int(i) in keep for i in ids.tolist()], dtype=torch.bool)
+    return torch.tensor([int(i) in keep for i in ids.cpu().tolist()], dtype=torch.bool)
 
 
 def _means(f: Firing) -> dict[str, float]:

@@ -141,7 +141,7 @@ def _context(remove_on_error=True, swallow=False):
 def _where_like(kind):
     """steered_where with one slip: every row counted (ran, not changed), the layers and
     phases read from what was asked (the edits' ``when``), phases renamed, one layer only,
-    a list of layers, or no care for an empty receipt."""
+    or a list of layers."""
     asked_for = {"all": {"prompt", "decoding"}, "prompt": {"prompt"}, "generated": {"decoding"}}
 
     def fn(receipt):
@@ -150,9 +150,7 @@ def _where_like(kind):
             for edit in receipt.edits:
                 out.setdefault(edit.layer, set()).update(asked_for[edit.when])
             return out
-        tab = receipt.table()
-        if len(tab) == 0 and kind != "no_empty":
-            return {}
+        tab = receipt.table()  # an empty receipt's table has the columns, no rows
         kept = tab if kind == "every_row" else tab[tab["positions"] > 0]
         out = {int(layer): set(rows["phase"]) for layer, rows in kept.groupby("layer")}
         if kind == "renamed":
@@ -317,7 +315,6 @@ CASES = {  # lesson, exercise function, check, [(wrong answer, words its message
         (_where_like("renamed"), "'prompt' (a forward that reads the prompt) and 'decoding'"),
         (_where_like("first_layer"), "your answer leaves out 'decoding' at layer"),
         (_where_like("list"), "expected a dict {layer: set of phases}"),
-        (_where_like("no_empty"), "return {} for it"),
     ]),
     "wilson_interval": ("03_measuring", teach.check_wilson_interval, [
         (_wilson_like(wald=True), "Wald"),

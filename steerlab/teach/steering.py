@@ -333,8 +333,9 @@ def check_steered_where(fn: Any, model: Model | None = None, embedded: bool = Tr
         for desc, receipt in setups:
             what = f"on {m.name}, your steered_where(receipt) for {desc}"
             got = _as_phases(call(fn, receipt, what=what,
-                                  hint="a receipt with no rows (nothing ran) has an empty "
-                                       "table() without columns: return {} for it"), what)
+                                  hint="a receipt with no rows (nothing ran) has a table() "
+                                       "with its columns and no rows: return {} for it"),
+                              what)
             ref = steered_phases(receipt)
             if got != ref:
                 shown = {k: sorted(v) for k, v in sorted(got.items())}
