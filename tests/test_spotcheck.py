@@ -38,10 +38,12 @@ def test_bf16_on_other_kernels_may_differ_on_a_few_items(monkeypatch):
     assert sc.slack("float32", "cpu", 100) == 0
     assert sc.slack("bfloat16", "cpu", 16) == 1 and sc.slack("bfloat16", "cpu", 200) == 4
     one = ["item 3: correct recorded '1', now '0'", "item 3: answered letter recorded 'A', "
-           "now 'B'"]
+           "now 'B'", "item 7: answer recorded '23', now '25'"]
     check = sc.SpotCheck("r", "cell", "bfloat16", 32, one, 1.0, 0, tolerance=1)
-    assert check.ok and "up to 1 item(s) may differ" in check.line()
-    assert not sc.SpotCheck("r", "cell", "bfloat16", 32, [*one, "item 4: x"], 1.0, 0,
+    assert check.ok and "up to 1 verdict(s) may differ" in check.line()
+    assert not sc.SpotCheck("r", "cell", "bfloat16", 32,
+                            [*one, "item 4: correct recorded '0', now '1'"], 1.0, 0,
                             tolerance=1).ok
+    assert not sc.SpotCheck("r", "cell", "float32", 32, one[2:], 1.0, 0).ok  # exact there
     assert not sc.SpotCheck("r", "cell", "bfloat16", 32, ["added norm recorded 1, now 2"],
                             1.0, 0, tolerance=1).ok
