@@ -13,6 +13,7 @@ itself (``mode="project"``/``"ablate"``).
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -55,6 +56,8 @@ def block_biases(model: Model, vector: SteeringVector, coeff: float = 1.0,
         raise OptionError(f"positions={positions!r} cannot be baked: a bias acts at every "
                           "position of every forward, prompt and generated tokens alike. "
                           "Steer at run time with steer(..., positions=...) instead.")
+    if not isinstance(coeff, int | float) or not math.isfinite(coeff):
+        raise OptionError(f"coeff must be a finite number, got {coeff!r}.")
     if mode != "add":
         raise OptionError(f"mode={mode!r} cannot be baked: it changes h by a multiple of "
                           "(h . r), which depends on the activation, and a bias is constant. "

@@ -140,6 +140,8 @@ def steerability(model: Model, vector: SteeringVector, layer: int, task: Task | 
                           "is measured on multiple-choice tasks (the gold option against "
                           "the others, from one forward). Use a multiple-choice task.")
     grid = tuple(float(c) for c in coeffs)
+    if not all(math.isfinite(c) for c in grid):
+        raise OptionError(f"coeffs={list(coeffs)}: every coefficient must be a finite number.")
     if len(set(grid)) < 2 or len(set(grid)) != len(grid):
         raise OptionError(f"coeffs={list(coeffs)}: give two or more distinct coefficients "
                           "(three or more for per-item intervals), e.g. -0.1, 0, 0.1.")

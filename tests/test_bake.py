@@ -133,3 +133,10 @@ def test_check_baked_evaluates_both_on_the_same_items(smollm, tmp_path):
                       out=tmp_path / "r.json")
     assert got["items"] == 8 and got["same_verdict"] == 8 and got["same_answer"] == 8
     assert json.loads((tmp_path / "r.json").read_text())["baked_vs_steered"]["delta"] == 0.0
+
+
+def test_a_non_finite_coefficient_is_refused_before_anything_is_written(tmp_path):
+    model = tiny_model("llama")
+    with pytest.raises(OptionError, match="finite"):
+        bake(model, _vector(model, [1]), tmp_path / "a", coeff=float("nan"))
+    assert not list(tmp_path.iterdir())

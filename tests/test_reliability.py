@@ -105,3 +105,8 @@ def test_reliability_command(smollm, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "anti_steerable" in out and "random" in out
     assert len(pd.read_csv(tmp_path / "r.csv")) == 2
+
+
+def test_non_finite_coefficients_are_refused(tiny_llama):
+    with pytest.raises(OptionError, match="finite"):
+        steerability(tiny_llama, _vector(tiny_llama), 1, TASK, coeffs=(0.0, float("inf")), n=3)
