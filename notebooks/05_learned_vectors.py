@@ -38,7 +38,7 @@ from steerlab.plots import condition_bars, training_curves
 from steerlab.recordings import Evaluations, recorded_training
 from steerlab.tasks import arithmetic_items
 from steerlab.train import TrainConfig
-from steerlab.vectors import extract_vector, random_like, reference_norms
+from steerlab.vectors import extract_pair, random_like, vector_from_pair
 
 S = settings()
 MODEL = "smollm2-135m-instruct"
@@ -95,8 +95,8 @@ coeffs = [0.05, 0.1, 0.2] if not S.smoke else [0.1]
 # coefficients in units of the layer's mean residual norm on the reasoning prompts (the
 # reference this notebook's recorded numbers were made with; extract_vector's default
 # reference is the mean over both prompt sets, a few percent different)
-dom = extract_vector(model, (R_q, M_q), layers)
-dom = dom.with_ref_norms(reference_norms(model, R_q, layers))
+pos, neg = extract_pair(model, (R_q, M_q), layers)  # read once for the vector and its norms
+dom = vector_from_pair(pos, neg).with_ref_norms(pos.mean_norms())
 grid = {f"L{l} x{c:+g}": dom.only(l).at_scale(c, "norm") for l in layers for c in coeffs}
 tuning = evals.compare(model, {"base": None, **grid}, items=dev)
 best = tuning.iloc[1:].sort_values("accuracy", ascending=False).iloc[0].condition

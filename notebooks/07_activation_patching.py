@@ -155,13 +155,13 @@ for site, cell in summary["strongest"].items():
 # bootstrap interval. The full run (2 x 100 items x 4 layers x 6 conditions, about 7 minutes
 # on 2 CPU cores) is a recording: its journal (`results/kind_patching_<model>.jsonl`) is read
 # back in the dtype it was recorded in, and one randomly drawn batch of one cell is computed
-# again and compared item by item (`steerlab.recordings.recorded_kind_patching`); a missing
-# batch is computed.
+# again and compared item by item (`steerlab.recordings_controls.recorded_kind_patching`); a
+# missing batch is computed.
 
 # %%
 from steerlab.kinds import kind_patching_summary, kind_patching_verdict
 from steerlab.plots import kind_patching_figure
-from steerlab.recordings import recorded_kind_patching
+from steerlab.recordings_controls import recorded_kind_patching
 
 KIND_LAYERS = spread_layers(model.n_layers, 2 if S.smoke else 4)
 KIND_N = 16 if S.smoke else 100

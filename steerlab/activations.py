@@ -76,6 +76,14 @@ class Activations:
             raise LayerError(f"Layer {layer} was not cached; cached layers: {list(self.layers)}.")
         return self.acts[self.layers.index(layer)]
 
+    def mean_norms(self) -> dict[int, float]:
+        """Layer -> the mean norm of the prompts' activations there (per-prompt reductions
+        only): the reference norms of :meth:`SteeringVector.with_ref_norms`."""
+        if self.acts.ndim != 3:
+            raise OptionError("mean_norms needs one vector per prompt (reduction 'last' or "
+                              f"'mean'), not {self.reduction!r}.")
+        return {l: float(self.at(l).norm(dim=-1).mean()) for l in self.layers}
+
     def select(self, index: Sequence[int] | torch.Tensor) -> Activations:
         """A copy holding only the prompts at ``index``."""
         idx = torch.as_tensor(index, dtype=torch.long)

@@ -122,11 +122,13 @@ def build_parser() -> argparse.ArgumentParser:
     _scale_arg(p, "raw")
     p.set_defaults(fn=cmd_bake)
 
-    p = sub.add_parser("reliability", help="per-item steerability of a saved vector on a "
-                       "multiple-choice task: steerable and anti-steerable fractions per layer, "
-                       "next to norm-matched random directions", parents=[with_model])
-    p.add_argument("--vector", required=True, help="a steerlab .safetensors vector")
-    p.add_argument("--task", default="memorisation-mc", help="a multiple-choice task")
+    p = sub.add_parser("reliability", help="per-item steerability of a saved vector: steerable "
+                       "and anti-steerable fractions per layer next to norm-matched random "
+                       "directions, with the vector's predictors", parents=[with_model])
+    p.add_argument("--vector", required=True, help="a steerlab .safetensors vector or a .gguf "
+                   "control vector (llama.cpp's, repeng's, steerlab's)")
+    p.add_argument("--task", default="memorisation-mc", help="a task (`steerlab tasks`): "
+                   "multiple choice reads the gold option, free answer the gold answer")
     p.add_argument("--layers", type=_ints, default=None, help="default: the vector's layers")
     p.add_argument("--coeffs", type=_floats, default=None,
                    help="the grid around zero, written --coeffs=-0.1,0,0.1 (default: -0.15 "
@@ -134,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, default=100, help="items")
     p.add_argument("--controls", type=int, default=1, help="random directions per layer")
     p.add_argument("--out", default=None, help="write the table as CSV")
-    _scale_arg(p, "norm")
+    p.add_argument("--figure", default=None, help="write the report's figure (.html)")
     p.set_defaults(fn=cmd_reliability)
 
     p = sub.add_parser("import", help="read a GGUF control vector (steerlab's, repeng's, "

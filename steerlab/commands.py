@@ -130,25 +130,33 @@ def cmd_bake(args: argparse.Namespace) -> int:
 
 def cmd_reliability(args: argparse.Namespace) -> int:
     from steerlab import _io
+    from steerlab.interop import from_gguf
     from steerlab.models import load_model
-    from steerlab.reliability import DEFAULT_COEFFS, reliability_table
+    from steerlab.reliability import DEFAULT_COEFFS, reliability_report
     from steerlab.vectors import SteeringVector
 
-    vec = SteeringVector.load(args.vector)
+    vec = (from_gguf(args.vector) if str(args.vector).endswith(".gguf")
+           else SteeringVector.load(args.vector))
     model = load_model(args.model, dtype=args.dtype, device=args.device)
     coeffs = args.coeffs or list(DEFAULT_COEFFS)
-    table = reliability_table(model, vec, args.task, layers=args.layers,
-                              controls=args.controls, coeffs=coeffs, n=args.n,
-                              scale=args.scale, backend=args.backend, progress=True)
-    cols = ["layer", "method", "seed", "n", "steerable", "steerable_low", "steerable_high",
-            "anti_steerable", "anti_low", "anti_high", "mean_slope"]
-    print(f"per-item steerability of {args.vector} on {args.task} ({len(coeffs)} "
-          f"coefficients {coeffs} in {args.scale} units; steerable / anti-steerable: "
-          "the item's 95% slope interval above / below zero; random: norm-matched directions)")
-    print(table[cols].to_string(index=False, float_format=lambda x: f"{x:.3f}"))
+    report = reliability_report(model, vec, args.task, layers=args.layers,
+                                random=args.controls, coeffs=coeffs, n=args.n,
+                                scale=args.scale, backend=args.backend, progress=True)
+    cols = [c for c in ("layer", "method", "seed", "n", "steerable", "steerable_low",
+                        "steerable_high", "anti_steerable", "anti_low", "anti_high",
+                        "mean_slope", "consistency", "d_prime", "probe_acc", "lens_peak",
+                        "lens_coherence") if c in report.table.columns]
+    print(f"per-item steerability of {args.vector} (steerable / anti-steerable: the item's 95% "
+          "slope interval above / below zero; random: norm-matched directions)")
+    print(report.verdict())
+    print(report.table[cols].to_string(index=False, float_format=lambda x: f"{x:.3f}"))
     if args.out:
-        _io.write_text(args.out, table.to_csv(index=False))
+        _io.write_text(args.out, report.table.to_csv(index=False))
         print(f"wrote {args.out}")
+    if args.figure:
+        with _io.atomic_path(args.figure) as tmp:
+            report.figure().write_html(tmp, include_plotlyjs=True)  # self-contained
+        print(f"wrote {args.figure}")
     return 0
 
 

@@ -19,6 +19,7 @@ from steerlab.console import say
 from steerlab.devices import dtype_name
 from steerlab.errors import OptionError
 from steerlab.evaluation import EvalResult, evaluate
+from steerlab.spotcheck import NORM_RTOL
 from steerlab.stats import comparison_row
 from steerlab.steering import steer
 from steerlab.tasks import Item, Task, get_task
@@ -31,9 +32,8 @@ if TYPE_CHECKING:
 
 
 def condition_fingerprint(vec: SteeringVector | None) -> dict[str, Any] | None:
-    """What identifies a condition's vector in an evaluation journal: its method, layers and
-    per-layer norms to 3 significant digits (the last bits of a vector extracted on another
-    CPU may differ; a different vector differs in these)."""
+    """What a condition's journal row records of its vector: its method, layers and per-layer
+    norms to 3 significant digits."""
     if vec is None:
         return None
     return {"method": vec.method, "layers": list(vec.layers),
@@ -43,11 +43,32 @@ def condition_fingerprint(vec: SteeringVector | None) -> dict[str, Any] | None:
 def condition_key(model: Model, task: str, items: Sequence[Item], batch_size: int,
                   name: str, vec: SteeringVector | None) -> str:
     """The journal key of one condition of :func:`compare_conditions`: model, dtype, task,
-    items, batching, the condition's name and :func:`condition_fingerprint`."""
+    items, batching, the condition's name and its vector's method and layers. The vector's
+    norms are not in the key (the last bits of a vector extracted on another CPU may differ,
+    and a rounded norm can then round the other way): :func:`recorded_condition` compares
+    them to :data:`~steerlab.spotcheck.NORM_RTOL`."""
+    fp = condition_fingerprint(vec)
     d = {"model": model.hf_id, "dtype": dtype_name(model.dtype),
          "task": task, "items": [it.id for it in items], "batch_size": batch_size,
-         "condition": name, "vector": condition_fingerprint(vec)}
+         "condition": name, "vector": None if fp is None else
+         {"method": fp["method"], "layers": fp["layers"]}}
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def recorded_condition(rows: Sequence[dict[str, Any]], key: str,
+                       vec: SteeringVector | None) -> dict[str, Any] | None:
+    """The journal row of the condition ``key`` whose vector's norms are ``vec``'s (each to
+    :data:`~steerlab.spotcheck.NORM_RTOL`; a vector whose norms differ is another vector),
+    or None."""
+    want = [float(n) for n in vec.norms().values()] if vec is not None else []
+    for row in rows:
+        if row.get("key") != key:
+            continue
+        got = [float(n) for n in (row.get("vector") or {}).get("norms", [])]
+        if len(got) == len(want) and all(abs(g - w) <= NORM_RTOL * max(abs(w), 1e-12)
+                                          for g, w in zip(got, want, strict=True)):
+            return row
+    return None
 
 
 def evaluate_condition(model: Model, task: Task, items: Sequence[Item] | None,
@@ -69,7 +90,8 @@ def compare_conditions(model: Model, conditions: dict[str, SteeringVector | None
 
     ``out``: a JSON-lines journal; each condition's evaluation (per-item correctness, answers
     and completions, the model's dtype) is appended when done, and a condition found there
-    under the same :func:`condition_key` is read back instead of evaluated again.
+    (:func:`recorded_condition`: the same :func:`condition_key`, its vector's norms) is read
+    back instead of evaluated again.
 
     Returns:
         One row per condition, in ``conditions`` order: ``condition``, the
@@ -88,12 +110,13 @@ def compare_conditions(model: Model, conditions: dict[str, SteeringVector | None
                           "the unsteered model) or pass baseline= one of them.")
     t = get_task(task)
     its = list(items) if items is not None else t.items()
-    recorded = {r["key"]: r for r in _io.read_jsonl(out)} if out is not None else {}
+    recorded = _io.read_jsonl(out) if out is not None else []
     results: dict[str, EvalResult] = {}
     for k, (name, vec) in enumerate(conditions.items(), start=1):
         key = condition_key(model, t.name, its, batch_size, name, vec)
-        if key in recorded:
-            results[name] = journal_result(recorded[key], its)
+        row = recorded_condition(recorded, key, vec)
+        if row is not None:
+            results[name] = journal_result(row, its)
             continue
         t0 = time.perf_counter()
         say(f"evaluating condition {k}/{len(conditions)} {name!r} ({len(its)} items)")

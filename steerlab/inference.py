@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from tqdm.auto import tqdm
@@ -53,21 +53,30 @@ def generate(model: Model, prompts: Sequence[str] | str, max_new_tokens: int = 3
     prompts = check_prompts(prompts)
     if max_new_tokens < 1:
         raise OptionError(f"max_new_tokens must be >= 1, got {max_new_tokens}.")
-    be = model.backend(backend)
+    model.backend(backend)  # an unknown backend name fails here, before any work
     if do_sample:
         torch.manual_seed(0 if seed is None else seed)
-    kwargs = {"max_new_tokens": max_new_tokens, "do_sample": do_sample,
-              "pad_token_id": model.tokenizer.pad_token_id}
-    if do_sample:
-        kwargs.update(temperature=temperature, top_k=0, top_p=1.0)
-    else:
-        kwargs.update(temperature=None, top_k=None, top_p=None)
     texts: list[str] = []
     batches = range(0, len(prompts), batch_size)
     show = progress if progress is not None else len(batches) > 1
     for i in tqdm(batches, desc="generating", disable=not show):
         enc = model.encode(prompts[i:i + batch_size], chat=chat)
-        ids = be.generate(enc, **kwargs)
-        new = ids[:, enc["input_ids"].shape[1]:]
-        texts.extend(model.tokenizer.batch_decode(new, skip_special_tokens=True))
+        texts.extend(generate_encoded(model, enc, max_new_tokens, backend, do_sample,
+                                      temperature))
     return texts
+
+
+def generate_encoded(model: Model, enc: dict[str, torch.Tensor], max_new_tokens: int,
+                     backend: BackendName = "hf", do_sample: bool = False,
+                     temperature: float = 1.0) -> list[str]:
+    """The completions of one encoded (left-padded) batch, decoded without the prompt: greedy,
+    or sampled at ``temperature`` (seed torch first). Any active edit applies."""
+    kwargs: dict[str, Any] = {"max_new_tokens": max_new_tokens, "do_sample": do_sample,
+                              "pad_token_id": model.tokenizer.pad_token_id}
+    if do_sample:
+        kwargs.update(temperature=temperature, top_k=0, top_p=1.0)
+    else:
+        kwargs.update(temperature=None, top_k=None, top_p=None)
+    ids = model.backend(backend).generate(enc, **kwargs)
+    return model.tokenizer.batch_decode(ids[:, enc["input_ids"].shape[1]:],
+                                        skip_special_tokens=True)

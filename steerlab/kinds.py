@@ -49,8 +49,27 @@ KIND_TARGETS = {"memorisation-mc": "memorisation", "reasoning-mc": "reasoning"}
 KIND_CONDITIONS = ("patch_other", "patch_same", "mean_patch", "diff_means", "random", "shuffled")
 
 
+class Batched:
+    """A kind-patching plan's journal key and item batches (its ``config``, ``items`` and
+    ``batch_size``)."""
+
+    config: dict[str, Any]
+    items: list[Item]
+    batch_size: int
+
+    @property
+    def key(self) -> str:
+        """The journal key: :func:`config_key` of the config."""
+        return config_key(self.config)
+
+    @property
+    def starts(self) -> list[int]:
+        """The first item of each batch."""
+        return list(range(0, len(self.items), self.batch_size))
+
+
 @dataclass
-class KindPlan:
+class KindPlan(Batched):
     """What :func:`kind_patching` computes, prepared once: the target items in batches, the
     source prompts and their activations, each item's source per patch condition, the
     directions at their sizes, and the journal key (model, dtype, items, layers, sources,
@@ -73,15 +92,6 @@ class KindPlan:
     site: Site
     config: dict[str, Any]
 
-    @property
-    def key(self) -> str:
-        """The journal key: :func:`config_key` of :attr:`config`."""
-        return config_key(self.config)
-
-    @property
-    def starts(self) -> list[int]:
-        """The first item of each batch."""
-        return list(range(0, len(self.items), self.batch_size))
 
 
 def _inputs(model: Model, target: str, layers: Sequence[int] | int | None, n: int | None,
@@ -119,18 +129,24 @@ def kind_config(model: Model, target: str = "memorisation-mc",
 
 
 def config_key(config: dict[str, Any]) -> str:
-    """The journal key of a :func:`kind_config`: a hash of it."""
+    """The journal key of a run's config (:func:`kind_config` and the like): a hash of it."""
     return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def journal_dtype(out: str | Path, config: dict[str, Any]) -> str | None:
+    """The dtype of the journal ``out``'s rows whose ``config`` is ``config`` but for its
+    dtype (the run recorded in another dtype than the model's now), or None."""
+    want = {k: v for k, v in config.items() if k != "dtype"}
+    for row in _io.read_jsonl(out):
+        if {k: v for k, v in row.get("config", {}).items() if k != "dtype"} == want:
+            return str(row["config"]["dtype"])
+    return None
 
 
 def recorded_dtype(model: Model, out: str | Path, **kwargs: Any) -> str | None:
     """The dtype the journal ``out`` recorded the :func:`kind_patching` run ``kwargs`` in
     (whatever ``model``'s own dtype), or None when it holds no batch of that run."""
-    want = {k: v for k, v in kind_config(model, **kwargs).items() if k != "dtype"}
-    for row in _io.read_jsonl(out):
-        if {k: v for k, v in row.get("config", {}).items() if k != "dtype"} == want:
-            return str(row["config"]["dtype"])
-    return None
+    return journal_dtype(out, kind_config(model, **kwargs))
 
 
 def plan_kind_patching(model: Model, target: str = "memorisation-mc",
@@ -251,8 +267,8 @@ def kind_patching(model: Model, target: str = "memorisation-mc",
     ``out``: a JSONL journal. Each batch's results are appended as it finishes, under the
     key of the run (model, dtype, items, layers, sources, batching); batches it holds are
     read back, not computed, so a killed run resumes where it stopped and a recorded run is
-    read back whole (:func:`steerlab.recordings.recorded_kind_patching` reads it in its own
-    dtype and spot-checks it).
+    read back whole (:func:`steerlab.recordings_controls.recorded_kind_patching` reads it in
+    its own dtype and spot-checks it).
 
     Returns:
         One row per (layer, condition): target, source_kind, condition, layer, the
@@ -265,6 +281,13 @@ def kind_patching(model: Model, target: str = "memorisation-mc",
     """
     plan = plan_kind_patching(model, target, layers, n, seed, source, n_source, backend,
                               batch_size, chat)
+    return run_kind_patching(plan, progress, out)
+
+
+def run_kind_patching(plan: KindPlan, progress: bool | None = None,
+                      out: str | Path | None = None) -> pd.DataFrame:
+    """:func:`kind_patching` of a prepared :class:`KindPlan` (the same table)."""
+    model, target, seed = plan.model, plan.target, plan.seed
     cells = [(l, c) for l in plan.layers for c in KIND_CONDITIONS]
     done = recorded_batches(plan.key, out) if out is not None else {}
     todo = [s for s in plan.starts if s not in done]
@@ -293,7 +316,7 @@ def kind_patching(model: Model, target: str = "memorisation-mc",
     base = accuracy(base_correct)
     frame.attrs.update({"model": model.hf_id, "dtype": plan.config["dtype"], "target": target,
                         "n": len(plan.items), "chance": task.chance(plan.items),
-                        "unsteered": [base.acc, base.lo, base.hi], "source": source,
+                        "unsteered": [base.acc, base.lo, base.hi], "source": plan.source,
                         "seed": seed, "chat": plan.chat,
                         "n_source": [len(plan.src_q[c]) for c in ("patch_other", "patch_same")],
                         "item_ids": [it.id for it in plan.items], "key": plan.key,

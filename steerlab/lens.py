@@ -5,6 +5,8 @@
 * :func:`cluster_tokens` / :func:`cluster_table`: group a layer's top tokens into themes without
   any external service: embed each token with the model's own unembedding (or embedding) rows,
   cluster with scikit-learn, name each cluster by its most central tokens (their Table 2).
+* :func:`lens_coherence`: whether a vector's top tokens stand out from a random direction's
+  and are about one thing (a cheap predictor of steerability, :mod:`steerlab.reliability`).
 * :func:`layer_cosines`: per-layer cosine between two vectors (learned vs difference of means).
 * :func:`from_state_dict`: vectors trained elsewhere (e.g. the paper's per-layer
   ``...layers.12.steering_vector`` parameters) mapped onto layers by name, with width checks.
@@ -201,6 +203,54 @@ def cluster_table(vector: SteeringVector, model: Model, layers: Sequence[int] | 
         cl.insert(0, "layer", layer)
         parts.append(cl)
     return pd.concat(parts, ignore_index=True)
+
+
+def _top_k(cos: torch.Tensor, bad: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``k`` highest cosines outside ``bad`` and their token ids."""
+    top = torch.topk(cos.masked_fill(bad, -np.inf), k)
+    return top.values, top.indices
+
+
+def _pairwise(rows: torch.Tensor) -> float:
+    """Mean cosine between distinct rows."""
+    u = unit(rows.float(), dim=-1)
+    g = u @ u.T
+    k = g.shape[0]
+    return float((g.sum() - g.diagonal().sum()) / (k * (k - 1)))
+
+
+def lens_coherence(vector: SteeringVector, model: Model, layers: Sequence[int] | None = None,
+                   k: int = 20, draws: int = 8, seed: int = 0) -> dict[int, dict[str, float]]:
+    """Whether each layer's vector reads as coherent tokens under the logit lens, against
+    random directions read the same way (``draws`` Gaussian directions, seeded):
+
+    * ``lens_peak``: the mean cosine of the vector's top-``k`` tokens over the same for the
+      random directions (above 1: the vector points at particular tokens more than chance);
+    * ``lens_coherence``: the mean pairwise cosine of those ``k`` tokens' unembedding rows
+      minus the same for the random directions' top tokens (above 0: the tokens the vector
+      points at are about one thing more than chance would give).
+
+    A cheap predictor for :mod:`steerlab.reliability` (special and unused tokens skipped)."""
+    if not 2 <= k <= 1000:
+        raise OptionError(f"k must be in 2..1000, got {k}.")
+    if draws < 1:
+        raise OptionError(f"draws must be >= 1, got {draws}.")
+    w = unembedding(model)
+    bad = _excluded(model)
+    gen = torch.Generator().manual_seed(seed)
+    noise = torch.randn(draws, w.shape[1], generator=gen).to(w.device)
+    chance_peak, chance_pair = [], []
+    for d in noise:
+        vals, idx = _top_k(token_cosines(model, d), bad, k)
+        chance_peak.append(float(vals.mean()))
+        chance_pair.append(_pairwise(w[idx]))
+    peak0, pair0 = float(np.mean(chance_peak)), float(np.mean(chance_pair))
+    out = {}
+    for layer, d in _directions(vector, model, layers).items():
+        vals, idx = _top_k(token_cosines(model, d), bad, k)
+        out[layer] = {"lens_peak": float(vals.mean()) / max(peak0, EPS),
+                      "lens_coherence": _pairwise(w[idx]) - pair0}
+    return out
 
 
 def layer_cosines(a: SteeringVector, b: SteeringVector) -> pd.DataFrame:

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
@@ -12,6 +14,9 @@ from steerlab.analysis import LayerPCA, cluster_view, lens_side_by_side
 from steerlab.devices import dtype_label
 from steerlab.options import CONTROLS
 from steerlab.stats import interval_side, wilson_interval
+
+if TYPE_CHECKING:
+    from steerlab.reliability import Reliability
 
 POS_COLOR, NEG_COLOR = "#d62728", "#1f77b4"
 METHOD_STYLE = {"diff_means": ("#d62728", "solid"), "random": ("#7f7f7f", "dot"),
@@ -389,17 +394,26 @@ def head_heatmap(result: object, title: str = "", example: int | None = None) ->
 
 
 KIND_STYLE = {"patch_other": ("#d62728", "solid"), "patch_same": ("#1f77b4", "solid"),
+              "patch_reasoning": ("#d62728", "solid"), "patch_recall": ("#e377c2", "solid"),
               "mean_patch": ("#ff7f0e", "dashdot"), "diff_means": ("#9467bd", "dash"),
               "random": ("#7f7f7f", "dot"), "shuffled": ("#2ca02c", "dash")}
 
 
 def kind_patching_figure(frames: list[pd.DataFrame], title: str = "") -> go.Figure:
-    """Change in accuracy vs layer under each :func:`steerlab.kinds.kind_patching`
-    condition, one panel per target task, with paired 95% bootstrap intervals and the zero
-    line (the unsteered run on the same items)."""
-    names = [f"{f.attrs.get('target', '')}: {f['source_kind'].iloc[0]} states written in"
-             f"<br><sup>unsteered {f.attrs['unsteered'][0]:.3f}, chance "
-             f"{f.attrs['chance']:.2f}, n={f.attrs['n']}</sup>" for f in frames]
+    """Change in accuracy vs layer under each :func:`steerlab.kinds.kind_patching` (or
+    :func:`steerlab.kinds_gen.kind_patching_gen`) condition, one panel per target task,
+    with paired 95% bootstrap intervals and the zero line (the unsteered run on the same
+    items)."""
+    def name(f: pd.DataFrame) -> str:
+        what = (f"{f['source_kind'].iloc[0]} states" if "source_kind" in f.columns
+                else "states and directions")
+        chance = f.attrs.get("chance")
+        return (f"{f.attrs.get('target', '')}: {what} written in<br><sup>unsteered "
+                f"{f.attrs['unsteered'][0]:.3f}"
+                + (f", chance {chance:.2f}" if chance is not None else "")
+                + f", n={f.attrs['n']}</sup>")
+
+    names = [name(f) for f in frames]
     fig = make_subplots(rows=1, cols=len(frames), subplot_titles=names, shared_yaxes=True,
                         horizontal_spacing=0.05)
     for k, frame in enumerate(frames, start=1):
@@ -421,4 +435,57 @@ def kind_patching_figure(frames: list[pd.DataFrame], title: str = "") -> go.Figu
     fig.update_yaxes(title_text="Δ accuracy vs unsteered (paired 95% CI)", row=1, col=1)
     fig.update_layout(title=title, template="plotly_white", height=520,
                       width=560 * len(frames) + 160, margin={"t": 130})
+    return fig
+
+
+#: the training sets' and the logit lens' predictors a reliability figure draws, and their names
+PREDICTORS = {"consistency": "consistency", "d_prime": "d′", "probe_acc": "probe accuracy",
+              "lens_peak": "lens peak", "lens_coherence": "lens coherence"}
+
+
+def reliability_figure(report: Reliability, title: str = "") -> go.Figure:
+    """A :class:`~steerlab.reliability.Reliability` report in three panels: each layer's
+    per-item slopes (box per method: the vector and its references), the steerable and
+    anti-steerable fractions with their 95% intervals by layer, and the vector's predictors
+    by layer, each divided by its largest absolute value across layers (with the steerable
+    fraction, scaled the same way) so one can see whether they pick the layers that steer."""
+    m, t, sl = report.meta, report.table, report.slopes
+    fig = make_subplots(rows=1, cols=3, horizontal_spacing=0.08, subplot_titles=(
+        "per-item slope (response per unit coeff)", "fraction of items (95% Wilson)",
+        "predictors (÷ max |value| over layers)"))
+    mine = m["vector_method"]
+    for method, g in sl.groupby("method", sort=False):
+        color, _ = METHOD_STYLE.get(str(method), ("#9467bd", "solid"))
+        fig.add_trace(go.Box(x=g["layer"].astype(str), y=g["slope"], name=str(method),
+                             marker_color=color, boxpoints=False, legendgroup=str(method)),
+                      row=1, col=1)
+    for (method, seed), g in t.groupby(["method", t["seed"].fillna(-1)], sort=False):
+        color, _ = METHOD_STYLE.get(str(method), ("#9467bd", "solid"))
+        label = str(method) + (f" {int(seed)}" if seed >= 0 and method != mine else "")
+        for col, low, high, dash, what in (("steerable", "steerable_low", "steerable_high",
+                                            "solid", "steerable"),
+                                           ("anti_steerable", "anti_low", "anti_high", "dot",
+                                            "anti-steerable")):
+            fig.add_trace(go.Scatter(
+                x=g["layer"], y=g[col], mode="lines+markers", name=f"{label}: {what}",
+                line={"color": color, "dash": dash}, legendgroup=str(method),
+                error_y={"type": "data", "symmetric": False, "array": g[high] - g[col],
+                         "arrayminus": g[col] - g[low]}), row=1, col=2)
+    own = t[t["method"] == mine].sort_values("layer")
+    for col in ["steerable", *[c for c in PREDICTORS if c in own.columns]]:
+        vals = own[col].astype(float)
+        top = float(vals.abs().max()) if vals.notna().any() else 0.0
+        if top > 0:
+            fig.add_trace(go.Scatter(
+                x=own["layer"], y=vals / top, mode="lines+markers",
+                name=PREDICTORS.get(col, "steerable fraction (measured)"),
+                line={"width": 3 if col == "steerable" else 1.5,
+                      "color": "black" if col == "steerable" else None}), row=1, col=3)
+    fig.add_hline(y=0, line={"color": "gray", "width": 1}, row=1, col=1)
+    fig.update_xaxes(title_text="layer")
+    fig.update_layout(
+        title=title or (f"Is this vector reliable? {m['vector_method']} vector of "
+                        f"{m['model']} on {m['task']} (n={m['n']}, {dtype_label(m['dtype'])}, "
+                        f"coefficients {m['coeffs']} × {m['scale']})"),
+        boxmode="group", template="plotly_white", height=480, width=1400)
     return fig

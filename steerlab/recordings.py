@@ -3,12 +3,12 @@ spot-checked.
 
 A *recording* is a resumable journal that an expensive computation wrote: a sweep
 (``results/sweep_*``), a seed-protocol replication (``results/replication_*``, one sweep per
-draw), a training run (``results/train_*``), the evaluations of notebook 05
-(``results/train_*/evaluations.jsonl``) or notebook 07's kind patching
-(``results/kind_patching_*.jsonl``). Each knows the dtype it was computed in: a sweep's
-journal key holds it (:func:`steerlab.sweeps.recorded_dtype`), a training checkpoint's meta
-holds it (:func:`steerlab.train_journal.run_dtype`), an evaluation row and a kind-patching
-batch hold it (:func:`steerlab.kinds.recorded_dtype`). The notebooks read
+draw), a training run (``results/train_*``) or the evaluations of notebook 05
+(``results/train_*/evaluations.jsonl``); :mod:`steerlab.recordings_controls` does the same
+for the patching controls and reliability reports of notebooks 07 and 08. Each knows the
+dtype it was computed in: a sweep's journal key holds it
+(:func:`steerlab.sweeps.recorded_dtype`), a training checkpoint's meta holds it
+(:func:`steerlab.train_journal.run_dtype`), an evaluation row holds it. The notebooks read
 every recording through this module:
 
 * the model is loaded in the recording's dtype, whatever the machine's default
@@ -40,21 +40,15 @@ import torch
 
 from steerlab import _io
 from steerlab.cells import can_share_prefix, evaluate_cells
-from steerlab.conditions import compare_conditions, condition_key, evaluate_condition
+from steerlab.conditions import (
+    compare_conditions,
+    condition_key,
+    evaluate_condition,
+    recorded_condition,
+)
 from steerlab.console import say
 from steerlab.devices import dtype_name
 from steerlab.evaluation import evaluate, evaluation_batches
-from steerlab.kinds import (
-    KIND_CONDITIONS,
-    cell_name,
-    config_key,
-    kind_cells,
-    kind_config,
-    kind_patching,
-    plan_kind_patching,
-    recorded_batches,
-)
-from steerlab.kinds import recorded_dtype as kind_dtype
 from steerlab.models import load_model
 from steerlab.replication import protocol_config
 from steerlab.spotcheck import (
@@ -90,9 +84,8 @@ if TYPE_CHECKING:
     from steerlab.tasks import Item
     from steerlab.vectors import SteeringVector
 
-__all__ = ["Evaluations", "check_evaluation", "check_kind_patching", "check_sweep",
-           "check_training", "load_in", "recorded_kind_patching", "recorded_protocol",
-           "recorded_sweep", "recorded_training"]
+__all__ = ["Evaluations", "check_evaluation", "check_sweep", "check_training", "load_in",
+           "recorded_protocol", "recorded_sweep", "recorded_training"]
 
 def load_in(name: str, dtype: str, model: Model | None = None, why: str = "") -> Model:
     """``model`` when it is already ``name`` in ``dtype``; else ``name`` loaded in ``dtype``
@@ -278,9 +271,11 @@ class Evaluations:
                 **kwargs: Any) -> pd.DataFrame:
 
         its = list(items)
-        recorded = {r["key"]: r for r in _io.read_jsonl(self.journal)}
-        reused = [(recorded[k], vec, its) for name, vec in conditions.items()
-                  if (k := condition_key(model, task, its, batch_size, name, vec)) in recorded]
+        rows = _io.read_jsonl(self.journal)
+        found = [(recorded_condition(rows, condition_key(model, task, its, batch_size, name,
+                                                         vec), vec), vec, its)
+                 for name, vec in conditions.items()]
+        reused = [(row, vec, its) for row, vec, its in found if row is not None]
         self.reused += reused
         todo = len(conditions) - len(reused)
         say(f"{shown(self.journal)}: {len(reused)} of {len(conditions)} conditions recorded"
@@ -362,76 +357,3 @@ def check_training(model: Model, out_dir: str | Path, seed: int | None = None,
                                "by on other bf16 kernels)" if cross and kind == "dev" else "")
     return report(SpotCheck(shown(out), drawn, dtype, compared, differ,
                             time.perf_counter() - t0, seed, what=what))
-
-
-# --- kind patching (notebook 07) --------------------------------------------------------------
-
-def recorded_kind_patching(name: str, target: str, out: str | Path, progress: bool = True,
-                           model: Model | None = None, **options: Any
-                           ) -> tuple[Model, pd.DataFrame]:
-    """:func:`steerlab.kinds.kind_patching` of model ``name`` on ``target`` (``options``: its
-    other arguments) with the journal ``out``: read back in the dtype it was recorded in and
-    spot-checked (:func:`check_kind_patching`) when ``out`` holds every batch, else the
-    missing batches computed in the machine's default dtype, saying so. Returns the model it
-    used (``model`` when that one fits) and the table."""
-
-    model = model if model is not None and model.name == name else load_model(name)
-    dtype = kind_dtype(model, out, target=target, **options)
-    if dtype is not None:
-        model = load_in(name, dtype, model, f"the dtype {shown(out)} was recorded in")
-    config = kind_config(model, target, **options)
-    batches = -(-len(config["items"]) // config["batch_size"])
-    missing = batches - len(recorded_batches(config_key(config), out))
-    if missing:
-        say(f"{shown(out)}: {missing} of {batches} batch(es) of kind patching on {target} not "
-            f"recorded in {config['dtype']}: computing them")
-    frame = kind_patching(model, target, out=out, progress=progress, **options)
-    if not missing:
-        check_kind_patching(model, target, out, options)
-    return model, frame
-
-
-def check_kind_patching(model: Model, target: str, out: str | Path,
-                        options: dict[str, Any] | None = None,
-                        seed: int | None = None) -> SpotCheck:
-    """Spot-check the recorded kind patching of ``target`` (``options``: the other arguments
-    of :func:`steerlab.kinds.kind_patching`) in the journal ``out`` on ``model`` (in the
-    recorded dtype): one random recorded batch, one random cell of it (a layer and condition,
-    or the unsteered run) computed again (the sources cached again, the blocks before the
-    layer recorded and replayed as the recording did); each item's chosen option and
-    correctness compared with the journal, and the edit's norm to
-    :data:`~steerlab.spotcheck.NORM_RTOL`."""
-
-    plan = plan_kind_patching(model, target, **(options or {}))
-    batches = recorded_batches(plan.key, out)
-    if not batches:
-        raise SpotCheckError(f"{shown(out)} holds no batch of kind patching on {target} in "
-                             f"{plan.config['dtype']}: nothing to check.")
-    rng, seed = draw(f"{shown(out)}:{target}", seed)
-    start = rng.choice(sorted(batches))
-    cells = [None] + [(l, c) for l in plan.layers for c in KIND_CONDITIONS]
-    cell = rng.choice(cells)
-    name = "base" if cell is None else cell_name(*cell)
-    idx = list(range(start, min(start + plan.batch_size, len(plan.items))))
-    drawn = (f"{target}, {'the unsteered run' if cell is None else f'layer {cell[0]} {cell[1]}'}"
-             f", batch {plan.starts.index(start) + 1}/{len(plan.starts)} ({len(idx)} of "
-             f"{len(plan.items)} items)")
-    say(f"spot check of {shown(out)} ({plan.config['dtype']}): computing {drawn} again")
-    t0 = time.perf_counter()
-    got = kind_cells(plan, start, [] if cell is None else [cell], base=cell is None)[name]
-    row = batches[start][name]
-    differ = compare([str(c) for c in row["chosen"]], [str(c) for c in got["chosen"]], idx,
-                      "chosen option")
-    differ += compare([str(c) for c in row["correct"]], [str(c) for c in got["correct"]], idx,
-                       "correct")
-    what = "chosen options and correctness"
-    compared = 2 * len(idx)
-    if "norm" in row:
-        what += f", edit norms (to {NORM_RTOL:.0%})"
-        compared += len(idx)
-        differ += [f"item {i}: edit norm recorded {r:.4f}, now {g:.4f}"
-                   for i, r, g in zip(idx, row["norm"], got["norm"], strict=True)
-                   if abs(r - g) > NORM_RTOL * max(abs(r), 1e-12)]
-    return report(SpotCheck(shown(out), drawn, plan.config["dtype"], compared, differ,
-                            time.perf_counter() - t0, seed, what=what,
-                            tolerance=slack(plan.config["dtype"], model.device, len(idx))))

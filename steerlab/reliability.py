@@ -14,15 +14,27 @@ A norm-matched random direction (:func:`~steerlab.vectors.random_like`) run the 
 the reference: a vector is reliable where its steerable fraction clearly exceeds the random
 direction's and its anti-steerable fraction does not.
 
-Multiple-choice tasks only for now (the options' scores come from one forward); each batch's
-blocks up to the layer run once for all coefficients (:class:`steerlab.engine.Prefix`).
+On a free-answer task (arithmetic, GSM8K...) the response is the mean log-probability per token
+of the item's gold answer right after its prompt (teacher-forced, one forward, as cloze scoring
+reads an option): what a steer toward the answer would raise. Each batch's blocks up to the
+layer run once for all coefficients (:class:`steerlab.engine.Prefix`).
+
+:func:`reliability_report` runs it over layers for a vector and its references (norm-matched
+random directions, and any others given, e.g. the label-shuffled difference of means), with
+the vector's cheap predictors beside it (its training sets', :mod:`steerlab.predictors`, and
+its logit lens', :func:`steerlab.lens.lens_coherence`), into a :class:`Reliability`: tables, a
+plain-words verdict, a figure (:func:`steerlab.plots.reliability_figure`) and a resumable
+journal that ``results/`` recordings are read back from.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -31,24 +43,33 @@ import torch
 from scipy import stats as sps
 from tqdm.auto import tqdm
 
-from steerlab import engine
-from steerlab.errors import OptionError
+from steerlab import _io, engine
+from steerlab.devices import dtype_name
+from steerlab.errors import EmptyInputError, OptionError
 from steerlab.evaluation import mc_batch, mc_batches
+from steerlab.lens import lens_coherence
 from steerlab.options import COMPARE_SCALE, SCORINGS, BackendName, Scale, Scoring
+from steerlab.plots import reliability_figure
 from steerlab.stats import wilson_interval
 from steerlab.steering import steer
 from steerlab.tasks import Item, Task, get_task
 from steerlab.validate import check_layers
-from steerlab.vectors import SteeringVector, random_like
+from steerlab.vectors import SteeringVector, match_norms, random_like
 
 if TYPE_CHECKING:
+    import plotly.graph_objects as go
+
     from steerlab.models import Model
 
-__all__ = ["DEFAULT_COEFFS", "Steerability", "gold_margins", "reliability_table",
-           "steerability"]
+__all__ = ["DEFAULT_COEFFS", "Reliability", "Steerability", "gold_responses",
+           "reliability_report", "steerability"]
 
 #: a small symmetric grid around zero, in ``norm`` units (fractions of the layer's residual)
 DEFAULT_COEFFS: tuple[float, ...] = (-0.15, -0.1, -0.05, 0.0, 0.05, 0.1, 0.15)
+
+#: what an item's response is, by task kind
+RESPONSES = {"mc": "log-probability of the gold option against the other options",
+             "gen": "mean log-probability per token of the gold answer after the prompt"}
 
 
 @dataclass
@@ -59,6 +80,7 @@ class Steerability:
         frame: one row per item: ``item``, ``slope``, ``lo``, ``hi`` (95% t-interval),
             ``response0`` (the response at coefficient 0 when the grid has it, else NaN).
         responses: (n_coeffs, n_items) the responses the slopes were fitted to.
+        response: what a response is (:data:`RESPONSES`).
     """
 
     frame: pd.DataFrame
@@ -68,6 +90,7 @@ class Steerability:
     scale: Scale
     method: str
     task: str
+    response: str = ""
 
     def fractions(self) -> dict[str, float | int]:
         """Steerable and anti-steerable fractions of the items, each with its 95% Wilson
@@ -99,31 +122,66 @@ def _fit(coeffs: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.
     return slope, slope - t * se, slope + t * se
 
 
+def _scored(task: Task, items: Sequence[Item]) -> list[Item]:
+    """The items as options are scored: a free answer's gold text is its one option."""
+    if task.kind == "mc":
+        return list(items)
+    return [replace(it, options=(it.answer,)) for it in items]
+
+
 @torch.no_grad()
-def gold_margins(model: Model, task: Task, items: Sequence[Item], layer: int,
-                 added: Sequence[torch.Tensor], chat: bool, scoring: Scoring,
-                 batch_size: int = 16, backend: BackendName = "hf",
-                 progress: bool = False) -> np.ndarray:
-    """(len(added), n_items): each item's gold-option log-probability against its other
-    options (``log_softmax`` over the options' scores) with each (d_model,) vector of
-    ``added`` added at ``layer`` (``resid_post``, every position). Each batch runs blocks
-    ``0..layer`` once for all of them where the backend can replay (:mod:`steerlab.engine`)."""
+def gold_responses(model: Model, task: Task, items: Sequence[Item], layer: int,
+                   added: Sequence[torch.Tensor], chat: bool, scoring: Scoring,
+                   batch_size: int = 16, backend: BackendName = "hf",
+                   progress: bool = False, only: Sequence[int] | None = None) -> np.ndarray:
+    """(len(added), n_items): each item's response (:data:`RESPONSES`) with each (d_model,)
+    vector of ``added`` added at ``layer`` (``resid_post``, every position). Items are
+    batched as :func:`steerlab.evaluation.mc_batches` batches them; ``only``: the batches to
+    run (indices into that list; the other items stay NaN). Each batch runs blocks
+    ``0..layer`` once for all the vectors where the backend can replay
+    (:mod:`steerlab.engine`)."""
     be = model.backend(backend)
-    out = np.full((len(added), len(items)), math.nan)
-    gold = [it.options.index(it.answer) for it in items]
-    batches = mc_batches(model, items, scoring, chat, batch_size)
-    for idx in tqdm(batches, desc=f"{task.name} L{layer} slopes", disable=not progress,
+    scored = _scored(task, items)
+    out = np.full((len(added), len(scored)), math.nan)
+    gold = [it.options.index(it.answer) for it in scored]
+    batches = mc_batches(model, scored, scoring, chat, batch_size)
+    run = [batches[b] for b in only] if only is not None else batches
+    for idx in tqdm(run, desc=f"{task.name} L{layer} slopes", disable=not progress,
                     leave=False):
-        mc = mc_batch(model, [items[i] for i in idx], scoring, chat)
+        mc = mc_batch(model, [scored[i] for i in idx], scoring, chat)
         prefix = engine.Prefix(be, mc.enc)
         prefix.reach(layer)
         for k, v in enumerate(added):
             with steer(model, v, layers=layer, coeff=1.0, backend=backend):
                 logits = prefix.forward(keep=mc.keep)
             for i, scores in zip(idx, mc.finish(logits), strict=True):
-                s = torch.log_softmax(torch.as_tensor(scores, dtype=torch.float64), 0)
-                out[k, i] = float(s[gold[i]])
+                s = torch.as_tensor(scores, dtype=torch.float64)
+                out[k, i] = float(torch.log_softmax(s, 0)[gold[i]] if task.kind == "mc"
+                                  else s[gold[i]])
     return out
+
+
+def _grid(coeffs: Sequence[float]) -> tuple[float, ...]:
+    grid = tuple(float(c) for c in coeffs)
+    if not all(math.isfinite(c) for c in grid):
+        raise OptionError(f"coeffs={list(coeffs)}: every coefficient must be a finite number.")
+    if len(set(grid)) < 2 or len(set(grid)) != len(grid):
+        raise OptionError(f"coeffs={list(coeffs)}: give two or more distinct coefficients "
+                          "(three or more for per-item intervals), e.g. -0.1, 0, 0.1.")
+    return grid
+
+
+def _scoring(task: Task, scoring: Scoring | None) -> Scoring:
+    if task.kind != "mc":
+        if scoring not in (None, "cloze"):
+            raise OptionError(f"scoring={scoring!r}: task {task.name!r} has free answers, "
+                              "read as the gold answer's log-probability (leave scoring unset).")
+        return "cloze"
+    use = scoring or task.scoring
+    if use not in SCORINGS or use == "generate":
+        raise OptionError(f"scoring={use!r}: use letter, text or cloze (options scored "
+                          "by log-probability).")
+    return use
 
 
 def steerability(model: Model, vector: SteeringVector, layer: int, task: Task | str,
@@ -132,50 +190,237 @@ def steerability(model: Model, vector: SteeringVector, layer: int, task: Task | 
                  chat: bool | None = None, scoring: Scoring | None = None,
                  batch_size: int = 16, backend: BackendName = "hf",
                  progress: bool = False) -> Steerability:
-    """Each item's slope of its gold-option log-probability over ``coeffs`` (``vector`` at
+    """Each item's slope of its response (:data:`RESPONSES`) over ``coeffs`` (``vector`` at
     ``layer``, ``coeff x scale`` units, :meth:`SteeringVector.added`), with its interval."""
     the_task = get_task(task) if isinstance(task, str) else task
-    if the_task.kind != "mc":
-        raise OptionError(f"Task {the_task.name!r} is {the_task.kind}: per-item steerability "
-                          "is measured on multiple-choice tasks (the gold option against "
-                          "the others, from one forward). Use a multiple-choice task.")
-    grid = tuple(float(c) for c in coeffs)
-    if not all(math.isfinite(c) for c in grid):
-        raise OptionError(f"coeffs={list(coeffs)}: every coefficient must be a finite number.")
-    if len(set(grid)) < 2 or len(set(grid)) != len(grid):
-        raise OptionError(f"coeffs={list(coeffs)}: give two or more distinct coefficients "
-                          "(three or more for per-item intervals), e.g. -0.1, 0, 0.1.")
+    grid = _grid(coeffs)
     (layer,) = check_layers(model, [layer])
     vector.check_compatible(model)
-    scoring = scoring or the_task.scoring
-    if scoring not in SCORINGS or scoring == "generate":
-        raise OptionError(f"scoring={scoring!r}: use letter, text or cloze (options scored "
-                          "by log-probability).")
+    use_scoring = _scoring(the_task, scoring)
     use = list(items) if items is not None else the_task.items(n, seed)
+    if not use:
+        raise EmptyInputError(f"No items to measure steerability on for task {the_task.name}.")
     added = [vector.added(layer, c, scale)[0] for c in grid]
-    y = gold_margins(model, the_task, use, layer, added, model.uses_chat(chat), scoring,
-                     batch_size, backend, progress)
+    y = gold_responses(model, the_task, use, layer, added, model.uses_chat(chat), use_scoring,
+                       batch_size, backend, progress)
+    return _steerability(y, grid, [it.id for it in use], layer, scale, vector.method,
+                         the_task)
+
+
+def _steerability(y: np.ndarray, grid: tuple[float, ...], ids: list[str], layer: int,
+                  scale: Scale, method: str, task: Task) -> Steerability:
     slope, lo, hi = _fit(np.array(grid), y)
     zero = grid.index(0.0) if 0.0 in grid else None
-    frame = pd.DataFrame({"item": [it.id for it in use], "slope": slope, "lo": lo, "hi": hi,
+    frame = pd.DataFrame({"item": ids, "slope": slope, "lo": lo, "hi": hi,
                           "response0": y[zero] if zero is not None else math.nan})
-    return Steerability(frame, y, layer, grid, scale, vector.method, the_task.name)
+    return Steerability(frame, y, layer, grid, scale, method, task.name, RESPONSES[task.kind])
 
 
-def reliability_table(model: Model, vector: SteeringVector, task: Task | str,
-                      layers: Sequence[int] | None = None, controls: int = 1,
-                      **kwargs: Any) -> pd.DataFrame:
-    """:meth:`Steerability.fractions` per layer for ``vector`` and for ``controls``
-    norm-matched random directions (seeds 0, 1, ...): one row per (layer, method, seed); the
-    vector's rows also carry its training sets' predictors where it has them
-    (:mod:`steerlab.predictors`: ``consistency``, ``d_prime``, ``probe_acc``)."""
-    rows = []
+@dataclass
+class Reliability:
+    """A vector's reliability report (:func:`reliability_report`).
+
+    Attributes:
+        table: one row per (layer, method, seed): :meth:`Steerability.fractions` and, on the
+            vector's rows, its predictors (``consistency``, ``d_prime``, ``probe_acc`` from
+            its training sets where it has them; ``lens_peak``, ``lens_coherence``).
+        slopes: one row per (layer, method, seed, item): ``slope``, ``lo``, ``hi``.
+        meta: model, dtype, task, n, coeffs, scale, the response, the vector's method and
+            model, the references' names.
+    """
+
+    table: pd.DataFrame
+    slopes: pd.DataFrame
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def verdict(self) -> str:
+        """Plain words, per layer: the vector's steerable and anti-steerable fractions against
+        the references' (the largest of them), and whether the intervals separate."""
+        m = self.meta
+        lines = [f"{m['model']} ({m['dtype']}), {m['task']} (n={m['n']}), "
+                 f"{m['vector_method']} vector, coefficients {list(m['coeffs'])} in "
+                 f"{m['scale']} units; response: {m['response']}"]
+        t = self.table
+        for layer, g in t.groupby("layer", sort=True):
+            mine = g[g["method"] == m["vector_method"]].iloc[0]
+            refs = g[g["method"] != m["vector_method"]]
+            ref = refs.loc[refs["steerable"].idxmax()] if len(refs) else None
+            line = (f"  layer {int(layer)}: steerable {mine.steerable:.2f} "
+                    f"[{mine.steerable_low:.2f}, {mine.steerable_high:.2f}], anti-steerable "
+                    f"{mine.anti_steerable:.2f} [{mine.anti_low:.2f}, {mine.anti_high:.2f}]")
+            if ref is not None:
+                apart = mine.steerable_low > ref.steerable_high
+                line += (f"; best reference ({ref.method}) steerable {ref.steerable:.2f} "
+                         f"[{ref.steerable_low:.2f}, {ref.steerable_high:.2f}]: "
+                         + ("the vector steers more items" if apart else
+                            "not separated from it"))
+            lines.append(line)
+        return "\n".join(lines)
+
+    def figure(self) -> go.Figure:
+        """:func:`steerlab.plots.reliability_figure` of this report."""
+        return reliability_figure(self)
+
+    def _repr_html_(self) -> str:
+        cols = [c for c in ("layer", "method", "seed", "n", "steerable", "steerable_low",
+                            "steerable_high", "anti_steerable", "anti_low", "anti_high",
+                            "mean_slope", "consistency", "d_prime", "probe_acc", "lens_peak",
+                            "lens_coherence") if c in self.table.columns]
+        head = "<br>".join(self.verdict().splitlines())
+        return f"<p>{head}</p>" + self.table[cols].to_html(index=False, float_format="%.3f")
+
+    def save(self, path: str | Path) -> Path:
+        """The report as one JSON file (no pickle): meta, table and slopes as records."""
+        doc = {"meta": self.meta, "table": json.loads(self.table.to_json(orient="records")),
+               "slopes": json.loads(self.slopes.to_json(orient="records"))}
+        return _io.write_text(path, json.dumps(doc, indent=1, default=float))
+
+    @classmethod
+    def load(cls, path: str | Path) -> Reliability:
+        doc = json.loads(Path(path).read_text())
+        return cls(pd.DataFrame(doc["table"]), pd.DataFrame(doc["slopes"]), doc["meta"])
+
+
+def _vector_hash(vector: SteeringVector, layers: Sequence[int]) -> str:
+    h = hashlib.sha256()
+    for layer in layers:
+        h.update(vector[layer].detach().float().cpu().numpy().tobytes())
+    return h.hexdigest()[:12]
+
+
+def reliability_report(model: Model, vector: SteeringVector, task: Task | str,
+                       layers: Sequence[int] | None = None, random: int = 1,
+                       references: Mapping[str, SteeringVector] | None = None,
+                       coeffs: Sequence[float] = DEFAULT_COEFFS, n: int | None = 100,
+                       seed: int = 0, scale: Scale = COMPARE_SCALE, chat: bool | None = None,
+                       scoring: Scoring | None = None, batch_size: int = 16,
+                       backend: BackendName = "hf", lens: bool = True,
+                       out: str | Path | None = None, progress: bool = False) -> Reliability:
+    """Per-item steerability (:func:`steerability`) of ``vector`` at each of ``layers``
+    (default: its own) and of its references: ``random`` norm-matched random directions
+    (seeds 0, 1, ...; :func:`~steerlab.vectors.random_like`) and ``references`` (name ->
+    vector, e.g. ``{"shuffled": shuffled_diff_of_means(pos, neg)}``, read at the same norm
+    as ``vector`` at each layer). The items, their batches and the coefficients are the same
+    for all. ``lens``: add :func:`steerlab.lens.lens_coherence` to the vector's predictors.
+
+    ``out``: a JSONL journal; each (layer, method, seed) cell's responses are appended as it
+    finishes under the key of the run (model, dtype, task, items, coefficients, scale, the
+    vectors' hashes, batching), and cells it holds are read back, not computed: a killed run
+    resumes where it stopped (:func:`steerlab.recordings_controls.recorded_reliability` reads a
+    recording back in its own dtype and spot-checks it)."""
+    plan = plan_reliability(model, vector, task, layers, random, references, coeffs, n, seed,
+                            scale, chat, scoring, batch_size, backend)
+    done = {r["cell"]: r for r in _io.read_jsonl(out) if r.get("key") == plan.key} \
+        if out is not None else {}
+    rows, slopes = [], []
     known = vector.meta.get("predictors", {})
-    for layer in check_layers(model, list(layers) if layers is not None else vector.layers):
-        refs = [("random", random_like(vector, seed=s), s) for s in range(controls)]
-        for method, vec, seed in [(vector.method, vector, None), *refs]:
-            st = steerability(model, vec, layer, task, **kwargs)
-            extra = known.get(str(layer), {}) if vec is vector else {}
-            rows.append({"layer": layer, "method": method, "seed": seed, **st.fractions(),
-                         **extra})
-    return pd.DataFrame(rows)
+    lensed = lens_coherence(vector, model, plan.layers) if lens else {}
+    cells = plan.cells()
+    bar = tqdm(cells, desc=f"reliability {plan.task.name}", disable=not progress, leave=False)
+    for layer, method, ref_seed, vec in bar:
+        name = cell_id(layer, method, ref_seed)
+        if name in done:
+            y = np.array(done[name]["responses"], dtype=float)
+        else:
+            y = gold_responses(model, plan.task, plan.items, layer,
+                               [vec.added(layer, c, scale)[0] for c in plan.coeffs],
+                               plan.chat, plan.scoring, batch_size, backend)
+            if out is not None:
+                _io.append_jsonl(out, {"key": plan.key, "cell": name, "config": plan.config,
+                                       "responses": y.tolist()})
+        st = _steerability(y, plan.coeffs, plan.ids, layer, scale, method, plan.task)
+        extra = {**known.get(str(layer), {}), **lensed.get(layer, {})} \
+            if method == vector.method else {}
+        rows.append({"layer": layer, "method": method, "seed": ref_seed, **st.fractions(),
+                     **extra})
+        slopes.append(st.frame.assign(layer=layer, method=method, seed=ref_seed))
+    meta = {**{k: plan.config[k] for k in ("model", "dtype", "task", "coeffs", "scale",
+                                             "chat", "scoring", "seed")},
+            "n": len(plan.items), "response": RESPONSES[plan.task.kind],
+            "vector_method": vector.method, "vector_model": vector.model_id,
+            "references": sorted({m for _, m, _, _ in cells if m != vector.method}),
+            "key": plan.key}
+    return Reliability(pd.DataFrame(rows), pd.concat(slopes, ignore_index=True), meta)
+
+
+def cell_id(layer: int, method: str, seed: int | None) -> str:
+    """The journal name of one reliability cell."""
+    return f"{layer}:{method}:{'' if seed is None else seed}"
+
+
+@dataclass
+class ReliabilityPlan:
+    """What :func:`reliability_report` computes, checked before anything runs."""
+
+    task: Task
+    items: list[Item]
+    layers: list[int]
+    coeffs: tuple[float, ...]
+    chat: bool
+    scoring: Scoring
+    vectors: list[tuple[str, int | None, SteeringVector]]
+    config: dict[str, Any]
+
+    @property
+    def ids(self) -> list[str]:
+        return [it.id for it in self.items]
+
+    @property
+    def key(self) -> str:
+        return hashlib.sha256(json.dumps(self.config, sort_keys=True).encode()
+                              ).hexdigest()[:12]
+
+    def batches(self, model: Model) -> list[list[int]]:
+        """The item batches every cell runs (indices into :attr:`items`)."""
+        return mc_batches(model, _scored(self.task, self.items), self.scoring, self.chat,
+                          self.config["batch_size"])
+
+    def cells(self) -> list[tuple[int, str, int | None, SteeringVector]]:
+        """(layer, method, seed, vector) per cell, layer by layer."""
+        return [(l, m, s, v) for l in self.layers for m, s, v in self.vectors]
+
+
+def plan_reliability(model: Model, vector: SteeringVector, task: Task | str,
+                     layers: Sequence[int] | None = None, random: int = 1,
+                     references: Mapping[str, SteeringVector] | None = None,
+                     coeffs: Sequence[float] = DEFAULT_COEFFS, n: int | None = 100,
+                     seed: int = 0, scale: Scale = COMPARE_SCALE, chat: bool | None = None,
+                     scoring: Scoring | None = None, batch_size: int = 16,
+                     backend: BackendName = "hf") -> ReliabilityPlan:
+    """The :class:`ReliabilityPlan` of :func:`reliability_report` (same arguments)."""
+    the_task = get_task(task) if isinstance(task, str) else task
+    grid = _grid(coeffs)
+    vector.check_compatible(model)
+    use_layers = check_layers(model, list(layers) if layers is not None else vector.layers)
+    if random < 0:
+        raise OptionError(f"random must be >= 0 (norm-matched random directions), got {random}.")
+    if batch_size < 1:
+        raise OptionError(f"batch_size must be >= 1, got {batch_size}.")
+    refs = dict(references or {})
+    if vector.method in refs or (random and vector.method == "random"):
+        raise OptionError(f"A reference is named {vector.method!r} like the vector: give the "
+                          "references other names.")
+    vecs: list[tuple[str, int | None, SteeringVector]] = [(vector.method, None, vector)]
+    vecs += [("random", s, random_like(vector, seed=s)) for s in range(random)]
+    for name, ref in refs.items():
+        ref.check_compatible(model)
+        missing = [l for l in use_layers if l not in ref.layers]
+        if missing:
+            raise OptionError(f"Reference {name!r} has no vector at layers {missing}.")
+        # the same size as the vector at each layer, and its reference norms (scale="norm")
+        ref = match_norms(replace(ref, vectors={l: ref[l] for l in use_layers}), vector)
+        vecs.append((name, None, replace(ref, ref_norms=dict(vector.ref_norms))))
+    use_scoring = _scoring(the_task, scoring)
+    items = the_task.items(n, seed)
+    if not items:
+        raise EmptyInputError(f"No items to measure steerability on for task {the_task.name}.")
+    chat_ = model.uses_chat(chat)
+    config = {"model": model.hf_id, "dtype": dtype_name(model.dtype), "task": the_task.name,
+              "items": [it.id for it in items], "coeffs": list(grid), "scale": scale,
+              "chat": chat_, "scoring": use_scoring, "seed": seed,
+              "batch_size": batch_size, "backend": backend, "layers": use_layers,
+              "vectors": {cell_id(0, m, s)[2:]: _vector_hash(v, use_layers)
+                          for m, s, v in vecs}}
+    return ReliabilityPlan(the_task, list(items), use_layers, grid, chat_, use_scoring, vecs,
+                           config)
+

@@ -430,4 +430,4 @@ def reference_norms(model: Model, prompts: Sequence[str], layers: Sequence[int] 
 
     acts = cache_activations(model, prompts, layers if not isinstance(layers, int) else [layers],
                              reduction=reduction, chat=chat, site=site, backend=backend)
-    return {l: float(acts.at(l).norm(dim=-1).mean()) for l in acts.layers}
+    return acts.mean_norms()

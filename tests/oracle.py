@@ -144,3 +144,50 @@ def end_early_and_late(hf: torch.nn.Module, prompts: Sequence[list[int]], steps:
     with torch.no_grad():
         head[EOS] = head[tok] * 1.05
     return tok
+
+
+def block_output(hf: torch.nn.Module, ids: list[int], layer: int) -> torch.Tensor:
+    """(T, d_model) output of block ``layer`` for one unpadded sequence (a forward hook)."""
+    seen: list[torch.Tensor] = []
+
+    def hook(module, args, output):
+        seen.append((output[0] if isinstance(output, tuple) else output)[0].detach().clone())
+
+    handle = blocks(hf)[layer].register_forward_hook(hook)
+    try:
+        with torch.no_grad():
+            hf(input_ids=torch.tensor([ids], device=hf.device), use_cache=False)
+    finally:
+        handle.remove()
+    return seen[0]
+
+
+def greedy_at(hf: torch.nn.Module, ids: list[int], max_new: int, layer: int,
+              value: torch.Tensor, replace: bool, stop: int = EOS) -> list[int]:
+    """Greedy new tokens after the prompt ``ids`` with block ``layer``'s output at the
+    prompt's last position written over by ``value`` (``replace``) or moved by it; each step a
+    full forward of the sequence so far (no cache), so the edit is made at every step."""
+    at = len(ids) - 1
+
+    def hook(module, args, output):
+        hidden = output[0] if isinstance(output, tuple) else output
+        hidden = hidden.clone()
+        v = value.to(hidden)
+        hidden[0, at] = v if replace else hidden[0, at] + v
+        return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
+
+    seq, out = list(ids), []
+    handle = blocks(hf)[layer].register_forward_hook(hook)
+    try:
+        for _ in range(max_new):
+            with torch.no_grad():
+                logits = hf(input_ids=torch.tensor([seq], device=hf.device),
+                            use_cache=False).logits[0]
+            tok = int(logits[-1].argmax())
+            if tok == stop:
+                break
+            out.append(tok)
+            seq.append(tok)
+    finally:
+        handle.remove()
+    return out

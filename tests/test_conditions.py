@@ -63,3 +63,30 @@ def test_compare_conditions_rows_are_sweep_rows(monkeypatch):
         assert {c: row[c] for c in shared} == {c: want[c] for c in shared}, name
     assert table.delta.iloc[1] > 0 > table.delta.iloc[2]
     assert no_hooks(model)
+
+
+def test_a_recorded_condition_is_found_whatever_the_last_bits_of_its_vector(tmp_path):
+    """A vector extracted again on another CPU differs in its last bits, so a norm rounded to
+    3 digits can round the other way: the journal still finds the condition (norms compared to
+    1%), while a vector of another size is another condition and is evaluated."""
+    import torch
+
+    from steerlab import _io
+    from steerlab.conditions import compare_conditions
+    from steerlab.vectors import SteeringVector
+
+    model = tiny_model("llama")
+    items = arithmetic_items("dev")[:4]
+    d = model.d_model
+    v = torch.zeros(d)
+    v[0] = 1.2349  # "1.23" to 3 digits; 1.2351 is "1.24"
+    vec = SteeringVector({1: v}, model.hf_id, d)
+    out = tmp_path / "evals.jsonl"
+    compare_conditions(model, {"base": None, "v": vec}, items=items, batch_size=4, out=out)
+    assert len(_io.read_jsonl(out)) == 2
+    near = SteeringVector({1: v * (1.2351 / 1.2349)}, model.hf_id, d)
+    compare_conditions(model, {"base": None, "v": near}, items=items, batch_size=4, out=out)
+    assert len(_io.read_jsonl(out)) == 2  # read back, nothing evaluated
+    far = SteeringVector({1: v * 1.05}, model.hf_id, d)
+    compare_conditions(model, {"base": None, "v": far}, items=items, batch_size=4, out=out)
+    assert len(_io.read_jsonl(out)) == 3  # another vector: evaluated and recorded

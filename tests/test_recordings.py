@@ -11,14 +11,8 @@ import torch
 from conftest import tiny_model
 
 from steerlab import _io
-from steerlab.recordings import (
-    Evaluations,
-    check_kind_patching,
-    check_sweep,
-    check_training,
-    recorded_kind_patching,
-    recorded_sweep,
-)
+from steerlab.recordings import Evaluations, check_sweep, check_training, recorded_sweep
+from steerlab.recordings_controls import check_kind_patching, recorded_kind_patching
 from steerlab.spotcheck import SpotCheckError
 from steerlab.sweep_journal import journal_path
 from steerlab.sweep_plan import SweepConfig
@@ -30,6 +24,7 @@ from steerlab.train_journal import run_dtype
 sweep_mod = importlib.import_module("steerlab.sweeps")
 kinds_mod = importlib.import_module("steerlab.kinds")
 recordings_mod = importlib.import_module("steerlab.recordings")  # where it loads models
+controls_mod = importlib.import_module("steerlab.recordings_controls")
 
 CFG = SweepConfig("memorisation-mc", [1, 2], [0.5], ("diff_means", "random"), n=8,
                   extract_n=6, batch_size=4)
@@ -155,7 +150,7 @@ def test_kind_patching_is_journalled_resumed_read_back_and_spot_checked(tmp_path
     calls.clear()
     counted = lambda *a, **k: calls.append(1) or real(*a, **k)  # noqa: E731
     monkeypatch.setattr(kinds_mod, "kind_cells", counted)
-    monkeypatch.setattr(recordings_mod, "kind_cells", counted)  # the spot check's
+    monkeypatch.setattr(controls_mod, "kind_cells", counted)  # the spot check's
     resumed = kinds_mod.kind_patching(tiny_model("llama"), "memorisation-mc", out=journal, **KIND)
     assert len(calls) == 1  # only the third batch was computed
     assert [r["start"] for r in _io.read_jsonl(journal)] == [0, 3, 6]
@@ -256,3 +251,44 @@ def test_measured_summaries_are_kept_once_recorded_and_recompute_moves_the_root(
     assert notebooks.results_root().parts[-2:] == ("runs", "recomputed")
     assert notebooks.recorded_run("smollm2-135m-instruct", "arithmetic").parent \
         == notebooks.results_root()
+
+
+def test_reliability_and_generative_kind_patching_recordings_are_spot_checked(tmp_path,
+                                                                              capsys):
+    from steerlab.vectors import SteeringVector
+
+    model = tiny_model("llama")
+    gen = torch.Generator().manual_seed(2)
+    vec = SteeringVector({l: 3 * torch.randn(model.d_model, generator=gen) for l in (1, 2)},
+                         model.hf_id, model.d_model, ref_norms={1: 4.0, 2: 4.0})
+    rel_kw = {"layers": [1, 2], "n": 6, "coeffs": (-0.2, 0.0, 0.2), "batch_size": 4}
+    journal = tmp_path / "rel.jsonl"
+    _, first = controls_mod.recorded_reliability(model.name, vec, "memorisation-mc", journal,
+                                                 progress=False, model=model, **rel_kw)
+    assert "not recorded" in capsys.readouterr().out
+    _, again = controls_mod.recorded_reliability(model.name, vec, "memorisation-mc", journal,
+                                                 progress=False, model=model, **rel_kw)
+    assert "spot check passed" in capsys.readouterr().out
+    assert again.table.equals(first.table)
+    rows = _io.read_jsonl(journal)
+    for r in rows:
+        r["responses"] = [[x + 0.5 for x in row] for row in r["responses"]]
+    _io.write_jsonl(journal, rows)
+    with pytest.raises(SpotCheckError, match="response"):
+        controls_mod.check_reliability(model, vec, "memorisation-mc", journal, rel_kw, seed=1)
+
+    gen_kw = {"layers": [1], "n": 4, "n_source": 4, "batch_size": 2, "max_new_tokens": 3}
+    gen_journal = tmp_path / "gen.jsonl"
+    controls_mod.recorded_kind_patching_gen(model.name, gen_journal, progress=False,
+                                            model=model, **gen_kw)
+    controls_mod.recorded_kind_patching_gen(model.name, gen_journal, progress=False,
+                                            model=model, **gen_kw)
+    assert "spot check passed" in capsys.readouterr().out
+    rows = _io.read_jsonl(gen_journal)
+    for r in rows:
+        for cell in r.values():
+            if isinstance(cell, dict) and "answer" in cell:
+                cell["answer"] = ["tampered"] * len(cell["answer"])
+    _io.write_jsonl(gen_journal, rows)
+    with pytest.raises(SpotCheckError, match="answer"):
+        controls_mod.check_kind_patching_gen(model, gen_journal, gen_kw, seed=3)

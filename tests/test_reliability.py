@@ -7,9 +7,16 @@ import pytest
 import torch
 from conftest import no_hooks
 
+from steerlab import _io
 from steerlab.errors import OptionError
 from steerlab.evaluation import mc_batch
-from steerlab.reliability import Steerability, _fit, reliability_table, steerability
+from steerlab.reliability import (
+    Reliability,
+    Steerability,
+    _fit,
+    reliability_report,
+    steerability,
+)
 from steerlab.steering import steer
 from steerlab.tasks import get_task
 from steerlab.vectors import SteeringVector
@@ -78,18 +85,114 @@ def test_the_anti_steerable_interval_covers_the_planted_fraction():
     assert flat.mean() > 0.85
 
 
-def test_report_has_the_vector_and_its_random_reference_and_refuses_bad_input(tiny_llama):
+def test_report_has_the_vector_its_references_and_predictors_and_refuses_bad_input(tiny_llama):
     m = tiny_llama
     vec = _vector(m)
-    tab = reliability_table(m, vec, TASK, layers=[1], controls=2, n=5,
-                            coeffs=(-0.2, 0.0, 0.2), batch_size=8)
-    assert list(tab["method"]) == ["unknown" if vec.method == "unknown" else vec.method,
-                                   "random", "random"]
-    assert {"steerable", "anti_steerable", "anti_low", "anti_high"} <= set(tab.columns)
-    with pytest.raises(OptionError, match="multiple-choice"):
-        steerability(m, vec, 1, "reasoning-gen", n=3)
+    shuffled = _vector(m, seed=7)
+    rep = reliability_report(m, vec, TASK, layers=[1], random=2, n=5,
+                             references={"shuffled": shuffled}, coeffs=(-0.2, 0.0, 0.2),
+                             batch_size=8)
+    tab = rep.table
+    assert list(tab["method"]) == [vec.method, "random", "random", "shuffled"]
+    assert {"steerable", "anti_steerable", "anti_low", "anti_high", "lens_peak",
+            "lens_coherence"} <= set(tab.columns)
+    assert tab["lens_peak"].notna().sum() == 1  # the vector's row only
+    assert len(rep.slopes) == 4 * 5
+    # the reference is read at the vector's size (direction only differs)
+    ref = rep.slopes[rep.slopes["method"] == "shuffled"]
+    alone = steerability(m, shuffled.with_ref_norms(vec.ref_norms), 1, TASK, n=5,
+                         coeffs=(-0.2, 0.0, 0.2), batch_size=8)
+    np.testing.assert_allclose(ref["slope"], alone.frame["slope"], rtol=1e-5, atol=1e-7)
+    assert "layer 1: steerable" in rep.verdict()
+    assert rep._repr_html_().startswith("<p>")
     with pytest.raises(OptionError, match="distinct"):
         steerability(m, vec, 1, TASK, coeffs=(0.1, 0.1), n=3)
+    with pytest.raises(OptionError, match="scoring"):
+        steerability(m, vec, 1, "arithmetic", scoring="letter", n=3)
+    with pytest.raises(OptionError, match="other names"):
+        reliability_report(m, vec, TASK, references={vec.method: shuffled}, n=3)
+    assert no_hooks(m)
+
+
+def test_free_answer_slopes_equal_the_gold_answers_log_probability_under_steer(tiny_llama):
+    """On a free-answer task the response is the mean log-probability per token of the gold
+    answer right after the prompt (teacher-forced), here by hand: one plain steered forward
+    per item on the unpadded prompt followed by the answer."""
+    m = tiny_llama
+    vec = _vector(m)
+    items = get_task("arithmetic").items(5, 0)
+    grid = (-0.5, 0.0, 0.5)
+    st = steerability(m, vec, 2, "arithmetic", coeffs=grid, items=items, batch_size=2)
+    want = np.zeros((len(grid), len(items)))
+    for k, c in enumerate(grid):
+        for i, it in enumerate(items):
+            prompt = m.tokenizer(f"Q: {it.question}\nA:")["input_ids"]
+            answer = m.tokenizer.encode(" " + it.answer, add_special_tokens=False)
+            ids = torch.tensor([prompt + answer])
+            with torch.no_grad(), steer(m, vec, layers=2, coeff=c, scale="norm"):
+                logits = m.backend("hf").forward({"input_ids": ids,
+                                                  "attention_mask": torch.ones_like(ids)})
+            logp = torch.log_softmax(logits[0].float(), -1)
+            at = range(len(prompt) - 1, len(prompt) + len(answer) - 1)
+            want[k, i] = float(np.mean([float(logp[p, t]) for p, t in zip(at, answer,
+                                                                           strict=True)]))
+    np.testing.assert_allclose(st.responses, want, rtol=1e-4, atol=1e-5)
+    assert "gold answer" in st.response
+    assert np.ptp(st.frame["slope"]) > 0
+
+
+def test_a_killed_report_resumes_and_reads_back_the_same(tiny_llama, tmp_path, monkeypatch):
+    m = tiny_llama
+    vec = _vector(m)
+    out = tmp_path / "rel.jsonl"
+    kw = {"layers": [1, 2], "n": 5, "coeffs": (-0.2, 0.0, 0.2), "batch_size": 3}
+    whole = reliability_report(m, vec, TASK, **kw)
+    import steerlab.reliability as rel
+
+    real, calls = rel.gold_responses, []
+
+    def dying(*a, **k):
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        calls.append(1)
+        return real(*a, **k)
+
+    monkeypatch.setattr(rel, "gold_responses", dying)
+    with pytest.raises(KeyboardInterrupt):
+        reliability_report(m, vec, TASK, out=out, **kw)
+    assert len(_io.read_jsonl(out)) == 3
+    calls.clear()
+    monkeypatch.setattr(rel, "gold_responses", lambda *a, **k: calls.append(1) or real(*a, **k))
+    again = reliability_report(m, vec, TASK, out=out, **kw)
+    assert len(calls) == 1 and len(_io.read_jsonl(out)) == 4
+    pd.testing.assert_frame_equal(again.table, whole.table)
+    saved = Reliability.load(again.save(tmp_path / "rep.json"))
+    pd.testing.assert_frame_equal(saved.table, again.table, check_dtype=False)
+    fig = again.figure()
+    assert len(fig.data) >= 4 and "Is this vector reliable" in fig.layout.title.text
+
+
+def test_the_report_runs_for_learned_and_imported_gguf_vectors(tiny_llama, tmp_path):
+    from steerlab.adapters import LearnedVectors
+    from steerlab.interop import from_gguf, to_gguf
+
+    m = tiny_llama
+    adapter = LearnedVectors(m, layers=[1, 2])
+    with torch.no_grad():
+        gen = torch.Generator().manual_seed(4)
+        for p in adapter.trainable_parameters():
+            p.copy_(torch.randn(p.shape, generator=gen))
+    learned = adapter.to_steering_vector(m)
+    kw = {"layers": [1, 2], "n": 4, "coeffs": (-1.0, 0.0, 1.0), "scale": "raw",
+          "batch_size": 4}
+    rep = reliability_report(m, learned, "arithmetic", **kw)
+    assert set(rep.table["method"]) == {learned.method, "random"}
+    assert rep.meta["response"].startswith("mean log-probability")
+    path = to_gguf(learned, tmp_path / "v.gguf")
+    imported = from_gguf(path, m)
+    again = reliability_report(m, imported, "arithmetic", **kw)
+    np.testing.assert_allclose(again.slopes["slope"], rep.slopes["slope"], rtol=1e-4,
+                               atol=1e-6)
     assert no_hooks(m)
 
 
