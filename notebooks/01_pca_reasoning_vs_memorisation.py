@@ -66,11 +66,9 @@ slider_figure(lambda layer: pca_boundary(layer_pca(r, m, layer), CHAT, data=DATA
 # The separability numbers the README quotes, written by this run:
 
 # %%
-import json
 
-from steerlab import _io
-from steerlab.notebooks import summary_path
+from steerlab.notebooks import write_summary
 
-print(_io.write_text(summary_path("all", "pca_separability"), json.dumps(
-    {"data": DATA, "models": S.models, "table": separability.to_dict("records")},
-    indent=1, default=float)))
+print(write_summary("all", "pca_separability",
+                    {"data": DATA, "models": S.models,
+                     "table": separability.to_dict("records")}))

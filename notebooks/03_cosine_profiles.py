@@ -45,16 +45,14 @@ fig
 # mean cosine over held-out reasoning and memorisation prompts at every layer):
 
 # %%
-import json
 
-from steerlab import _io
-from steerlab.notebooks import summary_path
+from steerlab.notebooks import write_summary
 
-print(_io.write_text(summary_path("all", "cosine_profiles"), json.dumps({
+print(write_summary("all", "cosine_profiles", {
     "n_per_set": S.n_extract,
     "models": {name: {"vector_layer": vector_layers[name],
                       "gap_at_vector_layer": float(profiles[name][0][vector_layers[name]].mean()
                                                    - profiles[name][1][vector_layers[name]].mean()),
                       "reasoning_mean": [float(p.mean()) for p in profiles[name][0]],
                       "memorisation_mean": [float(p.mean()) for p in profiles[name][1]]}
-               for name in S.models}}, indent=1)))
+               for name in S.models}}))

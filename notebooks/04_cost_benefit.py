@@ -56,13 +56,11 @@ fig
 
 # %% [markdown]
 # The cost table the README quotes, written by this run (to `results/` the first time; once
-# one is recorded there, to `runs/measured/`: wall times differ from run to run):
+# one is recorded there, to `runs/latest/`: wall times differ from run to run):
 
 # %%
-import json
 
-from steerlab import _io
-from steerlab.notebooks import summary_path
+from steerlab.notebooks import write_summary
 
-print(_io.write_text(summary_path("all", "cost_benefit", measured=True), json.dumps(
-    {"data": DATA, "table": costs.to_dict("records")}, indent=1, default=str)))
+print(write_summary("all", "cost_benefit", {"data": DATA, "table": costs.to_dict("records")},
+                    measured=True))

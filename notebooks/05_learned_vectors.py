@@ -130,17 +130,14 @@ print(("[smoke run: toy sizes, not a result] " if S.smoke else "") + verdict)
 
 # %%
 # the numbers the README's training and test tables quote, written by this run
-import json
 
-from steerlab import _io
-from steerlab.notebooks import summary_path
+from steerlab.notebooks import write_summary
 from steerlab.train_journal import training_summary
 
-print(_io.write_text(summary_path(MODEL, "learned_vectors"), json.dumps(
-    {"model": model.hf_id, "smoke": S.smoke, "n_test": len(test), "n_dev": len(dev),
-     "training": training_summary(hist), "dev_tuning": tuning.to_dict("records"),
-     "picked": best, "test": results.to_dict("records"), "verdict": verdict},
-    indent=1, default=float)))
+print(write_summary(MODEL, "learned_vectors", {
+    "model": model.hf_id, "smoke": S.smoke, "n_test": len(test), "n_dev": len(dev),
+    "training": training_summary(hist), "dev_tuning": tuning.to_dict("records"),
+    "picked": best, "test": results.to_dict("records"), "verdict": verdict}))
 
 # %% [markdown]
 # ## What changed in the answers
@@ -176,14 +173,12 @@ print("mean answer length in characters:", lengths.mean().round(1).to_dict(),
 # (`meta["dropped_layers"]` on import). The file is read back and compared tensor by tensor.
 
 # %%
-import json
 
 import torch
 
-from steerlab import _io
 from steerlab.embedded import EMBEDDED
 from steerlab.interop import llama_cpp_command
-from steerlab.notebooks import recorded_run, summary_path
+from steerlab.notebooks import recorded_run, write_summary
 from steerlab.vectors import SteeringVector
 
 ckpt = recorded_run(MODEL, "arithmetic") / "vectors.safetensors"
@@ -219,8 +214,7 @@ summary = {"model": model.hf_id, "smoke": S.smoke, "checkpoint": str(ckpt.relati
            "accuracy_all_layers": row.baseline, "accuracy_gguf_layers": row.accuracy,
            "delta": row.delta, "delta_low": row.delta_low, "delta_high": row.delta_high,
            "p_mcnemar": row.p_mcnemar, "conditions": cost.to_dict("records")}
-out_json = _io.write_text(summary_path(MODEL, "learned_vectors_gguf"),
-                          json.dumps(summary, indent=1, default=float))
+out_json = write_summary(MODEL, "learned_vectors_gguf", summary)
 print(("[smoke run: toy sizes, not a result] " if S.smoke else "")
       + f"without layer 0: {row.accuracy:.3f} vs {row.baseline:.3f} with all layers (n="
       f"{int(row.n)}), paired {row.delta:+.3f} [{row.delta_low:+.3f}, {row.delta_high:+.3f}], "

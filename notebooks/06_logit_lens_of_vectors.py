@@ -126,16 +126,14 @@ table.round(4)
 
 # %% [markdown]
 # The cluster table, the layer cosines and the resource table the README quotes, written by
-# this run (to `results/` the first time; once recorded there, to `runs/measured/`: the
+# this run (to `results/` the first time; once recorded there, to `runs/latest/`: the
 # resource table's wall times differ from run to run):
 
 # %%
-import json
 
-from steerlab import _io
-from steerlab.notebooks import summary_path
+from steerlab.notebooks import write_summary
 
-print(_io.write_text(summary_path(MODEL, "lens_and_resources", measured=True), json.dumps(
-    {"vectors": source, "clusters": clusters.to_dict("records"),
-     "layer_cosines": cos.to_dict("records"), "resources": table.to_dict("records")},
-    indent=1, default=str)))
+print(write_summary(MODEL, "lens_and_resources", {
+    "vectors": source, "clusters": clusters.to_dict("records"),
+    "layer_cosines": cos.to_dict("records"), "resources": table.to_dict("records")},
+    measured=True))

@@ -12,17 +12,15 @@
 # country.
 
 # %%
-import json
 
 from ipywidgets import Dropdown, IntSlider
 
-from steerlab import _io
 from steerlab.attribution import screen_and_verify
 from steerlab.data import CAPITALS
 from steerlab.figures import save_figure
 from steerlab.metrics import logit_diff
 from steerlab.models import load_model
-from steerlab.notebooks import settings, spread_layers, summary_path
+from steerlab.notebooks import settings, spread_layers, summary_path, write_summary
 from steerlab.pairs import fact_pairs, pair_behaviour
 from steerlab.patching import ALL, activation_patching
 from steerlab.plots import head_heatmap, patching_heatmaps
@@ -123,8 +121,7 @@ summary = {"model": model.hf_id, "data": DATA, "template": pairs.clean[0],
            "screen_spearman": check.attrs["spearman"],
            "screen_cells": check[["layer", "position", "attribution", "patched"]]
            .round(4).to_dict("records")}
-out = _io.write_text(summary_path(MODEL, "patching_capitals"),
-                    json.dumps(summary, indent=1, default=float))
+out = write_summary(MODEL, "patching_capitals", summary)
 print(out)
 for site, cell in summary["strongest"].items():
     print(f"{site:9s} strongest: layer {cell['layer']}, position {cell['position']} "
@@ -193,12 +190,12 @@ fig
 
 # %%
 pd_summary = {t: kind_patching_summary(f) for t, f in kinds.items()}
-kind_out = _io.write_text(summary_path(MODEL, "kind_patching"), json.dumps({
+kind_out = write_summary(MODEL, "kind_patching", {
     "model": model.hf_id, "data": KIND_DATA, "layers": KIND_LAYERS, "n": KIND_N,
     "n_source": KIND_SOURCES,
     "targets": {t: {"attrs": {k: v for k, v in f.attrs.items() if k != "sources"},
                     "cells": f.drop(columns="correct").round(4).to_dict("records"),
                     "comparisons": pd_summary[t].round(4).to_dict("records")}
-                for t, f in kinds.items()}}, indent=1, default=float))
+                for t, f in kinds.items()}})
 print(kind_out)
 pd_summary["memorisation-mc"].round(3)

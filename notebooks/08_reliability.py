@@ -25,7 +25,8 @@
 # and recall prompts' states written into arithmetic prompts, against the mean direction and
 # its controls at the same size, judged by the verifier.
 #
-# The full runs are recordings (`results/reliability_*.jsonl`, `results/kind_patching_gen_*`):
+# The full runs are recordings (`results/reliability_*.jsonl`, `results/kind_patching_gen_*`,
+# about 25 minutes to compute on 2 CPU cores):
 # read back in the dtype they were recorded in, and one randomly drawn cell and batch of each
 # is computed again and compared item by item (`steerlab.recordings_controls`).
 
@@ -34,10 +35,15 @@ import json
 
 import pandas as pd
 
-from steerlab import _io
 from steerlab.figures import save_figure
 from steerlab.models import load_model
-from steerlab.notebooks import recorded_run, settings, spread_layers, summary_path
+from steerlab.notebooks import (
+    recorded_run,
+    settings,
+    spread_layers,
+    summary_path,
+    write_summary,
+)
 from steerlab.recordings_controls import recorded_kind_patching_gen, recorded_reliability
 from steerlab.reliability import DEFAULT_COEFFS
 from steerlab.tasks import arithmetic_items, get_task
@@ -50,11 +56,15 @@ from steerlab.vectors import (
 )
 
 S = settings()
-N = 16 if S.smoke else 100  # evaluation items per report
+# evaluation items per report: 100 on SmolLM2, 50 on Gemma-3-270M (twice the compute per
+# item; a report of 3 layers x 3 directions x 7 coefficients takes about 8 min on 2 cores)
+N = {"smollm2-135m-instruct": 100, "gemma-3-270m": 50}
+N_DEFAULT = 16 if S.smoke else 100
 N_EXTRACT = 24 if S.smoke else 200  # extraction prompts per set
+N_LAYERS = 2 if S.smoke else 3
 COEFFS = (-0.1, 0.0, 0.1) if S.smoke else DEFAULT_COEFFS
-TASK = "reasoning-mc"
-print(f"{N} items of {TASK} ({get_task(TASK).description}); coefficients {COEFFS} x the "
+TASK, SCORING = "reasoning-mc", "letter"  # the gold letter against the others: one row per item
+print(f"{TASK} ({get_task(TASK).description}), {SCORING} scoring; coefficients {COEFFS} x the "
       f"layer's typical residual norm; vectors from {N_EXTRACT} shipped extraction prompts "
       "per set")
 
@@ -63,23 +73,25 @@ print(f"{N} items of {TASK} ({get_task(TASK).description}); coefficients {COEFFS
 #
 # The difference of means of reasoning minus recall prompts (the seed's direction, extracted
 # as in notebook 02 from the shipped extraction split, disjoint from the evaluation items) at
-# four layers spread over the depth, on the shipped reasoning questions as multiple choice
-# (cloze scoring). References: one norm-matched random direction and the label-shuffled
-# difference of means.
+# three layers spread over the depth, on the shipped reasoning questions as multiple choice
+# (letter scoring: the options listed, the gold letter's log-probability against the other
+# letters). References: one norm-matched random direction and the label-shuffled difference
+# of means.
 
 # %%
 reports = {}
 for name in S.models:
     model = load_model(name)
-    layers = spread_layers(model.n_layers, 2 if S.smoke else 4)
+    n = N_DEFAULT if S.smoke else N.get(name, N_DEFAULT)
+    layers = spread_layers(model.n_layers, N_LAYERS)
     pos, neg = extract_pair(model, "shipped", layers, n=N_EXTRACT,
-                            exclude=get_task(TASK).items(N, 0))
+                            exclude=get_task(TASK).items(n, 0))
     vec = vector_from_pair(pos, neg)
     shuffled = shuffled_diff_of_means(pos, neg, seed=0)
     journal = summary_path(name, "reliability").with_suffix(".jsonl")
     model, reports[name] = recorded_reliability(
-        name, vec, TASK, journal, model=model, layers=layers, coeffs=COEFFS, n=N,
-        references={"shuffled": shuffled}, random=1)
+        name, vec, TASK, journal, model=model, layers=layers, coeffs=COEFFS, n=n,
+        scoring=SCORING, references={"shuffled": shuffled}, random=1)
     print(reports[name].verdict(), end="\n\n")
 
 # %%
@@ -119,7 +131,7 @@ table[[c for c in cols if c in table.columns]].round(3)
 # %%
 LEARN_MODEL = "smollm2-135m-instruct"
 run = recorded_run(LEARN_MODEL, "arithmetic")
-learned_layers = spread_layers(30, 2 if S.smoke else 4)
+learned_layers = spread_layers(30, N_LAYERS)
 learned = SteeringVector.load(run / "vectors.safetensors")
 lmodel = load_model(LEARN_MODEL)
 train_q = [it.question for it in arithmetic_items("train")[:N_EXTRACT]]
@@ -127,7 +139,7 @@ learned = learned.with_ref_norms(reference_norms(lmodel, train_q, learned_layers
 lmodel, learned_report = recorded_reliability(
     LEARN_MODEL, learned, "arithmetic", summary_path(LEARN_MODEL, "reliability_learned"
                                                      ).with_suffix(".jsonl"),
-    model=lmodel, layers=learned_layers, coeffs=COEFFS, n=N, random=1)
+    model=lmodel, layers=learned_layers, coeffs=COEFFS, n=N_DEFAULT, random=1)
 print(learned_report.verdict())
 fig = learned_report.figure()
 save_figure(fig, "08", "reliability_learned")
@@ -151,7 +163,7 @@ fig
 from steerlab.kinds_gen import kind_patching_gen_summary  # noqa: E402
 from steerlab.plots import kind_patching_figure  # noqa: E402
 
-GEN_LAYERS = spread_layers(30, 2 if S.smoke else 4)
+GEN_LAYERS = spread_layers(30, N_LAYERS)
 GEN_N = 16 if S.smoke else 100
 GEN_SOURCES = 16 if S.smoke else 100
 GEN_TOKENS = 8 if S.smoke else None  # None: the task's 32
@@ -183,14 +195,13 @@ summary.round(3)
 # prompt's state, or a direction of the same size, does not.
 
 # %%
-out = _io.write_text(summary_path(LEARN_MODEL, "reliability"), json.dumps({
-    "task": TASK, "n": N, "coeffs": list(COEFFS), "n_extract": N_EXTRACT,
+out = write_summary(LEARN_MODEL, "reliability", {
+    "task": TASK, "scoring": SCORING, "coeffs": list(COEFFS), "n_extract": N_EXTRACT,
     "reasoning_vector": {name: {"meta": rep.meta, "table": json.loads(
         rep.table.round(4).to_json(orient="records"))} for name, rep in reports.items()},
     "learned": {"meta": learned_report.meta, "table": json.loads(
         learned_report.table.round(4).to_json(orient="records"))},
     "kind_patching_gen": {"attrs": {k: v for k, v in gen.attrs.items() if k != "sources"},
                           "cells": gen.drop(columns="correct").round(4).to_dict("records"),
-                          "comparisons": summary.round(4).to_dict("records")}},
-    indent=1, default=float))
+                          "comparisons": summary.round(4).to_dict("records")}})
 print(out)

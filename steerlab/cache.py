@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, overload
+from typing import TYPE_CHECKING, Any, overload
 
 import torch
 from tqdm.auto import tqdm
@@ -24,7 +24,7 @@ from steerlab.devices import dtype_name
 from steerlab.errors import OptionError, ReceiptError
 from steerlab.options import REDUCTIONS, BackendName, Reduction, Site
 from steerlab.padding import at_last, mask_of
-from steerlab.receipts import Receipt
+from steerlab.receipts import Receipt, add_up, describe
 from steerlab.validate import check_layers, check_prompts
 
 if TYPE_CHECKING:
@@ -64,10 +64,11 @@ def _execution_order(pairs: Sequence[tuple[str, int]]) -> list[tuple[str, int]]:
 @torch.no_grad()
 def _cached_batches(model: Model, prompts: list[str], pairs: Sequence[tuple[str, int]],
                     reduction: Reduction, batch_size: int, chat: bool, backend: BackendName,
-                    progress: bool | None
+                    progress: bool | None, meta: dict[str, Any]
                     ) -> Iterator[tuple[list[int], dict[tuple[str, int], torch.Tensor]]]:
     """(prompt indices, {(site, layer): (B, ...) float32 on the model's device}) per
-    length-sorted batch."""
+    length-sorted batch; once all are read, ``meta["receipt"]`` says where the captures ran
+    (:func:`steerlab.receipts.describe`: forwards, rows, positions per layer and site)."""
     be = model.backend(backend)
     texts = model.format(prompts, chat)
     lengths = [len(ids) for ids in model.tokenizer(texts)["input_ids"]]
@@ -75,6 +76,7 @@ def _cached_batches(model: Model, prompts: list[str], pairs: Sequence[tuple[str,
     batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
     show = progress if progress is not None else len(batches) > 1
     ordered = _execution_order(pairs)
+    noted = []
     for idx in tqdm(batches, desc=f"caching {len(prompts)} prompts", disable=not show):
         enc = model.encode([prompts[i] for i in idx], chat=chat, padding_side="right")
         store: dict[tuple[str, int], torch.Tensor] = {}
@@ -90,7 +92,9 @@ def _cached_batches(model: Model, prompts: list[str], pairs: Sequence[tuple[str,
             raise ReceiptError(f"The capture at {', '.join(missing)} returned nothing: the "
                                f"forward never reached it ({rec.forwards} forwards seen). Is "
                                "another edit stopping the forward early, or a layer replayed?")
+        noted.append(rec.totals())
         yield idx, store
+    meta["receipt"] = describe("captured", add_up(noted))
 
 
 def _check_sites(model: Model, sites: dict[str, Sequence[int] | int | None] | Sequence[str],
@@ -118,9 +122,10 @@ def cache_sites(model: Model, prompts: Sequence[str],
     per_site = _check_sites(model, sites, layers, backend)
     _check_run(reduction, batch_size)
     pairs = [(s, l) for s, ls in per_site.items() for l in ls]
+    meta = _meta(model, backend)
     batches = _cached_batches(model, prompts, pairs, reduction, batch_size, chat, backend,
-                              progress)
-    return _collect(model, prompts, per_site, reduction, chat, backend, batches)
+                              progress, meta)
+    return _collect(model, prompts, per_site, reduction, chat, meta, batches)
 
 
 def _check_run(reduction: Reduction, batch_size: int) -> None:
@@ -137,12 +142,17 @@ def _lengths(model: Model, prompts: list[str], chat: bool) -> torch.Tensor:
     return torch.tensor(enc_lens)
 
 
+def _meta(model: Model, backend: BackendName) -> dict[str, Any]:
+    """What an :class:`Activations` records of its run (the capture receipt is added once
+    every batch was read)."""
+    return {"backend": backend, "dtype": dtype_name(model.dtype)}
+
+
 def _collect(model: Model, prompts: list[str], per_site: dict[Site, list[int]],
-             reduction: Reduction, chat: bool, backend: BackendName,
+             reduction: Reduction, chat: bool, meta: dict[str, Any],
              batches: Iterator[tuple[list[int], dict[tuple[str, int], torch.Tensor]]]
              ) -> dict[Site, Activations]:
     """Batches -> one in-memory :class:`Activations` per site."""
-    meta = {"backend": backend, "dtype": dtype_name(model.dtype)}
     hashes = tuple(prompt_hash(p) for p in prompts)
     n = len(prompts)
     acts: dict[str, torch.Tensor] = {}
@@ -219,11 +229,11 @@ def cache_activations(model: Model, prompts: Sequence[str], layers: Sequence[int
     per_site = _check_sites(model, [site], layers, backend)
     _check_run(reduction, batch_size)
     pairs = [(site, l) for l in per_site[site]]
+    meta = _meta(model, backend)
     batches = _cached_batches(model, prompts, pairs, reduction, batch_size, chat, backend,
-                              progress)
+                              progress, meta)
     if out is None:
-        return _collect(model, prompts, per_site, reduction, chat, backend, batches)[site]
-    meta = {"backend": backend, "dtype": dtype_name(model.dtype)}
+        return _collect(model, prompts, per_site, reduction, chat, meta, batches)[site]
     hashes = tuple(prompt_hash(p) for p in prompts)
     one = ((idx, torch.stack([store[pair] for pair in pairs]).cpu()) for idx, store in batches)
     lengths = _lengths(model, prompts, chat) if reduction == "none" else None

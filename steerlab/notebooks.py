@@ -8,6 +8,7 @@ copies to ``notebooks/executed/`` and the figures to ``figures/``.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
@@ -16,11 +17,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from steerlab import _io
+from steerlab.console import say
 from steerlab.embedded import EMBEDDED
 from steerlab.figures import figures_dir
 from steerlab.options import Scoring, env_flag
+from steerlab.spotcheck import shown
 
-__all__ = ["figures_dir", "recompute", "results_root", "run", "settings", "smoke", "sync"]
+__all__ = ["figures_dir", "recompute", "results_root", "run", "settings", "smoke", "sync",
+           "write_summary"]
 
 
 def smoke() -> bool:
@@ -103,18 +108,77 @@ def results_path(model: str, task: str) -> Path:
     return (root / "smoke" if smoke() else root) / f"sweep_{short}_{task}.parquet"
 
 
-def summary_path(model: str, what: str, measured: bool = False) -> Path:
-    """Where a notebook writes the summary the README quotes: ``results/<what>_<model>.json``
-    (``results/smoke/`` under the smoke switch, like :func:`results_path`).
-
-    ``measured``: the summary holds this machine's wall times, which no two runs share; once
-    one is recorded in ``results/`` it is kept, and a later run's goes to ``runs/measured/``
-    (so ``make run`` leaves ``results/`` as recorded; delete the file to record anew)."""
+def summary_path(model: str, what: str) -> Path:
+    """Where a notebook's summary the docs quote is recorded: ``results/<what>_<model>.json``
+    (``results/smoke/`` under the smoke switch, like :func:`results_path`); its journals sit
+    beside it (``.jsonl``). :func:`write_summary` writes it."""
     short = SHORT_NAMES.get(model, model.replace("/", "--"))
-    path = results_path(model, what).with_name(f"{what}_{short}.json")
-    if measured and path.is_file():
-        return Path(__file__).resolve().parent.parent / "runs" / "measured" / path.name
-    return path
+    return results_path(model, what).with_name(f"{what}_{short}.json")
+
+
+#: how close a recomputed summary's numbers must be to the recorded ones to "match" (either)
+SUMMARY_RTOL, SUMMARY_ATOL = 0.02, 0.01
+
+
+def _leaves(doc: Any, at: str = "") -> dict[str, Any]:
+    if isinstance(doc, dict):
+        return {k: v for key, val in doc.items() for k, v in _leaves(val, f"{at}.{key}").items()}
+    if isinstance(doc, list):
+        return {k: v for i, val in enumerate(doc) for k, v in _leaves(val, f"{at}[{i}]").items()}
+    return {at.lstrip("."): doc}
+
+
+def compare_summaries(recorded: Any, new: Any) -> tuple[int, list[str]]:
+    """(values compared, one line per value that differs): numbers within
+    :data:`SUMMARY_RTOL` relative or :data:`SUMMARY_ATOL` absolute match, anything else
+    must be equal."""
+    old, now = _leaves(recorded), _leaves(new)
+    differ = []
+    for key in sorted(set(old) | set(now)):
+        a, b = old.get(key), now.get(key)
+        numbers = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in (a, b))
+        if numbers and abs(a - b) <= max(SUMMARY_ATOL, SUMMARY_RTOL * abs(a)):
+            continue
+        if not numbers and a == b:
+            continue
+        differ.append(f"{key}: recorded {a!r}, now {b!r}")
+    return len(set(old) | set(now)), differ
+
+
+def _plain(x: Any) -> Any:
+    """What JSON cannot hold as it is: numbers (numpy's) as floats, the rest as text."""
+    try:
+        return float(x)
+    except (TypeError, ValueError):
+        return str(x)
+
+
+def write_summary(model: str, what: str, doc: dict[str, Any], measured: bool = False) -> Path:
+    """Write a notebook's summary (:func:`summary_path`), JSON without pickle. The first run
+    records it in ``results/``; once one is recorded there it is kept (``make run`` leaves
+    ``results/`` as recorded: delete the file to record anew), this run's goes to
+    ``runs/latest/`` (``$STEERLAB_LATEST``) and a line says how it compares
+    (:func:`compare_summaries`; for a ``measured`` summary, this machine's wall times, no
+    comparison). Returns the path written."""
+    path = summary_path(model, what)
+    text = json.dumps(doc, indent=1, default=_plain)
+    if not path.is_file():
+        return _io.write_text(path, text)
+    latest = Path(os.environ.get("STEERLAB_LATEST") or Path(__file__).resolve().parent.parent
+                  / "runs" / "latest") / path.name
+    _io.write_text(latest, text)
+    if measured:
+        say(f"{shown(path)} is recorded; this run's wall times are in {shown(latest)}")
+        return latest
+    n, differ = compare_summaries(json.loads(path.read_text()), json.loads(text))
+    if differ:
+        say(f"{shown(path)} is recorded; this run's summary ({shown(latest)}) differs in "
+            f"{len(differ)} of {n} values beyond {SUMMARY_RTOL:.0%} / {SUMMARY_ATOL}: "
+            + "; ".join(differ[:4]) + (" ..." if len(differ) > 4 else ""))
+    else:
+        say(f"{shown(path)} is recorded; this run's summary ({shown(latest)}) matches it: "
+            f"{n} values, numbers within {SUMMARY_RTOL:.0%} or {SUMMARY_ATOL}")
+    return latest
 
 
 def replication_dir(model: str, scoring: Scoring = "letter") -> Path:

@@ -355,7 +355,8 @@ def describe(what: str, totals: list[dict[str, Any]], forwards: int | None = Non
                  f"{g['decoding_steps']} decoding step"
                  f"{'s' if g['decoding_steps'] != 1 else ''} x {g['rows']} rows",
                  f"{g['prompt_positions']} prompt positions, "
-                 f"{g['decoding_positions']} decoded"]
+                 f"{g['decoding_positions']} decoded" if g["positions"] else
+                 "no position changed (read only)"]
         if not math.isnan(g["mean_norm"]):
             size = f"mean change {g['mean_norm']:.4g}"
             if not math.isnan(g["mean_asked"]):

@@ -303,11 +303,13 @@ def reliability_report(model: Model, vector: SteeringVector, task: Task | str,
     as ``vector`` at each layer). The items, their batches and the coefficients are the same
     for all. ``lens``: add :func:`steerlab.lens.lens_coherence` to the vector's predictors.
 
-    ``out``: a JSONL journal; each (layer, method, seed) cell's responses are appended as it
-    finishes under the key of the run (model, dtype, task, items, coefficients, scale, the
-    vectors' hashes, batching), and cells it holds are read back, not computed: a killed run
-    resumes where it stopped (:func:`steerlab.recordings_controls.recorded_reliability` reads a
-    recording back in its own dtype and spot-checks it)."""
+    The cells of one layer run together: each batch's blocks up to the layer once for all of
+    them, the zero coefficient (nothing added) once. ``out``: a JSONL journal; each (layer,
+    method, seed) cell's responses are appended as its layer finishes, under the key of the
+    run (model, dtype, task, items, coefficients, scale, the vectors' hashes, batching), and
+    cells it holds are read back, not computed: a killed run resumes where it stopped
+    (:func:`steerlab.recordings_controls.recorded_reliability` reads a recording back in its
+    own dtype and spot-checks it)."""
     plan = plan_reliability(model, vector, task, layers, random, references, coeffs, n, seed,
                             scale, chat, scoring, batch_size, backend)
     done = {r["cell"]: r for r in _io.read_jsonl(out) if r.get("key") == plan.key} \
@@ -316,18 +318,31 @@ def reliability_report(model: Model, vector: SteeringVector, task: Task | str,
     known = vector.meta.get("predictors", {})
     lensed = lens_coherence(vector, model, plan.layers) if lens else {}
     cells = plan.cells()
-    bar = tqdm(cells, desc=f"reliability {plan.task.name}", disable=not progress, leave=False)
-    for layer, method, ref_seed, vec in bar:
-        name = cell_id(layer, method, ref_seed)
-        if name in done:
-            y = np.array(done[name]["responses"], dtype=float)
-        else:
-            y = gold_responses(model, plan.task, plan.items, layer,
-                               [vec.added(layer, c, scale)[0] for c in plan.coeffs],
-                               plan.chat, plan.scoring, batch_size, backend)
+    got = {name: np.array(r["responses"], dtype=float) for name, r in done.items()}
+    for layer in tqdm(plan.layers, desc=f"reliability {plan.task.name}",
+                      disable=not progress, leave=False):
+        todo = [(cell_id(l, m, s), v) for l, m, s, v in cells
+                if l == layer and cell_id(l, m, s) not in got]
+        if not todo:
+            continue
+        # one forward per batch up to the layer for every cell of it; the zero coefficient
+        # (nothing added, the same for every method) once
+        added = [torch.zeros(model.d_model)] + [v.added(layer, c, scale)[0]
+                                                for _, v in todo for c in plan.coeffs if c != 0]
+        y_all = gold_responses(model, plan.task, plan.items, layer, added, plan.chat,
+                               plan.scoring, batch_size, backend)
+        k = 1
+        for name, _ in todo:
+            y = np.empty((len(plan.coeffs), len(plan.items)))
+            for i, c in enumerate(plan.coeffs):
+                y[i] = y_all[0] if c == 0 else y_all[k]
+                k += c != 0
+            got[name] = y
             if out is not None:
                 _io.append_jsonl(out, {"key": plan.key, "cell": name, "config": plan.config,
                                        "responses": y.tolist()})
+    for layer, method, ref_seed, _ in cells:
+        y = got[cell_id(layer, method, ref_seed)]
         st = _steerability(y, plan.coeffs, plan.ids, layer, scale, method, plan.task)
         extra = {**known.get(str(layer), {}), **lensed.get(layer, {})} \
             if method == vector.method else {}

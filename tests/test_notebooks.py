@@ -1,6 +1,7 @@
 """Every numbered notebook executes top to bottom in smoke mode (same code paths, small data),
 and the stored .ipynb files match their .py sources and carry no outputs."""
 
+import json
 import os
 import time
 from pathlib import Path
@@ -51,3 +52,26 @@ def test_notebook_executes_in_smoke_mode(name, tmp_path, monkeypatch):
     nb.metadata["steerlab_run"] = {"mode": "smoke", "by": "tests/test_notebooks.py",
                                    "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     nbformat.write(nb, _keep_dir() / f"{name}.ipynb")
+
+
+def test_a_recorded_summary_is_kept_and_the_new_one_compared(tmp_path, monkeypatch, capsys):
+    from steerlab.notebooks import compare_summaries, write_summary
+
+    monkeypatch.setenv("STEERLAB_RESULTS", str(tmp_path / "results"))
+    monkeypatch.setenv("STEERLAB_LATEST", str(tmp_path / "latest"))
+    monkeypatch.delenv("STEERLAB_SMOKE", raising=False)
+    doc = {"gap": 0.1457, "table": [{"layer": 3, "acc": 0.90}], "dtype": "bfloat16"}
+    first = write_summary("m", "thing", doc)
+    assert first == tmp_path / "results" / "thing_m.json"
+    again = write_summary("m", "thing", {**doc, "gap": 0.1454})  # the same within tolerance
+    assert again == tmp_path / "latest" / "thing_m.json"
+    assert "matches it: 4 values" in capsys.readouterr().out
+    assert json.loads(first.read_text())["gap"] == 0.1457  # the recorded one is kept
+    write_summary("m", "thing", {**doc, "table": [{"layer": 3, "acc": 0.80}], "dtype": "x"})
+    said = capsys.readouterr().out
+    assert "differs in 2 of 4 values" in said and "table[0].acc" in said
+    n, differ = compare_summaries({"a": [1, 2]}, {"a": [1]})
+    assert n == 2 and differ == ["a[1]: recorded 2, now None"]
+    write_summary("m", "timing", {"seconds": 1.0}, measured=True)
+    write_summary("m", "timing", {"seconds": 9.0}, measured=True)
+    assert "wall times" in capsys.readouterr().out

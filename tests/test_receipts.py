@@ -3,7 +3,7 @@ checked against re-creations of the phase and hook bugs steerlab (and its peers)
 
 import pytest
 import torch
-from conftest import PROMPTS, no_hooks
+from conftest import PROMPTS, no_hooks, tiny_model
 
 from steerlab.backends import phase as phase_module
 from steerlab.backends.phase import Phase
@@ -377,3 +377,19 @@ def test_every_sweep_cell_carries_its_receipt(tiny_llama, tmp_path, task):
         else:
             assert " 0 decoding steps" not in line
     assert all("receipt" not in r for r in rows if r["coeff"] == 0)
+
+
+def test_cached_activations_carry_the_receipt_of_their_captures(tmp_path):
+    """Every capture ran once per batch's forward, read only; the in-memory and the sharded
+    activations say so in their meta."""
+    from steerlab.cache import cache_activations
+
+    model = tiny_model("llama")
+    prompts = ["hello there", "a b c d e f", "xyz"]
+    for out in (None, tmp_path / "shards"):
+        acts = cache_activations(model, prompts, layers=[1, 2], batch_size=2, out=out,
+                                 progress=False)
+        lines = acts.meta["receipt"].splitlines()
+        assert len(lines) == 2 and lines[0].startswith("captured layer 1 resid_post at 2 "
+                                                       "prompt forwards and 0 decoding steps")
+        assert all("read only" in line for line in lines)

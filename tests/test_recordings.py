@@ -234,17 +234,18 @@ def test_journal_rows_carry_the_dtype(tmp_path):
     assert json.loads(journal.read_text().splitlines()[0])["dtype"] == "float32"
 
 
-def test_measured_summaries_are_kept_once_recorded_and_recompute_moves_the_root(
-        tmp_path, monkeypatch):
+def test_summaries_are_kept_once_recorded_and_recompute_moves_the_root(tmp_path,
+                                                                        monkeypatch):
     from steerlab import notebooks
 
     monkeypatch.delenv("STEERLAB_SMOKE", raising=False)
     monkeypatch.setenv("STEERLAB_RESULTS", str(tmp_path))
-    first = notebooks.summary_path("all", "cost_benefit", measured=True)
+    monkeypatch.setenv("STEERLAB_LATEST", str(tmp_path / "latest"))
+    first = notebooks.write_summary("all", "cost_benefit", {"s": 1.0}, measured=True)
     assert first == tmp_path / "cost_benefit_all.json"
-    first.write_text("{}")
-    later = notebooks.summary_path("all", "cost_benefit", measured=True)
-    assert later.parent.name == "measured" and later.name == first.name
+    later = notebooks.write_summary("all", "cost_benefit", {"s": 2.0}, measured=True)
+    assert later.parent.name == "latest" and later.name == first.name
+    assert json.loads(first.read_text()) == {"s": 1.0}
     assert notebooks.summary_path("all", "cosine_profiles") == tmp_path / "cosine_profiles_all.json"
     monkeypatch.delenv("STEERLAB_RESULTS")
     monkeypatch.setenv("STEERLAB_RECOMPUTE", "1")
