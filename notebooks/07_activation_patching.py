@@ -16,6 +16,7 @@
 from ipywidgets import Dropdown, IntSlider
 
 from steerlab.attribution import screen_and_verify
+from steerlab.control_plots import head_heatmap, patching_heatmaps
 from steerlab.data import CAPITALS
 from steerlab.figures import save_figure
 from steerlab.metrics import logit_diff
@@ -23,7 +24,6 @@ from steerlab.models import load_model
 from steerlab.notebooks import settings, spread_layers, summary_path, write_summary
 from steerlab.pairs import fact_pairs, pair_behaviour
 from steerlab.patching import ALL, activation_patching
-from steerlab.plots import head_heatmap, patching_heatmaps
 from steerlab.widgets import slider_figure
 
 S = settings()
@@ -156,8 +156,8 @@ for site, cell in summary["strongest"].items():
 # missing batch is computed.
 
 # %%
+from steerlab.control_plots import kind_patching_figure
 from steerlab.kinds import kind_patching_summary, kind_patching_verdict
-from steerlab.plots import kind_patching_figure
 from steerlab.recordings_controls import recorded_kind_patching
 
 KIND_LAYERS = spread_layers(model.n_layers, 2 if S.smoke else 4)

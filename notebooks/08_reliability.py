@@ -59,7 +59,7 @@ S = settings()
 # evaluation items per report: 100 on SmolLM2, 50 on Gemma-3-270M (twice the compute per
 # item; a report of 3 layers x 3 directions x 7 coefficients takes about 8 min on 2 cores)
 N = {"smollm2-135m-instruct": 100, "gemma-3-270m": 50}
-N_DEFAULT = 16 if S.smoke else 100
+N_DEFAULT = 8 if S.smoke else 100
 N_EXTRACT = 24 if S.smoke else 200  # extraction prompts per set
 N_LAYERS = 2 if S.smoke else 3
 COEFFS = (-0.1, 0.0, 0.1) if S.smoke else DEFAULT_COEFFS
@@ -160,8 +160,8 @@ fig
 # layers of each condition), then conditions against each other.
 
 # %%
+from steerlab.control_plots import kind_patching_figure  # noqa: E402
 from steerlab.kinds_gen import kind_patching_gen_summary  # noqa: E402
-from steerlab.plots import kind_patching_figure  # noqa: E402
 
 GEN_LAYERS = spread_layers(30, N_LAYERS)
 GEN_N = 16 if S.smoke else 100

@@ -128,6 +128,10 @@ def _leaves(doc: Any, at: str = "") -> dict[str, Any]:
     return {at.lstrip("."): doc}
 
 
+def _number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
 def compare_summaries(recorded: Any, new: Any) -> tuple[int, list[str]]:
     """(values compared, one line per value that differs): numbers within
     :data:`SUMMARY_RTOL` relative or :data:`SUMMARY_ATOL` absolute match, anything else
@@ -135,11 +139,12 @@ def compare_summaries(recorded: Any, new: Any) -> tuple[int, list[str]]:
     old, now = _leaves(recorded), _leaves(new)
     differ = []
     for key in sorted(set(old) | set(now)):
-        a, b = old.get(key), now.get(key)
-        numbers = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in (a, b))
-        if numbers and abs(a - b) <= max(SUMMARY_ATOL, SUMMARY_RTOL * abs(a)):
-            continue
-        if not numbers and a == b:
+        a: Any = old.get(key)
+        b: Any = now.get(key)
+        if _number(a) and _number(b):
+            if abs(float(a) - float(b)) <= max(SUMMARY_ATOL, SUMMARY_RTOL * abs(float(a))):
+                continue
+        elif a == b:
             continue
         differ.append(f"{key}: recorded {a!r}, now {b!r}")
     return len(set(old) | set(now)), differ

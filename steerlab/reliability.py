@@ -23,7 +23,7 @@ layer run once for all coefficients (:class:`steerlab.engine.Prefix`).
 random directions, and any others given, e.g. the label-shuffled difference of means), with
 the vector's cheap predictors beside it (its training sets', :mod:`steerlab.predictors`, and
 its logit lens', :func:`steerlab.lens.lens_coherence`), into a :class:`Reliability`: tables, a
-plain-words verdict, a figure (:func:`steerlab.plots.reliability_figure`) and a resumable
+plain-words verdict, a figure (:func:`steerlab.control_plots.reliability_figure`) and a resumable
 journal that ``results/`` recordings are read back from.
 """
 
@@ -44,12 +44,12 @@ from scipy import stats as sps
 from tqdm.auto import tqdm
 
 from steerlab import _io, engine
+from steerlab.control_plots import reliability_figure
 from steerlab.devices import dtype_name
 from steerlab.errors import EmptyInputError, OptionError
 from steerlab.evaluation import mc_batch, mc_batches
 from steerlab.lens import lens_coherence
 from steerlab.options import COMPARE_SCALE, SCORINGS, BackendName, Scale, Scoring
-from steerlab.plots import reliability_figure
 from steerlab.stats import wilson_interval
 from steerlab.steering import steer
 from steerlab.tasks import Item, Task, get_task
@@ -258,7 +258,7 @@ class Reliability:
         return "\n".join(lines)
 
     def figure(self) -> go.Figure:
-        """:func:`steerlab.plots.reliability_figure` of this report."""
+        """:func:`steerlab.control_plots.reliability_figure` of this report."""
         return reliability_figure(self)
 
     def _repr_html_(self) -> str:

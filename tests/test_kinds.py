@@ -74,8 +74,8 @@ def test_kind_patching_equals_the_definition_by_hand(tiny_llama, target):
         assert rows.loc["patch_same", "edit_norm"] > 0
     summary = kind_patching_summary(frame)
     assert len(summary) == 4 * len(layers)
+    from steerlab.control_plots import kind_patching_figure
     from steerlab.kinds import kind_patching_verdict
-    from steerlab.plots import kind_patching_figure
 
     text = kind_patching_verdict(frame)
     assert target in text and "patch_other - patch_same" in text

@@ -169,7 +169,7 @@ def test_prefix_replay_leaves_other_libraries_wrappers_in_place(model):
 
 
 def test_patching_figures(model):
-    from steerlab.plots import head_heatmap, patching_heatmaps
+    from steerlab.control_plots import head_heatmap, patching_heatmaps
 
     m = _metric(model, normalise=True)
     maps = [activation_patching(model, CLEAN, CORRUPT, m, site=s, layers=[0, 3],

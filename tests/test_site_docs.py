@@ -32,7 +32,7 @@ from browser_helpers import CHROMIUM, CHROMIUM_ARGS, ROOT, free_port
 SITE = ROOT / "site"
 PAGES = {"home": "index.html", "api": "reference/steering/index.html",
          "notebook": "notebooks/00_quickstart/index.html"}
-BUILD_TIMEOUT = 2400  # a smoke run of the eight notebooks on 2 loaded cores, then the build
+BUILD_TIMEOUT = 2400  # a smoke run of the nine notebooks on 2 loaded cores, then the build
 PAGE_TIMEOUT_MS = 30_000
 
 
