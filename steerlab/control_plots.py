@@ -154,5 +154,6 @@ def reliability_figure(report: Reliability, title: str = "") -> go.Figure:
         title=title or (f"Is this vector reliable? {m['vector_method']} vector of "
                         f"{m['model']} on {m['task']} (n={m['n']}, {dtype_label(m['dtype'])}, "
                         f"coefficients {m['coeffs']} × {m['scale']})"),
-        boxmode="group", template="plotly_white", height=480, width=1400)
+        boxmode="group", template="plotly_white", height=620, width=1400,
+        legend={"font": {"size": 10}})
     return fig

@@ -116,16 +116,18 @@ def _mc_letter_batch(model: Model, items: list[Item], chat: bool) -> MCBatch:
     return MCBatch(items, enc, 1, finish, torch.arange(len(items)), last.cpu())
 
 
-def _mc_text_batch(model: Model, prompts: list[str], items: list[Item], chat: bool) -> MCBatch:
-    """Mean log-probability per token of each option's text after its prompt; all options of
-    all items in one right-padded forward."""
+def _mc_text_batch(model: Model, prompts: list[str], items: list[Item], chat: bool,
+                   space: bool = True) -> MCBatch:
+    """Mean log-probability per token of each option's text after its prompt (``space``: with
+    a leading space, :func:`steerlab.tokens.continuation_ids`); all options of all items in
+    one right-padded forward."""
     templated = chat
     formatted = model.format(prompts, chat)
     seqs, spans = [], []
     for prompt, item in zip(formatted, items, strict=True):
         p_ids = model.tokenizer(prompt, add_special_tokens=not templated)["input_ids"]
         for o in item.options:
-            o_ids = continuation_ids(model, o)
+            o_ids = continuation_ids(model, o, space)
             spans.append((len(p_ids), len(p_ids) + len(o_ids)))
             seqs.append(p_ids + o_ids)
     width = max(map(len, seqs))
@@ -163,11 +165,14 @@ def _mc_text_batch(model: Model, prompts: list[str], items: list[Item], chat: bo
                     finish, row_item, torch.tensor([a - 1 for a, _ in spans]))
 
 
-def mc_batch(model: Model, items: list[Item], scoring: Scoring, chat: bool) -> MCBatch:
+def mc_batch(model: Model, items: list[Item], scoring: Scoring, chat: bool,
+             space: bool = True) -> MCBatch:
+    """One batch of multiple-choice items scored ``scoring`` way (``space``: option texts
+    follow their prompt after a space)."""
     if scoring == "letter":
         return _mc_letter_batch(model, items, chat)
     fmt = mc_prompt if scoring == "text" else cloze_prompt
-    return _mc_text_batch(model, [fmt(it, chat) for it in items], items, chat)
+    return _mc_text_batch(model, [fmt(it, chat) for it in items], items, chat, space)
 
 
 #: new tokens a multiple-choice answer may take with ``scoring="generate"`` (the seed's 200)

@@ -69,7 +69,9 @@ DEFAULT_COEFFS: tuple[float, ...] = (-0.15, -0.1, -0.05, 0.0, 0.05, 0.1, 0.15)
 
 #: what an item's response is, by task kind
 RESPONSES = {"mc": "log-probability of the gold option against the other options",
-             "gen": "mean log-probability per token of the gold answer after the prompt"}
+             "gen": "mean log-probability per token of the gold answer as the first words "
+                    "after the prompt (a chat reply's first tokens; after a base model's "
+                    "'A:', with a space)"}
 
 
 @dataclass
@@ -148,7 +150,9 @@ def gold_responses(model: Model, task: Task, items: Sequence[Item], layer: int,
     run = [batches[b] for b in only] if only is not None else batches
     for idx in tqdm(run, desc=f"{task.name} L{layer} slopes", disable=not progress,
                     leave=False):
-        mc = mc_batch(model, [scored[i] for i in idx], scoring, chat)
+        # a chat reply begins with the answer itself; a base model's "A:" with a space
+        mc = mc_batch(model, [scored[i] for i in idx], scoring, chat,
+                      space=task.kind == "mc" or not chat)
         prefix = engine.Prefix(be, mc.enc)
         prefix.reach(layer)
         for k, v in enumerate(added):
@@ -434,6 +438,7 @@ def plan_reliability(model: Model, vector: SteeringVector, task: Task | str,
               "items": [it.id for it in items], "coeffs": list(grid), "scale": scale,
               "chat": chat_, "scoring": use_scoring, "seed": seed,
               "batch_size": batch_size, "backend": backend, "layers": use_layers,
+              "response": RESPONSES[the_task.kind],
               "vectors": {cell_id(0, m, s)[2:]: _vector_hash(v, use_layers)
                           for m, s, v in vecs}}
     return ReliabilityPlan(the_task, list(items), use_layers, grid, chat_, use_scoring, vecs,
