@@ -291,7 +291,7 @@ def gen_frame(plan: GenKindPlan, batches: list[dict[str, Any]]) -> pd.DataFrame:
         norm = [x for b in batches for x in b[name]["norm"]]
         rows.append({"target": plan.target, "condition": cond, "layer": layer,
                      **comparison_row(base_correct, got, seed=plan.seed),
-                     "edit_norm": float(np.mean(norm)), "correct": got.tolist()})
+                     "edit_norm": float(np.mean(norm)), "correct": got.tolist()})  # cpu: numpy
     frame = pd.DataFrame(rows)
     frame["p_holm"] = np.nan
     for _, idx in frame.groupby("condition", sort=False).groups.items():

@@ -344,7 +344,7 @@ def reliability_report(model: Model, vector: SteeringVector, task: Task | str,
             got[name] = y
             if out is not None:
                 _io.append_jsonl(out, {"key": plan.key, "cell": name, "config": plan.config,
-                                       "responses": y.tolist()})
+                                       "responses": y.tolist()})  # cpu: numpy
     for layer, method, ref_seed, _ in cells:
         y = got[cell_id(layer, method, ref_seed)]
         st = _steerability(y, plan.coeffs, plan.ids, layer, scale, method, plan.task)
