@@ -137,6 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--controls", type=int, default=1, help="random directions per layer")
     p.add_argument("--out", default=None, help="write the table as CSV")
     p.add_argument("--figure", default=None, help="write the report's figure (.html)")
+    _scale_arg(p, "norm")
     p.set_defaults(fn=cmd_reliability)
 
     p = sub.add_parser("import", help="read a GGUF control vector (steerlab's, repeng's, "

@@ -204,10 +204,12 @@ def test_reliability_command(smollm, tmp_path, capsys):
     path = SteeringVector({12: 10 * torch.randn(576, generator=gen)}, smollm.hf_id, 576,
                           ref_norms={12: 50.0}).save(tmp_path / "v.safetensors")
     assert main(["reliability", "--vector", str(path), "--n", "8", "--coeffs=-0.1,0,0.1",
-                 "--dtype", "fp32", "--out", str(tmp_path / "r.csv")]) == 0
+                 "--dtype", "fp32", "--out", str(tmp_path / "r.csv"),
+                 "--figure", str(tmp_path / "r.html")]) == 0
     out = capsys.readouterr().out
-    assert "anti_steerable" in out and "random" in out
+    assert "anti_steerable" in out and "random" in out and "layer 12: steerable" in out
     assert len(pd.read_csv(tmp_path / "r.csv")) == 2
+    assert "plotly" in (tmp_path / "r.html").read_text()[:200000].lower()
 
 
 def test_non_finite_coefficients_are_refused(tiny_llama):
