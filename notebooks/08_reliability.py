@@ -79,7 +79,7 @@ print(f"{TASK} ({get_task(TASK).description}), {SCORING} scoring; coefficients {
 # of means.
 
 # %%
-reports = {}
+reports, models = {}, {}
 for name in S.models:
     model = load_model(name)
     n = N_DEFAULT if S.smoke else N.get(name, N_DEFAULT)
@@ -92,6 +92,7 @@ for name in S.models:
     model, reports[name] = recorded_reliability(
         name, vec, TASK, journal, model=model, layers=layers, coeffs=COEFFS, n=n,
         scoring=SCORING, references={"shuffled": shuffled}, random=1)
+    models[name] = model
     print(reports[name].verdict(), end="\n\n")
 
 # %%
@@ -133,7 +134,7 @@ LEARN_MODEL = "smollm2-135m-instruct"
 run = recorded_run(LEARN_MODEL, "arithmetic")
 learned_layers = spread_layers(30, N_LAYERS)
 learned = SteeringVector.load(run / "vectors.safetensors")
-lmodel = load_model(LEARN_MODEL)
+lmodel = models.get(LEARN_MODEL) or load_model(LEARN_MODEL)  # loaded above when listed
 train_q = [it.question for it in arithmetic_items("train")[:N_EXTRACT]]
 learned = learned.with_ref_norms(reference_norms(lmodel, train_q, learned_layers))
 lmodel, learned_report = recorded_reliability(

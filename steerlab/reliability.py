@@ -48,6 +48,7 @@ from steerlab.control_plots import reliability_figure
 from steerlab.devices import dtype_name
 from steerlab.errors import EmptyInputError, OptionError
 from steerlab.evaluation import mc_batch, mc_batches
+from steerlab.kinds import config_key
 from steerlab.lens import lens_coherence
 from steerlab.options import COMPARE_SCALE, SCORINGS, BackendName, Scale, Scoring
 from steerlab.stats import wilson_interval
@@ -386,8 +387,8 @@ class ReliabilityPlan:
 
     @property
     def key(self) -> str:
-        return hashlib.sha256(json.dumps(self.config, sort_keys=True).encode()
-                              ).hexdigest()[:12]
+        """The journal key: :func:`steerlab.kinds.config_key` of :attr:`config`."""
+        return config_key(self.config)
 
     def batches(self, model: Model) -> list[list[int]]:
         """The item batches every cell runs (indices into :attr:`items`)."""
