@@ -1,5 +1,6 @@
 """The peers' steering vectors in and out of steerlab: repeng's ``ControlVector``,
-steering-vectors' ``SteeringVector`` and IBM activation-steering's ``.svec`` files.
+steering-vectors' ``SteeringVector``, IBM activation-steering's ``.svec`` files and
+EasySteer's GGUF vectors.
 
 * repeng 0.4.0: ``ControlModel`` swaps ``model.layers[k]`` for a ``ControlModule`` that adds
   ``coeff * directions[k]`` to the block's output (``control.py``); ``ControlVector.train``
@@ -18,6 +19,15 @@ steering-vectors' ``SteeringVector`` and IBM activation-steering's ``.svec`` fil
   ``use_ooi_preventive_normalization`` it then rescales tokens whose norm grew, and it edits
   only the batch's first row (``hidden_states[0]``): ``steer(model, vec, coeff=s)`` equals it
   for one prompt with that normalization off.
+* EasySteer (``StatisticalControlVector.export_gguf``, ``easysteer/extraction/result.py``):
+  a GGUF control vector (``general.architecture = "controlvector"``, ``direction.{k}`` F32)
+  whose ``controlvector.easysteer`` key holds JSON ``{"version": 1, "component": ...,
+  "metadata": ...}`` and ``controlvector.method`` the extraction method. Its ``direct``
+  algorithm (``vllm/steer_vectors/layers.py``, ``DecoderLayerWithSteerVector``) adds
+  ``scale * direction[k]`` to decoder layer k's complete output (vLLM's ``hidden_states +
+  residual``): steerlab's ``resid_post`` layer k, block 0 included. A ``component`` of
+  ``attention_heads`` (added inside attention) or ``router_logits`` is not a block output and
+  is refused.
 """
 
 from __future__ import annotations
@@ -31,14 +41,17 @@ import torch
 
 from steerlab import __version__, _io
 from steerlab.errors import InvalidVectorError, LayerError, VectorMismatchError
-from steerlab.interop import IMPORTED, _check_fits, _exportable
+from steerlab.interop import ARCH, IMPORTED, _check_fits, _exportable, _read
 from steerlab.vectors import SITE, SteeringVector
 
 if TYPE_CHECKING:
     from steerlab.models import Model
 
-__all__ = ["from_repeng", "from_steering_vectors", "from_svec", "to_repeng",
-           "to_steering_vectors", "to_svec"]
+__all__ = ["from_easysteer", "from_repeng", "from_steering_vectors", "from_svec",
+           "to_easysteer", "to_repeng", "to_steering_vectors", "to_svec"]
+
+#: the GGUF key that holds EasySteer's own metadata (JSON) and the layout version it reads
+EASYSTEER_KEY, EASYSTEER_VERSION = f"{ARCH}.easysteer", 1
 
 
 def _by_block(source: str, directions: Any, model: Model, made_for: str
@@ -171,3 +184,74 @@ def to_svec(vector: SteeringVector, path: str | Path, model_type: str | None = N
                            for l in vector.layers},
             "explained_variances": {str(l): kinds.get(str(l)) for l in vector.layers}}
     return _io.write_text(path, json.dumps(data))
+
+
+def from_easysteer(path: str | Path, model: Model) -> SteeringVector:
+    """An EasySteer GGUF vector (``StatisticalControlVector.export_gguf``) as a steerlab vector
+    for ``model``: ``direction.k`` becomes ``resid_post`` layer k unchanged, so ``steer(model,
+    vec, coeff=s)`` equals EasySteer's ``direct`` algorithm at ``scale=s`` on every position
+    (its ``apply`` position choices are run-time options, as steerlab's ``positions`` are).
+    EasySteer's method, model hint and metadata travel in ``meta``; a vector of another
+    ``component`` than ``hidden_states`` is refused. A file without EasySteer's key (repeng's,
+    llama.cpp's) imports the same way; :func:`steerlab.interop.from_gguf` reads those too."""
+    path = Path(path)
+    fields, directions = _read(path)
+    native, component = fields.get(EASYSTEER_KEY), None
+    if native is not None:
+        try:
+            data = json.loads(native)
+            version, component = data["version"], data.get("component")
+        except (ValueError, KeyError, TypeError) as e:
+            raise InvalidVectorError(f"{path}: {EASYSTEER_KEY} is not EasySteer's metadata "
+                                     f"JSON ({e!r}).") from None
+        if version != EASYSTEER_VERSION:
+            raise InvalidVectorError(f"{path}: EasySteer metadata version {version!r}; this "
+                                     f"steerlab reads version {EASYSTEER_VERSION}.")
+    if component not in (None, "hidden_states"):
+        raise VectorMismatchError(
+            f"{path} holds EasySteer {component!r} directions; only 'hidden_states' (a decoder "
+            f"layer's output, steerlab's {SITE!r}) is a site steerlab steers. Extract the "
+            "vector from the hidden states to use it here.")
+    hint = str(fields.get(f"{ARCH}.model_hint", ""))
+    vectors = _by_block(f"{path.name} (EasySteer)", dict(directions), model, hint)
+    if any(not torch.isfinite(v).all() for v in vectors.values()):
+        raise InvalidVectorError(f"{path} holds NaN or inf values.")
+    meta: dict[str, Any] = {"source": "easysteer", "file": str(path), "model_hint": hint,
+                            "easysteer_method": str(fields.get(f"{ARCH}.method", "unknown")),
+                            "component": component}
+    if native is not None:
+        meta["easysteer"] = native  # their JSON as written, so a round trip keeps it whole
+    return SteeringVector(vectors, model.hf_id, model.d_model, SITE, IMPORTED, meta=meta,
+                          version=__version__)
+
+
+def to_easysteer(vector: SteeringVector, path: str | Path, model_type: str | None = None,
+                 method: str | None = None) -> Path:
+    """``vector`` (``resid_post``) as the GGUF file EasySteer's
+    ``StatisticalControlVector.import_gguf`` reads, with ``component = "hidden_states"`` so its
+    ``to_spec`` needs no target; the directions as they are (EasySteer's ``scale`` is chosen at
+    run time), block 0 included. Written atomically. ``model_type`` and ``method`` default to
+    what an EasySteer import recorded, else the vector's model id and method."""
+    import gguf
+
+    _exportable(vector, "EasySteer's direct algorithm")
+    native = vector.meta.get("easysteer") or json.dumps(
+        {"version": EASYSTEER_VERSION, "component": "hidden_states", "metadata": None},
+        separators=(",", ":"))
+    path = Path(path)
+    with _io.atomic_path(path) as tmp:
+        writer = gguf.GGUFWriter(tmp, ARCH)
+        writer.add_string(f"{ARCH}.model_hint",
+                          model_type or vector.meta.get("model_hint") or vector.model_id)
+        writer.add_string(f"{ARCH}.method",
+                          method or vector.meta.get("easysteer_method") or vector.method)
+        writer.add_uint32(f"{ARCH}.layer_count", len(vector.layers))
+        writer.add_string(EASYSTEER_KEY, native)
+        for layer in vector.layers:
+            writer.add_tensor(f"direction.{layer}",
+                              vector[layer].detach().float().cpu().numpy().copy())
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+        writer.close()
+    return path

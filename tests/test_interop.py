@@ -26,9 +26,11 @@ from steerlab.errors import (  # noqa: E402
 )
 from steerlab.interop import from_gguf, llama_cpp_command, to_gguf  # noqa: E402
 from steerlab.peers import (  # noqa: E402
+    from_easysteer,
     from_repeng,
     from_steering_vectors,
     from_svec,
+    to_easysteer,
     to_repeng,
     to_steering_vectors,
     to_svec,
@@ -383,6 +385,113 @@ def test_export_command_leaves_out_layers(tmp_path, capsys):
     assert back.layers == [1, 2, 3] and back.meta["dropped_layers"] == [0]
 
 
+def _logits_under(model, enc, handles):
+    """The plain HF model's logits for ``enc`` with the peer's edit as ``handles`` (hooks
+    registered by the caller), which are removed whatever happens."""
+    try:
+        with torch.no_grad():
+            return model.hf(**enc).logits
+    finally:
+        for h in handles:
+            h.remove()
+
+
+# --- EasySteer's GGUF vectors -----------------------------------------------------------------
+
+def _easysteer_file(path, dirs, component="hidden_states", method="diffmean"):
+    """A GGUF as EasySteer's StatisticalControlVector.export_gguf writes it: the repeng keys
+    plus controlvector.method and controlvector.easysteer (JSON; dict metadata encoded as
+    {"mapping": [[k, v], ...]} so int keys survive)."""
+    native = json.dumps({"version": 1, "component": component,
+                         "metadata": {"mapping": [[k, 0.25 * k] for k in dirs]}},
+                        separators=(",", ":"))
+    writer = gguf.GGUFWriter(path, "controlvector")
+    writer.add_string("controlvector.model_hint", "llama")
+    writer.add_string("controlvector.method", method)
+    writer.add_uint32("controlvector.layer_count", len(dirs))
+    writer.add_string("controlvector.easysteer", native)
+    for layer, d in dirs.items():
+        writer.add_tensor(f"direction.{layer}", d.numpy().astype(np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path, native
+
+
+def test_easysteer_import_steers_like_its_direct_algorithm(tiny_llama, tmp_path):
+    """direction.k is added to decoder layer k's complete output (EasySteer's direct algorithm,
+    block 0 included): steer() with the imported vector equals that edit as a plain forward
+    hook, row by row on a padded batch of prompts that decode differently."""
+    gen = torch.Generator().manual_seed(11)
+    dirs = {0: torch.randn(32, generator=gen), 2: torch.randn(32, generator=gen)}
+    path, native = _easysteer_file(tmp_path / "v.gguf", dirs)
+    vec = from_easysteer(path, tiny_llama)
+    assert vec.site == "resid_post" and vec.layers == [0, 2] and vec.method == "imported"
+    assert vec.meta["easysteer_method"] == "diffmean" and vec.meta["easysteer"] == native
+    for k in dirs:
+        assert torch.equal(vec[k], dirs[k])
+    enc = tiny_llama.encode(PROMPTS[:3])
+
+    def direct(k, scale):
+        def hook(module, args, output):
+            h = output[0] if isinstance(output, tuple) else output
+            new = h + scale * dirs[k].to(h.dtype)
+            return (new, *output[1:]) if isinstance(output, tuple) else new
+        return hook
+
+    with torch.no_grad():
+        plain = tiny_llama.hf(**enc).logits
+    theirs = _logits_under(tiny_llama, enc, [
+        tiny_llama.layers[k].register_forward_hook(direct(k, -1.5)) for k in dirs])
+    with torch.no_grad(), steer(tiny_llama, vec, coeff=-1.5):
+        ours = tiny_llama.backend("hf").forward(enc)
+    real = enc["attention_mask"].bool()
+    assert (theirs - plain)[real].abs().max() > 1e-2
+    torch.testing.assert_close(ours[real], theirs[real], atol=1e-5, rtol=1e-5)
+    assert no_hooks(tiny_llama)
+
+
+def test_easysteer_round_trip_keeps_their_metadata(tiny_llama, tmp_path):
+    """to_easysteer writes what EasySteer's import_gguf reads (model hint, method, version-1
+    JSON with component hidden_states, direction.k as F32); an imported file comes back with
+    the same tensors and the same JSON; a steerlab vector gets component hidden_states."""
+    gen = torch.Generator().manual_seed(12)
+    dirs = {1: torch.randn(32, generator=gen), 3: torch.randn(32, generator=gen)}
+    path, native = _easysteer_file(tmp_path / "v.gguf", dirs, method="pca")
+    back = to_easysteer(from_easysteer(path, tiny_llama), tmp_path / "back.gguf")
+    reader, fields = _fields(back)
+    assert fields["general.architecture"] == "controlvector"
+    assert fields["controlvector.model_hint"] == "llama"
+    assert fields["controlvector.method"] == "pca"
+    assert fields["controlvector.easysteer"] == native
+    got = {int(t.name.split(".")[1]): np.array(t.data) for t in reader.tensors}
+    assert got.keys() == dirs.keys()
+    for k in dirs:
+        assert np.array_equal(got[k], dirs[k].numpy())
+    ours = to_easysteer(_vector(layers=(0, 2)), tmp_path / "ours.gguf")
+    _, fields = _fields(ours)
+    native = json.loads(fields["controlvector.easysteer"])
+    assert native["version"] == 1 and native["component"] == "hidden_states"
+    assert from_easysteer(ours, tiny_llama).layers == [0, 2]
+
+
+def test_easysteer_errors(tiny_llama, tmp_path):
+    heads = {1: torch.ones(32)}
+    with pytest.raises(VectorMismatchError, match="attention_heads"):
+        from_easysteer(_easysteer_file(tmp_path / "a.gguf", heads, "attention_heads")[0],
+                       tiny_llama)
+    with pytest.raises(VectorMismatchError, match="width 16"):
+        from_easysteer(_easysteer_file(tmp_path / "w.gguf", {1: torch.ones(16)})[0],
+                       tiny_llama)
+    with pytest.raises(LayerError, match="block"):
+        from_easysteer(_easysteer_file(tmp_path / "d.gguf", {9: torch.ones(32)})[0],
+                       tiny_llama)
+    with pytest.raises(VectorMismatchError, match="resid_post"):
+        to_easysteer(_vector(site="resid_pre"), tmp_path / "x.gguf")
+    assert not (tmp_path / "x.gguf").exists()
+
+
 # --- IBM activation-steering's .svec files -----------------------------------------------------
 
 def _svec_file(path, dirs, model_type="llama"):
@@ -416,14 +525,9 @@ def test_svec_round_trip_and_steering_at_the_block_input(tiny_llama, tmp_path):
             return (new, *args[1:]), kwargs
         return pre
 
-    handles = [tiny_llama.layers[k].register_forward_pre_hook(leash(k, 1.5), with_kwargs=True)
-               for k in dirs]
-    try:
-        with torch.no_grad():
-            theirs = tiny_llama.hf(**enc).logits
-    finally:
-        for h in handles:
-            h.remove()
+    theirs = _logits_under(tiny_llama, enc, [
+        tiny_llama.layers[k].register_forward_pre_hook(leash(k, 1.5), with_kwargs=True)
+        for k in dirs])
     with torch.no_grad(), steer(tiny_llama, vec, coeff=1.5):
         ours = tiny_llama.backend("hf").forward(enc)
     torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
