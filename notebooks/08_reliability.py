@@ -45,7 +45,7 @@ from steerlab.notebooks import (
     write_summary,
 )
 from steerlab.recordings_controls import recorded_kind_patching_gen, recorded_reliability
-from steerlab.reliability import DEFAULT_COEFFS
+from steerlab.steerability import DEFAULT_COEFFS
 from steerlab.tasks import arithmetic_items, get_task
 from steerlab.vectors import (
     SteeringVector,

@@ -132,7 +132,8 @@ def cmd_reliability(args: argparse.Namespace) -> int:
     from steerlab import _io
     from steerlab.interop import from_gguf
     from steerlab.models import load_model
-    from steerlab.reliability import DEFAULT_COEFFS, reliability_report
+    from steerlab.reliability import reliability_report
+    from steerlab.steerability import DEFAULT_COEFFS
     from steerlab.vectors import SteeringVector
 
     vec = (from_gguf(args.vector) if str(args.vector).endswith(".gguf")

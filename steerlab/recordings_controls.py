@@ -32,13 +32,7 @@ from steerlab.kinds import (
 from steerlab.kinds import recorded_dtype as kind_dtype
 from steerlab.models import load_model
 from steerlab.recordings import load_in
-from steerlab.reliability import (
-    Reliability,
-    cell_id,
-    gold_responses,
-    plan_reliability,
-    reliability_report,
-)
+from steerlab.reliability import Reliability, cell_id, plan_reliability, reliability_report
 from steerlab.spotcheck import (
     NORM_RTOL,
     TRAIN_RTOL,
@@ -50,6 +44,7 @@ from steerlab.spotcheck import (
     shown,
     slack,
 )
+from steerlab.steerability import gold_responses
 
 if TYPE_CHECKING:
     from steerlab.models import Model

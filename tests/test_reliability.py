@@ -10,13 +10,8 @@ from conftest import no_hooks
 from steerlab import _io
 from steerlab.errors import OptionError
 from steerlab.evaluation import mc_batch
-from steerlab.reliability import (
-    Reliability,
-    Steerability,
-    _fit,
-    reliability_report,
-    steerability,
-)
+from steerlab.reliability import Reliability, reliability_report
+from steerlab.steerability import Steerability, _fit, steerability
 from steerlab.steering import steer
 from steerlab.tasks import get_task
 from steerlab.vectors import SteeringVector
