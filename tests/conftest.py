@@ -140,3 +140,17 @@ PROMPTS = ["Tom has 3 apples and buys 5 more.", "What is 2+2?", "Paris is the ca
            "A much longer prompt that needs a lot of padding in the batch, surely."]
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def write_gguf(path, arch, tensors):
+    """A GGUF file of ``arch`` holding ``tensors`` (name -> numpy array), nothing else."""
+    import gguf
+
+    w = gguf.GGUFWriter(path, arch)
+    for name, array in tensors.items():
+        w.add_tensor(name, array)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path

@@ -15,7 +15,7 @@ import pytest  # noqa: E402
 import repeng  # noqa: E402
 import steering_vectors  # noqa: E402
 import torch  # noqa: E402
-from conftest import PROMPTS, no_hooks  # noqa: E402
+from conftest import PROMPTS, no_hooks, write_gguf  # noqa: E402
 
 from steerlab.cache import cache_activations  # noqa: E402
 from steerlab.errors import (  # noqa: E402
@@ -342,16 +342,6 @@ def test_import_errors(tmp_path, tiny_llama):
         from_gguf(tmp_path / "missing.gguf")
 
 
-def _write(path, arch, tensors):
-    w = gguf.GGUFWriter(path, arch)
-    for name, array in tensors.items():
-        w.add_tensor(name, array)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-
-
 def test_files_llama_cpp_would_refuse_are_refused(tmp_path):
     ones = np.ones(8, np.float32)
     cases = {"model.gguf": ("llama", {"direction.1": ones}, "not a control vector"),
@@ -362,10 +352,10 @@ def test_files_llama_cpp_would_refuse_are_refused(tmp_path):
                                                "direction.2": np.ones(4, np.float32)},
                              "different lengths")}
     for name, (arch, tensors, message) in cases.items():
-        _write(tmp_path / name, arch, tensors)
+        write_gguf(tmp_path / name, arch, tensors)
         with pytest.raises(InvalidVectorError, match=message):
             from_gguf(tmp_path / name)
-    _write(tmp_path / "zero.gguf", "controlvector", {"direction.0": ones})
+    write_gguf(tmp_path / "zero.gguf", "controlvector", {"direction.0": ones})
     with pytest.warns(UserWarning, match="direction.0"):
         assert from_gguf(tmp_path / "zero.gguf").layers == [0]
 
