@@ -1,6 +1,6 @@
 """Notebook runner stalls: widget cells run through nbclient with its own channel waits
 ("plain", as under ``jupyter nbconvert --execute``) and with steerlab's sliced waits
-(``steerlab.notebooks.execute``), side by side.
+(``steerlab.notebook_runner.execute``), side by side.
 
 A notebook of one set-up cell and ``--cells`` slider cells over a plotly figure runs
 ``--runs`` times each way with a ``--timeout`` per cell; a cell that takes longer than 3 s
@@ -58,7 +58,7 @@ def _run(cells: int, timeout: int, sliced: bool, widget: str,
     """(stalled cells, cells that raised, seconds) of one run."""
     from nbclient import NotebookClient
 
-    from steerlab.notebooks import _sliced_polls
+    from steerlab.notebook_runner import _sliced_polls
 
     nb = _notebook(cells, widget)
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3",

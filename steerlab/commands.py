@@ -347,17 +347,17 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_notebooks(args: argparse.Namespace) -> int:
     import os
 
-    from steerlab import notebooks
+    from steerlab import notebook_runner, notebooks
 
     if args.smoke:
         os.environ["STEERLAB_SMOKE"] = "1"  # read by the notebook kernels we start
     if args.sync or args.check:
-        stale = notebooks.sync(check=args.check)
+        stale = notebook_runner.sync(check=args.check)
         for path in stale:
             print(f"{'out of date' if args.check else 'wrote'}: {path}")
         return 1 if (args.check and stale) else 0
     t0 = time.perf_counter()
-    done = notebooks.run(args.names or None)
+    done = notebook_runner.run(args.names or None)
     mode = "smoke" if notebooks.smoke() else "full"
     print(f"ran {len(done)} notebooks ({mode}) in {time.perf_counter() - t0:.0f} s; executed "
           f"copies in notebooks/executed/, figures in {notebooks.figures_dir()}")

@@ -1,6 +1,6 @@
 """What long work inside a notebook shows on the terminal that runs it.
 
-``steerlab notebooks`` (:func:`steerlab.notebooks.run`) runs each notebook in a kernel of its
+``steerlab notebooks`` (:func:`steerlab.notebook_runner.run`) runs each notebook in a kernel of its
 own, whose output goes into the executed notebook, not to the terminal. The runner sets
 ``$STEERLAB_CONSOLE`` to a file before it starts the kernel; :func:`say` and the bars of
 :func:`progress` append lines to it, and the runner prints them as they arrive (with the

@@ -19,7 +19,7 @@ import pytest
 from nbclient import NotebookClient
 from nbformat.v4 import new_code_cell, new_notebook
 
-from steerlab.notebooks import execute, notebooks_dir
+from steerlab.notebook_runner import execute, notebooks_dir
 
 PLOTLY = "application/vnd.plotly.v1+json"
 WIDGET = "application/vnd.jupyter.widget-view+json"

@@ -9,7 +9,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from steerlab.notebooks import execute, notebooks_dir, sources, sync
+from steerlab.notebook_runner import execute, notebooks_dir, sources, sync
 
 NOTEBOOKS = [p.stem for p in sources()]
 

@@ -209,10 +209,10 @@ def test_the_recorded_run_knows_its_dtype():
 
 
 def test_the_runner_prints_console_lines_cells_and_warnings(capsys, monkeypatch):
-    from steerlab import console, notebooks
+    from steerlab import console, notebook_runner
 
-    monkeypatch.setattr(notebooks, "SLOW_CELL", 0.0)
-    with notebooks._Terminal("[1/1] 99", cells=2) as terminal:
+    monkeypatch.setattr(notebook_runner, "SLOW_CELL", 0.0)
+    with notebook_runner._Terminal("[1/1] 99", cells=2) as terminal:
         console.say("sweep arithmetic: 3/10")
         terminal.cell_done(0, {"cell_type": "code", "outputs": [
             {"output_type": "stream", "name": "stderr",

@@ -5,11 +5,11 @@ For each numbered notebook, the executed copy in ``notebooks/executed/`` (what `
 smoke run's copy in ``build/docs/executed-smoke/`` (written by an earlier ``make docs``, and by
 ``tests/test_notebooks.py``, which runs every notebook in smoke mode anyway); the notebooks
 with neither (a fresh clone) are run first with the project's own runner
-(:func:`steerlab.notebooks.run`) in smoke mode (``STEERLAB_SMOKE=1``: small data, the same code
-paths) into ``build/docs/executed-smoke/``, their figures and results under ``build/docs/`` so
-that ``figures/`` and ``results/`` keep the recorded run's. Each copy then gets a note under its
-title saying which run it came from, and goes to ``build/docs/notebooks/``, which
-``docs/_tools/hooks.py`` adds to the site.
+(:func:`steerlab.notebook_runner.run`) in smoke mode (``STEERLAB_SMOKE=1``: small data, the
+same code paths) into ``build/docs/executed-smoke/``, their figures and results under
+``build/docs/`` so that ``figures/`` and ``results/`` keep the recorded run's. Each copy then
+gets a note under its title saying which run it came from, and goes to
+``build/docs/notebooks/``, which ``docs/_tools/hooks.py`` adds to the site.
 
     python docs/_tools/notebooks.py          # reuse what is there, run the rest in smoke mode
     python docs/_tools/notebooks.py --check  # only say what would be run
@@ -82,10 +82,10 @@ def run_smoke(stems: list[str]) -> None:
     os.environ["STEERLAB_SMOKE"] = "1"  # read by the kernels the runner starts
     os.environ.setdefault("STEERLAB_FIGURES", str(BUILD / "figures"))  # not figures/
     os.environ.setdefault("STEERLAB_RESULTS", str(BUILD / "results"))  # nothing near results/
-    from steerlab import notebooks
+    from steerlab import notebook_runner
 
     t0 = time.perf_counter()
-    done = notebooks.run(stems, out_dir=SMOKE)
+    done = notebook_runner.run(stems, out_dir=SMOKE)
     print(f"docs: ran {len(done)} notebooks in smoke mode in {time.perf_counter() - t0:.0f} s",
           flush=True)
     for stem, seconds in done:
@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--check", action="store_true", help="only report what would be run")
     args = ap.parse_args(argv)
     sys.path.insert(0, str(ROOT))
-    from steerlab.notebooks import sources, sync
+    from steerlab.notebook_runner import sources, sync
 
     sync()  # the .ipynb files from their .py sources, as the runner does
     stems = [p.stem for p in sources()]

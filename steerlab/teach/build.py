@@ -172,7 +172,7 @@ def execute(path: Path, timeout: int = 1800) -> tuple[Any, float]:
     inherited). Returns the executed notebook and the seconds it took; raises on a cell error."""
     import nbformat
 
-    from steerlab.notebooks import execute as run_notebook
+    from steerlab.notebook_runner import execute as run_notebook
 
     nb = nbformat.read(path, as_version=4)
     t0 = time.perf_counter()
