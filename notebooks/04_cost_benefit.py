@@ -14,12 +14,12 @@ from steerlab.analysis import cost_table
 from steerlab.cost import full_finetune_steps, measure
 from steerlab.data import questions
 from steerlab.evaluation import evaluate
+from steerlab.extraction import extract_vector
 from steerlab.figures import save_figure
 from steerlab.models import load_model
 from steerlab.notebooks import settings
 from steerlab.steering import steer
 from steerlab.tasks import get_task
-from steerlab.vectors import extract_vector
 
 S = settings()
 parts = []

@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from steerlab.data import questions
+from steerlab.extraction import extract_pair, vector_from_pair
 from steerlab.figures import save_figure
 from steerlab.inference import generate
 from steerlab.notebooks import run_dir, settings
@@ -38,7 +39,7 @@ from steerlab.plots import condition_bars, training_curves
 from steerlab.recordings import Evaluations, recorded_training
 from steerlab.tasks import arithmetic_items
 from steerlab.train import TrainConfig
-from steerlab.vectors import extract_pair, random_like, vector_from_pair
+from steerlab.vectors import random_like
 
 S = settings()
 MODEL = "smollm2-135m-instruct"

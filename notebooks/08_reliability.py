@@ -35,6 +35,7 @@ import json
 
 import pandas as pd
 
+from steerlab.extraction import extract_pair, reference_norms, vector_from_pair
 from steerlab.figures import save_figure
 from steerlab.models import load_model
 from steerlab.notebooks import (
@@ -47,13 +48,7 @@ from steerlab.notebooks import (
 from steerlab.recordings_controls import recorded_kind_patching_gen, recorded_reliability
 from steerlab.steerability import DEFAULT_COEFFS
 from steerlab.tasks import arithmetic_items, get_task
-from steerlab.vectors import (
-    SteeringVector,
-    extract_pair,
-    reference_norms,
-    shuffled_diff_of_means,
-    vector_from_pair,
-)
+from steerlab.vectors import SteeringVector, shuffled_diff_of_means
 
 S = settings()
 # evaluation items per report: 100 on SmolLM2, 50 on Gemma-3-270M (twice the compute per

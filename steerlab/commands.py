@@ -37,7 +37,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def _extract(model, args: argparse.Namespace):
     from steerlab.data import questions
-    from steerlab.vectors import extract_vector
+    from steerlab.extraction import extract_vector
 
     source = (questions(args.positive, "extract", args.n),
               questions(args.negative, "extract", args.n))

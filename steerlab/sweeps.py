@@ -63,6 +63,7 @@ from steerlab.cells import cells_per_batch, evaluate_cells
 from steerlab.console import progress as progress_bar
 from steerlab.devices import DTYPE_NAMES
 from steerlab.evaluation import EvalResult, evaluate
+from steerlab.extraction import extract_pair, vector_from_pair
 from steerlab.options import (
     BackendName,
     Method,
@@ -84,7 +85,6 @@ from steerlab.sweep_journal import (
 )
 from steerlab.sweep_plan import SweepConfig, SweepPlan, as_config, grid, plan_sweep
 from steerlab.tasks import Task
-from steerlab.vectors import extract_pair, vector_from_pair
 
 if TYPE_CHECKING:
     from steerlab.models import Model
@@ -97,7 +97,7 @@ def build_vectors(model: Model, task: Task, layers: Sequence[int], methods: Sequ
                   reduction: Reduction = "last", chat: bool | None = None, batch_size: int = 16,
                   backend: BackendName = "hf", eval_items: Sequence[Any] = ()) -> SweepVectors:
     """Extract the steering vector and its controls on prompts disjoint from ``eval_items``
-    (:func:`steerlab.vectors.extract_pair` then :func:`~steerlab.vectors.vector_from_pair`).
+    (:func:`steerlab.extraction.extract_pair` then :func:`~steerlab.extraction.vector_from_pair`).
 
     ``diff_means``: reasoning minus memorisation; ``random``: a Gaussian direction per layer,
     seeded by ``(seed, layer)``; ``shuffled``: difference of means under permuted labels;

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,7 +17,6 @@ import torch
 from steerlab import __version__, _io
 from steerlab.activations import Activations
 from steerlab.backends.base import SITES
-from steerlab.cache import cache_activations
 from steerlab.errors import (
     EmptyInputError,
     InvalidVectorError,
@@ -29,16 +27,12 @@ from steerlab.errors import (
 from steerlab.options import (
     APPLY_SCALE,
     COMPARE_SCALE,
-    METHODS,
     SCALES,
-    BackendName,
-    Reduction,
     Scale,
     Site,
     check,
 )
 from steerlab.predictors import predictors
-from steerlab.tasks import check_disjoint, extraction_prompts
 
 if TYPE_CHECKING:
     from steerlab.models import Model
@@ -131,7 +125,7 @@ class SteeringVector:
             raise OptionError(
                 f"scale='norm' needs the layer's reference norm, but this {self.method} vector "
                 f"has none for layer {layer} (it has {sorted(self.ref_norms) or 'none'}). "
-                "Measure them with steerlab.vectors.reference_norms(model, prompts, layers) and "
+                "Measure them with steerlab.extraction.reference_norms(model, prompts, layers) and "
                 "attach them with vector.with_ref_norms(...), or use scale='unit' or 'raw'.")
         factor = coeff * self.ref_norms[layer]
         return unit * factor, abs(factor)
@@ -353,81 +347,3 @@ def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
     """Cosine similarity of two 1-D tensors (NaN when either is zero)."""
     denom = float(a.norm() * b.norm())
     return float(a.float() @ b.float()) / denom if denom > 0 else math.nan
-
-
-def extract_pair(model: Model, source: str | tuple[Sequence[str], Sequence[str]],
-                 layers: Sequence[int] | int | None = None, *, n: int | None = None,
-                 site: Site = SITE, reduction: Reduction = "last", chat: bool | None = None,
-                 batch_size: int = 16, backend: BackendName = "hf", exclude: Sequence[Any] = (),
-                 progress: bool | None = None) -> tuple[Activations, Activations]:
-    """The cached activations of both prompt sets of ``source``: an extraction source name
-    (:data:`steerlab.tasks.EXTRACT_SOURCES`, first ``n`` of each) or a ``(positive,
-    negative)`` pair of prompt lists. ``exclude``: evaluation items the extraction prompts must
-    not overlap (a clear error names the shared ones). ``chat`` follows the
-    model by default (:meth:`~steerlab.models.Model.uses_chat`), as evaluation does."""
-
-    if isinstance(source, str):
-        pos_q, neg_q = extraction_prompts(source, n)
-    elif isinstance(source, tuple) and len(source) == 2:
-        pos_q, neg_q = list(source[0])[:n], list(source[1])[:n]
-    else:
-        raise OptionError("source must name an extraction set (e.g. 'shipped', 'mmlu-pro') or "
-                          f"be a (positive, negative) pair of prompt lists, got {type(source)}.")
-    if exclude:
-        check_disjoint(pos_q + neg_q, list(exclude))
-    kw: dict[str, Any] = {"layers": layers if not isinstance(layers, int) else [layers],
-                          "reduction": reduction, "chat": chat, "batch_size": batch_size,
-                          "backend": backend, "site": site, "progress": progress}
-    return cache_activations(model, pos_q, **kw), cache_activations(model, neg_q, **kw)
-
-
-def extract_vector(model: Model, source: str | tuple[Sequence[str], Sequence[str]],
-                   layers: Sequence[int] | int | None = None, *, method: str = "diff_means",
-                   seed: int = 0, n: int | None = None, site: Site = SITE,
-                   reduction: Reduction = "last", chat: bool | None = None, batch_size: int = 16,
-                   backend: BackendName = "hf", exclude: Sequence[Any] = (),
-                   progress: bool | None = None) -> SteeringVector:
-    """The steering-vector recipe in one call: cache both prompt sets of ``source`` at
-    ``site`` (see :func:`extract_pair`) and take the difference of means (``method=
-    "diff_means"``), or a control of the same norm per layer (``random``, ``shuffled``), or the
-    opposite direction (``memorisation``: negative minus positive). The vector carries the
-    reference norms its ``scale="norm"`` coefficients are measured in.
-
-    Example:
-        >>> vec = extract_vector(model, "shipped", layers=[12])
-        >>> with steer(model, vec, coeff=0.2, scale="norm"): ...
-    """
-
-    check("method", method, METHODS)
-    pos, neg = extract_pair(model, source, layers, n=n, site=site, reduction=reduction,
-                            chat=chat, batch_size=batch_size, backend=backend, exclude=exclude,
-                            progress=progress)
-    return vector_from_pair(pos, neg, method, seed)
-
-
-def vector_from_pair(pos: Activations, neg: Activations, method: str = "diff_means",
-                     seed: int = 0) -> SteeringVector:
-    """``method``'s vector from cached activations: ``diff_means`` (pos - neg), ``random`` (a
-    seeded Gaussian direction per layer), ``shuffled`` (difference of means under permuted
-    labels), both with the difference of means' norm per layer, or ``memorisation``
-    (neg - pos)."""
-    if method == "memorisation":
-        return diff_of_means(neg, pos, method="memorisation")
-    dm = diff_of_means(pos, neg)
-    if method == "random":
-        return random_like(dm, seed=seed)
-    if method == "shuffled":
-        return match_norms(shuffled_diff_of_means(pos, neg, seed=seed), dm)
-    return dm
-
-
-def reference_norms(model: Model, prompts: Sequence[str], layers: Sequence[int] | int | None = None,
-                    site: Site = SITE, chat: bool | None = None, reduction: Reduction = "last",
-                    backend: BackendName = "hf") -> dict[int, float]:
-    """Layer -> mean norm of the ``reduction`` activations of ``prompts`` at ``site``: the
-    reference norms of :meth:`SteeringVector.with_ref_norms` for a vector that was not
-    extracted from prompts (e.g. a learned one)."""
-
-    acts = cache_activations(model, prompts, layers if not isinstance(layers, int) else [layers],
-                             reduction=reduction, chat=chat, site=site, backend=backend)
-    return acts.mean_norms()

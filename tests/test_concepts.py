@@ -1,5 +1,6 @@
-"""One definition of each concept: the coefficient's scale, the extraction recipe, the chat
-rule, the options (Literal aliases and CLI choices) and the sweep's config object."""
+"""One definition of each concept: the coefficient's scale, the chat rule, the options (Literal
+aliases and CLI choices) and the sweep's config object (the extraction recipe:
+tests/test_extraction.py)."""
 
 import argparse
 import typing
@@ -7,9 +8,9 @@ import typing
 import pytest
 import torch
 from conftest import PROMPTS, no_hooks
+from test_extraction import _vec
 
 from steerlab import options
-from steerlab.cache import cache_activations
 from steerlab.cli import build_parser
 from steerlab.errors import OptionError
 from steerlab.inference import forward_logits
@@ -17,43 +18,7 @@ from steerlab.models import model_from_hf
 from steerlab.steering import steer
 from steerlab.sweep_plan import SweepConfig
 from steerlab.sweeps import sweep
-from steerlab.vectors import (
-    SteeringVector,
-    diff_of_means,
-    extract_vector,
-    reference_norms,
-)
-
-POS = ["What is 2 + 2?", "Compute 17 times 3.", "If x + 4 = 9, what is x?"]
-NEG = ["What is the capital of France?", "Who wrote Hamlet?", "What colour is the sky?"]
-
-
-def _vec(model):
-    return extract_vector(model, (POS, NEG), [1, 2])
-
-
-def test_extract_vector_equals_the_recipe_by_hand_with_reference_norms(tiny_llama):
-    vec = _vec(tiny_llama)
-    pos = cache_activations(tiny_llama, POS, layers=[1, 2])
-    neg = cache_activations(tiny_llama, NEG, layers=[1, 2])
-    by_hand = diff_of_means(pos, neg)
-    for l in (1, 2):
-        torch.testing.assert_close(vec[l], by_hand[l], rtol=0, atol=0)
-        both = torch.cat([pos.at(l), neg.at(l)]).norm(dim=-1).mean()
-        assert vec.ref_norms[l] == pytest.approx(float(both), rel=1e-6)
-    assert reference_norms(tiny_llama, POS + NEG, [1])[1] == pytest.approx(vec.ref_norms[1],
-                                                                           rel=1e-5)
-
-
-def test_every_method_keeps_the_reference_norms_and_bad_sources_fail(tiny_llama):
-    dm = _vec(tiny_llama)
-    for method in options.METHODS:
-        v = extract_vector(tiny_llama, (POS, NEG), [1, 2], method=method)
-        assert v.ref_norms == pytest.approx(dm.ref_norms), method
-    with pytest.raises(OptionError, match="method"):
-        extract_vector(tiny_llama, (POS, NEG), [1], method="pca")
-    with pytest.raises(OptionError, match="pair of prompt lists"):
-        extract_vector(tiny_llama, POS, [1])  # type: ignore[arg-type]
+from steerlab.vectors import SteeringVector
 
 
 def test_scale_units_mean_what_they_say_and_steering_uses_them(tiny_llama):
