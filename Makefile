@@ -3,6 +3,7 @@
 #   make run          the main job on the embedded defaults (demo + all notebooks -> figures/)
 #   make run-all      the same, every recorded sweep, replication and training computed anew
 #   make test         lint + type check + the test suite, on the locked set (requirements.lock)
+#   make llama-cpp    the llama.cpp test peer (llama-cpp-python built from source once; make test)
 #   make test-latest  the same suite on the newest versions pyproject.toml's ranges allow
 #   make test-oldest  the same suite on the oldest versions they allow (the lower bounds' proof)
 #   make lock         re-resolve requirements.lock (+ requirements-embedded.lock) with uv
@@ -23,7 +24,7 @@ cpu_torch = if [ "$$(uname -s)" = Linux ]; then $(1)/pip install -q --no-deps --
 # one universal lock: every platform and Python >= 3.11, markers where they differ
 UVFLAGS := --universal --python-version 3.11
 
-.PHONY: setup browser run run-all test check test-latest test-oldest lock bench clean
+.PHONY: setup browser llama-cpp run run-all test check test-latest test-oldest lock bench clean
 
 setup: $(STAMP)
 
@@ -67,7 +68,12 @@ run-all: run
 browser:
 	bash .ci/chromium
 
-test: browser setup
+# llama.cpp as a test peer (steerlab.llamacpp): the pinned llama-cpp-python, built from its
+# source once (10-16 min on two cores; pip caches the wheel), and that llama.cpp's converter
+llama-cpp: setup
+	VENV=$(VENV) bash .ci/llama-cpp
+
+test: browser setup llama-cpp
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/python -m pytest
@@ -77,7 +83,7 @@ test: browser setup
 CHECK_TESTS := $(addprefix tests/test_,sites.py steering.py generation_phase.py vectors.py \
 	cache.py stats.py io.py answers.py evaluation.py shared_prefix.py seam.py concepts.py \
 	sizes.py oracle.py padding.py tokens.py validate.py activations.py metrics.py \
-	sweep_plan.py spotcheck.py train_journal.py receipts.py)
+	sweep_plan.py spotcheck.py train_journal.py receipts.py extraction.py)
 check: setup
 	$(BIN)/ruff check .
 	$(BIN)/mypy
