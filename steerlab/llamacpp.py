@@ -187,6 +187,9 @@ class LlamaCpp:
         ``stop`` (not included)."""
         if max_new_tokens < 1:
             raise OptionError(f"max_new_tokens must be >= 1, got {max_new_tokens}.")
+        if len(ids) + max_new_tokens > self.llm.n_ctx():
+            raise OptionError(f"{len(ids)} prompt tokens + {max_new_tokens} new ones exceed the "
+                              f"context of {self.llm.n_ctx()}: open LlamaCpp with a larger n_ctx.")
         out: list[int] = []
         logits = self.next_logits(ids)
         for _ in range(max_new_tokens):

@@ -19,7 +19,7 @@ llama_cpp = pytest.importorskip(
 
 from steerlab.bake import bake  # noqa: E402
 from steerlab.embedded import EMBEDDED  # noqa: E402
-from steerlab.errors import InvalidVectorError  # noqa: E402
+from steerlab.errors import InvalidVectorError, OptionError  # noqa: E402
 from steerlab.extraction import extract_vector  # noqa: E402
 from steerlab.interop import llama_cpp_command, to_gguf  # noqa: E402
 from steerlab.llamacpp import (  # noqa: E402
@@ -128,6 +128,13 @@ def test_changing_vectors_in_one_context_leaves_nothing_behind(smollm, cpp, vec,
         cpp.clear()
         fresh.clear()
         np.testing.assert_array_equal(cpp.next_logits(ids), fresh.next_logits(ids))
+
+
+def test_decode_refuses_what_does_not_fit(cpp):
+    with pytest.raises(OptionError, match="context of 1024"):
+        cpp.decode(list(range(1000)), 32, set())
+    with pytest.raises(OptionError, match="max_new_tokens"):
+        cpp.decode([1, 2], 0, set())
 
 
 def test_read_control_vector_refuses_what_llama_cpp_refuses(tmp_path):
