@@ -156,8 +156,9 @@ class LlamaCpp:
         else:
             self._buf = full  # keep it alive while llama.cpp copies it
             ptr = full.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
+            # blocks 1..n_layer, the range llama.cpp's common code passes by default
             err = self.lib.llama_set_adapter_cvec(ctx, ptr, full.size, self.n_embd, 1,
-                                                  self.n_layer - 1)
+                                                  self.n_layer)
         if err != 0:
             raise InvalidVectorError(f"llama.cpp refused the control vector (error {err}).")
         self.llm.reset()  # no prompt prefix computed under the previous vector is reused

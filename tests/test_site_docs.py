@@ -46,7 +46,9 @@ def _build() -> None:
         import mkdocs  # noqa: F401
         import mkdocs_jupyter  # noqa: F401
     except ImportError as err:
-        pytest.fail(f"site/ is not built and the docs packages are missing ({err}): run "
+        # make test's venv has them (the lock holds the docs extra); make test-oldest's and
+        # test-latest's install the dev extra only: say so rather than fail on what they lack
+        pytest.skip(f"site/ is not built and the docs packages are missing ({err}): run "
                     "`make docs`, which installs the `docs` extra and builds the site")
     t0 = time.monotonic()
     for cmd in ([sys.executable, "docs/_tools/notebooks.py"],
