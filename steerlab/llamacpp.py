@@ -219,7 +219,7 @@ def evaluate_llama_cpp(runner: LlamaCpp, model: Model, task: Task, items: Sequen
     stop = set(model.eos_ids)
     correct, preds, outs = [], [], []
     for item in tqdm(items, desc=f"llama.cpp {task.name}", disable=not progress, leave=False):
-        ids = model.encode([gen_prompt(item, (), chat)], chat=chat)["input_ids"][0].tolist()
+        ids = model.encode([gen_prompt(item, (), chat)], chat=chat)["input_ids"][0].cpu().tolist()
         text = model.tokenizer.decode(runner.decode(ids, task.max_new_tokens, stop),
                                       skip_special_tokens=True)
         ok, pred = judge(item, text)
