@@ -32,7 +32,7 @@ from steerlab import _io
 from steerlab.bake import check_baked
 from steerlab.embedded import EMBEDDED
 from steerlab.llamacpp import LLAMA_CPP_PYTHON, LlamaCpp, evaluate_llama_cpp
-from steerlab.models import load_model
+from steerlab.models import Model, load_model
 from steerlab.stats import comparison_row
 from steerlab.tasks import arithmetic_items, get_task
 from steerlab.vectors import SteeringVector
@@ -59,8 +59,8 @@ def _recorded(condition: str, n: int) -> dict:
             "predictions": row["predictions"][:n]}
 
 
-def llama_cpp(n: int) -> dict:
-    model = load_model(MODEL, dtype="fp32")  # steerlab's tokenizer, chat rule and judge
+def llama_cpp(model: Model, n: int) -> dict:
+    """``model``: steerlab's SmolLM2, for its tokenizer, chat rule and judge."""
     items, task = arithmetic_items("test")[:n], get_task("arithmetic")
     gguf_model = EMBEDDED[MODEL].locate()
     vector = RUN / "learned_vectors.gguf"
@@ -95,8 +95,7 @@ def llama_cpp(n: int) -> dict:
     return out
 
 
-def baked(n: int) -> dict:
-    model = load_model(MODEL, dtype="fp32")
+def baked(model: Model, n: int) -> dict:
     learned = SteeringVector.load(RUN / "vectors.safetensors", model)
     t0 = time.perf_counter()
     out = check_baked(model, learned, "arithmetic", items=arithmetic_items("test")[:n],
@@ -111,10 +110,13 @@ def main() -> None:
     ap.add_argument("--part", choices=["llama_cpp", "baked", "all"], default="all")
     ap.add_argument("--n", type=int, default=400, help="test items (400: all of them)")
     args = ap.parse_args()
+    if not 1 <= args.n <= 400:
+        ap.error(f"--n {args.n}: the arithmetic test split has 400 items; give 1 to 400.")
     env_setup()
+    model = load_model(MODEL, dtype="fp32")  # once, for both parts
     for part, fn in (("llama_cpp", llama_cpp), ("baked", baked)):
         if args.part in (part, "all"):
-            result = fn(args.n)
+            result = fn(model, args.n)
             print(json.dumps({k: v for k, v in result.items() if k != "seconds"}, indent=1))
 
 

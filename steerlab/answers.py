@@ -170,6 +170,12 @@ def first_answer(text: str) -> str:
     return _NEXT_EXAMPLE.split(text, maxsplit=1)[0]
 
 
+def reply(completion: str, chat: bool) -> str:
+    """The part of a completion that answers: a chat reply whole; a base model's continuation
+    up to where it starts a new few-shot example (:func:`first_answer`)."""
+    return completion if chat else first_answer(completion)
+
+
 def answer_complete(text: str) -> bool:
     """True once ``text`` holds the start of a new few-shot example: then no continuation
     changes :func:`first_answer` (the cut is the leftmost match, and a match further left

@@ -16,7 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from steerlab import engine
-from steerlab.answers import answer_complete, first_answer, judge
+from steerlab.answers import answer_complete, judge, reply
 from steerlab.errors import EmptyInputError, OptionError
 from steerlab.evaluation import EvalResult, evaluate, gen_prompt, mc_batch, mc_batches
 from steerlab.options import SCORINGS, BackendName, Scoring, When
@@ -101,7 +101,7 @@ def _gen_cells(model: Model, task: Task, layers: Sequence[int], vectors: Sequenc
     seconds = (time.perf_counter() - t0) / len(vectors)
     results = []
     for outs, rec in zip(texts, receipts, strict=True):
-        judged = [judge(it, out if chat else first_answer(out)) for it, out in zip(
+        judged = [judge(it, reply(out, chat)) for it, out in zip(
             items, outs, strict=True)]
         results.append(EvalResult(
             task.name, model.hf_id, [it.id for it in items], np.array([ok for ok, _ in judged]),

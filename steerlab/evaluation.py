@@ -18,7 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from steerlab import engine
-from steerlab.answers import answer_complete, extract_letter, first_answer, judge
+from steerlab.answers import answer_complete, extract_letter, judge, reply
 from steerlab.errors import EmptyInputError, OptionError
 from steerlab.inference import generate
 from steerlab.options import SCORINGS, BackendName, Scoring
@@ -199,7 +199,7 @@ def _mc_generate(model: Model, items: list[Item], chat: bool, backend: BackendNa
                         batch_size=len(items), progress=False)
     preds, correct = [], []
     for it, out in zip(items, outs, strict=True):
-        letter = extract_letter(out if chat else first_answer(out), len(it.options))
+        letter = extract_letter(reply(out, chat), len(it.options))
         pick = it.options[LETTERS.index(letter)] if letter is not None else ""
         preds.append(pick)
         correct.append(letter is not None and LETTERS.index(letter) == it.answer_index)
@@ -296,7 +296,7 @@ def evaluate(model: Model, task: Task, items: Sequence[Item] | None = None,
             outs = generate(model, prompts, task.max_new_tokens, chat=chat, backend=backend,
                             batch_size=len(prompts), progress=False)
             for i, it, out in zip(idx, batch, outs, strict=True):
-                correct[i], preds[i] = judge(it, out if chat else first_answer(out))
+                correct[i], preds[i] = judge(it, reply(out, chat))
                 completions[i] = out
     return EvalResult(task.name, model.hf_id, [it.id for it in items], np.array(correct),
                       preds, time.perf_counter() - t0, task.chance(items),

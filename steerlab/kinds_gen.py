@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 
 from steerlab import _io
 from steerlab.activations import Activations
-from steerlab.answers import first_answer, judge
+from steerlab.answers import judge, reply
 from steerlab.cache import cache_activations
 from steerlab.devices import dtype_name
 from steerlab.errors import EmptyInputError, OptionError
@@ -206,7 +206,7 @@ def gen_kind_cells(plan: GenKindPlan, start: int, cells: Sequence[tuple[int, str
     rows = torch.arange(start, start + len(batch))
 
     def judged(outs: list[str]) -> dict[str, list[Any]]:
-        marks = [judge(it, out if plan.chat else first_answer(out))
+        marks = [judge(it, reply(out, plan.chat))
                  for it, out in zip(batch, outs, strict=True)]
         return {"correct": [ok for ok, _ in marks], "answer": [a for _, a in marks],
                 "completion": outs}

@@ -4,8 +4,8 @@ llama.cpp's control-vector format or layer mapping shows up in the suite.
 
 * :func:`read_control_vector` reads a GGUF control vector the way llama.cpp's loader does
   (``common_control_vector_load_one`` in ``common/common.cpp``): 1-D F32 ``direction.{k}``,
-  ``k > 0``, one width (anything else refuses the file), summed into a buffer that holds
-  block k's direction at offset ``(k - 1) * n_embd``.
+  ``k > 0``, one width (anything else refuses the file), into a buffer that holds block k's
+  direction at offset ``(k - 1) * n_embd``.
 * :class:`LlamaCpp` opens a GGUF model and hands that buffer to libllama's
   ``llama_set_adapter_cvec`` for every block (zeros where the file has none, so a shorter
   vector never leaves a previous one's upper layers in place) and resets the context after
@@ -33,9 +33,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from steerlab.answers import judge
+from steerlab.answers import judge, reply
 from steerlab.errors import InvalidVectorError, OptionError, VectorMismatchError
 from steerlab.evaluation import gen_prompt
+from steerlab.interop import _read
 
 if TYPE_CHECKING:
     from steerlab.models import Model
@@ -64,34 +65,17 @@ def source_dir() -> Path:
 def read_control_vector(path: str | Path, strength: float = 1.0) -> tuple[int, np.ndarray]:
     """(n_embd, buffer) of a GGUF control vector, as llama.cpp's loader builds them: the
     buffer holds ``strength * direction.k`` at ``(k - 1) * n_embd`` for every k up to the
-    file's highest; a file llama.cpp refuses raises :class:`InvalidVectorError` naming why."""
-    import gguf
-
-    reader = gguf.GGUFReader(Path(path))
-    found: dict[int, np.ndarray] = {}
-    for t in reader.tensors:
-        head, _, tail = t.name.partition(".")
-        try:
-            layer = int(tail) if head == "direction" else -1
-        except ValueError:
-            layer = -1
-        if layer <= 0:  # llama.cpp: "invalid/unparsable" or "invalid (zero)" layer index
-            raise InvalidVectorError(f"{path}: tensor {t.name!r}: llama.cpp takes only "
-                                     "direction.<k> with k > 0 (block 0 cannot be steered).")
-        if t.tensor_type != gguf.GGMLQuantizationType.F32 or len(t.shape) != 1:
-            raise InvalidVectorError(f"{path}: {t.name} must be a 1-D F32 tensor.")
-        got = np.asarray(t.data, dtype=np.float32)
-        found[layer] = found[layer] + got if layer in found else got  # repeats add up
-    if not found:
-        raise InvalidVectorError(f"{path}: no direction.<k> tensors (llama.cpp: 'no direction "
-                                 "tensors found').")
-    widths = {a.shape[0] for a in found.values()}
-    if len(widths) != 1:
-        raise InvalidVectorError(f"{path}: directions of different widths {sorted(widths)}.")
-    n_embd = widths.pop()
+    file's highest. The file is read and checked as :func:`steerlab.interop.from_gguf` reads
+    it (``direction.<k>`` names, 1-D F32, one width); llama.cpp also refuses block 0. A file
+    it refuses raises :class:`InvalidVectorError` naming why."""
+    _, found = _read(Path(path))
+    if 0 in found:
+        raise InvalidVectorError(f"{path}: direction.0: llama.cpp takes direction.<k> with "
+                                 "k > 0 only (block 0's output cannot be steered there).")
+    n_embd = next(iter(found.values())).shape[0]
     buf = np.zeros(n_embd * max(found), dtype=np.float32)
     for layer, a in found.items():
-        buf[(layer - 1) * n_embd:layer * n_embd] += strength * a
+        buf[(layer - 1) * n_embd:layer * n_embd] = strength * a
     return n_embd, buf
 
 
@@ -102,8 +86,7 @@ class LlamaCpp:
     def __init__(self, model_path: str | Path, n_ctx: int = 1024, n_threads: int = 1) -> None:
         """``n_threads`` (for prompts and decoding alike): llama.cpp's threads spin while they
         wait for each other, so on a CPU whose cores are busy (torch's own threads included)
-        two threads ran 100x slower than one here (52 s against 0.5 s for 32 tokens of
-        SmolLM2); one is the default."""
+        more threads can be far slower than one; one is the default."""
         import llama_cpp
 
         self.lib = llama_cpp
@@ -117,7 +100,6 @@ class LlamaCpp:
         self.n_embd = int(llama_cpp.llama_model_n_embd(model))
         self.n_layer = int(llama_cpp.llama_model_n_layer(model))
         self.n_vocab = int(self.llm.n_vocab())
-        self.vector: str | None = None
 
     def close(self) -> None:
         """Free llama.cpp's model and context now (not at interpreter exit)."""
@@ -142,19 +124,16 @@ class LlamaCpp:
                                       f"but {self.path.name} has {self.n_layer} blocks.")
         full[:buf.size] = buf
         self._apply(full)
-        self.vector = f"{path}:{strength:g}"
 
     def clear(self) -> None:
         """No control vector (llama.cpp's ``llama_set_adapter_cvec`` with no data)."""
         self._apply(None)
-        self.vector = None
 
     def _apply(self, full: np.ndarray | None) -> None:
         ctx = self.llm._ctx.ctx
         if full is None:
             err = self.lib.llama_set_adapter_cvec(ctx, None, 0, self.n_embd, 1, self.n_layer)
         else:
-            self._buf = full  # keep it alive while llama.cpp copies it
             ptr = full.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
             # blocks 1..n_layer, the range llama.cpp's common code passes by default
             err = self.lib.llama_set_adapter_cvec(ctx, ptr, full.size, self.n_embd, 1,
@@ -174,8 +153,9 @@ class LlamaCpp:
         one, e.g. a chat template's system prompt, reads only the rest); changing the vector
         empties it."""
         ids = list(ids)
-        if not ids:
-            raise OptionError("next_logits needs at least one prompt token.")
+        if not 0 < len(ids) <= self.llm.n_ctx():
+            raise OptionError(f"A prompt of {len(ids)} tokens: llama.cpp reads 1 to "
+                              f"{self.llm.n_ctx()} (open LlamaCpp with a larger n_ctx).")
         seen = self.llm.input_ids[:self.llm.n_tokens].tolist()
         keep = 0
         while keep < min(len(seen), len(ids) - 1) and seen[keep] == ids[keep]:
@@ -222,7 +202,7 @@ def evaluate_llama_cpp(runner: LlamaCpp, model: Model, task: Task, items: Sequen
         ids = model.encode([gen_prompt(item, (), chat)], chat=chat)["input_ids"][0].cpu().tolist()
         text = model.tokenizer.decode(runner.decode(ids, task.max_new_tokens, stop),
                                       skip_special_tokens=True)
-        ok, pred = judge(item, text)
+        ok, pred = judge(item, reply(text, chat))
         correct.append(ok)
         preds.append(pred)
         outs.append(text)

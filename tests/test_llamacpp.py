@@ -135,6 +135,8 @@ def test_decode_refuses_what_does_not_fit(cpp):
         cpp.decode(list(range(1000)), 32, set())
     with pytest.raises(OptionError, match="max_new_tokens"):
         cpp.decode([1, 2], 0, set())
+    with pytest.raises(OptionError, match="1 to 1024"):
+        cpp.next_logits([])
 
 
 def test_read_control_vector_refuses_what_llama_cpp_refuses(tmp_path):
