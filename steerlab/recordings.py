@@ -30,7 +30,7 @@ machine's default dtype, and ``results/`` stays as it is.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -85,7 +85,8 @@ if TYPE_CHECKING:
     from steerlab.vectors import SteeringVector
 
 __all__ = ["Evaluations", "check_evaluation", "check_sweep", "check_training", "load_in",
-           "recorded_protocol", "recorded_sweep", "recorded_training"]
+           "read_back", "recorded_protocol", "recorded_sweep", "recorded_training"]
+
 
 def load_in(name: str, dtype: str, model: Model | None = None, why: str = "") -> Model:
     """``model`` when it is already ``name`` in ``dtype``; else ``name`` loaded in ``dtype``
@@ -95,6 +96,25 @@ def load_in(name: str, dtype: str, model: Model | None = None, why: str = "") ->
         return model
     say(f"loading {name} in {dtype}{': ' + why if why else ''}")
     return load_model(name, dtype=dtype)
+
+
+def read_back(name: str, model: Model | None, out: str | Path,
+              recorded: Callable[[Model], str | None]) -> Model:
+    """The model to read the recording ``out`` back with: ``model`` when it is ``name`` (else
+    ``name`` loaded in the machine's default dtype), then loaded again in the dtype the
+    recording was made in (``recorded(model)``; None when nothing is recorded)."""
+    model = model if model is not None and model.name == name else load_model(name)
+    dtype = recorded(model)
+    if dtype is None:
+        return model
+    return load_in(name, dtype, model, f"the dtype {shown(out)} was recorded in")
+
+
+def computing(out: str | Path, missing: int, what: str, dtype: str | torch.dtype) -> None:
+    """Say that ``missing`` parts (``what``) of the recording ``out`` are computed now, in
+    ``dtype``."""
+    name = dtype if isinstance(dtype, str) else dtype_name(dtype)
+    say(f"{shown(out)}: {missing} {what} not recorded in {name}: computing them")
 
 
 # --- sweeps and replications ------------------------------------------------------------------
@@ -184,14 +204,10 @@ def recorded_sweep(name: str, config: SweepConfig, out: str | Path, progress: bo
     else computed (what is missing) in the machine's default dtype, saying so. Returns the
     model it used (``model`` when that one fits) and the sweep's table."""
 
-    model = model if model is not None and model.name == name else load_model(name)
-    dtype = recorded_dtype(model, config, out)
-    if dtype is not None:
-        model = load_in(name, dtype, model, f"the dtype {shown(out)} was recorded in")
+    model = read_back(name, model, out, lambda m: recorded_dtype(m, config, out))
     missing = missing_cells(model, config, out)
     if missing:
-        say(f"{shown(out)}: {missing} cell(s) not recorded "
-            f"in {str(model.dtype).removeprefix('torch.')}: computing them")
+        computing(out, missing, "cell(s)", model.dtype)
     table = sweep(model, config, out=out, progress=progress)
     if not missing:
         check_sweep(model, config, out)
@@ -205,17 +221,18 @@ def recorded_protocol(name: str, out: str | Path, draws: int, progress: bool = T
     it was recorded in; one spot check for the whole recording (a random draw's random cell)
     when every draw was recorded, else the missing cells are computed, saying so."""
 
-    model = model if model is not None and model.name == name else load_model(name)
     paths = [Path(out) / f"draw{d}.parquet" for d in range(draws)]
+
+    def recorded(m: Model) -> str | None:  # one dtype for every draw, or none
+        dtypes = {recorded_dtype(m, protocol_config(m, seed=d, **kwargs), p)
+                  for d, p in enumerate(paths)}
+        return next(iter(dtypes)) if len(dtypes) == 1 else None
+
+    model = read_back(name, model, out, recorded)
     configs = [protocol_config(model, seed=d, **kwargs) for d in range(draws)]
-    dtypes = {recorded_dtype(model, c, p) for c, p in zip(configs, paths, strict=True)}
-    dtype = next(iter(dtypes)) if len(dtypes) == 1 else None
-    if dtype is not None:
-        model = load_in(name, dtype, model, f"the dtype {shown(out)} was recorded in")
     missing = sum(missing_cells(model, c, p) for c, p in zip(configs, paths, strict=True))
     if missing:
-        say(f"{shown(out)}: {missing} cell(s) not recorded "
-            f"in {str(model.dtype).removeprefix('torch.')}: computing them")
+        computing(out, missing, "cell(s)", model.dtype)
     frames = [sweep(model, c, out=p, progress=progress).assign(draw=d)
               for d, (c, p) in enumerate(zip(configs, paths, strict=True))]
     if not missing:

@@ -30,8 +30,7 @@ from steerlab.kinds import (
     run_kind_patching,
 )
 from steerlab.kinds import recorded_dtype as kind_dtype
-from steerlab.models import load_model
-from steerlab.recordings import load_in
+from steerlab.recordings import computing, read_back
 from steerlab.reliability import Reliability, cell_id, plan_reliability, reliability_report
 from steerlab.spotcheck import (
     NORM_RTOL,
@@ -65,16 +64,13 @@ def recorded_kind_patching(name: str, target: str, out: str | Path, progress: bo
     missing batches computed in the machine's default dtype, saying so. Returns the model it
     used (``model`` when that one fits) and the table."""
 
-    model = model if model is not None and model.name == name else load_model(name)
-    dtype = kind_dtype(model, out, target=target, **options)
-    if dtype is not None:
-        model = load_in(name, dtype, model, f"the dtype {shown(out)} was recorded in")
+    model = read_back(name, model, out, lambda m: kind_dtype(m, out, target=target, **options))
     config = kind_config(model, target, **options)
     batches = -(-len(config["items"]) // config["batch_size"])
     missing = batches - len(recorded_batches(config_key(config), out))
     if missing:
-        say(f"{shown(out)}: {missing} of {batches} batch(es) of kind patching on {target} not "
-            f"recorded in {config['dtype']}: computing them")
+        computing(out, missing, f"of {batches} batch(es) of kind patching on {target}",
+                  config["dtype"])
     plan = plan_kind_patching(model, target, **options)  # the sources read once, for both
     frame = run_kind_patching(plan, progress, out)
     if not missing:
@@ -144,16 +140,13 @@ def recorded_kind_patching_gen(name: str, out: str | Path, progress: bool = True
     arguments) with the journal ``out``: read back in the dtype it was recorded in and
     spot-checked (:func:`check_kind_patching_gen`) when ``out`` holds every batch, else the
     missing batches computed in the machine's default dtype, saying so."""
-    model = model if model is not None and model.name == name else load_model(name)
-    dtype = kinds_gen.recorded_dtype(model, out, **options)
-    if dtype is not None:
-        model = load_in(name, dtype, model, f"the dtype {shown(out)} was recorded in")
+    model = read_back(name, model, out, lambda m: kinds_gen.recorded_dtype(m, out, **options))
     config = kinds_gen.kind_gen_config(model, **options)
     batches = -(-len(config["items"]) // config["batch_size"])
     missing = batches - len(recorded_batches(config_key(config), out))
     if missing:
-        say(f"{shown(out)}: {missing} of {batches} batch(es) of generative kind patching not "
-            f"recorded in {config['dtype']}: computing them")
+        computing(out, missing, f"of {batches} batch(es) of generative kind patching",
+                  config["dtype"])
     plan = kinds_gen.plan_kind_patching_gen(model, **options)  # sources read once, for both
     frame = kinds_gen.run_kind_patching_gen(plan, progress, out)
     if not missing:
@@ -203,16 +196,14 @@ def recorded_reliability(name: str, vector: SteeringVector, task: str, out: str 
     ``task`` (``options``: its other arguments) with the journal ``out``: read back in the
     dtype it was recorded in and spot-checked (:func:`check_reliability`) when ``out`` holds
     every cell, else the missing cells computed in the machine's default dtype, saying so."""
-    model = model if model is not None and model.name == name else load_model(name)
-    dtype = journal_dtype(out, plan_reliability(model, vector, task, **options).config)
-    if dtype is not None:
-        model = load_in(name, dtype, model, f"the dtype {shown(out)} was recorded in")
+    model = read_back(name, model, out, lambda m: journal_dtype(
+        out, plan_reliability(m, vector, task, **options).config))
     plan = plan_reliability(model, vector, task, **options)
     have = {r["cell"] for r in _io.read_jsonl(out) if r.get("key") == plan.key}
     missing = [c for c in plan.cells() if cell_id(c[0], c[1], c[2]) not in have]
     if missing:
-        say(f"{shown(out)}: {len(missing)} of {len(plan.cells())} reliability cell(s) of "
-            f"{vector.method} on {task} not recorded in {plan.config['dtype']}: computing them")
+        computing(out, len(missing), f"of {len(plan.cells())} reliability cell(s) of "
+                  f"{vector.method} on {task}", plan.config["dtype"])
     rep = reliability_report(model, vector, task, out=out, progress=progress, **options)
     if not missing:
         check_reliability(model, vector, task, out, options)

@@ -79,14 +79,14 @@ def tiny_model(arch: str, seed: int = 0) -> Model:
     return model_from_hf(hf, char_tokenizer(), name=f"tiny-{arch}", device=test_device())
 
 
-def patch_model() -> Model:
-    """The tiny Llama of the patching tests (seed 3), with a tokenizer the TransformerLens
-    bridge can reload by path."""
+def patch_model(arch: str = "llama", seed: int = 3) -> Model:
+    """A tiny model (by default the Llama of the patching tests, seed 3) with a tokenizer the
+    TransformerLens bridge can reload by path."""
     import tempfile
 
     from transformers import AutoTokenizer
 
-    m = tiny_model("llama", seed=3)
+    m = tiny_model(arch, seed=seed)
     d = tempfile.mkdtemp()
     char_tokenizer().save_pretrained(d)
     tok = AutoTokenizer.from_pretrained(d)

@@ -72,6 +72,9 @@ def test_a_recorded_summary_is_kept_and_the_new_one_compared(tmp_path, monkeypat
     assert "differs in 2 of 4 values" in said and "table[0].acc" in said
     n, differ = compare_summaries({"a": [1, 2]}, {"a": [1]})
     assert n == 2 and differ == ["a[1]: recorded 2, now None"]
+    n, differ = compare_summaries({"c": [{"seconds": 339.0, "acc": 0.5}], "gen_seconds": 1},
+                                  {"c": [{"seconds": 52.0, "acc": 0.5}], "gen_seconds": 9})
+    assert n == 1 and differ == []  # wall times are not results
     write_summary("m", "timing", {"seconds": 1.0}, measured=True)
     write_summary("m", "timing", {"seconds": 9.0}, measured=True)
     assert "wall times" in capsys.readouterr().out

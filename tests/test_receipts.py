@@ -3,7 +3,7 @@ checked against re-creations of the phase and hook bugs steerlab (and its peers)
 
 import pytest
 import torch
-from conftest import PROMPTS, no_hooks, tiny_model
+from conftest import ATTENTION_ARCHS, PROMPTS, no_hooks, patch_model, tiny_model
 
 from steerlab.backends import phase as phase_module
 from steerlab.backends.phase import Phase
@@ -304,24 +304,34 @@ def _agree(got, ref, cell, backend, rtol):
                 f"{backend} vs hf disagree on {k} in cell {cell}"
 
 
+@pytest.fixture(scope="module", params=ATTENTION_ARCHS)
+def tiny_lens(request):
+    """A tiny model of each attention architecture with its tokenizer saved to a directory,
+    which TransformerLens's bridge reloads by path (it boots only tokenizers it can load)."""
+    return patch_model(request.param, seed=0)
+
+
 @pytest.mark.parametrize("cell", CELLS, ids=["-".join(c) for c in CELLS])
-def test_hf_and_nnsight_receipts_agree_on_a_tiny_model(tiny_llama, cell):
+def test_every_backend_receipts_agree_on_a_tiny_model(tiny_lens, cell):
+    """hf, nnsight and TransformerLens on each tiny architecture: the same phases, rows, positions and
+    generated tokens; sizes to 1e-5 (nnsight runs the HF modules) and 1e-4 (the bridge's eager
+    attention rounds differently)."""
     mode, site, positions = cell
-    v = _vec(tiny_llama, 5)
-    ref, ref_ids = _receipt_and_text(tiny_llama, "hf", mode, site, positions, v, PROMPTS[:2])
-    got, got_ids = _receipt_and_text(tiny_llama, "nnsight", mode, site, positions, v,
-                                     PROMPTS[:2])
-    _agree(got, ref, cell, "nnsight", 1e-5)
-    assert got_ids == ref_ids, cell
-    assert no_hooks(tiny_llama)
+    v = _vec(tiny_lens, 5)
+    ref, ref_ids = _receipt_and_text(tiny_lens, "hf", mode, site, positions, v, PROMPTS[:2])
+    for backend, rtol in (("nnsight", 1e-5), ("tlens", 1e-4)):
+        got, got_ids = _receipt_and_text(tiny_lens, backend, mode, site, positions, v,
+                                         PROMPTS[:2])
+        _agree(got, ref, cell, backend, rtol)
+        assert got_ids == ref_ids, (cell, backend)
+    assert no_hooks(tiny_lens)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("cell", CELLS, ids=["-".join(c) for c in CELLS])
 def test_every_backend_receipts_agree_on_smollm2(smollm, cell):
-    """The real model on all three backends (TransformerLens boots only real tokenizers):
-    receipts and generated tokens agree; TransformerLens's eager attention rounds
-    differently, so sizes agree to 1e-3."""
+    """The real model on all three backends: receipts and generated tokens agree;
+    TransformerLens's eager attention rounds differently, so sizes agree to 1e-3."""
     mode, site, positions = cell
     v = 8.0 * torch.randn(smollm.d_model, generator=torch.Generator().manual_seed(5))
     prompts = ["What is the capital of France?", "Which is larger, 37 or 52?"]

@@ -90,6 +90,10 @@ class TLensBackend(Backend):
         hf = model.hf
         shared = {id(t): t for t in (*hf.parameters(), *hf.buffers())}
         hf_copy = copy.deepcopy(hf, shared)  # new modules, the same weight tensors
+        if not getattr(hf_copy.config, "architectures", None):
+            # a model built from a config names no architecture, and TransformerLens 4.3 maps
+            # some model types (gemma3_text) to none: the class says which it is
+            hf_copy.config.architectures = [type(hf).__name__]
         self.bridge = TransformerBridge.boot_transformers(
             model.hf_id, hf_model=hf_copy, tokenizer=model.tokenizer
         )
