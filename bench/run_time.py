@@ -6,9 +6,11 @@ set (every ``STEERLAB_*`` variable removed from the environment), streams its ou
 appends one row to ``bench/results.jsonl``:
 
 * ``seconds``: the wall time of ``make run`` (set-up, the browser, the demo, the notebooks);
-* ``notebooks``: each notebook's seconds, from the runner's ``done in N s`` lines, and
-  ``before_notebooks``: the rest (set-up, browser, demo);
-* ``spot_checks`` / ``spot_checks_passed``: the reused recordings checked, and how many passed;
+* ``notebooks``: the seconds of each notebook that finished, from the runner's ``done in N s``
+  lines, and ``before_notebooks``: the seconds until the first one started (set-up, the
+  browser, the demo);
+* ``spot_checks_passed`` and ``spot_checks_failed``: how many spot checks of reused recordings
+  passed, and the recordings whose check failed (a failure stops the run);
 * ``clean``: whether ``git status`` afterwards shows nothing but ``figures/`` (``results/``
   as recorded), with the paths that changed otherwise;
 * the CPU, its bf16-relevant flags and the dtype the default-dtype rule picks there.
@@ -33,7 +35,8 @@ from _common import machine, record  # noqa: E402
 from suite_time import cpu_flags  # noqa: E402
 
 DONE = re.compile(r"^\[\d+/\d+\] (\S+) done in (\d+) s$")
-CHECKED, PASSED = "spot check of ", "spot check passed: "
+#: the runner's lines (``[3/9] 02 | spot check passed: ...``), not a traceback's echo of them
+CHECK = re.compile(r"^\[\d+/\d+\] \S+ \| spot check (passed|FAILED): (\S+)")
 
 
 def main(argv: list[str]) -> int:
@@ -53,17 +56,20 @@ def main(argv: list[str]) -> int:
     subprocess.run(["git", "clone", "-q", str(root), str(clone)], check=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("STEERLAB_")}
     notebooks: dict[str, int] = {}
-    checked = passed = 0
+    checks: dict[str, list[str]] = {"passed": [], "FAILED": []}
     t0 = time.perf_counter()
+    first: float | None = None  # when the first notebook started
     proc = subprocess.Popen(["make", args.target], cwd=clone, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     assert proc.stdout is not None
     for line in proc.stdout:
         sys.stdout.write(line)
+        if first is None and line.startswith("[1/"):
+            first = time.perf_counter() - t0
         if m := DONE.match(line.strip()):
             notebooks[m.group(1)] = int(m.group(2))
-        checked += CHECKED in line
-        passed += PASSED in line
+        if m := CHECK.match(line.strip()):
+            checks[m.group(1)].append(m.group(2))
     rc = proc.wait()
     seconds = time.perf_counter() - t0
     status = subprocess.run(["git", "status", "--porcelain"], cwd=clone, check=True,
@@ -71,12 +77,14 @@ def main(argv: list[str]) -> int:
     changed = [s[3:] for s in status if not s[3:].startswith("figures/")]
     row = record("run_time", target=args.target, commit=head, seconds=round(seconds, 1),
                  exit_code=rc, notebooks=notebooks,
-                 before_notebooks=round(seconds - sum(notebooks.values()), 1),
-                 spot_checks=checked, spot_checks_passed=passed, clean=not changed,
+                 before_notebooks=None if first is None else round(first, 1),
+                 spot_checks_passed=len(checks["passed"]), spot_checks_failed=checks["FAILED"],
+                 clean=not changed,
                  changed=changed, flags=cpu_flags(),
                  default_dtype=str(default_dtype("cpu")).split(".")[-1], setup=machine())
     print(f"\nmake {args.target}: {seconds / 60:.1f} min, exit {rc}; notebooks "
-          f"{sum(notebooks.values())} s; spot checks {passed}/{checked} passed; git status "
+          f"{sum(notebooks.values())} s; spot checks: {len(checks['passed'])} passed, "
+          f"failed {checks['FAILED'] or 'none'}; git status "
           f"{'clean but figures/' if not changed else 'changed: ' + ', '.join(changed)}; "
           f"flags {row['flags']}, default dtype {row['default_dtype']}")
     if not (args.keep or args.clone):
