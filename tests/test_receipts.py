@@ -313,9 +313,9 @@ def tiny_lens(request):
 
 @pytest.mark.parametrize("cell", CELLS, ids=["-".join(c) for c in CELLS])
 def test_every_backend_receipts_agree_on_a_tiny_model(tiny_lens, cell):
-    """hf, nnsight and TransformerLens on each tiny architecture: the same phases, rows, positions and
-    generated tokens; sizes to 1e-5 (nnsight runs the HF modules) and 1e-4 (the bridge's eager
-    attention rounds differently)."""
+    """hf, nnsight and TransformerLens on each tiny architecture: the same phases, rows, positions
+    and generated tokens; sizes to 1e-5 (nnsight runs the HF modules) and 1e-4 (the bridge's
+    eager attention rounds differently)."""
     mode, site, positions = cell
     v = _vec(tiny_lens, 5)
     ref, ref_ids = _receipt_and_text(tiny_lens, "hf", mode, site, positions, v, PROMPTS[:2])
