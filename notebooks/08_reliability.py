@@ -142,6 +142,14 @@ save_figure(fig, "08", "reliability_learned")
 fig
 
 # %% [markdown]
+# Read this beside notebook 05's answers. The response measures the gold answer as the
+# reply's *first* tokens, while the reward the vectors were trained on checks only the final
+# number: vectors that teach a template opening with a restatement ("To find 36 - 11, ...")
+# move the answer later, so each layer alone can come out anti-steerable on this response
+# while all of them together raise accuracy. A per-item response says something about a
+# vector only where it measures what the vector was trained to change.
+
+# %% [markdown]
 # ## 3. The seed's control on generated answers
 #
 # Notebook 07 patched reasoning states into recall questions and scored multiple choice by

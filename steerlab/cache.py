@@ -24,7 +24,8 @@ from steerlab.devices import dtype_name
 from steerlab.errors import OptionError, ReceiptError
 from steerlab.options import REDUCTIONS, BackendName, Reduction, Site
 from steerlab.padding import at_last, mask_of
-from steerlab.receipts import Receipt, add_up, describe
+from steerlab.receipt_totals import add_up, describe
+from steerlab.receipts import Receipt
 from steerlab.validate import check_layers, check_prompts
 
 if TYPE_CHECKING:

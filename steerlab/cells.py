@@ -20,7 +20,8 @@ from steerlab.answers import answer_complete, judge, reply
 from steerlab.errors import EmptyInputError, OptionError
 from steerlab.evaluation import EvalResult, evaluate, gen_prompt, mc_batch, mc_batches
 from steerlab.options import SCORINGS, BackendName, Scoring, When
-from steerlab.receipts import Receipt, add_up, describe
+from steerlab.receipt_totals import add_up, describe
+from steerlab.receipts import Receipt
 from steerlab.steering import RowSteering, steer
 from steerlab.tasks import Item, Task
 

@@ -149,8 +149,11 @@ def static_outputs(nb: nbformat.NotebookNode) -> None:
                 # the page's column sets the width (a figure made wider than it is clipped)
                 fig["layout"] = {k: v for k, v in dict(fig.get("layout", {})).items()
                                  if k != "width"} | {"autosize": True}
+                # not validated: a copy executed under another plotly may carry trace types
+                # this one no longer knows (plotly 6's scattermapbox in plotly 7); plotly.js,
+                # which draws it, does
                 html = pio.to_html(fig, include_plotlyjs=False, full_html=False,
-                                   config={"responsive": True})
+                                   config={"responsive": True}, validate=False)
                 if first:
                     html = f'<script src="{PLOTLY_JS}"></script>\n' + html
                     first = False

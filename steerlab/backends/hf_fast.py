@@ -9,20 +9,19 @@ this mixin; only :mod:`steerlab.engine` calls it.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from steerlab.backends.blocks import StopForward, position_ids
+from steerlab.backends.hf_replay import HFReplay
 from steerlab.backends.kvcache import (
     LEAD_ROWS,
     common_start,
     decoding_cache,
     fill_past,
     leads,
-    take,
 )
 from steerlab.errors import OptionError
 
@@ -31,8 +30,9 @@ if TYPE_CHECKING:
     from steerlab.models import Model
 
 
-class HFFastPath:
-    """The fast-path methods of the HF backend (the attributes below are its own)."""
+class HFFastPath(HFReplay):
+    """The fast-path methods of the HF backend (the attributes below are its own; prefix
+    record and replay come from :class:`~steerlab.backends.hf_replay.HFReplay`)."""
 
     name: str
     model: Model
@@ -42,7 +42,6 @@ class HFFastPath:
     _cache_kw: str | None
     _takes_positions: bool
     _takes_keep: bool
-    _view: tuple[torch.Tensor, int] | None
     _sliding: float | None
 
     if TYPE_CHECKING:
@@ -370,56 +369,3 @@ class HFFastPath:
             plain = all(isinstance(layer, DynamicLayer) for layer in layers)
             self._sliding = float(min(windows, default=float("inf"))) if plain else 0.0
         return self._sliding
-
-    @contextmanager
-    def _viewing(self, rows: torch.Tensor, start: int) -> Iterator[None]:
-        """While in force, a replayed prefix returns only ``rows`` and columns ``start:``."""
-        before = self._view
-        self._view = (rows, start)
-        try:
-            yield
-        finally:
-            self._view = before
-
-    def record(self, enc: dict[str, torch.Tensor], layer: int,
-               start: tuple[int, Any] | None = None) -> Any:
-        seen: dict[str, Any] = {}
-
-        def hook(module: torch.nn.Module, args: Any, output: Any) -> None:
-            seen["out"] = output
-            raise StopForward
-
-        with contextlib.ExitStack() as stack:
-            if start is not None:
-                if start[0] >= layer:
-                    raise ValueError(f"Cannot resume at layer {start[0]} to reach {layer}.")
-                stack.enter_context(self.replaying(*start))
-            handle = self._layers[layer].register_forward_hook(hook)
-            stack.callback(handle.remove)
-            with contextlib.suppress(StopForward):
-                self.forward(enc)
-        return seen["out"]
-
-    @contextmanager
-    def replaying(self, layer: int, output: Any) -> Iterator[None]:
-        blocks = list(self._layers)[:layer + 1]
-
-        def recorded(*args: Any, **kwargs: Any) -> Any:
-            if self._view is None:
-                return output
-            rows, start = self._view
-            return take(output, rows, start)
-
-        # a library may keep its own wrapper as the block's instance ``forward`` (nnsight
-        # does): put back exactly what was there, not the class's method
-        saved = [block.__dict__.get("forward") for block in blocks]
-        try:
-            for block in blocks:
-                block.forward = recorded
-            yield
-        finally:
-            for block, before in zip(blocks, saved, strict=True):
-                if before is None:
-                    block.__dict__.pop("forward", None)
-                else:
-                    block.forward = before

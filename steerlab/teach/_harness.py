@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 
 if TYPE_CHECKING:
@@ -98,6 +99,30 @@ def call(fn: Any, *args: Any, what: str | None = None, hint: str = "", **kwargs:
         where = f" at line {frame.lineno} of {frame.name}(): {frame.line}" if frame.line else ""
         raise Fail(f"{label} raised {type(err).__name__}: {err}{where}"
                    + (f". Hint: {hint}" if hint else "")) from None
+
+
+def head(v: torch.Tensor, k: int = 3) -> str:
+    """The first ``k`` values of ``v`` for a message: ``[0.12, -3.4, 5, ...]``."""
+    return "[" + ", ".join(f"{x:.3g}" for x in v[:k].cpu().tolist()) + ", ...]"
+
+
+def as_number(got: Any, what: str) -> float:
+    """``got`` as one finite float, or :class:`Fail` saying what is wrong."""
+    if got is None:
+        raise Fail(f"{what} returned None; expected one number. Did you forget `return`?")
+    size = (got.numel() if isinstance(got, torch.Tensor)
+            else got.size if isinstance(got, np.ndarray) else 1)
+    if size != 1:
+        raise Fail(f"{what} returned an array of shape {tuple(got.shape)}; expected one "
+                   "number.")
+    try:
+        val = float(got)
+    except (TypeError, ValueError):
+        raise Fail(f"{what} returned {type(got).__name__} {got!r:.60}; expected one number."
+                   ) from None
+    if not np.isfinite(val):
+        raise Fail(f"{what} returned {val}: did you divide by zero?")
+    return val
 
 
 def as_tensor(got: Any, what: str, shape: tuple[int, ...]) -> torch.Tensor:

@@ -15,6 +15,7 @@ from steerlab.teach._harness import (
     call,
     check,
     cos,
+    head,
     models_for,
     rel_err,
     tolerance,
@@ -88,14 +89,11 @@ def check_last_token_residual(fn: Any, model: Model | None = None, embedded: boo
         ref = cache_activations(m, prompts, layers=[layer], chat=False).at(layer)
         if rel_err(got, ref) > tolerance(m):
             raise Fail(f"on {m.name} (layer {layer}, {len(prompts)} prompts) expected row 0 to "
-                       f"start {_head(ref[0])}, got {_head(got[0])}: "
+                       f"start {head(ref[0])}, got {head(got[0])}: "
                        + _diagnose_residual(m, prompts, layer, got, ref))
         done.append(f"{m.name} layer {layer}")
     return "matches steerlab's cache_activations on " + " and ".join(done) + "."
 
-
-def _head(v: torch.Tensor, k: int = 3) -> str:
-    return "[" + ", ".join(f"{x:.3g}" for x in v[:k].cpu().tolist()) + ", ...]"
 
 
 @check
@@ -137,5 +135,5 @@ def check_mean_difference(fn: Any, model: Model | None = None, embedded: bool = 
                 "calibrated on the raw difference." if c > 0.999 else
                 f"cosine with the expected vector is {c:.2f}. Hint: pos.mean(dim=0) - "
                 "neg.mean(dim=0); the two sets can have different numbers of prompts.")
-        raise Fail(f"{what}: expected {_head(ref)}, got {_head(got)}; {hint}")
+        raise Fail(f"{what}: expected {head(ref)}, got {head(got)}; {hint}")
     return "equals steerlab's diff_of_means on " + " and ".join(done) + "."

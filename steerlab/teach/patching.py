@@ -20,9 +20,11 @@ from steerlab.patching import activation_patching
 from steerlab.teach._harness import (
     Fail,
     HookGuard,
+    as_number,
     as_tensor,
     call,
     check,
+    head,
     models_for,
     rel_err,
     tolerance,
@@ -168,7 +170,7 @@ def check_patch_residual(fn: Any, model: Model | None = None, embedded: bool = T
 
             if close(got, ref):
                 continue
-            raise Fail(f"{what}: expected logits starting {_head(ref)}, got {_head(got)} "
+            raise Fail(f"{what}: expected logits starting {head(ref)}, got {head(got)} "
                        f"(relative error {rel_err(got, ref):.3g}); "
                        + _diagnose_patch(m, got, close, clean, corrupted, layer, pos,
                                          clean_lg, corr_lg))
@@ -228,9 +230,6 @@ def _modules(names: list[str]) -> str:
         counts[n] = counts.get(n, 0) + 1
     return ", ".join(n if c == 1 else f"{n} (x{c})" for n, c in counts.items())
 
-
-def _head(v: torch.Tensor, k: int = 3) -> str:
-    return "[" + ", ".join(f"{x:.3g}" for x in v[:k].cpu().tolist()) + ", ...]"
 
 
 # ---- exercise 5.2 ---------------------------------------------------------------------------
@@ -343,24 +342,6 @@ def _diagnose_map(m: Model, g: torch.Tensor, r: torch.Tensor, norm: Any, tol: fl
 
 # ---- exercise 5.3 ---------------------------------------------------------------------------
 
-def _number(got: Any, what: str) -> float:
-    if got is None:
-        raise Fail(f"{what} returned None; expected one number. Did you forget `return`?")
-    size = (got.numel() if isinstance(got, torch.Tensor)
-            else got.size if isinstance(got, np.ndarray) else 1)
-    if size != 1:
-        raise Fail(f"{what} returned an array of shape {tuple(got.shape)}; expected one "
-                   "number: the logit difference of the two answer tokens, rescaled.")
-    try:
-        val = float(got)
-    except (TypeError, ValueError):
-        raise Fail(f"{what} returned {type(got).__name__} {got!r:.60}; expected one number."
-                   ) from None
-    if not np.isfinite(val):
-        raise Fail(f"{what} returned {val}: did you divide by zero?")
-    return val
-
-
 @check
 def check_normalised_logit_diff(fn: Any, model: Model | None = None,
                                 embedded: bool = True) -> str:
@@ -384,7 +365,7 @@ def check_normalised_logit_diff(fn: Any, model: Model | None = None,
         for name, logits, ref in cases:
             what = (f"on {m.name}, your function(logits of {name}, {good}, {bad}, "
                     f"ld_clean={ld_clean:.3g}, ld_corrupt={ld_corrupt:.3g})")
-            got = _number(call(fn, logits.clone(), good, bad, ld_clean, ld_corrupt, what=what),
+            got = as_number(call(fn, logits.clone(), good, bad, ld_clean, ld_corrupt, what=what),
                           what)
             if abs(got - ref) <= 1e-3 * max(1.0, abs(ref)):
                 continue
