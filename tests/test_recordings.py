@@ -205,7 +205,7 @@ def test_a_training_run_records_its_dtype_and_its_first_step_replays(tmp_path):
 def test_the_recorded_run_knows_its_dtype():
     from steerlab.notebooks import recorded_run
 
-    assert run_dtype(recorded_run("smollm2-135m-instruct", "arithmetic")) == "bfloat16"
+    assert run_dtype(recorded_run("smollm2-135m-instruct", "arithmetic")) == "float32"
 
 
 def test_the_runner_prints_console_lines_cells_and_warnings(capsys, monkeypatch):
