@@ -1,7 +1,8 @@
 """``make run`` from a fresh clone, timed: the whole run, each notebook, every spot check.
 
-Clones this repository's committed HEAD into a new directory (``--clone DIR``; default a
-temporary one, removed afterwards unless ``--keep``), runs ``make run`` there with nothing
+Clones this repository's committed HEAD into a new directory (``--clone DIR``; default a new
+folder beside this checkout, so that ``../shared/data`` resolves there as it does here, removed
+afterwards unless ``--keep``), runs ``make run`` there with nothing
 set (every ``STEERLAB_*`` variable removed from the environment), streams its output, and
 appends one row to ``bench/results.jsonl``:
 
@@ -48,7 +49,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("target", nargs="?", default="run", help="make target (default run)")
     args = ap.parse_args(argv)
     root = Path(__file__).resolve().parent.parent
-    clone = args.clone or Path(tempfile.mkdtemp(prefix="steerlab-run-")) / "steerlab"
+    clone = args.clone or Path(tempfile.mkdtemp(prefix="steerlab-run-", dir=root.parent))
     if clone.exists() and any(clone.iterdir()):
         ap.error(f"--clone {clone} exists and is not empty: name a new directory.")
     head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, check=True,
@@ -88,7 +89,7 @@ def main(argv: list[str]) -> int:
           f"{'clean but figures/' if not changed else 'changed: ' + ', '.join(changed)}; "
           f"flags {row['flags']}, default dtype {row['default_dtype']}")
     if not (args.keep or args.clone):
-        shutil.rmtree(clone.parent, ignore_errors=True)
+        shutil.rmtree(clone, ignore_errors=True)
     return rc
 
 
