@@ -191,8 +191,10 @@ def test_quickstart_in_jupyterlab(tmp_path: Path, record_property: Any) -> None:
             mark("explorer_rerun")
 
             # 5. screenshot of the explorer as it now stands
-            # the notebook's last cell in view: the whole explorer widget sits just above it
-            page.locator(".jp-Notebook .jp-Cell").last.scroll_into_view_if_needed()
+            # the explorer's output in view, not the notebook's last cell: JupyterLab 4.2's
+            # windowed notebook can leave that cell "not visible" to playwright (a 60 s
+            # timeout on the oldest set, 2026-12-07), while the output was just read above
+            page.locator(".steerlab-output").first.scroll_into_view_if_needed()
             FIGURES.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(SCREENSHOT))
             mark("screenshot")
