@@ -95,7 +95,6 @@ def check_last_token_residual(fn: Any, model: Model | None = None, embedded: boo
     return "matches steerlab's cache_activations on " + " and ".join(done) + "."
 
 
-
 @check
 def check_mean_difference(fn: Any, model: Model | None = None, embedded: bool = True) -> str:
     """Check ``fn(pos, neg) -> (d_model,)``: mean of ``pos`` rows minus mean of ``neg`` rows,

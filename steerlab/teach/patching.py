@@ -231,7 +231,6 @@ def _modules(names: list[str]) -> str:
     return ", ".join(n if c == 1 else f"{n} (x{c})" for n, c in counts.items())
 
 
-
 # ---- exercise 5.2 ---------------------------------------------------------------------------
 
 def _map_layers(model: Model) -> list[int]:
@@ -366,7 +365,7 @@ def check_normalised_logit_diff(fn: Any, model: Model | None = None,
             what = (f"on {m.name}, your function(logits of {name}, {good}, {bad}, "
                     f"ld_clean={ld_clean:.3g}, ld_corrupt={ld_corrupt:.3g})")
             got = as_number(call(fn, logits.clone(), good, bad, ld_clean, ld_corrupt, what=what),
-                          what)
+                            what)
             if abs(got - ref) <= 1e-3 * max(1.0, abs(ref)):
                 continue
             ld = float(logits[good] - logits[bad])
